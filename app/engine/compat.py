@@ -1,0 +1,61 @@
+"""The one place that imports transformer-lens / sae-lens symbols that move between versions."""
+from __future__ import annotations
+
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: F401
+from transformer_lens.pretrained.weight_conversions import convert_llama_weights  # noqa: F401
+from sae_lens import SAE, TopKSAE, TopKSAEConfig, JumpReLUSAE, JumpReLUSAEConfig  # noqa: F401
+
+
+def load_sae_from_disk(path, device: str = "cpu", dtype: str | None = None):
+    """Load an SAE saved in sae-lens's disk format (cfg.json + sae_weights.safetensors)."""
+    return SAE.load_from_disk(str(path), device=device, dtype=dtype)
+
+
+def load_sae_from_release(release: str, sae_id: str, device: str = "cpu", dtype: str | None = None):
+    """Load a pretrained SAE by sae-lens release/id (needs the files in the local HF cache)."""
+    sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+    # sae-lens < 6 returned (sae, cfg, sparsity); 6.x returns the SAE.
+    return sae[0] if isinstance(sae, tuple) else sae
+
+
+def gemma_scope_npz_converter():
+    """sae-lens's loader for Gemma Scope's params.npz layout (moves between versions)."""
+    from sae_lens.loading import pretrained_sae_loaders as L
+
+    for name in ("gemma_2_sae_huggingface_loader", "gemma_2_sae_loader"):
+        if hasattr(L, name):
+            return getattr(L, name)
+    raise ImportError("sae-lens has no Gemma Scope loader in pretrained_sae_loaders")
+
+
+def speed_up_cpu_matmuls(model) -> int:
+    """Swap GatedMLP/Unembed forwards for plain matmuls (TL 3.x re-materialises W.T per call).
+
+    Same maths and the same hook points; returns how many modules were patched.
+    """
+    import types
+
+    import torch
+    from transformer_lens.components import GatedMLP, Unembed
+
+    def gated_forward(self, x):
+        pre_act = self.hook_pre(x @ self.W_gate)
+        pre_linear = self.hook_pre_linear(x @ self.W_in)
+        post_act = self.hook_post(self.act_fn(pre_act) * pre_linear + self.b_in)
+        return torch.addmm(self.b_out, post_act.reshape(-1, post_act.shape[-1]), self.W_out).reshape(
+            *post_act.shape[:-1], self.W_out.shape[-1]
+        )
+
+    def unembed_forward(self, residual):
+        residual = self.hook_in(residual)
+        return self.hook_out(residual @ self.W_U + self.b_U)
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, GatedMLP) and not (mod.cfg.is_layer_norm_activation()):
+            mod.forward = types.MethodType(gated_forward, mod)
+            n += 1
+        elif isinstance(mod, Unembed):
+            mod.forward = types.MethodType(unembed_forward, mod)
+            n += 1
+    return n
