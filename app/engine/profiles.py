@@ -31,6 +31,9 @@ class Profile:
     fine: SAESpec
     model_name: str = ""
     dtype_cuda: str = "float32"
+    # Residual norm above which a position is an attention sink / massive activation: left out of SAE
+    # training, rankings and splicing (SmolLM2: position 0 ~20,000 and rare digits ~25,000 vs median ~160).
+    sink_norm: float | None = None
     options: dict = field(default_factory=dict)
 
     @property
@@ -53,6 +56,7 @@ PROFILES: dict[str, Profile] = {
         loader="gguf",
         model_name="SmolLM2-135M-Instruct",
         hook_layer=14,
+        sink_norm=2000.0,
         coarse=SAESpec("coarse", "coarse 2k TopK", path=DATA_DIR / "saes/smollm2-135m/coarse"),
         fine=SAESpec("fine", "fine 16k TopK", path=DATA_DIR / "saes/smollm2-135m/fine"),
         options={"wheel": SMOLLM2_WHEEL},

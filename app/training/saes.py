@@ -1,0 +1,134 @@
+"""Train a profile's coarse and fine SAEs: corpus -> activations -> TopK SAEs -> held-out metrics.
+
+    python -m app.training.saes --profile smollm2-135m [--stages corpus,collect,coarse,fine,eval]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from app.engine.loading import load_model
+from app.engine.profiles import DATA_DIR, get_profile
+from app.training import corpus as corpus_mod
+from app.training.activations import collect_activations
+from app.training.evaluate import ce_loss_recovered, reconstruction_metrics
+from app.training.topk_trainer import TrainConfig, train_topk_sae
+
+PLANS = {
+    # name: (d_sae, k, lr, training tokens)
+    "smollm2-135m": {"coarse": (2048, 32, 6e-4, 5_000_000), "fine": (16384, 32, 4e-4, 7_000_000)},
+    "tiny": {"coarse": (64, 4, 3e-3, 20_000), "fine": (512, 4, 3e-3, 20_000)},
+}
+CTX = 128
+
+
+def save_sae(sae, folder: Path, metrics: dict) -> None:
+    """sae-lens disk format in fp16 (cfg.json + sae_weights.safetensors) plus metrics.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sae16 = type(sae)(type(sae.cfg).from_dict({**sae.cfg.to_dict(), "dtype": "float16"}))
+    sae16.load_state_dict({k: v.half() for k, v in sae.state_dict().items()})
+    sae16.cfg.metadata.hook_name = sae.cfg.metadata.hook_name
+    sae16.save_model(folder)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | None = None, out_root: Path | None = None,
+        model=None, tokenizer=None, quiet: bool = False) -> dict:
+    """Run the requested stages; returns {"coarse": metrics, "fine": metrics} for the trained ones."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    profile = get_profile(profile_name)
+    out_root = out_root or DATA_DIR / "saes" / profile_name
+    work = work or DATA_DIR / "cache" / "training" / profile_name
+    work.mkdir(parents=True, exist_ok=True)
+    out_root.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        lm = load_model(profile)
+        model, tokenizer = lm.model, lm.tokenizer
+    windows_path = work / "windows.json"
+    results = {}
+
+    if "corpus" in stages or not windows_path.exists():
+        docs, record = corpus_mod.build_corpus(tokenizer, scale=scale)
+        sep = tokenizer.encode("\n\n", add_special_tokens=False)
+        windows = corpus_mod.pack_windows(docs, CTX, sep)
+        random.Random(0).shuffle(windows)
+        n_eval = max(2, len(windows) // 20)
+        record.update({"context": CTX, "windows": len(windows), "train_windows": len(windows) - n_eval,
+                       "heldout_windows": n_eval, "excluded": "position 0 of every window (attention sink)"})
+        windows_path.write_text(json.dumps({"train": windows[n_eval:], "heldout": windows[:n_eval]}))
+        (out_root / "corpus.json").write_text(json.dumps(record, indent=2))
+    w = json.loads(windows_path.read_text())
+    corpus_hash = json.loads((out_root / "corpus.json").read_text())["sha256"]
+
+    acts_path, held_path = work / "acts_train.npy", work / "acts_heldout.npy"
+    if "collect" in stages or not acts_path.exists():
+        t0 = time.perf_counter()
+        dropped = {}
+        for path, key in ((held_path, "heldout"), (acts_path, "train")):
+            with tqdm(total=len(w[key]) * CTX, desc=f"collect {key}", unit="tok", disable=quiet) as bar:
+                _, dropped[key] = collect_activations(model, w[key], profile.hook_name, profile.hook_layer, out=path,
+                                                      max_norm=profile.sink_norm, progress=bar)
+        (work / "collect.json").write_text(json.dumps({"seconds": time.perf_counter() - t0, "dropped_over_max_norm": dropped,
+                                                       "tokens": (len(w["train"]) + len(w["heldout"])) * CTX}))
+    acts = np.load(acts_path, mmap_mode="r")
+    held = np.load(held_path, mmap_mode="r")
+    acts_mem = np.ascontiguousarray(acts)  # fits in RAM; random row access on a memmap is slow
+
+    plan = PLANS[profile_name]
+    for name in ("coarse", "fine"):
+        if name not in stages:
+            continue
+        d_sae, k, lr, total = plan[name]
+        cfg = TrainConfig(d_sae=d_sae, k=k, lr=lr, total_tokens=int(total * (scale if profile_name != "tiny" else 1)))
+        with tqdm(total=cfg.total_tokens, desc=f"train {name} {d_sae}", unit="tok", disable=quiet) as bar:
+            res = train_topk_sae(acts_mem, cfg, profile.hook_name, progress=bar)
+        metrics = reconstruction_metrics(res.sae, held)
+        metrics.update({"d_sae": d_sae, "k": k, "lr": lr, "tokens_trained": res.tokens, "wall_seconds": res.seconds,
+                        "tokens_per_second": res.tokens / res.seconds, "train_activations": int(acts.shape[0]),
+                        "corpus_sha256": corpus_hash, "hook_name": profile.hook_name,
+                        "history": res.history[:: max(1, len(res.history) // 50)]})
+        save_sae(res.sae, out_root / name, metrics)
+        results[name] = metrics
+        if not quiet:
+            print(name, {k: metrics[k] for k in ("explained_variance", "relative_mse", "mean_l0", "dead_fraction")})
+
+    if "eval" in stages:
+        from app.engine.compat import load_sae_from_disk
+
+        saes = {n: load_sae_from_disk(out_root / n, dtype="float32") for n in ("coarse", "fine")}
+        mean_act = torch.from_numpy(np.asarray(acts[:200_000], dtype=np.float32)).mean(0)
+        ce = ce_loss_recovered(model, w["heldout"][:200], profile.hook_name, saes, mean_act, max_norm=profile.sink_norm)
+        for n in ("coarse", "fine"):
+            path = out_root / n / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics.update(reconstruction_metrics(saes[n], held))  # as loaded from disk (fp16 weights)
+            metrics.update({"ce_clean": ce["ce_clean"], "ce_mean_ablation": ce["ce_mean_ablation"],
+                            "ce_tokens": ce["ce_tokens"], **ce[n]})
+            metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            path.write_text(json.dumps(metrics, indent=2))
+            results[n] = metrics
+            if not quiet:
+                print(n, {k: metrics[k] for k in ("explained_variance", "ce_loss_recovered", "mean_l0", "dead_fraction")})
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="smollm2-135m")
+    ap.add_argument("--stages", default="corpus,collect,coarse,fine,eval")
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the corpus budget and training tokens")
+    args = ap.parse_args()
+    run(args.profile, args.stages.split(","), scale=args.scale)
+
+
+if __name__ == "__main__":
+    main()
