@@ -149,7 +149,7 @@ def _random_model(profile: Profile, device: str) -> LoadedModel:
 
     t0 = time.perf_counter()
     model = tiny_model(profile.options, device=device)
-    return LoadedModel(model, model.tokenizer, None, time.perf_counter() - t0, "random")
+    return LoadedModel(model, model.tokenizer, getattr(model.tokenizer, "chat_template", None), time.perf_counter() - t0, "random")
 
 
 def load_model(profile: Profile, device: str = "cpu") -> LoadedModel:

@@ -1,0 +1,53 @@
+# Two commands for a fresh machine: `make run` (dashboard on the embedded model) and `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?= smollm2-135m
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-slow install fetch browser train bench load clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+fetch: $(STAMP)
+	$(BIN)/python -m app fetch --profile $(PROFILE)
+
+run: fetch
+	$(BIN)/python -m app serve --profile $(PROFILE) --host $(HOST) --port $(PORT)
+
+test: fetch browser
+	$(BIN)/python -m pytest -n 2 -q
+
+test-slow: fetch browser
+	$(BIN)/python -m pytest -q -m "slow"
+
+train: $(STAMP)
+	$(BIN)/python -m app.training.saes --profile $(PROFILE)
+
+bench: fetch
+	$(BIN)/python bench/analyze.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/discover.py
+
+load: $(STAMP)
+	$(BIN)/pip install -q -e ".[load]"
+	$(BIN)/python -m pytest -q -m load
+
+clean:
+	rm -rf $(VENV) data/cache

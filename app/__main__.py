@@ -1,0 +1,54 @@
+"""CLI: `python -m app serve --profile smollm2-135m --host 127.0.0.1 --port 8000`, `python -m app fetch`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m app", description="Activation Space Navigator")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="serve the dashboard")
+    serve.add_argument("--profile", default=os.environ.get("ASN_PROFILE", "smollm2-135m"))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default=None)
+    fetch = sub.add_parser("fetch", help="fetch and convert a profile's model (idempotent)")
+    fetch.add_argument("--profile", default="smollm2-135m")
+    args = ap.parse_args(argv)
+
+    from app.engine.loading import ProfileUnavailable
+
+    if args.cmd == "fetch":
+        from app.engine.engine import Engine
+
+        try:
+            eng = Engine.build(args.profile, "cpu")
+        except ProfileUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.profile}: model and SAEs ready ({eng.load_seconds:.1f}s, fingerprint {eng.fingerprint})")
+        return 0
+
+    import uvicorn
+
+    from app.engine.engine import Engine
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(profile=args.profile, host=args.host, port=args.port, device=args.device)
+    try:  # fail before uvicorn starts, with one clear line instead of a traceback
+        engine = Engine.build(settings.profile, settings.device, max_waiting=settings.max_waiting,
+                              wait_timeout_s=settings.wait_timeout_s)
+    except ProfileUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, engine_factory=lambda s: engine)
+    print(f"serving {settings.profile} at http://{args.host}:{args.port}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Per-token SAE features, reconstruction quality, logit lens and feature cards (pure computation)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SAETokenView:
+    """One SAE at one token: top features and how well the SAE reconstructs the residual there."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+    rel_error: float  # ||x - x_hat|| / ||x||
+    cosine: float  # cos(x, x_hat)
+    l0: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    token_ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    sink: tuple[bool, ...]  # position 0, special tokens and massive-norm positions
+    resid_norm: tuple[float, ...]
+    per_sae: dict  # name -> tuple[SAETokenView, ...] (one per position)
+    explained_variance: dict  # name -> EV over non-sink positions
+    next_token_top: tuple[tuple[str, float], ...]  # top next tokens after the prompt, (token, prob)
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    layers: tuple[str, ...]  # "embed", "0", ..., "n_layers-1"
+    top_tokens: tuple[tuple[tuple[str, ...], ...], ...]  # [layer][pos] -> top-5 token strings
+    top_probs: tuple[tuple[tuple[float, ...], ...], ...]  # [layer][pos] -> top-5 probabilities
+
+
+@dataclass(frozen=True)
+class FeatureCard:
+    sae: str
+    index: int
+    decoder_norm: float
+    promoted: tuple[tuple[str, float], ...]  # tokens whose logits W_dec[f] @ W_U raises most
+    suppressed: tuple[tuple[str, float], ...]
+    activations: tuple[float, ...] | None  # on the given prompt, per position
+    max_activation: float | None
+
+
+def sink_mask(model, token_ids, resid: torch.Tensor, sink_norm: float | None) -> torch.Tensor:
+    """[pos] bool: position 0, special tokens, and positions whose residual norm exceeds sink_norm."""
+    ids = torch.as_tensor(token_ids)
+    mask = torch.zeros(len(ids), dtype=torch.bool)
+    mask[0] = True
+    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+    if special:
+        mask |= torch.tensor([int(i) in special for i in ids])
+    if sink_norm is not None:
+        mask |= resid.norm(dim=-1).cpu() > sink_norm
+    return mask
+
+
+def sae_token_views(sae, resid: torch.Tensor, top_k: int) -> tuple[tuple[SAETokenView, ...], torch.Tensor, torch.Tensor]:
+    """Encode resid [pos, d] -> (views per position, feature acts [pos, F], reconstruction [pos, d])."""
+    x = resid.to(sae.W_dec.dtype)
+    acts = sae.encode(x)
+    x_hat = sae.decode(acts)
+    k = min(top_k, acts.shape[-1])
+    vals, idx = acts.topk(k, dim=-1)
+    rel = (x - x_hat).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)
+    cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=-1)
+    l0 = (acts > 0).sum(-1)
+    views = []
+    for p in range(x.shape[0]):
+        keep = vals[p] > 0
+        views.append(SAETokenView(tuple(int(i) for i in idx[p][keep]), tuple(float(v) for v in vals[p][keep]),
+                                  float(rel[p]), float(cos[p]), int(l0[p])))
+    return tuple(views), acts, x_hat
+
+
+def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """1 - sum||x - x_hat||^2 / sum||x - mean(x)||^2 over the rows given (nan for < 2 rows)."""
+    if x.shape[0] < 2:
+        return float("nan")
+    return float(1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+
+
+def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_norm: float | None = None,
+            next_top: int = 10) -> Analysis:
+    """One forward pass (caching only the hook); both SAEs encoded at every position."""
+    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
+    logits, cache = model.run_with_cache(toks, names_filter=hook_name)
+    resid = cache[hook_name][0].float()
+    sink = sink_mask(model, token_ids, resid, sink_norm)
+    per_sae, ev = {}, {}
+    for name, sae in saes.items():
+        views, _, x_hat = sae_token_views(sae, resid, top_k)
+        per_sae[name] = views
+        keep = ~sink.to(resid.device)
+        ev[name] = explained_variance(resid[keep], x_hat.float()[keep])
+    probs = logits[0, -1].float().softmax(-1)
+    pv, pi = probs.topk(next_top)
+    tok = model.tokenizer
+    return Analysis(
+        token_ids=tuple(int(t) for t in token_ids),
+        tokens=tuple(tok.decode([int(t)]) for t in token_ids),
+        sink=tuple(bool(s) for s in sink),
+        resid_norm=tuple(float(n) for n in resid.norm(dim=-1)),
+        per_sae=per_sae,
+        explained_variance=ev,
+        next_token_top=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)),
+    )
+
+
+def feature_activations(model, sae, hook_name: str, token_ids, index: int) -> torch.Tensor:
+    """Activation of one feature at every position of a prompt -> [pos] (forward stopped at the hook)."""
+    layer = int(hook_name.split(".")[1])
+    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
+    _, cache = model.run_with_cache(toks, names_filter=hook_name, stop_at_layer=layer + 1)
+    return sae.encode(cache[hook_name][0].to(sae.W_dec.dtype))[:, index].float().cpu()
+
+
+def logit_lens(model, token_ids, top: int = 5) -> LogitLens:
+    """Each layer's resid_post (and the embedding) through ln_final + unembed; top tokens per position."""
+    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
+    names = ["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names or n == "blocks.0.hook_resid_pre")
+    resids = [cache["blocks.0.hook_resid_pre"][0]] + [cache[n][0] for n in names[1:]]
+    labels = ["embed"] + [str(i) for i in range(model.cfg.n_layers)]
+    tok = model.tokenizer
+    all_tokens, all_probs = [], []
+    for r in resids:  # one layer at a time: [pos, vocab] stays small
+        probs = model.unembed(model.ln_final(r.unsqueeze(0)))[0].float().softmax(-1)
+        v, i = probs.topk(top, dim=-1)
+        all_tokens.append(tuple(tuple(tok.decode([int(t)]) for t in row) for row in i))
+        all_probs.append(tuple(tuple(float(x) for x in row) for row in v))
+    return LogitLens(tuple(labels), tuple(all_tokens), tuple(all_probs))
+
+
+def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids=None, hook_name: str | None = None) -> FeatureCard:
+    """Decoder direction through the unembedding (no final norm: a direction, not a residual)."""
+    w = sae.W_dec[index].float()
+    logit_dir = w @ model.W_U.float()  # [vocab]
+    pv, pi = logit_dir.topk(top)
+    nv, ni = (-logit_dir).topk(top)
+    tok = model.tokenizer
+    acts = None
+    if token_ids is not None and hook_name is not None:
+        acts = tuple(float(a) for a in feature_activations(model, sae, hook_name, token_ids, index))
+    return FeatureCard(
+        sae=sae_name, index=index, decoder_norm=float(w.norm()),
+        promoted=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)),
+        suppressed=tuple((tok.decode([int(i)]), float(-v)) for v, i in zip(nv, ni)),
+        activations=acts, max_activation=max(acts) if acts else None,
+    )

@@ -1,0 +1,102 @@
+"""The Engine: one model + coarse/fine SAE pair + the lock that serialises all work on them."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from app.engine.loading import load_model, load_sae
+from app.engine.profiles import Profile, get_profile
+
+SAE_NAMES = ("coarse", "fine")
+
+
+class EngineBusy(RuntimeError):
+    """The work queue is full (or the wait for the model timed out): answer 503 + Retry-After."""
+
+    def __init__(self, retry_after: int = 2):
+        super().__init__(f"the model is busy; retry in {retry_after}s")
+        self.retry_after = retry_after
+
+
+def weights_fingerprint(*modules) -> str:
+    """sha256 over parameter bytes of a few rows of each tensor (cheap, stable across loads)."""
+    h = hashlib.sha256()
+    for mod in modules:
+        for name, p in sorted(mod.state_dict().items()):
+            t = p.detach().float().cpu().flatten()
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            h.update(t[:: max(1, t.numel() // 4096)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Engine:
+    """Everything heavy, built once in the app's lifespan; routes reach it through a dependency."""
+
+    profile: Profile
+    model: object  # HookedTransformer
+    tokenizer: object
+    saes: dict  # {"coarse": SAE, "fine": SAE}
+    chat_template: str | None = None
+    device: str = "cpu"
+    load_seconds: float = 0.0
+    max_waiting: int = 8
+    wait_timeout_s: float = 30.0
+    fingerprint: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _waiting: int = 0
+    _waiting_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def build(cls, profile: str | Profile, device: str | None = None, **kw) -> "Engine":
+        """Load a profile's model and both SAEs (raises loading.ProfileUnavailable with one clear line)."""
+        profile = get_profile(profile) if isinstance(profile, str) else profile
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        t0 = time.perf_counter()
+        lm = load_model(profile, device)
+        saes = {}
+        for spec in (profile.coarse, profile.fine):
+            sae = load_sae(spec, profile, device)
+            if sae.W_dec.dtype != torch.float32 and device == "cpu":
+                sae = sae.to(dtype=torch.float32)
+            sae.eval()
+            saes[spec.name] = sae
+        eng = cls(profile, lm.model, lm.tokenizer, saes, lm.chat_template, device, time.perf_counter() - t0, **kw)
+        eng.fingerprint = weights_fingerprint(*saes.values())
+        return eng
+
+    @property
+    def hook_name(self) -> str:
+        return self.profile.hook_name
+
+    @contextlib.contextmanager
+    def session(self, timeout: float | None = None):
+        """Exclusive use of model + SAEs; bounded queue (EngineBusy when full); hooks always cleared after."""
+        with self._waiting_lock:
+            if self._waiting >= self.max_waiting:
+                raise EngineBusy()
+            self._waiting += 1
+        try:
+            got = self._lock.acquire(timeout=self.wait_timeout_s if timeout is None else timeout)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        if not got:
+            raise EngineBusy()
+        try:
+            with torch.inference_mode():
+                yield self
+        finally:
+            # Hooks are only attached through model.hooks(...) contexts; this is the safety net.
+            self.model.reset_hooks(including_permanent=False)
+            self._lock.release()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()

@@ -1,0 +1,54 @@
+"""Every limit and knob in one settings object (env prefix ASN_); shown in the UI, enforced before model work."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.engine.profiles import DATA_DIR
+
+
+class Limits(BaseSettings):
+    """Input limits: a request outside them gets a 422 naming the field and the limit."""
+
+    model_config = SettingsConfigDict(env_prefix="ASN_LIMIT_", frozen=True)
+
+    max_prompt_chars: int = 8_000
+    max_prompt_tokens: int = 256
+    max_system_prompt_chars: int = 4_000
+    max_new_tokens: int = 128
+    max_top_k: int = 1_000
+    max_features_shown: int = 50
+    max_steering_features: int = 8
+    max_steering_strength: float = 500.0
+    max_temperature: float = 5.0
+    max_temperatures: int = 8
+    max_dose_points: int = 9
+    max_prompt_set_size: int = 1_000
+    max_prompt_set_chars: int = 400_000
+    max_body_bytes: int = 1_000_000
+    max_seed: int = 2**32 - 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASN_", frozen=True)
+
+    profile: str = "smollm2-135m"
+    device: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store_url: str = Field(default=f"sqlite:///{DATA_DIR / 'explorations.db'}")
+    max_waiting: int = 8  # requests queued for the model before 503
+    wait_timeout_s: float = 30.0
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def data_dir(self) -> Path:
+        return DATA_DIR
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

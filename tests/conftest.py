@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny engine (random weights) for fast tests; the embedded engine for real-model tests."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine():
+    from app.engine.engine import Engine
+
+    return Engine.build("tiny", device="cpu", wait_timeout_s=10.0)
+
+
+@pytest.fixture(scope="session")
+def embedded_engine():
+    from app.engine.engine import Engine
+    from app.engine.loading import ProfileUnavailable
+
+    try:
+        return Engine.build("smollm2-135m", device="cpu")
+    except ProfileUnavailable as exc:
+        pytest.skip(f"embedded profile unavailable: {exc}")
+
+
+def make_client(engine, **settings_kw):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(profile=engine.profile.name, **settings_kw), engine_factory=lambda s: engine)
+    return TestClient(app)
+
+
+@pytest.fixture()
+def tiny_client(tiny_engine):
+    with make_client(tiny_engine) as client:
+        yield client
