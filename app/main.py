@@ -41,9 +41,10 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     async def busy_handler(request: Request, exc: EngineBusy):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
-    from app.api import analysis, health
-    from app.web import pages
+    from app.api import analysis, discover, explorations, generate, health
+    from app.web import analysis_pages, discover_pages, exploration_pages, generate_pages, pages
 
-    for module in (health, analysis, pages):
+    for module in (health, analysis, generate, discover, explorations,
+                   pages, analysis_pages, generate_pages, discover_pages, exploration_pages):
         app.include_router(module.router)
     return app

@@ -1,0 +1,6 @@
+"""Discovery JSON API (stub: filled in by its issue)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/discover", tags=["discovery"])

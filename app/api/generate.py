@@ -1,0 +1,6 @@
+"""Generation JSON API (stub: filled in by its issue)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api", tags=["generation"])
