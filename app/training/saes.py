@@ -29,6 +29,8 @@ PLANS = {
     "tiny": {"coarse": (64, 4, 3e-3, 20_000), "fine": (512, 4, 3e-3, 20_000)},
 }
 CTX = 128
+# Trainer settings other than PLANS' (d_sae, k, lr, tokens); the tiny profile trains in a second or two.
+TRAIN_OVERRIDES = {"tiny": {"batch_size": 256, "warmup_steps": 5}}
 
 
 def save_sae(sae, folder: Path, metrics: dict) -> None:
@@ -42,8 +44,11 @@ def save_sae(sae, folder: Path, metrics: dict) -> None:
 
 
 def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | None = None, out_root: Path | None = None,
-        model=None, tokenizer=None, quiet: bool = False) -> dict:
-    """Run the requested stages; returns {"coarse": metrics, "fine": metrics} for the trained ones."""
+        model=None, tokenizer=None, quiet: bool = False, windows: list[list[int]] | None = None) -> dict:
+    """Run the requested stages; returns {"coarse": metrics, "fine": metrics} for the trained ones.
+
+    `windows` (pre-tokenised, CTX tokens each) replaces the offline corpus in the corpus stage (tests).
+    """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     profile = get_profile(profile_name)
     out_root = out_root or DATA_DIR / "saes" / profile_name
@@ -57,9 +62,14 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
     results = {}
 
     if "corpus" in stages or not windows_path.exists():
-        docs, record = corpus_mod.build_corpus(tokenizer, scale=scale)
-        sep = tokenizer.encode("\n\n", add_special_tokens=False)
-        windows = corpus_mod.pack_windows(docs, CTX, sep)
+        if windows is None:
+            docs, record = corpus_mod.build_corpus(tokenizer, scale=scale)
+            sep = tokenizer.encode("\n\n", add_special_tokens=False)
+            windows = corpus_mod.pack_windows(docs, CTX, sep)
+        else:
+            windows = [list(map(int, win)) for win in windows]
+            record = {"seed": 0, "sources": [{"name": "given windows"}], "tokens": sum(map(len, windows)),
+                      "sha256": hashlib.sha256(json.dumps(windows).encode()).hexdigest()}
         random.Random(0).shuffle(windows)
         n_eval = max(2, len(windows) // 20)
         record.update({"context": CTX, "windows": len(windows), "train_windows": len(windows) - n_eval,
@@ -88,7 +98,8 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
         if name not in stages:
             continue
         d_sae, k, lr, total = plan[name]
-        cfg = TrainConfig(d_sae=d_sae, k=k, lr=lr, total_tokens=int(total * (scale if profile_name != "tiny" else 1)))
+        cfg = TrainConfig(d_sae=d_sae, k=k, lr=lr, total_tokens=int(total * (scale if profile_name != "tiny" else 1)),
+                          **TRAIN_OVERRIDES.get(profile_name, {}))
         with tqdm(total=cfg.total_tokens, desc=f"train {name} {d_sae}", unit="tok", disable=quiet) as bar:
             res = train_topk_sae(acts_mem, cfg, profile.hook_name, progress=bar)
         metrics = reconstruction_metrics(res.sae, held)

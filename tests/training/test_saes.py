@@ -1,0 +1,145 @@
+"""app.training.saes end to end on the tiny profile (seconds), and the shipped SAEs' quality bars."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.profiles import DATA_DIR, get_profile
+from app.training import saes as S
+
+WORDS = ("the cat sat on a mat while France and Paris rain cold river code python function bread "
+         "red blue green seven eight nine apple tree stone").split()
+
+
+def synthetic_windows(tokenizer, n_windows: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    stream: list[int] = []
+    while len(stream) < n_windows * S.CTX:
+        sent = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + ". "
+        stream += tokenizer.encode(sent, add_special_tokens=False)
+    return [stream[i * S.CTX:(i + 1) * S.CTX] for i in range(n_windows)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from app.engine.loading import load_model
+
+    lm = load_model(get_profile("tiny"))
+    root = tmp_path_factory.mktemp("train")
+    windows = synthetic_windows(lm.tokenizer, 60)
+    res = S.run("tiny", ["corpus", "collect", "coarse", "fine", "eval"], work=root / "work", out_root=root / "saes",
+                model=lm.model, tokenizer=lm.tokenizer, quiet=True, windows=windows)
+    return res, root, lm, windows
+
+
+def test_run_writes_loadable_saes(tiny_run):
+    from sae_lens import SAE, TopKSAE
+
+    res, root, lm, _ = tiny_run
+    assert set(res) == {"coarse", "fine"}
+    for name, (d_sae, k, *_rest) in S.PLANS["tiny"].items():
+        sae = SAE.load_from_disk(str(root / "saes" / name))
+        assert isinstance(sae, TopKSAE)
+        assert sae.cfg.d_sae == d_sae and sae.cfg.k == k and sae.cfg.d_in == lm.model.cfg.d_model
+        assert sae.cfg.metadata.hook_name == get_profile("tiny").hook_name
+        assert sae.W_dec.dtype == torch.float16  # saved in fp16
+        m = json.loads((root / "saes" / name / "metrics.json").read_text())
+        assert m["tokens_trained"] >= S.PLANS["tiny"][name][3] - 256
+        assert m["corpus_sha256"] == json.loads((root / "saes" / "corpus.json").read_text())["sha256"]
+
+
+def test_metrics_match_independent_numpy(tiny_run):
+    """explained variance, L0 and dead fraction recomputed in numpy from the saved weights and held-out acts."""
+    from safetensors.numpy import load_file
+
+    res, root, _, _ = tiny_run
+    held = np.load(root / "work" / "acts_heldout.npy").astype(np.float64)
+    assert held.shape[0] == 3 * (S.CTX - 1)  # position 0 of every window left out
+    for name in ("coarse", "fine"):
+        w = {k: v.astype(np.float64) for k, v in load_file(root / "saes" / name / "sae_weights.safetensors").items()}
+        k = S.PLANS["tiny"][name][1]
+        pre = (held - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+        thresh = -np.sort(-pre, axis=1)[:, k - 1: k]
+        acts = np.where(pre >= thresh, np.maximum(pre, 0), 0.0)
+        x_hat = acts @ w["W_dec"] + w["b_dec"]
+        ev = 1 - ((held - x_hat) ** 2).sum() / ((held - held.mean(0)) ** 2).sum()
+        m = res[name]
+        assert m["explained_variance"] == pytest.approx(ev, abs=2e-3)
+        assert m["mean_l0"] == pytest.approx((acts > 0).sum(1).mean(), abs=1e-6)
+        assert m["dead_fraction"] == pytest.approx(1 - (acts > 0).any(0).mean(), abs=1e-6)
+        assert m["explained_variance"] > 0.5  # the tiny SAEs learn something in 20k tokens
+
+
+def test_ce_loss_recovered_matches_hooked_forward(tiny_run):
+    """CE with the SAE spliced at positions >= 1, recomputed with a hook and torch cross_entropy."""
+    from sae_lens import SAE
+
+    res, root, lm, _ = tiny_run
+    model, hook = lm.model, get_profile("tiny").hook_name
+    heldout = json.loads((root / "work" / "windows.json").read_text())["heldout"]
+    toks = torch.tensor(heldout)
+    train = np.load(root / "work" / "acts_train.npy").astype(np.float32)
+    mean_act = torch.from_numpy(train[:200_000].mean(0))
+    sae = SAE.load_from_disk(str(root / "saes" / "fine"), dtype="float32")
+
+    def make_replace_hook(fn):
+        def hook_fn(resid, hook):
+            out = resid.clone()
+            out[:, 1:] = fn(resid[:, 1:])
+            return out
+        return hook_fn
+
+    def ce(fwd_hooks):
+        with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+            logits = model(toks)
+        return torch.nn.functional.cross_entropy(logits[:, 1:-1].reshape(-1, logits.shape[-1]).float(),
+                                                 toks[:, 2:].reshape(-1)).item()
+
+    clean = ce([])
+    ablated = ce([(hook, make_replace_hook(lambda r: mean_act.expand_as(r)))])
+    spliced = ce([(hook, make_replace_hook(lambda r: sae.decode(sae.encode(r))))])
+    m = res["fine"]
+    assert m["ce_clean"] == pytest.approx(clean, abs=1e-4)
+    assert m["ce_mean_ablation"] == pytest.approx(ablated, abs=1e-4)
+    assert m["ce_with_sae"] == pytest.approx(spliced, abs=1e-4)
+    assert m["ce_loss_recovered"] == pytest.approx((ablated - spliced) / (ablated - clean), abs=1e-3)
+
+
+def test_given_windows_are_split_and_recorded(tiny_run):
+    _, root, _, windows = tiny_run
+    w = json.loads((root / "work" / "windows.json").read_text())
+    assert len(w["heldout"]) == 3 and len(w["train"]) == 57
+    assert sorted(map(tuple, w["train"] + w["heldout"])) == sorted(map(tuple, windows))
+    rec = json.loads((root / "saes" / "corpus.json").read_text())
+    assert rec["tokens"] == 60 * S.CTX and rec["windows"] == 60
+
+
+def test_smollm2_plan_unchanged():
+    """The plan the shipped SAEs were trained with (their metrics.json records it)."""
+    assert S.PLANS["smollm2-135m"] == {"coarse": (2048, 32, 6e-4, 5_000_000), "fine": (16384, 32, 4e-4, 7_000_000)}
+    assert "smollm2-135m" not in S.TRAIN_OVERRIDES
+
+
+SHIPPED = DATA_DIR / "saes" / "smollm2-135m"
+BARS = {"coarse": {"explained_variance": 0.80, "dead_fraction": 0.05},
+        "fine": {"explained_variance": 0.85, "dead_fraction": 0.20}}
+
+
+@pytest.mark.parametrize("name", ["coarse", "fine"])
+def test_shipped_sae_quality_bars(name):
+    path = SHIPPED / name / "metrics.json"
+    if not path.exists():
+        pytest.skip(f"{path} not written yet (training in progress)")
+    m = json.loads(path.read_text())
+    if "ce_loss_recovered" not in m:
+        pytest.skip(f"{path}: eval stage not run yet")
+    assert m["explained_variance"] >= BARS[name]["explained_variance"], m["explained_variance"]
+    assert m["ce_loss_recovered"] >= 0.90, m["ce_loss_recovered"]
+    assert m["dead_fraction"] <= BARS[name]["dead_fraction"], m["dead_fraction"]
+    assert m["mean_l0"] <= 64, m["mean_l0"]
+    assert m["hook_name"] == "blocks.14.hook_resid_post"
