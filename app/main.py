@@ -31,7 +31,13 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         app.state.settings = settings
         app.state.engine = factory(settings)
         log.info("engine ready: %s in %.1fs", app.state.engine.profile.name, app.state.engine.load_seconds)
-        yield
+        from app.store import open_store
+
+        app.state.store = open_store(settings.store_url)
+        try:
+            yield
+        finally:
+            app.state.store.close()
 
     app = FastAPI(title="Activation Space Navigator", version="0.1.0", lifespan=lifespan,
                   description="Residual-stream features, logit lens, steering and concept discovery over a transformer and two SAEs.")

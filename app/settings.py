@@ -30,6 +30,10 @@ class Limits(BaseSettings):
     max_prompt_set_chars: int = 400_000
     max_body_bytes: int = 1_000_000
     max_seed: int = 2**32 - 1
+    # saved explorations (issue 6)
+    max_exploration_bytes: int = 1_000_000  # one saved/imported document, as compact JSON
+    max_title_chars: int = 200
+    max_note_chars: int = 4_000
 
 
 class Settings(BaseSettings):

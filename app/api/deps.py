@@ -19,3 +19,14 @@ def get_settings_dep(request: Request) -> Settings:
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+# --- saved explorations (issue 6) ---
+from app.store import Store  # noqa: E402
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]

@@ -1,6 +1,150 @@
-"""HTML pages and htmx fragments (stub: filled in by its issue)."""
+"""Saved explorations as pages: /e (recent + import), /e/<id> (the snapshot rendered without recomputation),
+/e/<id>/export (the stored JSON), POST /e/save (the Save button of every view), POST /e/<id>/rerun (htmx)."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
+from pydantic import ValidationError
+
+from app.api.deps import EngineDep, SettingsDep, StoreDep
+from app.api.explorations import (SaveRequest, build_document, get_document, live_profile, parse_import,
+                                  profile_differences, rerun_document, save_document)
+from app.explorations_registry import fork_url, get_view, render_fragment
+from app.store import valid_id
+from app.web.templating import templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
+PAGE_SIZE = 50
+
+
+def _errors(exc: HTTPException | ValidationError) -> list[str]:
+    if isinstance(exc, ValidationError):
+        items = exc.errors()
+    elif isinstance(exc.detail, list):
+        items = exc.detail
+    else:
+        return [str(exc.detail)]
+    return [f"{'.'.join(str(x) for x in e.get('loc', []) if x != 'body') or 'document'}: {e.get('msg')}" for e in items]
+
+
+@router.get("/e", response_class=HTMLResponse)
+def list_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep,
+              offset: int = Query(0, ge=0, le=1_000_000), kind: str | None = Query(None, pattern=r"^[a-z][a-z0-9_]{0,31}$")):
+    return _list(request, engine, settings, store, offset, kind)
+
+
+def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200):
+    items = [dict(asdict(s),
+                  when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"))
+             for s in store.recent(limit=PAGE_SIZE, offset=offset, kind=kind)]
+    return templates.TemplateResponse(request, "explorations.html", {
+        "engine": engine, "limits": settings.limits, "page": "explorations", "items": items,
+        "total": store.count(kind=kind), "offset": offset, "page_size": PAGE_SIZE, "kind": kind,
+        "errors": errors or []}, status_code=status_code)
+
+
+@router.post("/e/import")
+async def import_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+    """The import form: a .json file exported from any server -> 303 to its new /e/<id>, or the list page with 422."""
+    limit = settings.limits.max_exploration_bytes
+    try:
+        form = await request.form(max_files=1, max_fields=4, max_part_size=limit + 1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, detail=[{"loc": ["body", "file"], "msg": "choose an exported .json file", "type": "missing"}])
+        raw = await upload.read(limit + 1)
+        doc = parse_import(raw, settings)
+        saved = await run_in_threadpool(save_document, store, settings, doc)
+    except HTTPException as exc:
+        return await run_in_threadpool(_list, request, engine, settings, store, 0, None, _errors(exc), 422)
+    return RedirectResponse(saved.url, status_code=303)
+
+
+@router.post("/e/save")
+async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+    """The Save button (templates/fragments/_save.html): htmx gets a small fragment with the link; a plain form
+    post is redirected to the new exploration."""
+    limit = settings.limits.max_exploration_bytes
+    htmx = request.headers.get("hx-request") == "true"
+    try:
+        form = await request.form(max_files=0, max_fields=8, max_part_size=limit + 1)
+        try:
+            fields = {k: form.get(k) for k in ("kind", "title", "note") if form.get(k) is not None}
+            for k in ("inputs", "result"):
+                raw = form.get(k)
+                fields[k] = json.loads(raw) if isinstance(raw, str) else None
+            req = SaveRequest.model_validate(fields)
+        except ValueError as exc:  # JSONDecodeError and ValidationError are both ValueErrors
+            if isinstance(exc, ValidationError):
+                raise HTTPException(422, detail=exc.errors(include_url=False, include_input=False, include_context=False)) from None
+            raise HTTPException(422, detail=[{"loc": ["body"], "msg": f"inputs/result are not JSON: {exc}", "type": "json_invalid"}]) from None
+        saved = await run_in_threadpool(lambda: save_document(store, settings, build_document(req, engine)))
+    except HTTPException as exc:
+        if not htmx:
+            raise
+        # htmx swaps only 2xx answers: the status line shows the problem (the JSON API answers 422).
+        return templates.TemplateResponse(request, "fragments/_save.html",
+                                          {"save_errors": _errors(exc), "save_only_status": True}, status_code=200)
+    if htmx:
+        return templates.TemplateResponse(request, "fragments/_save.html",
+                                          {"saved": saved, "save_only_status": True}, status_code=201)
+    return RedirectResponse(saved.url, status_code=303)
+
+
+def _not_found(request, engine, settings):
+    return templates.TemplateResponse(request, "exploration.html", {"engine": engine, "limits": settings.limits,
+                                      "page": "explorations", "doc": None}, status_code=404)
+
+
+@router.get("/e/{exploration_id}", response_class=HTMLResponse)
+def exploration_page(exploration_id: str, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+    """The snapshot exactly as saved (no model work), with Re-run / Fork / Export."""
+    if not valid_id(exploration_id):
+        return _not_found(request, engine, settings)
+    try:
+        doc = get_document(store, exploration_id)
+    except HTTPException:
+        return _not_found(request, engine, settings)
+    html, generic = render_fragment(doc.kind, doc.inputs, doc.result)
+    live = live_profile(engine)
+    spec = get_view(doc.kind)
+    return templates.TemplateResponse(request, "exploration.html", {
+        "engine": engine, "limits": settings.limits, "page": "explorations", "doc": doc, "id": exploration_id,
+        # The fragment was rendered by an autoescaping template from the saved data: its model text is escaped.
+        "fragment": Markup(html), "generic": generic, "differences": profile_differences(doc.profile, live),
+        "live": live, "view": spec, "fork_url": fork_url(doc.kind, doc.inputs),
+        "inputs_rows": [(k, v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, ensure_ascii=False))
+                        for k, v in doc.inputs.items()],
+    })
+
+
+@router.get("/e/{exploration_id}/export")
+def export(exploration_id: str, store: StoreDep):
+    """The stored document, byte for byte what the store keeps, as a download."""
+    raw = store.get(exploration_id) if valid_id(exploration_id) else None
+    if raw is None:
+        raise HTTPException(404, detail="no exploration with this id")
+    body = json.dumps(raw, ensure_ascii=False, indent=1)
+    return Response(body, media_type="application/json",
+                    headers={"content-disposition": f'attachment; filename="exploration-{exploration_id}.json"'})
+
+
+@router.post("/e/{exploration_id}/rerun", response_class=HTMLResponse)
+def rerun_fragment(exploration_id: str, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+    """htmx: recompute with the live model and show it under the saved result, with what differs."""
+    htmx = request.headers.get("hx-request") == "true"
+    try:
+        doc = get_document(store, exploration_id)
+        rr = rerun_document(engine, settings, exploration_id, doc)
+        html, _ = render_fragment(doc.kind, doc.inputs, rr.result)
+        ctx, status = {"rr": rr, "fragment": Markup(html), "errors": []}, 200
+    except HTTPException as exc:
+        # htmx swaps only 2xx answers: the fragment shows the problem; other clients get the status.
+        ctx, status = {"rr": None, "errors": _errors(exc)}, (200 if htmx else exc.status_code)
+    return templates.TemplateResponse(request, "fragments/_rerun.html", ctx, status_code=status)

@@ -1,0 +1,282 @@
+"""Storage of saved explorations: immutable JSON documents keyed by a random id.
+
+`Store` is the protocol routes use (through `StoreDep` in app/api/deps.py). `SQLiteStore` is the default
+(WAL, synchronous=FULL, busy_timeout, every write in BEGIN IMMEDIATE); `PostgresStore` runs the same SQL on a
+server database so several replicas can share one store. `open_store(url)` picks one from the URL:
+`sqlite:///relative/or/absolute.db`, `sqlite:////abs/path.db`, `sqlite://:memory:`, `postgresql://...`.
+
+There is no update and no delete: a saved exploration never changes (SQLite triggers refuse UPDATE/DELETE too).
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+ID_BYTES = 18  # 144 random bits -> 24 url-safe characters
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+
+
+def new_id() -> str:
+    """A fresh exploration id: secrets.token_urlsafe, never sequential."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def valid_id(exploration_id: str) -> bool:
+    return bool(ID_RE.match(exploration_id or ""))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One row of the list page (without the document body)."""
+
+    id: str
+    kind: str
+    title: str
+    created_at: float
+    profile: str
+    schema_version: int
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@runtime_checkable
+class Store(Protocol):
+    def put(self, doc: dict) -> str:
+        """Store a new document under a fresh id and return the id once it is durable."""
+
+    def get(self, exploration_id: str) -> dict | None:
+        """The stored document exactly as written, or None."""
+
+    def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None) -> list[Summary]:
+        """Newest first."""
+
+    def count(self, kind: str | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _summary_fields(doc: dict) -> tuple[str, str, str, int]:
+    prof = doc.get("profile") or {}
+    prof_name = prof.get("name", "") if isinstance(prof, dict) else str(prof)
+    return str(doc.get("kind", "")), str(doc.get("title", "")), prof_name, int(doc.get("schema_version", 0))
+
+
+class _SQLStore:
+    """Shared SQL (portable between SQLite and PostgreSQL apart from placeholders and connection setup)."""
+
+    ph = "?"
+    DDL = (
+        "CREATE TABLE IF NOT EXISTS explorations ("
+        " id TEXT PRIMARY KEY,"
+        " created_at DOUBLE PRECISION NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " title TEXT NOT NULL,"
+        " profile TEXT NOT NULL,"
+        " schema_version INTEGER NOT NULL,"
+        " doc TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS explorations_created ON explorations (created_at DESC)",
+    )
+
+    # --- to implement per backend
+    def _conn(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _write(self, sql: str, params: tuple) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- shared
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", self.ph)
+
+    def put(self, doc: dict) -> str:
+        kind, title, prof, version = _summary_fields(doc)
+        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        for _ in range(5):  # a collision of 144 random bits will not happen; the loop is for form's sake
+            exploration_id = new_id()
+            try:
+                self._write(self._q("INSERT INTO explorations (id, created_at, kind, title, profile, schema_version, doc)"
+                                    " VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                            (exploration_id, time.time(), kind, title, prof, version, body))
+                return exploration_id
+            except self._integrity_errors():
+                continue
+        raise StoreError("could not allocate a unique id")
+
+    def get(self, exploration_id: str) -> dict | None:
+        if not valid_id(exploration_id):
+            return None
+        cur = self._conn().cursor()
+        cur.execute(self._q("SELECT doc FROM explorations WHERE id = ?"), (exploration_id,))
+        row = cur.fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None) -> list[Summary]:
+        where, params = ("WHERE kind = ? ", (kind,)) if kind else ("", ())
+        cur = self._conn().cursor()
+        cur.execute(self._q(f"SELECT id, kind, title, created_at, profile, schema_version FROM explorations {where}"
+                            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?"), (*params, int(limit), int(offset)))
+        return [Summary(*row) for row in cur.fetchall()]
+
+    def count(self, kind: str | None = None) -> int:
+        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        cur = self._conn().cursor()
+        cur.execute(self._q(f"SELECT COUNT(*) FROM explorations {where}"), params)
+        return int(cur.fetchone()[0])
+
+    def _integrity_errors(self) -> tuple:
+        return (sqlite3.IntegrityError,)
+
+
+class SQLiteStore(_SQLStore):
+    """SQLite in WAL mode: one connection per thread, every write in BEGIN IMMEDIATE, synchronous=FULL."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000):
+        self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._memory_lock = threading.Lock() if self.path == ":memory:" else None
+        self._shared = None
+        conn = self._conn()
+        self._write_script(conn, self.DDL + (
+            "CREATE TRIGGER IF NOT EXISTS explorations_no_update BEFORE UPDATE ON explorations"
+            " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
+            "CREATE TRIGGER IF NOT EXISTS explorations_no_delete BEFORE DELETE ON explorations"
+            " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
+        ))
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
+                               check_same_thread=self.path != ":memory:")
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        if self.path != ":memory:":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"could not switch {self.path} to WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.path == ":memory:":  # one shared connection (a second one would see another database)
+            if self._shared is None:
+                self._shared = self._connect()
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _write_script(self, conn, statements) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for s in statements:
+                conn.execute(s)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _write(self, sql: str, params: tuple) -> None:
+        conn = self._conn()
+        if self._memory_lock is not None:
+            with self._memory_lock:
+                self._write_once(conn, sql, params)
+        else:
+            self._write_once(conn, sql, params)
+
+    def _write_once(self, conn, sql, params) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def pragma(self, name: str):
+        return self._conn().execute(f"PRAGMA {name}").fetchone()[0]
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.ProgrammingError:  # made in another thread that is gone; closed with it
+                pass
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+        self._local = threading.local()
+
+
+class PostgresStore(_SQLStore):  # pragma: no cover - needs a PostgreSQL server (not in the test environment)
+    """The same table on PostgreSQL (psycopg 3), for several replicas sharing one store.
+
+    `pip install "psycopg[binary]"`; URL `postgresql://user:pass@host/db`. Each write is its own
+    transaction; the primary key makes concurrent inserts safe without further locking.
+    """
+
+    ph = "%s"
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreError("store_url is postgresql:// but psycopg is not installed: pip install 'psycopg[binary]'") from exc
+        self._psycopg = psycopg
+        self.url = url
+        self._local = threading.local()
+        with psycopg.connect(url, autocommit=False) as conn:
+            for s in self.DDL:
+                conn.execute(s)
+            conn.commit()
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self.url, autocommit=True)
+            self._local.conn = conn
+        return conn
+
+    def _write(self, sql: str, params: tuple) -> None:
+        conn = self._conn()
+        with conn.transaction():
+            conn.execute(sql, params)
+
+    def _integrity_errors(self) -> tuple:
+        return (self._psycopg.errors.UniqueViolation,)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+
+def open_store(url: str) -> Store:
+    """A store from a URL: sqlite:///path (relative), sqlite:////abs/path, sqlite://:memory:, postgresql://..."""
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://"):]
+        if rest in (":memory:", "/:memory:"):
+            return SQLiteStore(":memory:")
+        if not rest.startswith("/"):
+            raise StoreError(f"bad sqlite URL {url!r}: use sqlite:///path/to/file.db")
+        return SQLiteStore(rest[1:])  # "/rel.db" -> "rel.db"; "//abs/x.db" -> "/abs/x.db"
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    raise StoreError(f"unsupported store_url {url!r} (sqlite:///... or postgresql://...)")
