@@ -8,6 +8,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    # Each pytest process (xdist runs two) gets one torch thread: two 2-thread processes on 2 cores
+    # stall on OpenMP barriers.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_engine():
     from app.engine.engine import Engine

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import json
 import random
@@ -25,7 +26,7 @@ from app.training.topk_trainer import TrainConfig, train_topk_sae
 
 PLANS = {
     # name: (d_sae, k, lr, training tokens)
-    "smollm2-135m": {"coarse": (2048, 32, 6e-4, 5_000_000), "fine": (16384, 32, 4e-4, 7_000_000)},
+    "smollm2-135m": {"coarse": (2048, 32, 6e-4, 4_000_000), "fine": (16384, 32, 4e-4, 4_000_000)},
     "tiny": {"coarse": (64, 4, 3e-3, 20_000), "fine": (512, 4, 3e-3, 20_000)},
 }
 CTX = 128
@@ -49,7 +50,8 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
 
     `windows` (pre-tokenised, CTX tokens each) replaces the offline corpus in the corpus stage (tests).
     """
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # One thread is steadier than two when other work shares the 2 cores (OpenMP barriers stall).
+    torch.set_num_threads(int(os.environ.get("ASN_TRAIN_THREADS", torch.get_num_threads())))
     profile = get_profile(profile_name)
     out_root = out_root or DATA_DIR / "saes" / profile_name
     work = work or DATA_DIR / "cache" / "training" / profile_name

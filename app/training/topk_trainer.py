@@ -23,7 +23,7 @@ class TrainConfig:
     lr: float = 4e-4
     batch_size: int = 2048
     total_tokens: int = 4_000_000
-    k_aux: int = 256
+    k_aux: int = 128
     aux_coeff: float = 1 / 32
     dead_after_tokens: int = 250_000
     warmup_steps: int = 50
@@ -53,6 +53,23 @@ def dead_mask(last_fired: torch.Tensor, tokens: int, window: int) -> torch.Tenso
     return (tokens - last_fired) > window
 
 
+def _gather_dot(W: torch.Tensor, idx: torch.Tensor, g: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """out[b, j] = W[idx[b, j]] . g[b] for W [F, d], idx [B, k], g [B, d]; chunked to bound memory."""
+    out = torch.empty(idx.shape, dtype=g.dtype)
+    for s in range(0, idx.shape[0], chunk):
+        out[s: s + chunk] = torch.bmm(W[idx[s: s + chunk]], g[s: s + chunk].unsqueeze(-1)).squeeze(-1)
+    return out
+
+
+def _sparse_mm(idx: torch.Tensor, vals: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """S @ W where S is [B, F] with k nonzeros per row (idx, vals: [B, k]) and W [F, d]; -> [B, d]."""
+    B, k = idx.shape
+    rows = torch.arange(B).repeat_interleave(k)
+    S = torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), vals.reshape(-1), (B, W.shape[0]),
+                                check_invariants=False)
+    return torch.sparse.mm(S, W)
+
+
 def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux_coeff: float):
     """Loss gradients for a TopK SAE (MSE / var + aux_coeff * AuxK), computed sparsely.
 
@@ -66,20 +83,16 @@ def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux
     pre = torch.addmm(b_enc, xc, W_enc)  # [B, F] dense: the one expensive matmul
     vals, idx = pre.topk(k, dim=-1, sorted=False)
     a = vals.relu()
-    Wd_sel = W_dec[idx]  # [B, k, d]
-    x_hat = torch.einsum("bk,bkd->bd", a, Wd_sel) + b_dec
+    x_hat = _sparse_mm(idx, a, W_dec) + b_dec
     err = x_hat - x
     fvu = ((err ** 2).sum() / B).item() / var
     fired = idx[a > 0].unique()
 
     g_xhat = 2 * err / (B * var)  # d(mse/var)/dx_hat
-    g_a = torch.einsum("bd,bkd->bk", g_xhat, Wd_sel)
-    g_pre = g_a * (vals > 0)
+    g_pre = _gather_dot(W_dec, idx, g_xhat) * (vals > 0)
     gW_dec = _sparse_t_mm(idx, a, g_xhat, F)  # [F, d]
     gW_enc = _sparse_t_mm(idx, g_pre, xc, F).T  # [d, F]
     gb_enc = torch.zeros(F).index_add_(0, idx.reshape(-1), g_pre.reshape(-1))
-    g_xc = torch.einsum("bk,dbk->bd", g_pre, W_enc[:, idx])  # d loss / d xc through the encoder
-    gb_dec = g_xhat.sum(0) - g_xc.sum(0)
 
     n_dead = int(dead.sum())
     if n_dead > 0 and aux_coeff > 0:
@@ -87,15 +100,15 @@ def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux
         av, ai = pre.masked_fill(~dead, float("-inf")).topk(ka, dim=-1, sorted=False)
         aa = av.relu()
         resid = (x - x_hat).detach()  # what the main latents missed
-        Wd_aux = W_dec[ai]
-        e_aux = torch.einsum("bk,bkd->bd", aa, Wd_aux) - resid
+        e_aux = _sparse_mm(ai, aa, W_dec) - resid
         denom = ((resid - resid.mean(0)) ** 2).sum() / B + 1e-8
         g_eaux = aux_coeff * 2 * e_aux / (B * denom)
-        g_aa = torch.einsum("bd,bkd->bk", g_eaux, Wd_aux) * (av > 0)
+        g_aa = _gather_dot(W_dec, ai, g_eaux) * (av > 0)
         gW_dec = gW_dec + _sparse_t_mm(ai, aa, g_eaux, F)
         gW_enc = gW_enc + _sparse_t_mm(ai, g_aa, xc, F).T
         gb_enc.index_add_(0, ai.reshape(-1), g_aa.reshape(-1))
-        gb_dec = gb_dec - torch.einsum("bk,dbk->d", g_aa, W_enc[:, ai])
+    # b_dec enters the encoder as x - b_dec: its gradient there is -W_enc @ (summed pre-activation grads) = -W_enc @ gb_enc.
+    gb_dec = g_xhat.sum(0) - W_enc @ gb_enc
     return (gW_enc, gb_enc, gW_dec, gb_dec), (fvu, fired, n_dead)
 
 
