@@ -6,7 +6,8 @@ A view author registers once, at import time of the view's API module:
     register_view("steering", SteerRequest, run_steering, "/generate",
                   response_model=SteerResponse, example={"prompt": "hello", ...})
 
-`run_fn(engine, settings, request) -> response` must be the same function the JSON route and the HTML
+`url_fn(inputs) -> str` (optional): the view's own address builder, if it has one (Fork uses it; the
+default is `page_path?` + `inputs_to_query(inputs)`). `run_fn(engine, settings, request) -> response` must be the same function the JSON route and the HTML
 fragment use (so a re-run on the same profile reproduces the saved result exactly). `example` is a small
 valid request (tiny profile) used by the tests that check save -> open -> identical rendering for every kind.
 
@@ -39,6 +40,7 @@ class ViewSpec:
     response_model: type[BaseModel] | None = None
     example: dict | None = None
     label: str = ""
+    url_fn: Callable[[dict], str | None] | None = None  # the view's own inputs -> page URL, if it has one
 
 
 _VIEWS: dict[str, ViewSpec] = {}
@@ -47,13 +49,13 @@ _loaded = False
 
 def register_view(kind: str, request_model: type[BaseModel], run_fn: Callable, page_path: str, *,
                   response_model: type[BaseModel] | None = None, example: dict | None = None,
-                  label: str | None = None) -> ViewSpec:
+                  label: str | None = None, url_fn: Callable[[dict], str | None] | None = None) -> ViewSpec:
     """Make `kind` re-runnable and forkable. Registering the same kind again replaces it (module reloads)."""
     if not KIND_RE.match(kind):
         raise ValueError(f"bad kind {kind!r}: lowercase letters, digits and _ (at most 32)")
     if not page_path.startswith("/"):
         raise ValueError("page_path must be a path on this server, e.g. /generate")
-    spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example, label or kind.replace("_", " "))
+    spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example, label or kind.replace("_", " "), url_fn)
     _VIEWS[kind] = spec
     return spec
 
@@ -71,8 +73,12 @@ def _ensure_loaded() -> None:
     if "analysis" not in _VIEWS:
         from app.api.analysis import AnalyzeRequest, AnalyzeResponse, run_analysis
 
+        try:
+            from app.web.analysis_pages import page_url as analysis_url
+        except ImportError:
+            analysis_url = None
         register_view("analysis", AnalyzeRequest, run_analysis, "/", response_model=AnalyzeResponse,
-                      example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis")
+                      example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis", url_fn=analysis_url)
 
 
 def views() -> dict[str, ViewSpec]:
@@ -196,5 +202,12 @@ def fork_url(kind: str, inputs: Mapping[str, Any]) -> str | None:
     spec = get_view(kind)
     if spec is None:
         return None
+    if spec.url_fn is not None:
+        try:
+            url = spec.url_fn(dict(inputs))
+        except Exception:  # an old snapshot's inputs the view's URL builder no longer understands
+            url = None
+        if url:
+            return url
     q = inputs_to_query(inputs)
     return spec.page_path + ("?" + q if q else "")
