@@ -152,3 +152,14 @@ def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids
         suppressed=tuple((tok.decode([int(i)]), float(-v)) for v, i in zip(nv, ni)),
         activations=acts, max_activation=max(acts) if acts else None,
     )
+
+
+def feature_activations_and_sinks(model, sae, hook_name: str, token_ids, index: int,
+                                  sink_norm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One feature's activation at every position [pos] and the sink mask [pos] (forward stopped at the hook)."""
+    layer = int(hook_name.split(".")[1])
+    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
+    _, cache = model.run_with_cache(toks, names_filter=hook_name, stop_at_layer=layer + 1)
+    resid = cache[hook_name][0]
+    acts = sae.encode(resid.to(sae.W_dec.dtype))[:, index].float().cpu()
+    return acts, sink_mask(model, token_ids, resid.float(), sink_norm)

@@ -1,0 +1,58 @@
+"""Logit-lens heatmap (layer x token) as a Plotly figure dict; every model string is HTML-escaped."""
+from __future__ import annotations
+
+import html
+
+WS = {" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"}
+MAX_CELL_TEXT_POSITIONS = 48  # beyond this, cells are too narrow for text; the hover still has it
+
+
+def visible(token: str) -> str:
+    """Whitespace made visible (· ↵ ⇥), empty shown as ∅; not escaped."""
+    if token == "":
+        return "∅"
+    return "".join(WS.get(ch, ch) for ch in token)
+
+
+def label(token: str) -> str:
+    """Safe text for a Plotly label or hover (Plotly renders a subset of HTML: escape everything)."""
+    return html.escape(visible(token), quote=False)  # Plotly decodes &lt; &gt; &amp; only; quotes are inert there
+
+
+def lens_figure(lens: dict, height_per_layer: int = 18) -> dict:
+    """Heatmap of the top-1 token's probability at each [layer][position]; text = top-1 token; hover = top 5.
+
+    `lens` is a LensResponse as a dict (layers, tokens, top_tokens, top_probs).
+    """
+    layers, tokens = list(lens["layers"]), list(lens["tokens"])
+    tt, tp = lens["top_tokens"], lens["top_probs"]
+    n = len(tokens)
+    z = [[row[p][0] for p in range(n)] for row in tp]
+    text = [[label(row[p][0]) for p in range(n)] for row in tt]
+    hover = []
+    for li, (trow, prow) in enumerate(zip(tt, tp)):
+        hrow = []
+        for p in range(n):
+            head = f"layer {html.escape(layers[li], quote=False)} · pos {p} <b>{label(tokens[p])}</b>"
+            lines = [f"{label(t)}  {q:.3f}" for t, q in zip(trow[p], prow[p])]
+            hrow.append("<br>".join([head] + lines))
+        hover.append(hrow)
+    trace = {
+        "type": "heatmap", "z": z, "x": list(range(n)), "y": list(range(len(layers))),
+        "customdata": hover, "hovertemplate": "%{customdata}<extra></extra>",
+        "colorscale": [[0.0, "#f4f8fd"], [0.25, "#c6dbef"], [0.5, "#6baed6"], [0.75, "#2171b5"], [1.0, "#08306b"]], "zmin": 0.0, "zmax": 1.0, "xgap": 1, "ygap": 1,
+        "colorbar": {"title": {"text": "p(top-1)"}, "thickness": 12},
+    }
+    if n <= MAX_CELL_TEXT_POSITIONS:
+        trace.update(text=text, texttemplate="%{text}", textfont={"size": 10})
+    layout = {
+        "margin": {"l": 60, "r": 20, "t": 10, "b": 70},
+        "height": max(220, 90 + height_per_layer * len(layers)),
+        "xaxis": {"tickmode": "array", "tickvals": list(range(n)), "ticktext": [f"{label(t)}" for t in tokens],
+                  "tickangle": -45 if n > 12 else 0, "title": {"text": "token"}},
+        "yaxis": {"tickmode": "array", "tickvals": list(range(len(layers))), "ticktext": [html.escape(l, quote=False) for l in layers],
+                  "title": {"text": "layer"}},
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"family": "system-ui, sans-serif", "size": 11},
+    }
+    return {"data": [trace], "layout": layout, "config": {"displayModeBar": False}}
