@@ -43,6 +43,10 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
                   description="Residual-stream features, logit lens, steering and concept discovery over a transformer and two SAEs.")
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
+    from app.middleware import install as install_guards
+
+    install_guards(app, settings)  # body limit (413), CSP, OOM -> 503, non-finite JSON -> 422, OpenAPI errors
+
     @app.exception_handler(EngineBusy)
     async def busy_handler(request: Request, exc: EngineBusy):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})

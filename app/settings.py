@@ -30,6 +30,7 @@ class Limits(BaseSettings):
     max_prompt_set_chars: int = 400_000
     max_body_bytes: int = 1_000_000
     max_seed: int = 2**32 - 1
+    max_json_depth: int = 32  # JSON bodies nested deeper -> 422 (before any route parses them)
     # saved explorations (issue 6)
     max_exploration_bytes: int = 1_000_000  # one saved/imported document, as compact JSON
     max_title_chars: int = 200

@@ -2,12 +2,37 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.settings import get_settings
 
 L = get_settings().limits
+
+
+def check_text(v: str | None) -> str | None:
+    """Text the model and the store can take: 422 (not silent sanitising) on lone surrogates and NUL.
+
+    Decision: lone UTF-16 surrogates (only reachable through JSON \\uD800 escapes) are not Unicode text, cannot be
+    encoded as UTF-8 and make the tokenizer raise; NUL is valid Unicode but truncates strings in C APIs and is never
+    meaningful in a prompt. Both are rejected with a 422 that says where, rather than silently changed, so what
+    the model reads is always exactly what the user sent. Other control, bidi and zero-width characters are
+    accepted (they are real text and real tokens) and are rendered escaped.
+    """
+    if v is None:
+        return v
+    if "\x00" in v:
+        raise ValueError(f"contains a NUL character (U+0000) at position {v.index(chr(0))}; remove it")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains a lone UTF-16 surrogate at position {exc.start} (not valid Unicode)") from None
+    return v
+
+
+SafeText = Annotated[str, AfterValidator(check_text)]
+"""A str field that rejects lone surrogates and NUL with a 422 (use for any text that reaches the model or store)."""
 
 
 class PromptFields(BaseModel):
@@ -18,6 +43,11 @@ class PromptFields(BaseModel):
     prompt: str = Field(min_length=1, max_length=L.max_prompt_chars, description=f"at most {L.max_prompt_chars} characters")
     system_prompt: str | None = Field(default=None, max_length=L.max_system_prompt_chars)
     chat: bool | None = Field(default=None, description="use the chat template (default: when a system prompt is given)")
+
+    @field_validator("prompt", "system_prompt", mode="after")
+    @classmethod
+    def _valid_text(cls, v):
+        return check_text(v)
 
 
 def finite(v: float, name: str = "value") -> float:

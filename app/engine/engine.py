@@ -52,6 +52,7 @@ class Engine:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _waiting: int = 0
     _waiting_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _owner: int | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, profile: str | Profile, device: str | None = None, **kw) -> "Engine":
@@ -77,7 +78,14 @@ class Engine:
 
     @contextlib.contextmanager
     def session(self, timeout: float | None = None):
-        """Exclusive use of model + SAEs; bounded queue (EngineBusy when full); hooks always cleared after."""
+        """Exclusive use of model + SAEs; bounded queue (EngineBusy when full); hooks always cleared after.
+
+        Whatever happens inside (an exception in a hook or the SAE, out of memory, a generator closed because the
+        client left), on exit no hook stays attached and the lock is free. Not reentrant: a nested session() in
+        the same thread raises at once instead of deadlocking until the timeout.
+        """
+        if self._owner == threading.get_ident():
+            raise RuntimeError("engine.session() is not reentrant (already held by this thread)")
         with self._waiting_lock:
             if self._waiting >= self.max_waiting:
                 raise EngineBusy()
@@ -89,13 +97,40 @@ class Engine:
                 self._waiting -= 1
         if not got:
             raise EngineBusy()
+        self._owner = threading.get_ident()
+        failed = False
         try:
             with torch.inference_mode():
                 yield self
+        except BaseException:
+            failed = True
+            raise
         finally:
-            # Hooks are only attached through model.hooks(...) contexts; this is the safety net.
-            self.model.reset_hooks(including_permanent=False)
-            self._lock.release()
+            try:
+                # Hooks are only attached through model.hooks(...) contexts; this is the safety net.
+                self._clear_hooks()
+                if failed and self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()  # after an OOM, give the cached blocks back before the next request
+            finally:
+                self._owner = None
+                self._lock.release()
+
+    def _clear_hooks(self) -> None:
+        for mod in (self.model, *self.saes.values()):
+            reset = getattr(mod, "reset_hooks", None)
+            if reset is not None:
+                try:
+                    reset(including_permanent=False)
+                except Exception:  # one failing module must not keep hooks on the others
+                    pass
+
+    def attached_hooks(self) -> int:
+        """Torch hooks (forward, pre-forward, backward) on any submodule of the model and the SAEs (0 when idle)."""
+        n = 0
+        for mod in (self.model, *self.saes.values()):
+            for m in mod.modules():
+                n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        return n
 
     @property
     def busy(self) -> bool:
