@@ -376,7 +376,7 @@ def get_one(exploration_id: str, store: StoreDep) -> Exploration:
     return get_document(store, exploration_id)
 
 
-@router.get("/{exploration_id}/fragment", response_class=None, include_in_schema=False)
+@router.get("/{exploration_id}/fragment", include_in_schema=False)  # (response_class=None made /openapi.json raise)
 def fragment(exploration_id: str, store: StoreDep):
     from fastapi.responses import HTMLResponse
 
