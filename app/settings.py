@@ -35,6 +35,9 @@ class Limits(BaseSettings):
     max_exploration_bytes: int = 1_000_000  # one saved/imported document, as compact JSON
     max_title_chars: int = 200
     max_note_chars: int = 4_000
+    # concept discovery (issue 5)
+    max_discovery_coarse: int = 20  # coarse features mapped to fine ones
+    max_discovery_fine: int = 200  # top fine features scored against them
 
 
 class Settings(BaseSettings):

@@ -1,6 +1,209 @@
-"""HTML pages and htmx fragments (stub: filled in by its issue)."""
+"""The /discover page and its htmx fragments: the form, the job's progress bar (polled), the result views.
+
+templates/fragments/discovery.html is rendered from {inputs, result, kind} only (the saved-explorations
+contract); the figures come from app.viz.decomposition.discovery_view(inputs, result). The page URL carries
+the inputs (`/discover?concept_set=france&contrast_set=neutral&n_coarse=5&run=1`); a pasted prompt set is
+carried as `sha:<hash>` of a set this server has seen (paste it again after a restart).
+"""
 from __future__ import annotations
 
-from fastapi import APIRouter
+import threading
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+
+from app.api.deps import EngineDep, SettingsDep
+from app.api.discover import KIND, DiscoverRequest, shipped_sets, start_job
+from app.engine import discovery as disc
+from app.engine.engine import EngineBusy
+from app.jobs import get_runner
+from app.viz.decomposition import discovery_view
+from app.web.templating import templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
+templates.env.globals.setdefault("discovery_view", discovery_view)
+
+DEFAULTS = DiscoverRequest().model_dump()
+KNOBS = ("aggregate", "top_k", "min_fire_rate", "n_coarse", "n_fine", "cos_threshold", "corr_threshold",
+         "cos_near_zero", "hist_coarse")
+VIEW_KNOBS = ("cos_threshold", "corr_threshold", "cos_near_zero", "hist_coarse")
+MAX_PUSHED_URL = 8_000
+
+_pasted: dict[str, list[str]] = {}  # sha -> prompts pasted on this server (so the URL can name them)
+_pasted_lock = threading.Lock()
+
+
+def _remember(prompts: list[str]) -> str:
+    h = disc.prompt_set_hash(prompts, [])
+    with _pasted_lock:
+        _pasted[h] = prompts
+        while len(_pasted) > 64:
+            _pasted.pop(next(iter(_pasted)))
+    return h
+
+
+def _last(params, key: str):
+    vals = params.getlist(key) if hasattr(params, "getlist") else ([params[key]] if key in params else [])
+    return vals[-1] if vals else None
+
+
+class FormError(ValueError):
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def parse_inputs(params) -> DiscoverRequest:
+    """DiscoverRequest from query/form parameters: <side>_set is a shipped name, 'custom' (use <side>_text,
+    one prompt per line) or 'sha:<hash>' (a set pasted earlier). Raises FormError naming the field."""
+    raw, errors = {}, []
+    for side in ("concept", "contrast"):
+        choice = (_last(params, f"{side}_set") or DEFAULTS[f"{side}_set"] or "").strip()
+        text = _last(params, f"{side}_text") or ""
+        if choice == "custom" or (not choice and text.strip()):
+            raw[f"{side}_set"] = None
+            raw[f"{side}_prompts"] = disc.parse_prompt_lines(text)
+        elif choice.startswith("sha:"):
+            with _pasted_lock:
+                got = _pasted.get(choice[4:])
+            if got is None:
+                errors.append(f"{side}_set: the pasted set {choice} is not on this server any more; paste it again")
+            raw[f"{side}_set"] = None
+            raw[f"{side}_prompts"] = got or []
+        else:
+            raw[f"{side}_set"] = choice
+    for k in KNOBS:
+        v = _last(params, k)
+        if v not in (None, ""):
+            raw[k] = v
+    if errors:
+        raise FormError(errors)
+    try:
+        return DiscoverRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise FormError([f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
+
+
+def page_url(inputs: dict) -> str | None:
+    """The address that reproduces this view (non-default inputs; pasted sets by hash)."""
+    q = {}
+    for side in ("concept", "contrast"):
+        prompts = inputs.get(f"{side}_prompts")
+        if prompts:
+            q[f"{side}_set"] = "sha:" + _remember(list(prompts))
+        elif inputs.get(f"{side}_set") != DEFAULTS[f"{side}_set"]:
+            q[f"{side}_set"] = inputs.get(f"{side}_set") or ""
+    for k in KNOBS:
+        if inputs.get(k) is not None and inputs.get(k) != DEFAULTS.get(k):
+            q[k] = inputs[k]
+    q["run"] = "1"
+    url = "/discover?" + urlencode(q)
+    return url if len(url) <= MAX_PUSHED_URL else None
+
+
+def _html(request: Request, name: str, ctx: dict, status: int = 200, push: str | None = None) -> HTMLResponse:
+    headers = {"HX-Push-Url": push} if push and status == 200 else {}
+    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
+
+
+def _form_values(params, inputs: dict | None) -> dict:
+    """What the form shows: the inputs, with pasted sets as text."""
+    v = dict(DEFAULTS)
+    if inputs:
+        v.update(inputs)
+    for side in ("concept", "contrast"):
+        if v.get(f"{side}_prompts"):
+            v[f"{side}_choice"] = "custom"
+            v[f"{side}_text"] = "\n".join(v[f"{side}_prompts"])
+        else:
+            v[f"{side}_choice"] = v.get(f"{side}_set") or "custom"
+            v[f"{side}_text"] = ""
+    return v
+
+
+@router.get("/discover", response_class=HTMLResponse)
+def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
+    """The page: form (filled from the query) and, with run=1, the result area starts the job on load."""
+    params = request.query_params
+    errors, inputs = [], None
+    try:
+        inputs = parse_inputs(params).model_dump()
+    except FormError as exc:
+        errors = exc.errors
+    run = _last(params, "run") in ("1", "true", "on") and not errors
+    return templates.TemplateResponse(request, "discover.html", {
+        "engine": engine, "limits": settings.limits, "page": "discover", "sets": shipped_sets(),
+        "form": _form_values(params, inputs), "errors": errors, "run": run,
+        "widths": {n: int(s.cfg.d_sae) for n, s in engine.saes.items()},
+        "neuronpedia": {engine.profile.coarse.name: engine.profile.coarse.neuronpedia,
+                        engine.profile.fine.name: engine.profile.fine.neuronpedia}})
+
+
+def _job_fragment(request: Request, job, push: str | None = None) -> HTMLResponse:
+    if job.state == "done":
+        ctx = {"inputs": job.meta["inputs"], "result": job.result, "kind": KIND, "job_id": job.id,
+               "limits": request.app.state.settings.limits}
+        return _html(request, "fragments/discovery.html", ctx, push=push)
+    return _html(request, "fragments/discovery_progress.html", {"job": job, "status": job.status()}, push=push)
+
+
+@router.post("/discover/run", response_class=HTMLResponse)
+async def discover_run(request: Request, engine: EngineDep, settings: SettingsDep):
+    """The form posts here: starts (or joins / reuses) the job; answers the progress bar or the result."""
+    form = await request.form()
+    try:
+        req = parse_inputs(form)
+        job = start_job(get_runner(request.app), engine, settings, req)
+    except FormError as exc:
+        return _html(request, "fragments/discovery_progress.html", {"errors": exc.errors}, status=422)
+    except HTTPException as exc:
+        detail = exc.detail if isinstance(exc.detail, list) else [{"msg": str(exc.detail), "loc": ["input"]}]
+        return _html(request, "fragments/discovery_progress.html",
+                     {"errors": [f"{d['loc'][-1]}: {d['msg']}" for d in detail]}, status=exc.status_code)
+    return _job_fragment(request, job, push=page_url(req.model_dump()))
+
+
+def _job(request: Request, job_id: str):
+    job = get_runner(request.app).get(job_id)
+    if job is None or job.kind != KIND:
+        raise HTTPException(404, detail=f"no discovery job {job_id!r}")
+    return job
+
+
+@router.get("/discover/jobs/{job_id}/progress", response_class=HTMLResponse)
+def discover_progress(request: Request, job_id: str):
+    """Polled by htmx every second while the job runs; swaps itself for the result when done."""
+    return _job_fragment(request, _job(request, job_id))
+
+
+@router.post("/discover/jobs/{job_id}/cancel", response_class=HTMLResponse)
+def discover_cancel(request: Request, job_id: str):
+    job = _job(request, job_id)
+    get_runner(request.app).cancel(job_id)
+    return _job_fragment(request, job)
+
+
+@router.get("/discover/jobs/{job_id}/view", response_class=HTMLResponse)
+def discover_view(request: Request, job_id: str):
+    """Re-render a finished job's result with other thresholds / histogram feature (no recomputation)."""
+    job = _job(request, job_id)
+    if job.state != "done":
+        return _job_fragment(request, job)
+    inputs = dict(job.meta["inputs"])
+    raw = dict(inputs)
+    for k in VIEW_KNOBS:
+        v = _last(request.query_params, k)
+        if v not in (None, ""):
+            raw[k] = v
+    try:
+        inputs = DiscoverRequest.model_validate(raw).model_dump()
+    except ValidationError as exc:
+        return _html(request, "fragments/discovery_progress.html",
+                     {"errors": [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]}, status=422)
+    ctx = {"inputs": inputs, "result": job.result, "kind": KIND, "job_id": job.id, "limits": request.app.state.settings.limits}
+    return _html(request, "fragments/discovery.html", ctx, push=page_url(inputs))
+
+
+__all__ = ["router", "parse_inputs", "page_url", "EngineBusy"]
