@@ -45,7 +45,8 @@ def save_sae(sae, folder: Path, metrics: dict) -> None:
 
 
 def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | None = None, out_root: Path | None = None,
-        model=None, tokenizer=None, quiet: bool = False, windows: list[list[int]] | None = None) -> dict:
+        model=None, tokenizer=None, quiet: bool = False, windows: list[list[int]] | None = None,
+        collect_tokens: int | None = None) -> dict:
     """Run the requested stages; returns {"coarse": metrics, "fine": metrics} for the trained ones.
 
     `windows` (pre-tokenised, CTX tokens each) replaces the offline corpus in the corpus stage (tests).
@@ -79,6 +80,8 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
         windows_path.write_text(json.dumps({"train": windows[n_eval:], "heldout": windows[:n_eval]}))
         (out_root / "corpus.json").write_text(json.dumps(record, indent=2))
     w = json.loads(windows_path.read_text())
+    if collect_tokens:  # activations collected from the first windows only (the corpus is shuffled)
+        w["train"] = w["train"][: max(1, collect_tokens // CTX)]
     corpus_hash = json.loads((out_root / "corpus.json").read_text())["sha256"]
 
     acts_path, held_path = work / "acts_train.npy", work / "acts_heldout.npy"
@@ -139,8 +142,9 @@ def main() -> None:
     ap.add_argument("--profile", default="smollm2-135m")
     ap.add_argument("--stages", default="corpus,collect,coarse,fine,eval")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the corpus budget and training tokens")
+    ap.add_argument("--collect-tokens", type=int, default=1_000_000, help="training activations to collect")
     args = ap.parse_args()
-    run(args.profile, args.stages.split(","), scale=args.scale)
+    run(args.profile, args.stages.split(","), scale=args.scale, collect_tokens=args.collect_tokens)
 
 
 if __name__ == "__main__":
