@@ -183,6 +183,10 @@ class BodyGuardMiddleware:
                                                                    f"{self.max_json_depth} levels (max_json_depth)",
                                                                    "too_deep", limit=self.max_json_depth)]})
                 return
+            except UnicodeDecodeError as exc:
+                await _send_json(send, 422, {"detail": [error_item(["body"], f"body is not valid UTF-8 JSON ({exc.reason} "
+                                                                   f"at byte {exc.start})", "invalid_encoding")]})
+                return
             except ValueError:
                 parsed = None  # malformed JSON: FastAPI answers its own 422
             if parsed is not None:
@@ -301,7 +305,7 @@ ERROR_SCHEMA = {"type": "object", "properties": {"detail": {}}, "required": ["de
 
 
 def document_error_responses(app: FastAPI) -> None:
-    """Every operation documents 503 (+ Retry-After); every one that takes a body documents 413 and 422."""
+    """Every operation documents 503 (+ Retry-After); with a body 413 and 422; with a path parameter 404."""
     original = app.openapi
 
     def openapi():
@@ -319,6 +323,9 @@ def document_error_responses(app: FastAPI) -> None:
                     "content": {"application/json": {"schema": ERROR_SCHEMA}}})
                 if "requestBody" in op or method in {"post", "put", "patch"}:
                     responses.setdefault("413", {"description": "request body over max_body_bytes",
+                                                 "content": {"application/json": {"schema": ERROR_SCHEMA}}})
+                if any(p.get("in") == "path" for p in op.get("parameters", [])):
+                    responses.setdefault("404", {"description": "no such item",
                                                  "content": {"application/json": {"schema": ERROR_SCHEMA}}})
                 if "requestBody" in op or op.get("parameters"):
                     responses.setdefault("422", {"description": "validation error (names the field and the limit)",

@@ -1,0 +1,64 @@
+"""Shared fixtures for the reliability suite: an app on the tiny engine with its own store, golden logits."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
+GOLDEN_PROMPT = "The capital of France is"
+
+
+def report(name: str, figures: dict) -> None:
+    """Write measured figures to test-artifacts/reliability/<name>.json (and print them for -s runs)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
+    print(f"\n[{name}] " + json.dumps(figures, sort_keys=True, default=str)[:2000])
+
+
+def golden_logits(engine, prompt: str = GOLDEN_PROMPT) -> torch.Tensor:
+    """Unsteered logits of a prompt, straight from the model (no app code in between)."""
+    ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with engine.session():
+        return engine.model(torch.tensor([ids]), return_type="logits")[0].detach().clone()
+
+
+def assert_clean(engine, golden: torch.Tensor | None = None) -> None:
+    """No hook attached anywhere, the lock free, and (optionally) the golden prompt's logits bit-identical."""
+    assert engine.attached_hooks() == 0, f"{engine.attached_hooks()} hooks leaked"
+    assert not engine.busy, "the engine lock is still held"
+    assert engine._waiting == 0, f"{engine._waiting} waiters still counted"
+    if golden is not None:
+        now = golden_logits(engine)
+        assert torch.equal(now, golden), f"golden logits changed (max |diff| {(now - golden).abs().max().item()})"
+
+
+def build_app(engine, tmp_path, **settings_kw):
+    from app.main import create_app
+    from app.settings import Settings
+
+    kw = {"store_url": f"sqlite:///{tmp_path}/explorations.db", **settings_kw}
+    return create_app(Settings(profile=engine.profile.name, **kw), engine_factory=lambda s: engine)
+
+
+@pytest.fixture()
+def rel_client(tiny_engine, tmp_path):
+    from fastapi.testclient import TestClient
+
+    with TestClient(build_app(tiny_engine, tmp_path), raise_server_exceptions=False) as c:
+        yield c
+    _cancel_jobs(c.app)
+
+
+def _cancel_jobs(app) -> None:
+    """Stop any background job a test started (discovery), so it does not hold the model for later tests."""
+    runner = getattr(app.state, "jobs", None)
+    if runner is not None:
+        runner.shutdown()
+
+
+@pytest.fixture(scope="session")
+def golden(tiny_engine):
+    return golden_logits(tiny_engine)
