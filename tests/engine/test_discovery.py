@@ -1,0 +1,235 @@
+"""app/engine/discovery.py against independent recomputation (unbatched forwards, numpy TopK encode, numpy stats),
+and a planted concept in a tiny synthetic setup."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine import decomposition as dec
+from app.engine import discovery as disc
+
+PROMPTS = Path(__file__).resolve().parents[2] / "data" / "prompts"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matmuls on 2 shared, oversubscribed cores run ~40x faster on one intra-op thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def lines(name, n):
+    return disc.parse_prompt_lines((PROMPTS / f"{name}.txt").read_text())[:n]
+
+
+def numpy_topk_encode(sae, x: np.ndarray) -> np.ndarray:
+    """TopK SAE encode in numpy from the saved weights: relu(top-k of (x - b_dec) W_enc + b_enc), rest 0."""
+    W_enc = sae.W_enc.detach().double().numpy()
+    b_enc = sae.b_enc.detach().double().numpy()
+    b_dec = sae.b_dec.detach().double().numpy()
+    pre = (x - b_dec) @ W_enc + b_enc
+    k = sae.cfg.k
+    out = np.zeros_like(pre)
+    top = np.argpartition(-pre, k - 1, axis=1)[:, :k]
+    rows = np.arange(pre.shape[0])[:, None]
+    out[rows, top] = np.maximum(pre[rows, top], 0)
+    return out
+
+
+def independent_per_prompt(engine, id_lists, aggregate):
+    """[P, F] per SAE: each prompt forwarded alone (full model, no padding), sinks = position 0 + specials."""
+    specials = set(engine.tokenizer.all_special_ids)
+    out = {name: [] for name in engine.saes}
+    for ids in id_lists:
+        with torch.inference_mode():
+            _, cache = engine.model.run_with_cache(torch.tensor([list(ids)]), names_filter=engine.hook_name)
+        r = cache[engine.hook_name][0].double().numpy()
+        keep = np.array([p > 0 and int(t) not in specials for p, t in enumerate(ids)])
+        for name, sae in engine.saes.items():
+            F = sae.cfg.d_sae
+            if keep.sum() == 0:
+                out[name].append(np.zeros(F))
+                continue
+            a = numpy_topk_encode(sae, r[keep])
+            out[name].append(a.max(0) if aggregate == "max" else a.mean(0))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def small_sets():
+    concept, contrast = lines("france", 9), lines("neutral", 7)  # unequal sizes on purpose
+    return concept, contrast
+
+
+@pytest.fixture(scope="module")
+def collected(tiny_engine, small_sets):
+    concept, contrast = small_sets
+    ids = disc.encode_prompt_set(tiny_engine.tokenizer, concept + contrast, max_tokens=64)
+    calls = []
+    st = disc.collect_stats(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, ids, len(concept),
+                            batch_size=4, progress=lambda d, t: calls.append((d, t)))
+    return ids, st, calls
+
+
+def test_parse_and_hash():
+    assert disc.parse_prompt_lines("  a \n\n b\r\n  \n") == ["a", "b"]
+    h = disc.prompt_set_hash(["a", "b"], ["c"])
+    assert h == disc.prompt_set_hash(["a", "b"], ["c"])
+    assert h != disc.prompt_set_hash(["b", "a"], ["c"])
+    assert h != disc.prompt_set_hash(["a"], ["b", "c"])  # the split between the sets matters
+
+
+def test_progress_called_per_batch(collected, small_sets):
+    _, st, calls = collected
+    n = sum(map(len, small_sets))
+    assert calls == [(4, n), (8, n), (12, n), (16, n)]
+    assert st.n_concept == 9 and st.n_contrast == 7
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_per_prompt_stats_match_unbatched_numpy(tiny_engine, collected, aggregate):
+    ids, st, _ = collected
+    ref = independent_per_prompt(tiny_engine, ids, aggregate)
+    for name, sparse in st.per_sae.items():
+        got = sparse.dense(range(sparse.width), aggregate).numpy()
+        assert got.shape == ref[name].shape
+        np.testing.assert_allclose(got, ref[name], rtol=1e-4, atol=1e-4)
+        assert (ref[name] > 0).sum() > 50  # the comparison is not all zeros
+    assert st.n_positions == sum(len(i) for i in ids)
+    assert st.n_tokens_used == sum(len(i) - 1 for i in ids)  # only position 0 is a sink for plain text here
+
+
+def test_feature_stats_match_numpy(collected):
+    ids, st, _ = collected
+    for name, sparse in st.per_sae.items():
+        for aggregate in ("max", "mean"):
+            d = sparse.dense(range(sparse.width), aggregate).numpy().astype(np.float64)
+            mx = sparse.dense(range(sparse.width), "max").numpy()
+            c, n = d[: st.n_concept], d[st.n_concept:]
+            mc, mn = c.mean(0), n.mean(0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sel = np.where(mc + mn > 0, mc / (mc + mn), 0.0)
+            fs = disc.feature_stats(sparse, st.n_concept, aggregate)
+            np.testing.assert_allclose(fs.mean_concept.numpy(), mc, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(fs.mean_contrast.numpy(), mn, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(fs.selectivity.numpy(), sel, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(fs.fire_concept.numpy(), (mx[: st.n_concept] > 0).mean(0), atol=1e-6)
+            np.testing.assert_allclose(fs.fire_contrast.numpy(), (mx[st.n_concept:] > 0).mean(0), atol=1e-6)
+
+
+def test_top_features_order_filter_and_noisy():
+    # 6 features over 4 concept + 4 contrast prompts, per-prompt max values chosen by hand
+    dense = torch.tensor([
+        # f0 sel 1, fires 4/4 | f1 sel 1, fires 1/4 | f2 loud, sel .5 | f3 sel .75 | f4 never | f5 sel 1, quieter than f0
+        [2.0, 0.0, 9.0, 3.0, 0.0, 1.0],
+        [2.0, 0.0, 9.0, 3.0, 0.0, 1.0],
+        [2.0, 0.0, 9.0, 3.0, 0.0, 1.0],
+        [2.0, 5.0, 9.0, 3.0, 0.0, 1.0],
+        [0.0, 0.0, 9.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 9.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 9.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 9.0, 1.0, 0.0, 0.0],
+    ])
+    p, f = (dense > 0).nonzero(as_tuple=True)
+    sp = disc.SparsePromptStats(8, 6, p, f, dense[p, f], dense[p, f])
+    fs = disc.feature_stats(sp, 4)
+    assert fs.selectivity.tolist() == pytest.approx([1.0, 1.0, 0.5, 0.75, 0.0, 1.0])
+    rows = disc.top_features(fs, top=3, min_fire_rate=0.5, loud=2)
+    # f1 (fires on 1/4 < 0.5) is filtered; ties at selectivity 1 broken by mean_concept (f0 before f5)
+    assert [r.index for r in rows[:3]] == [0, 5, 3]
+    # the loudest (f2, mean 9) is appended and flagged noisy: loud but selectivity 0.5
+    assert [r.index for r in rows[3:]] == [2]
+    # noisy = mean_concept >= median of the selective rows (2.0) and selectivity < 0.8: f3 (3.0, 0.75) and f2
+    assert [r.noisy for r in rows] == [False, False, True, True]
+    assert rows[0].fire_concept == 1.0 and rows[0].fire_contrast == 0.0
+
+
+def test_dense_subset_columns(collected):
+    _, st, _ = collected
+    sp = st.per_sae["fine"]
+    full = sp.dense(range(sp.width))
+    cols = [5, 0, 511, 17]
+    np.testing.assert_array_equal(sp.dense(cols).numpy(), full[:, cols].numpy())
+
+
+# ------------------------------------------------------------------ planted concept
+MARK = "@"
+
+
+def planted_saes(engine, id_lists, n_concept, concept_positions):
+    """Coarse feature 0 reads a direction u that separates the marker positions; fine 7 = decoder rotated from u
+    (cosine 0.8) reading the same direction (a true sub-feature), fine 9 = decoder orthogonal to u reading u
+    (a co-occurring concept)."""
+    from app.training.topk_trainer import make_topk_sae
+
+    rs, is_mark = [], []
+    for i, ids in enumerate(id_lists):
+        with torch.inference_mode():
+            _, cache = engine.model.run_with_cache(torch.tensor([list(ids)]), names_filter=engine.hook_name)
+        r = cache[engine.hook_name][0].float()
+        for p in range(1, len(ids)):
+            rs.append(r[p])
+            is_mark.append(i < n_concept and p == concept_positions[i])
+    R, m = torch.stack(rs), torch.tensor(is_mark)
+    u = R[m].mean(0) - R[~m].mean(0)
+    u = u / u.norm()
+    proj = R @ u
+    lo, hi = proj[~m].max().item(), proj[m].min().item()
+    assert hi > lo, "marker positions not separable in this tiny model"
+    mid = (lo + hi) / 2
+    scale = 200.0 / max(hi - mid, 1e-3)
+
+    def build(sae, planted: dict):
+        W_enc, b_enc = sae.W_enc.detach().clone(), sae.b_enc.detach().clone()
+        W_dec, b_dec = sae.W_dec.detach().clone(), sae.b_dec.detach().clone()
+        for idx, dec_dir in planted.items():
+            W_enc[:, idx] = u * scale
+            b_enc[idx] = -mid * scale + (b_dec @ u) * scale  # the SAE subtracts b_dec before encoding
+            W_dec[idx] = dec_dir
+        return make_topk_sae(W_enc, b_enc, W_dec, b_dec, sae.cfg.k, engine.hook_name)
+
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(u.shape[0], generator=g)
+    v = v - (v @ u) * u
+    v = v / v.norm()
+    rotated = 0.8 * u + 0.6 * v
+    coarse = build(engine.saes["coarse"], {0: u})
+    fine = build(engine.saes["fine"], {7: rotated, 9: v})
+    return {"coarse": coarse, "fine": fine}, u, v
+
+
+def test_planted_concept_found_and_classified_blue(tiny_engine):
+    base = lines("neutral", 24)
+    contrast = base[12:]
+    concept, positions = [], []
+    for s in base[:12]:
+        k = len(s) // 2
+        concept.append(s[:k] + MARK + s[k:])
+        positions.append(k)  # byte tokenizer: one token per byte, ASCII prompts
+    ids = disc.encode_prompt_set(tiny_engine.tokenizer, concept + contrast)
+    assert all(ids[i][positions[i]] == tiny_engine.tokenizer.encode(MARK, add_special_tokens=False)[0] for i in range(12))
+    saes, u, v = planted_saes(tiny_engine, ids, 12, positions)
+    st = disc.collect_stats(tiny_engine.model, saes, tiny_engine.hook_name, ids, 12, batch_size=8)
+    res = disc.summarize(st, saes, disc.DiscoveryParams(top_k=10, min_fire_rate=0.5, n_coarse=3, n_fine=10), concept + contrast)
+
+    row = next(r for r in res["tables"]["coarse"] if r["index"] == 0)
+    assert row["selectivity"] == 1.0 and row["fire_concept"] == 1.0 and row["fire_contrast"] == 0.0
+    assert MARK in row["top_prompt"]
+    assert res["tables"]["coarse"][0]["index"] == 0  # the loudest of the perfectly selective features
+
+    m = res["mapping"]
+    assert m["coarse"][0] == 0
+    assert 7 in m["fine"] and 9 in m["fine"]
+    j7, j9 = m["fine"].index(7), m["fine"].index(9)
+    assert m["cos"][0][j7] == pytest.approx(0.8, abs=1e-4)
+    assert m["corr"][0][j7] == pytest.approx(1.0, abs=1e-4)  # same encoder direction: same per-prompt activations
+    assert abs(m["cos"][0][j9]) < 1e-4 and m["corr"][0][j9] == pytest.approx(1.0, abs=1e-4)
+    assert dec.classify(m["corr"][0][j7], m["cos"][0][j7]) == "blue"
+    assert dec.classify(m["corr"][0][j9], m["cos"][0][j9]) == "red"
+    # the full scan finds fine 7 as coarse 0's best match
+    assert m["scan"]["matches"][0][0][0] == 7 and m["scan"]["matches"][0][0][1] == pytest.approx(0.8, abs=1e-4)
