@@ -59,3 +59,12 @@ def speed_up_cpu_matmuls(model) -> int:
             mod.forward = types.MethodType(unembed_forward, mod)
             n += 1
     return n
+
+
+def kv_cache(model, batch_size: int = 1):
+    """An empty transformer-lens key-value cache for `model` (the class moved between TL versions)."""
+    try:
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache as Cache
+    except ImportError:  # transformer-lens 2.x
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as Cache
+    return Cache.init_cache(model.cfg, model.cfg.device, batch_size)
