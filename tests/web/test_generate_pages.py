@@ -1,0 +1,89 @@
+"""/generate and /temperature pages and their fragments (tiny engine): forms, results, escaping, the
+saved-explorations contract (fragments render from {inputs, result, kind} alone), 422 fragments."""
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+PROMPT = "Hi <b>there</b>"
+
+
+def test_generate_page_form(tiny_client):
+    r = tiny_client.get("/generate")
+    assert r.status_code == 200
+    for needle in ('id="gen-form"', 'name="temperature"', 'id="stream-btn"', 'id="stop-btn"', 'id="add-feature"', "/static/generate.js",
+                   "attention sink"):
+        assert needle in r.text
+
+
+def test_generate_page_from_address_renders_steering(tiny_client):
+    r = tiny_client.get("/generate", params={"prompt": PROMPT, "f": "coarse:3:add:40", "max_new_tokens": "5", "view": "steer"})
+    assert r.status_code == 200, r.text
+    assert 'id="col-unsteered"' in r.text and 'id="col-steered"' in r.text
+    assert "coarse#3" in r.text
+    assert "<b>there</b>" not in r.text and "&lt;b&gt;there&lt;/b&gt;" in r.text  # model/user text escaped
+    assert 'value="40"' in r.text  # the feature row is refilled from the address
+
+
+def test_steering_fragment_matches_api_and_pushes_address(tiny_client):
+    form = {"prompt": PROMPT, "max_new_tokens": "5", "temperature": "0", "seed": "0", "f_sae": "fine", "f_index": "7",
+            "f_mode": "clamp", "f_value": "4", "generated_only": "off", "skip_sinks": ["off", "on"]}
+    r = tiny_client.post("/fragments/steering", data=form)
+    assert r.status_code == 200, r.text
+    api = tiny_client.post("/api/steer", json={"prompt": PROMPT, "max_new_tokens": 5,
+                                               "steering": [{"sae": "fine", "index": 7, "mode": "clamp", "value": 4}]}).json()
+    n_div = sum(api["diverged"])
+    assert r.text.count('class="gtok div') == n_div
+    q = parse_qs(urlparse(r.headers["HX-Push-Url"]).query)
+    assert q["f"] == ["fine:7:clamp:4"] and q["view"] == ["steer"] and q["prompt"] == [PROMPT]
+    assert 'name="kind" value="steering"' in r.text or "save" in r.text.lower()
+
+
+def test_dose_fragment_has_figure_and_column(tiny_client):
+    form = {"prompt": PROMPT, "max_new_tokens": "3", "f_sae": "coarse", "f_index": "2", "f_mode": "add", "f_value": "0",
+            "strengths": "-10, 0, 10"}
+    r = tiny_client.post("/fragments/dose", data=form)
+    assert r.status_code == 200, r.text
+    assert 'data-figure="dose-fig"' in r.text
+    assert r.text.count("<tr><td class=\"num\">") == 3
+
+
+def test_temperature_and_system_shift_fragments(tiny_client):
+    r = tiny_client.post("/fragments/temperature", data={"prompt": PROMPT, "t": "0.2, 1.0", "top_k": "3", "top_p": "1", "top_n": "6"})
+    assert r.status_code == 200, r.text
+    assert 'data-figure="temp-fig"' in r.text and 'data-figure="temp-fig-cut"' in r.text
+    assert r.text.count('class="cut"') == 2 * 3  # 6 shown, top-3 kept, at both temperatures
+    r = tiny_client.post("/fragments/system_shift", data={"prompt": PROMPT, "system_a": "", "system_b": "Be <i>brief</i>.", "top_n": "4"})
+    assert r.status_code == 200, r.text
+    assert "was " in r.text and "now " in r.text and "→" in r.text
+    assert "<i>brief</i>" not in r.text
+    r = tiny_client.get("/temperature", params={"prompt": PROMPT, "t": "0.5", "view": "temperature"})
+    assert r.status_code == 200 and 'data-figure="temp-fig"' in r.text
+
+
+def test_bad_form_gives_422_fragment_naming_the_field(tiny_client):
+    r = tiny_client.post("/fragments/steering", data={"prompt": PROMPT, "f_sae": "coarse", "f_index": "999999", "f_mode": "add", "f_value": "1"})
+    assert r.status_code == 422 and "index" in r.text and "role=\"alert\"" in r.text
+    r = tiny_client.post("/fragments/temperature", data={"prompt": PROMPT, "t": "9"})
+    assert r.status_code == 422 and "temperatures" in r.text
+
+
+@pytest.mark.parametrize("kind, endpoint, body", [
+    ("steering", "/api/steer", {"prompt": PROMPT, "max_new_tokens": 3, "steering": [{"sae": "coarse", "index": 1, "value": 5}]}),
+    ("dose", "/api/dose", {"prompt": PROMPT, "max_new_tokens": 2, "feature": {"sae": "coarse", "index": 1}, "strengths": [0, 5]}),
+    ("temperature", "/api/temperature", {"prompt": PROMPT}),
+    ("system_shift", "/api/system-shift", {"prompt": PROMPT, "system_b": "x"}),
+    ("generation", "/api/generate", {"prompt": PROMPT, "max_new_tokens": 2}),
+])
+def test_fragments_render_from_inputs_and_result_only(tiny_client, kind, endpoint, body):
+    """The saved-explorations contract: the fragment renders from {inputs, result, kind} with no engine."""
+    from app.web.templating import templates
+
+    result = tiny_client.post(endpoint, json=body).json()
+    html = templates.get_template(f"fragments/{kind}.html").render(inputs=body | {"seed": 0, "temperature": 0, "top_k": 0, "top_p": 1.0,
+                                                                                  "max_new_tokens": body.get("max_new_tokens", 1),
+                                                                                  "steering": body.get("steering", [])},
+                                                                   result=result, kind=kind)
+    assert f'data-kind="{kind}"' in html
+    assert "<b>there</b>" not in html
