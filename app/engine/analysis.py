@@ -70,10 +70,9 @@ def sae_token_views(sae, resid: torch.Tensor, top_k: int) -> tuple[tuple[SAEToke
     cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=-1)
     l0 = (acts > 0).sum(-1)
     views = []
-    for p in range(x.shape[0]):
-        keep = vals[p] > 0
-        views.append(SAETokenView(tuple(int(i) for i in idx[p][keep]), tuple(float(v) for v in vals[p][keep]),
-                                  float(rel[p]), float(cos[p]), int(l0[p])))
+    for vr, ir, r, c, n in zip(vals.float().tolist(), idx.tolist(), rel.float().tolist(), cos.float().tolist(), l0.tolist()):
+        kept = [(i, v) for i, v in zip(ir, vr) if v > 0]
+        views.append(SAETokenView(tuple(i for i, _ in kept), tuple(v for _, v in kept), r, c, n))
     return tuple(views), acts, x_hat
 
 
@@ -84,30 +83,68 @@ def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float(1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
 
 
+def make_store_hook(store: dict, key: str):
+    """Forward hook that keeps the activation it sees (no copy, no change)."""
+    def hook_fn(act, hook):
+        store[key] = act
+    return hook_fn
+
+
+def _forward_capture(model, token_ids, names) -> tuple[torch.Tensor, dict]:
+    """One forward through every block (no unembedding) capturing `names` -> (final resid [1, pos, d], acts)."""
+    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
+    store: dict = {}
+    with model.hooks(fwd_hooks=[(n, make_store_hook(store, n)) for n in names]):
+        resid = model(toks, stop_at_layer=model.cfg.n_layers)
+    return resid, store
+
+
+def _final_logits(model, resid: torch.Tensor) -> torch.Tensor:
+    """What the model's forward does after the last block: ln_final, unembed, output soft cap."""
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    logits = model.unembed(resid)
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+def _decoder(tok):
+    """token id -> its string, memoised for one call (lens grids repeat the same ids many times)."""
+    memo: dict[int, str] = {}
+
+    def decode(i) -> str:
+        i = int(i)
+        if i not in memo:
+            memo[i] = tok.decode([i])
+        return memo[i]
+    return decode
+
+
 def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_norm: float | None = None,
             next_top: int = 10) -> Analysis:
-    """One forward pass (caching only the hook); both SAEs encoded at every position."""
-    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
-    logits, cache = model.run_with_cache(toks, names_filter=hook_name)
-    resid = cache[hook_name][0].float()
+    """One forward pass (caching only the hook; only the last position is unembedded); both SAEs encoded."""
+    final, store = _forward_capture(model, token_ids, [hook_name])
+    resid = store[hook_name][0].float()
     sink = sink_mask(model, token_ids, resid, sink_norm)
+    keep = ~sink.to(resid.device)
     per_sae, ev = {}, {}
     for name, sae in saes.items():
         views, _, x_hat = sae_token_views(sae, resid, top_k)
         per_sae[name] = views
-        keep = ~sink.to(resid.device)
         ev[name] = explained_variance(resid[keep], x_hat.float()[keep])
-    probs = logits[0, -1].float().softmax(-1)
-    pv, pi = probs.topk(next_top)
-    tok = model.tokenizer
+    probs = _final_logits(model, final[:, -1:])[0, -1].float().softmax(-1)
+    pv, pi = probs.topk(min(next_top, probs.shape[-1]))
+    decode = _decoder(model.tokenizer)
     return Analysis(
         token_ids=tuple(int(t) for t in token_ids),
-        tokens=tuple(tok.decode([int(t)]) for t in token_ids),
+        tokens=tuple(decode(t) for t in token_ids),
         sink=tuple(bool(s) for s in sink),
-        resid_norm=tuple(float(n) for n in resid.norm(dim=-1)),
+        resid_norm=tuple(resid.norm(dim=-1).tolist()),
         per_sae=per_sae,
         explained_variance=ev,
-        next_token_top=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)),
+        next_token_top=tuple((decode(i), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
     )
 
 
@@ -119,21 +156,41 @@ def feature_activations(model, sae, hook_name: str, token_ids, index: int) -> to
     return sae.encode(cache[hook_name][0].to(sae.W_dec.dtype))[:, index].float().cpu()
 
 
-def logit_lens(model, token_ids, top: int = 5) -> LogitLens:
-    """Each layer's resid_post (and the embedding) through ln_final + unembed; top tokens per position."""
-    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
-    names = ["hook_embed"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names or n == "blocks.0.hook_resid_pre")
-    resids = [cache["blocks.0.hook_resid_pre"][0]] + [cache[n][0] for n in names[1:]]
-    labels = ["embed"] + [str(i) for i in range(model.cfg.n_layers)]
-    tok = model.tokenizer
-    all_tokens, all_probs = [], []
-    for r in resids:  # one layer at a time: [pos, vocab] stays small
-        probs = model.unembed(model.ln_final(r.unsqueeze(0)))[0].float().softmax(-1)
-        v, i = probs.topk(top, dim=-1)
-        all_tokens.append(tuple(tuple(tok.decode([int(t)]) for t in row) for row in i))
-        all_probs.append(tuple(tuple(float(x) for x in row) for row in v))
-    return LogitLens(tuple(labels), tuple(all_tokens), tuple(all_probs))
+LENS_ROWS_PER_CHUNK = 256  # [256, vocab] fp32 logits at a time (~50 MB for a 49k vocabulary)
+
+
+def logit_lens(model, token_ids, top: int = 5, positions=None) -> LogitLens:
+    """Each layer's resid_post (and the embedding) through ln_final + unembed; top tokens per position.
+
+    One forward (no unembedding of the final layer: its row of the lens is the model's own output), the
+    final norm applied to every (layer, position) residual, then one matmul per chunk of rows with the
+    softmax normaliser (logsumexp) and the top tokens taken per chunk: the [layers, pos, vocab] tensor is
+    never held. `positions` (optional) restricts the lens to those positions.
+    """
+    n = model.cfg.n_layers
+    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n)]
+    final, store = _forward_capture(model, token_ids, names[:-1])
+    store[names[-1]] = final
+    stack = torch.stack([store[nm][0] for nm in names])  # [n+1, pos, d]
+    if positions is not None:
+        stack = stack[:, list(positions)]
+    L1, P, d = stack.shape
+    rows = stack.reshape(L1 * P, d)
+    top = min(top, model.cfg.d_vocab_out)
+    vals, idxs = [], []
+    for s0 in range(0, rows.shape[0], LENS_ROWS_PER_CHUNK):
+        logits = _final_logits(model, rows[s0: s0 + LENS_ROWS_PER_CHUNK].unsqueeze(0))[0].float()
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        v, i = logits.topk(top, dim=-1)
+        vals.append((v - lse).exp())
+        idxs.append(i)
+    probs = torch.cat(vals).reshape(L1, P, top).tolist()
+    ids = torch.cat(idxs).reshape(L1, P, top).tolist()
+    decode = _decoder(model.tokenizer)
+    labels = ["embed"] + [str(i) for i in range(n)]
+    return LogitLens(tuple(labels),
+                     tuple(tuple(tuple(decode(t) for t in cell) for cell in row) for row in ids),
+                     tuple(tuple(tuple(cell) for cell in row) for row in probs))
 
 
 def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids=None, hook_name: str | None = None) -> FeatureCard:
@@ -148,8 +205,8 @@ def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids
         acts = tuple(float(a) for a in feature_activations(model, sae, hook_name, token_ids, index))
     return FeatureCard(
         sae=sae_name, index=index, decoder_norm=float(w.norm()),
-        promoted=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)),
-        suppressed=tuple((tok.decode([int(i)]), float(-v)) for v, i in zip(nv, ni)),
+        promoted=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
+        suppressed=tuple((tok.decode([int(i)]), float(-v)) for v, i in zip(nv.tolist(), ni.tolist())),
         activations=acts, max_activation=max(acts) if acts else None,
     )
 
