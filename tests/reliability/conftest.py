@@ -35,6 +35,19 @@ def assert_clean(engine, golden: torch.Tensor | None = None) -> None:
         assert torch.equal(now, golden), f"golden logits changed (max |diff| {(now - golden).abs().max().item()})"
 
 
+def iter_api_routes(routes_or_app, prefix: str = ""):
+    """Every APIRoute of the app with its full path (FastAPI >= 0.16x nests included routers)."""
+    from fastapi.routing import APIRoute
+
+    routes = getattr(routes_or_app, "routes", routes_or_app)
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield prefix + r.path, r
+        elif hasattr(r, "original_router"):
+            ctx = getattr(r, "include_context", None)
+            yield from iter_api_routes(r.original_router.routes, prefix + (getattr(ctx, "prefix", "") or ""))
+
+
 def build_app(engine, tmp_path, **settings_kw):
     from app.main import create_app
     from app.settings import Settings
