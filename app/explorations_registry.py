@@ -8,7 +8,8 @@ A view author registers once, at import time of the view's API module:
 
 `url_fn(inputs) -> str` (optional): the view's own address builder, if it has one (Fork uses it; the
 default is `page_path?` + `inputs_to_query(inputs)`). `run_fn(engine, settings, request) -> response` must be the same function the JSON route and the HTML
-fragment use (so a re-run on the same profile reproduces the saved result exactly). `example` is a small
+fragment use (so a re-run on the same profile reproduces the saved result exactly; timing fields such as
+`seconds` / `tokens_per_s`, or those named in `volatile=`, are left out of that comparison). `example` is a small
 valid request (tiny profile) used by the tests that check save -> open -> identical rendering for every kind.
 
 Kinds that are not registered (or whose fragment template is missing) still render: the saved JSON is shown
@@ -41,6 +42,7 @@ class ViewSpec:
     example: dict | None = None
     label: str = ""
     url_fn: Callable[[dict], str | None] | None = None  # the view's own inputs -> page URL, if it has one
+    volatile: tuple[str, ...] = ()  # top-level result fields that differ run to run (timings): not compared
 
 
 _VIEWS: dict[str, ViewSpec] = {}
@@ -49,15 +51,75 @@ _loaded = False
 
 def register_view(kind: str, request_model: type[BaseModel], run_fn: Callable, page_path: str, *,
                   response_model: type[BaseModel] | None = None, example: dict | None = None,
-                  label: str | None = None, url_fn: Callable[[dict], str | None] | None = None) -> ViewSpec:
+                  label: str | None = None, url_fn: Callable[[dict], str | None] | None = None,
+                  volatile: tuple[str, ...] = ()) -> ViewSpec:
     """Make `kind` re-runnable and forkable. Registering the same kind again replaces it (module reloads)."""
     if not KIND_RE.match(kind):
         raise ValueError(f"bad kind {kind!r}: lowercase letters, digits and _ (at most 32)")
     if not page_path.startswith("/"):
         raise ValueError("page_path must be a path on this server, e.g. /generate")
-    spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example, label or kind.replace("_", " "), url_fn)
+    spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example, label or kind.replace("_", " "), url_fn,
+                    tuple(volatile))
     _VIEWS[kind] = spec
     return spec
+
+
+# Timing fields a result may carry: they differ on every run, so a re-run never compares them.
+DEFAULT_VOLATILE = frozenset({"seconds", "elapsed_s", "elapsed", "duration_s", "tokens_per_s", "wall_s", "load_seconds"})
+
+
+def compared_fields(kind: str, result: dict) -> dict:
+    """The result without its volatile (timing) fields: what a re-run must reproduce exactly."""
+    spec = _VIEWS.get(kind)
+    skip = DEFAULT_VOLATILE | set(spec.volatile if spec else ())
+    return {k: v for k, v in result.items() if k not in skip}
+
+
+FLOAT_RTOL, FLOAT_ATOL = 1e-4, 1e-6  # float32 sums differ in the last bits with thread count / kernel choice
+
+
+@dataclass(frozen=True)
+class Comparison:
+    match: bool  # equal, floats within FLOAT_RTOL / FLOAT_ATOL
+    exact: bool  # bit-for-bit equal
+    max_abs_diff: float
+    first_difference: str | None  # JSON path of the first mismatch, when not matching
+
+
+def compare_results(kind: str, saved: dict, rerun: dict) -> Comparison:
+    """Saved vs recomputed result, timing fields aside: structure, strings, ints and bools exactly; floats
+    within a relative 1e-4 (the same model on another thread count rounds float32 sums differently)."""
+    a, b = compared_fields(kind, saved), compared_fields(kind, rerun)
+    worst = 0.0
+    first: list[str] = []
+    stack = [(a, b, "result")]
+    while stack:
+        x, y, path = stack.pop()
+        if isinstance(x, bool) or isinstance(y, bool) or not (isinstance(x, (int, float)) and isinstance(y, (int, float))):
+            if type(x) is not type(y):
+                first.append(path)
+            elif isinstance(x, dict):
+                if x.keys() != y.keys():
+                    first.append(f"{path} (keys)")
+                else:
+                    stack.extend((x[k], y[k], f"{path}.{k}") for k in x)
+            elif isinstance(x, list):
+                if len(x) != len(y):
+                    first.append(f"{path} (length)")
+                else:
+                    stack.extend((p, q, f"{path}[{i}]") for i, (p, q) in enumerate(zip(x, y)))
+            elif x != y:
+                first.append(path)
+            continue
+        if isinstance(x, int) and isinstance(y, int):
+            if x != y:
+                first.append(path)
+            continue
+        d = abs(float(x) - float(y))
+        worst = max(worst, d)
+        if d > FLOAT_ATOL + FLOAT_RTOL * max(abs(float(x)), abs(float(y))):
+            first.append(path)
+    return Comparison(match=not first, exact=a == b, max_abs_diff=worst, first_difference=min(first) if first else None)
 
 
 def _ensure_loaded() -> None:

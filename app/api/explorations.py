@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.explorations_registry import get_view, render_fragment, to_jsonable
+from app.explorations_registry import compare_results, compared_fields, get_view, render_fragment, to_jsonable
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api/explorations", tags=["explorations"])
@@ -106,7 +106,12 @@ class RerunResponse(BaseModel):
     id: str
     kind: str
     result: dict[str, Any]
-    result_matches: bool = Field(description="the recomputed result equals the saved one")
+    result_matches: bool = Field(description="the recomputed result equals the saved one (timing fields aside; floats "
+                                             "within a relative 1e-4)")
+    result_identical: bool = Field(description="bit-for-bit equal (timing fields aside)")
+    max_abs_diff: float = Field(description="largest absolute difference over the float fields")
+    first_difference: str | None = Field(default=None, description="where the results first differ, when they do")
+    ignored_fields: list[str] = Field(default_factory=list, description="timing fields left out of the comparison")
     profile_matches: bool
     profile_differences: list[str] = Field(description="fields where the live profile differs from the saved one")
     live_profile: ProfileInfo
@@ -330,7 +335,11 @@ def rerun_document(engine, settings, exploration_id: str, doc: Exploration) -> R
     result = to_jsonable(spec.run_fn(engine, settings, req))
     live = live_profile(engine)
     diffs = profile_differences(doc.profile, live)
-    return RerunResponse(id=exploration_id, kind=doc.kind, result=result, result_matches=result == doc.result,
+    a, b = compared_fields(doc.kind, result), compared_fields(doc.kind, doc.result)
+    ignored = sorted((set(result) | set(doc.result)) - set(a) - set(b))
+    cmp = compare_results(doc.kind, doc.result, result)
+    return RerunResponse(id=exploration_id, kind=doc.kind, result=result, result_matches=cmp.match, result_identical=cmp.exact,
+                         max_abs_diff=cmp.max_abs_diff, first_difference=cmp.first_difference, ignored_fields=ignored,
                          profile_matches=not diffs, profile_differences=diffs, live_profile=live)
 
 
