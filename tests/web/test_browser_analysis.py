@@ -15,6 +15,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+TIMEOUT_MS = 180_000  # generous: the test machine is shared with SAE training and other suites
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -37,7 +38,7 @@ def live_server(tiny_engine):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
@@ -56,16 +57,23 @@ def browser():
         b.close()
 
 
+def new_page(browser, **kw):
+    page = browser.new_page(**kw)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.set_default_navigation_timeout(TIMEOUT_MS)
+    return page
+
+
 def api(page, method: str, url: str, body=None):
     """JSON from the same server through the page (an independent path from the HTML)."""
-    r = page.request.post(url, data=json.dumps(body), headers={"content-type": "application/json"}) if method == "POST" \
-        else page.request.get(url)
+    r = page.request.post(url, data=json.dumps(body), headers={"content-type": "application/json"}, timeout=TIMEOUT_MS) \
+        if method == "POST" else page.request.get(url, timeout=TIMEOUT_MS)
     assert r.ok, r.text()
     return r.json()
 
 
 def test_analyse_click_token_and_feature(live_server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = new_page(browser, viewport={"width": 1400, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(live_server + "/")
@@ -121,7 +129,7 @@ def test_analyse_click_token_and_feature(live_server, browser):
 
     # a copied address reproduces the view, feature card included
     url = page.url
-    page2 = browser.new_page(viewport={"width": 1200, "height": 900})
+    page2 = new_page(browser, viewport={"width": 1200, "height": 900})
     page2.goto(url)
     page2.wait_for_selector(f"#fcard[data-index='{idx}']")
     assert page2.locator(".strip .tok.on").count() == len(on)
@@ -137,7 +145,7 @@ def test_analyse_click_token_and_feature(live_server, browser):
 
 
 def test_model_text_is_not_markup_and_limits_show(live_server, browser):
-    page = browser.new_page()
+    page = new_page(browser)
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(live_server + "/")
