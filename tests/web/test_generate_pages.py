@@ -34,7 +34,10 @@ def test_steering_fragment_matches_api_and_pushes_address(tiny_client):
     api = tiny_client.post("/api/steer", json={"prompt": PROMPT, "max_new_tokens": 5,
                                                "steering": [{"sae": "fine", "index": 7, "mode": "clamp", "value": 4}]}).json()
     n_div = sum(api["diverged"])
-    assert r.text.count('class="gtok div') == n_div
+    steered_col = r.text.split('id="col-steered"')[1].split('class="legend')[0]
+    unsteered_col = r.text.split('id="col-unsteered"')[1].split('id="col-steered"')[0]
+    assert steered_col.count('class="gtok div') == n_div == unsteered_col.count('class="gtok div')
+    assert steered_col.count(" first") == (1 if api["first_divergence"] is not None else 0)
     q = parse_qs(urlparse(r.headers["HX-Push-Url"]).query)
     assert q["f"] == ["fine:7:clamp:4"] and q["view"] == ["steer"] and q["prompt"] == [PROMPT]
     assert 'name="kind" value="steering"' in r.text or "save" in r.text.lower()
