@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 KINDS = ("blue", "orange", "red", "grey")
+SCAN_CAP = 1000  # fine matches kept per coarse feature (cosine >= floor, best first)
 KIND_LABELS = {
     "blue": "sub-feature (correlated and aligned)",
     "orange": "partial overlap",
@@ -53,7 +54,7 @@ def decoder_cosine(wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
 
 
 def scan_cosines(coarse_dec: torch.Tensor, coarse_idx, fine_W_dec: torch.Tensor, chunk: int = 16384,
-                 floor: float = 0.1, cap: int = 200, bins: int = 100) -> CosineScan:
+                 floor: float = 0.1, cap: int = SCAN_CAP, bins: int = 100) -> CosineScan:
     """Cosine of coarse decoder rows [Nc, d] against every row of fine_W_dec [F, d], chunk rows at a time.
 
     Keeps a histogram over [-1, 1] per coarse feature and the fine features with cosine >= floor (at most cap,

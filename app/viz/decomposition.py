@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from app.engine.decomposition import KIND_LABELS, classify
+from app.engine.decomposition import KIND_LABELS, SCAN_CAP, classify
 
 COLORS = {"blue": "#1f6fd1", "orange": "#f08c00", "red": "#d62728", "grey": "#9aa0a6"}
 # cosine -> colour for graph links (same scale as the heatmap's positive half)
@@ -60,8 +60,10 @@ def go_no_go(inputs: dict, result: dict, need: int = 3) -> list[dict]:
     out = []
     for c, matches, best in zip(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"]):
         above = [(f, v) for f, v in matches if v >= ct]
+        # exact when every fine feature at or above the threshold was kept by the scan
+        exact = ct >= floor and (len(matches) < SCAN_CAP or matches[-1][1] < ct)
         out.append({"coarse": c, "n_above": len(above), "go": len(above) >= need, "best": above[:6],
-                    "max_cosine": best, "exact": ct >= floor})
+                    "max_cosine": best, "exact": exact})
     return out
 
 

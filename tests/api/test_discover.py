@@ -1,0 +1,244 @@
+"""/api/discover and the /discover fragments on the tiny profile: numbers vs an independent recomputation,
+the job lifecycle, the cache, 422s naming the field and limit, and the saved-explorations contract."""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine import discovery as disc
+from tests.engine.test_discovery import independent_per_prompt, lines
+
+CONCEPT = lines("france", 8) + ["<script>alert('x')</script> Paris & <b>Lyon</b>"]
+CONTRAST = lines("neutral", 6)
+BODY = {"concept_set": None, "contrast_set": None, "concept_prompts": CONCEPT, "contrast_prompts": CONTRAST,
+        "n_coarse": 3, "n_fine": 8, "top_k": 6, "min_fire_rate": 0.2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def wait_job(client, jid, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        s = client.get(f"/api/discover/jobs/{jid}").json()
+        if s["state"] not in ("queued", "running"):
+            return s
+        time.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_engine):
+    from tests.conftest import make_client
+
+    with make_client(tiny_engine) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def done(client):
+    r = client.post("/api/discover/jobs", json=BODY)
+    assert r.status_code == 202
+    s = wait_job(client, r.json()["job_id"])
+    assert s["state"] == "done" and s["done"] == s["total"] == len(CONCEPT) + len(CONTRAST), s
+    res = client.get(s["result_url"])
+    assert res.status_code == 200
+    return s, res.json()
+
+
+def test_prompt_sets(client):
+    assert client.get("/api/discover/prompt-sets").json() == {"france": 200, "neutral": 200}
+
+
+def test_tables_match_independent_recomputation(tiny_engine, done):
+    _, res = done
+    ids = disc.encode_prompt_set(tiny_engine.tokenizer, CONCEPT + CONTRAST, max_tokens=256)
+    ref = independent_per_prompt(tiny_engine, ids, "max")
+    nc = len(CONCEPT)
+    assert res["n_concept"] == nc and res["n_contrast"] == len(CONTRAST)
+    assert res["n_positions"] == sum(len(i) for i in ids)
+    for name in ("coarse", "fine"):
+        rows = res["tables"][name]
+        assert rows, name
+        m = ref[name]
+        mc, mn = m[:nc].mean(0), m[nc:].mean(0)
+        sel = np.where(mc + mn > 0, mc / np.maximum(mc + mn, 1e-30), 0)
+        fc = (m[:nc] > 0).mean(0)
+        eligible = np.where(fc >= BODY["min_fire_rate"])[0]
+        # the first row has the highest selectivity among eligible features
+        assert rows[0]["selectivity"] == pytest.approx(sel[eligible].max(), abs=1e-5)
+        for r in rows:
+            i = r["index"]
+            assert r["mean_concept"] == pytest.approx(mc[i], rel=1e-4, abs=1e-5)
+            assert r["mean_contrast"] == pytest.approx(mn[i], rel=1e-4, abs=1e-5)
+            assert r["selectivity"] == pytest.approx(sel[i], abs=1e-5)
+            assert r["fire_concept"] == pytest.approx(fc[i], abs=1e-6)
+            assert r["fire_contrast"] == pytest.approx((m[nc:, i] > 0).mean(), abs=1e-6)
+            top = int(np.argmax(m[:, i]))
+            assert r["top_prompt"] == (CONCEPT + CONTRAST)[top]
+
+
+def test_mapping_matches_numpy(tiny_engine, done):
+    _, res = done
+    m = res["mapping"]
+    assert len(m["coarse"]) == 3
+    ids = disc.encode_prompt_set(tiny_engine.tokenizer, CONCEPT + CONTRAST, max_tokens=256)
+    ref = independent_per_prompt(tiny_engine, ids, "max")
+    Wc = tiny_engine.saes["coarse"].W_dec.detach().double().numpy()
+    Wf = tiny_engine.saes["fine"].W_dec.detach().double().numpy()
+    for i, c in enumerate(m["coarse"]):
+        for j, f in enumerate(m["fine"]):
+            a, b = ref["coarse"][:, c], ref["fine"][:, f]
+            corr = 0.0 if a.std() == 0 or b.std() == 0 else np.corrcoef(a, b)[0, 1]
+            cos = Wc[c] @ Wf[f] / np.linalg.norm(Wc[c]) / np.linalg.norm(Wf[f])
+            assert m["corr"][i][j] == pytest.approx(corr, abs=1e-4)
+            assert m["cos"][i][j] == pytest.approx(cos, abs=1e-5)
+        # GO/NO-GO: the count of ALL fine features above the threshold, from numpy over the whole decoder
+        allcos = Wf @ Wc[c] / np.linalg.norm(Wf, axis=1) / np.linalg.norm(Wc[c])
+        g = res["go_no_go"][i]
+        assert g["coarse"] == c and g["n_above"] == int((allcos >= 0.3).sum())
+        assert sum(m["scan"]["counts"][i]) == Wf.shape[0]
+    assert res["go"] == any(g["n_above"] >= 3 for g in res["go_no_go"])
+
+
+def test_second_submit_is_cached_and_sync_endpoint_agrees(client, done):
+    s, res = done
+    r = client.post("/api/discover/jobs", json=BODY)
+    assert r.status_code == 202 and r.json()["cached"] and r.json()["state"] == "done"
+    sync = client.post("/api/discover", json=BODY).json()
+    assert sync["tables"] == res["tables"] and sync["mapping"] == res["mapping"]
+    # other analysis knobs reuse the cached forward passes: same per-feature numbers
+    other = client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()
+    assert other["tables"]["coarse"] == res["tables"]["coarse"][:3] or other["tables"]["coarse"][0] == res["tables"]["coarse"][0]
+    assert other["seconds"] == res["seconds"]  # same collection object (not re-run)
+
+
+def test_cancel_and_409(client):
+    body = {**BODY, "concept_set": "france", "contrast_set": "neutral", "concept_prompts": None, "contrast_prompts": None}
+    r = client.post("/api/discover/jobs", json=body)
+    jid = r.json()["job_id"]
+    c = client.post(f"/api/discover/jobs/{jid}/cancel")
+    assert c.status_code == 200
+    s = wait_job(client, jid)
+    assert s["state"] == "cancelled" and s["done"] < s["total"] == 400
+    r = client.get(f"/api/discover/jobs/{jid}/result")
+    assert r.status_code == 409 and "cancelled" in r.json()["detail"]
+
+
+def test_unknown_job_404(client):
+    assert client.get("/api/discover/jobs/nope").status_code == 404
+    assert client.post("/api/discover/jobs/nope/cancel").status_code == 404
+    assert client.get("/api/discover/jobs/nope/result").status_code == 404
+    assert client.get("/discover/jobs/nope/progress").status_code == 404
+
+
+@pytest.mark.parametrize("patch,field,needle", [
+    ({"n_coarse": 21}, "n_coarse", "20"),
+    ({"n_fine": 0}, "n_fine", "1"),
+    ({"cos_threshold": 1.5}, "cos_threshold", "1"),
+    ({"aggregate": "median"}, "aggregate", "max"),
+    ({"concept_prompts": ["only one"]}, "concept_prompts", "at least 2"),
+    ({"concept_prompts": ["x"] * 1001}, "concept_prompts", "1000"),
+    ({"contrast_prompts": ["a", "b" * 8001]}, "contrast_prompts", "8000"),
+    ({"concept_set": "germany", "concept_prompts": None}, "concept_set", "shipped"),
+    ({"surprise": 1}, "surprise", "Extra"),
+])
+def test_422_names_field_and_limit(client, patch, field, needle):
+    r = client.post("/api/discover/jobs", json={**BODY, **patch})
+    assert r.status_code == 422
+    errs = r.json()["detail"]
+    assert any(field in e["loc"] and needle in (e["msg"] + str(e.get("ctx", ""))) for e in errs), errs
+
+
+def test_missing_side_422(client):
+    r = client.post("/api/discover", json={**BODY, "contrast_set": None, "contrast_prompts": None})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "contrast_prompts"]
+
+
+# ------------------------------------------------------------------ HTML
+def test_page_form_and_definitions(client):
+    r = client.get("/discover")
+    assert r.status_code == 200
+    html = r.text
+    for s in ("selectivity", "fire rate", "mean<sub>concept</sub> / (mean<sub>concept</sub> + mean<sub>contrast</sub>)",
+              'name="concept_set"', "france (200 prompts)", "neutral (200 prompts)", "GO / NO-GO"):
+        assert s in html, s
+    assert 'hx-trigger="load"' not in html  # no run=1: nothing starts
+
+
+def run_fragment(client, data):
+    r = client.post("/discover/run", data=data)
+    assert r.status_code == 200, r.text
+    push = r.headers.get("hx-push-url")
+    text = r.text
+    end = time.time() + 60
+    while "job-progress" in text and time.time() < end:
+        assert "<progress" in text
+        jid = re.search(r"/discover/jobs/([0-9a-f]+)/progress", text).group(1)
+        time.sleep(0.1)
+        text = client.get(f"/discover/jobs/{jid}/progress").text
+    return text, push
+
+
+def form_of(body):
+    return {"concept_set": "custom", "concept_text": "\n".join(body["concept_prompts"]),
+            "contrast_set": "custom", "contrast_text": "\n".join(body["contrast_prompts"]),
+            **{k: str(body[k]) for k in ("n_coarse", "n_fine", "top_k", "min_fire_rate")}}
+
+
+def test_run_fragment_shows_all_views_escaped_and_pushes_url(client, done):
+    _, res = done
+    html, push = run_fragment(client, form_of(BODY))
+    assert 'class="discovery"' in html
+    for fid in ("graph", "scatter", "heatmap", "histogram"):
+        assert f'data-figure="disc-{fid}-{res["set_hash"]}"' in html
+    assert "GO / NO-GO" in html and html.count('<tr class="') >= 2
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # prompt text escaped
+    assert push.startswith("/discover?") and "run=1" in push and "sha%3A" in push
+    # the pushed address reproduces the inputs (pasted sets by hash) and starts the run on load
+    page = client.get(push).text
+    assert 'hx-trigger="load"' in page and "&lt;script&gt;alert" in page
+
+
+def test_view_rerenders_with_new_thresholds(tiny_engine, client, done):
+    html, _ = run_fragment(client, form_of(BODY))
+    jid = re.search(r"/discover/jobs/([0-9a-f]+)/view", html).group(1)
+    _, res = done
+    Wc = tiny_engine.saes["coarse"].W_dec.detach().double().numpy()
+    Wf = tiny_engine.saes["fine"].W_dec.detach().double().numpy()
+    for t in ("0.1", "0.45"):
+        html = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": t}).text
+        cells = re.findall(r"<td>C-(\d+)</td><td class=\"num\">(\d+)(\*?)<", html)
+        assert len(cells) == 3
+        for c, n, star in cells:
+            allcos = Wf @ Wc[int(c)] / np.linalg.norm(Wf, axis=1) / np.linalg.norm(Wc[int(c)])
+            assert int(n) == int((allcos >= float(t)).sum()) and star == ""
+        assert f"Cosine threshold <input type=\"number\" name=\"cos_threshold\" min=\"-1\" max=\"1\" step=\"0.05\" value=\"{t}\"" in html
+    below = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": "-1"}).text
+    assert "lower bound" in below  # below the scan floor the counts are marked
+    bad = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": "7"})
+    assert bad.status_code == 422 and "cos_threshold" in bad.text
+
+
+def test_fragment_renders_from_inputs_result_kind_only(done):
+    from app.web import discover_pages  # noqa: F401  (registers the view helper on the template env)
+    from app.web.templating import templates
+
+    _, res = done
+    inputs = {**BODY, "aggregate": "max", "cos_threshold": 0.3, "corr_threshold": 0.3, "cos_near_zero": 0.1, "hist_coarse": None}
+    html = templates.get_template("fragments/discovery.html").render({"inputs": inputs, "result": res, "kind": "discovery"})
+    assert html == templates.get_template("fragments/discovery.html").render({"inputs": inputs, "result": res, "kind": "discovery"})
+    assert "view-knobs" not in html and "Thresholds: cosine 0.3" in html
+    for fid in ("graph", "scatter", "heatmap", "histogram"):
+        assert f"disc-{fid}-" in html
+    for r in res["tables"]["coarse"]:
+        assert f"C-{r['index']}<" in html
