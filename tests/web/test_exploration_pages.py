@@ -1,0 +1,265 @@
+"""/e pages: the Save button's form round trip from a live view, the snapshot page, import form, list,
+re-run fragment, export; query-string helpers."""
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from app.explorations_registry import (_VIEWS, fork_url, inputs_to_query, query_to_inputs, register_view,
+                                       render_fragment)
+from app.api.analysis import AnalyzeRequest
+from app.settings import Limits
+from tests.conftest import make_client
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture()
+def client(tiny_engine, tmp_path):
+    with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/e.db") as c:
+        yield c
+
+
+class SaveForms(HTMLParser):
+    """The hidden fields of every Save form in a page, as the browser would submit them (entities decoded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms: list[dict] = []
+        self._in = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form" and "save-box" in (a.get("class") or ""):
+            self.forms.append({"_action": a.get("action"), "_hx": a.get("hx-post"), "_enctype": a.get("enctype")})
+            self._in = True
+        elif tag == "input" and self._in and a.get("type") == "hidden":
+            self.forms[-1][a["name"]] = a.get("value", "")
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._in = False
+
+
+def save_forms(html: str) -> list[dict]:
+    p = SaveForms()
+    p.feed(html)
+    return p.forms
+
+
+def live_analysis(client, prompt="Tom & <Jerry>", top_k="4"):
+    r = client.post("/fragments/analysis", data={"prompt": prompt, "top_k": top_k})
+    assert r.status_code == 200
+    return r.text
+
+
+def submit(client, form, htmx=False, **fields):
+    data = {k: v for k, v in form.items() if not k.startswith("_")} | fields
+    files = {k: (None, v) for k, v in data.items()}  # multipart, as hx-encoding / enctype say
+    headers = {"hx-request": "true"} if htmx else {}
+    return client.post(form["_action"], files=files, headers=headers, follow_redirects=False)
+
+
+def test_save_button_round_trip_from_the_live_analysis_view(client):
+    live = live_analysis(client)
+    forms = save_forms(live)
+    assert len(forms) == 1
+    form = forms[0]
+    assert form["_action"] == form["_hx"] == "/e/save" and form["_enctype"] == "multipart/form-data"
+    assert form["kind"] == "analysis"
+    r = submit(client, form, title="Tom <and> Jerry", note="line one\nline two")
+    assert r.status_code == 303
+    url = r.headers["location"]
+    assert re.fullmatch(r"/e/[A-Za-z0-9_-]{22,}", url)
+    i = url.rsplit("/", 1)[1]
+    doc = client.get(f"/api/explorations/{i}").json()
+    # what was saved is what the view computed: the same as the JSON API answer for these inputs
+    api = client.post("/api/analyze", json=doc["inputs"]).json()
+    assert doc["inputs"]["prompt"] == "Tom & <Jerry>" and doc["inputs"]["top_k"] == 4
+    assert doc["result"] == api
+    assert doc["title"] == "Tom <and> Jerry" and doc["note"] == "line one\nline two"
+    # and it renders exactly as the live view did
+    assert client.get(f"/api/explorations/{i}/fragment").text == live
+    page = client.get(url)
+    assert page.status_code == 200 and live in page.text
+    assert "Tom &lt;and&gt; Jerry" in page.text and "<and>" not in page.text
+    # the saved page's own Save box is hidden; the saved fragment carries the same hidden fields
+    assert save_forms(page.text)[0] == form
+    assert ".saved-fragment .save-box { display: none; }" in page.text
+
+
+def test_save_with_htmx_answers_a_share_link(client):
+    form = save_forms(live_analysis(client, "abc"))[0]
+    r = submit(client, form, htmx=True, title="")
+    assert r.status_code == 201
+    m = re.search(r'href="(/e/[A-Za-z0-9_-]+)"', r.text)
+    assert m and f'value="http://testserver{m.group(1)}"' in r.text
+    assert "analysis: abc" in r.text  # default title from the prompt
+    assert client.get(m.group(1)).status_code == 200
+
+
+def test_save_errors_are_shown_and_nothing_is_stored(client):
+    form = save_forms(live_analysis(client, "abc"))[0]
+    r = submit(client, form, htmx=True, title="x" * 201)
+    assert r.status_code == 200 and "Not saved" in r.text and "200" in r.text
+    r = submit(client, form, htmx=True, result="{not json")
+    assert "Not saved" in r.text and "not JSON" in r.text
+    bad_inputs = json.loads(form["inputs"]) | {"top_k": 0}
+    r = submit(client, form, htmx=True, inputs=json.dumps(bad_inputs))
+    assert "Not saved" in r.text and "top_k" in r.text
+    r = submit(client, form, htmx=False, inputs=json.dumps(bad_inputs))  # a plain form post gets the 422
+    assert r.status_code == 422
+    assert client.get("/api/explorations").json()["total"] == 0
+
+
+def test_snapshot_page_actions(client):
+    form = save_forms(live_analysis(client, "abc def"))[0]
+    url = submit(client, form, title="t", note="a <b>note</b>").headers["location"]
+    i = url.rsplit("/", 1)[1]
+    text = client.get(url).text
+    assert f'hx-post="/e/{i}/rerun"' in text
+    from app.web.analysis_pages import page_url
+
+    inputs = json.loads(form["inputs"])
+    fork = page_url(inputs)
+    assert fork.startswith("/?prompt=abc+def")
+    assert f'href="{fork.replace("&", "&amp;")}"' in text
+    assert f'href="/e/{i}/export"' in text
+    assert f'data-copy="http://testserver/e/{i}"' in text
+    assert "a &lt;b&gt;note&lt;/b&gt;" in text
+    assert '<script src="/static/explorations.js" defer></script>' in text
+    # the view's page opened with the fork address gets the same inputs back
+    page = client.get(fork)
+    assert page.status_code == 200 and "abc def" in page.text
+
+
+def test_rerun_fragment(client):
+    url = submit(client, save_forms(live_analysis(client, "abc"))[0], title="t").headers["location"]
+    r = client.post(url + "/rerun", headers={"hx-request": "true"})
+    assert r.status_code == 200
+    assert "Live profile is the saved one" in r.text
+    assert ("identical to the saved one" in r.text) or ("up to float rounding" in r.text)
+    assert "rerun-fragment" in r.text and "Tom" not in r.text
+
+
+def test_snapshot_without_a_registered_view(client):
+    i = client.post("/api/explorations", json={"kind": "some_future_view", "title": "future", "inputs": {"x": "<i>"},
+                                               "result": {"y": [1, 2.5]}}).json()["id"]
+    text = client.get(f"/e/{i}").text
+    assert "generic-snapshot" in text and "Re-run" not in text and "Fork" not in text
+    assert "&lt;i&gt;" in text and '&#34;y&#34;: [\n    1,\n    2.5\n  ]' in text
+    r = client.post(f"/e/{i}/rerun", headers={"hx-request": "true"})
+    assert r.status_code == 200 and "Re-run failed" in r.text and "some_future_view" in r.text
+
+
+def test_import_form(client):
+    raw = (FIXTURES / "exploration_v1_analysis.json").read_bytes()
+    r = client.post("/e/import", files={"file": ("x.json", raw, "application/json")}, follow_redirects=False)
+    assert r.status_code == 303
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200 and "v1 fixture: Tom &amp; &lt;Jerry&gt;" in page.text
+    r = client.post("/e/import", files={"file": ("x.json", b"{oops", "application/json")})
+    assert r.status_code == 422 and "Import refused" in r.text and "not a JSON document" in r.text
+    r = client.post("/e/import", data={"nothing": "here"})
+    assert r.status_code == 422 and "file" in r.text
+    assert client.get("/api/explorations").json()["total"] == 1
+
+
+def test_import_form_size_limit(tiny_engine, tmp_path):
+    raw = (FIXTURES / "exploration_v2_analysis.json").read_bytes()
+    with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/s.db", limits=Limits(max_exploration_bytes=2000)) as c:
+        r = c.post("/e/import", files={"file": ("x.json", raw, "application/json")})
+        assert r.status_code == 422 and "2000 bytes (max_exploration_bytes)" in r.text
+        assert c.get("/api/explorations").json()["total"] == 0
+
+
+def test_list_page(client):
+    store = client.app.state.store
+    ids = [store.put({"schema_version": 2, "kind": "analysis" if n % 2 else "steering", "title": f"<t{n}>",
+                      "profile": {"name": "tiny"}, "inputs": {}, "result": {}}) for n in range(53)]
+    r = client.get("/e")
+    assert r.status_code == 200
+    assert "&lt;t52&gt;" in r.text and "<t52>" not in r.text
+    assert f'href="/e/{ids[-1]}"' in r.text and f'href="/e/{ids[2]}"' not in r.text  # 50 per page
+    assert "1–50 of 53" in r.text and 'href="/e?offset=50"' in r.text
+    older = client.get("/e?offset=50").text
+    assert f'href="/e/{ids[0]}"' in older and "51–53 of 53" in older
+    only = client.get("/e?kind=steering").text
+    assert "of 27" in only and "&lt;t51&gt;" not in only
+    assert client.get("/e?kind=../x").status_code == 422
+    assert 'action="/e/import"' in r.text
+
+
+def test_empty_list_and_404_page(client):
+    assert "Nothing saved on this server yet" in client.get("/e").text
+    r = client.get("/e/AAAAAAAAAAAAAAAAAAAAAAAA")
+    assert r.status_code == 404 and "No such exploration" in r.text
+
+
+def test_export_is_the_stored_document(client):
+    raw = json.loads((FIXTURES / "exploration_v1_analysis.json").read_text())
+    i = client.app.state.store.put(raw)
+    r = client.get(f"/e/{i}/export")
+    assert r.status_code == 200 and r.json() == raw  # an old document is exported as stored (version 1)
+    assert r.headers["content-disposition"] == f'attachment; filename="exploration-{i}.json"'
+
+
+# --- query string helpers --------------------------------------------------------------------------------
+
+class Feature(BaseModel):
+    sae: str
+    index: int
+    strength: float
+
+
+class SteerLike(BaseModel):
+    prompt: str
+    seed: int | None = None
+    temperature: float = 1.0
+    features: list[Feature] = Field(default_factory=list)
+    temperatures: list[float] | None = None
+    chat: bool | None = None
+
+
+def test_query_round_trip():
+    req = SteerLike(prompt="a & b = c?", seed=7, temperature=0.7, chat=False,
+                    features=[Feature(sae="fine", index=12, strength=-4.5)], temperatures=[0.2, 1.0])
+    q = inputs_to_query(req.model_dump())
+    assert "seed=7" in q and "chat=false" in q and "prompt=a+%26+b+%3D+c%3F" in q
+    from urllib.parse import parse_qsl
+
+    back = SteerLike.model_validate(query_to_inputs(dict(parse_qsl(q)), SteerLike))
+    assert back == req
+    # None fields are left out and come back as their defaults
+    q2 = inputs_to_query(SteerLike(prompt="x").model_dump())
+    assert q2 == "prompt=x&temperature=1.0&features=%5B%5D"
+    a = AnalyzeRequest(prompt="x y", top_k=3, include_sinks=True)
+    assert AnalyzeRequest.model_validate(query_to_inputs(dict(parse_qsl(inputs_to_query(a.model_dump()))), AnalyzeRequest)) == a
+    # a structured field that is not JSON is passed on as text, so validation names the field
+    with pytest.raises(Exception) as e:
+        SteerLike.model_validate(query_to_inputs({"prompt": "x", "features": "[oops"}, SteerLike))
+    assert "features" in str(e.value)
+
+
+def test_fork_url_default_and_view_specific():
+    try:
+        register_view("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate")
+        assert fork_url("zz_test_view", {"prompt": "hi", "seed": None, "features": [{"sae": "fine", "index": 1, "strength": 2.0}]}) == \
+            "/generate?prompt=hi&features=%5B%7B%22sae%22%3A%22fine%22%2C%22index%22%3A1%2C%22strength%22%3A2.0%7D%5D"
+        register_view("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate", url_fn=lambda inputs: "/custom?p=" + inputs["prompt"])
+        assert fork_url("zz_test_view", {"prompt": "hi"}) == "/custom?p=hi"
+    finally:
+        _VIEWS.pop("zz_test_view", None)
+    assert fork_url("not_registered", {"prompt": "x"}) is None
+    with pytest.raises(ValueError):
+        register_view("Bad-Kind", SteerLike, lambda e, s, r: {}, "/x")
+
+
+def test_a_template_that_cannot_draw_an_old_snapshot_falls_back_to_the_saved_data():
+    html, generic = render_fragment("analysis", {"prompt": "p"}, {"tokens": "not a list of tokens", "next_tokens": 5})
+    assert generic and "cannot draw this snapshot" in html and "not a list of tokens" in html
