@@ -75,3 +75,46 @@ def _cancel_jobs(app) -> None:
 @pytest.fixture(scope="session")
 def golden(tiny_engine):
     return golden_logits(tiny_engine)
+
+
+class LiveServer:
+    """uvicorn serving an app in a thread of this process on 127.0.0.1 (so tests can inspect the engine)."""
+
+    def __init__(self, app, port: int | None = None):
+        import socket
+        import threading
+
+        import uvicorn
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    lifespan="on", timeout_keep_alive=30))
+        self.thread = threading.Thread(target=self.server.run, name="live-uvicorn", daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        t0 = time.time()
+        while not self.server.started:
+            if time.time() - t0 > 120 or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture()
+def live_app(tiny_engine, tmp_path):
+    app = build_app(tiny_engine, tmp_path)
+    with LiveServer(app) as srv:
+        yield srv, app
+    _cancel_jobs(app)
