@@ -45,10 +45,11 @@ def lens_figure(lens: dict, height_per_layer: int = 18) -> dict:
     }
     if n <= MAX_CELL_TEXT_POSITIONS:
         trace.update(text=text, texttemplate="%{text}", textfont={"size": 10})
+    step = max(1, -(-n // 60))  # at most ~60 tick labels
     layout = {
         "margin": {"l": 60, "r": 20, "t": 10, "b": 70},
         "height": max(220, 90 + height_per_layer * len(layers)),
-        "xaxis": {"tickmode": "array", "tickvals": list(range(n)), "ticktext": [f"{label(t)}" for t in tokens],
+        "xaxis": {"tickmode": "array", "tickvals": list(range(0, n, step)), "ticktext": [label(t) for t in tokens[::step]],
                   "tickangle": -45 if n > 12 else 0, "title": {"text": "token"}},
         "yaxis": {"tickmode": "array", "tickvals": list(range(len(layers))), "ticktext": [html.escape(l, quote=False) for l in layers],
                   "title": {"text": "layer"}},

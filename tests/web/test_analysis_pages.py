@@ -190,3 +190,17 @@ def test_lens_figure_unit():
     assert fig["layout"]["xaxis"]["ticktext"] == ["a", "·&lt;b&gt;"]
     assert "&amp;  0.050" in tr["customdata"][0][1] and "<br>" in tr["customdata"][0][1]
     assert visible("") == "∅" and visible("\t x") == "⇥·x"
+
+
+def test_lens_figure_is_valid_plotly_and_thins_ticks():
+    import plotly.graph_objects as go
+
+    from app.viz.lens import lens_figure
+
+    n = 200
+    lens = {"layers": ["embed", "0", "1"], "tokens": [f"t{i}" for i in range(n)],
+            "top_tokens": [[["x", "y"]] * n] * 3, "top_probs": [[[0.6, 0.1]] * n] * 3}
+    fig = lens_figure(lens)
+    go.Figure(fig)  # raises on any property Plotly does not know
+    assert len(fig["layout"]["xaxis"]["tickvals"]) <= 60 and fig["layout"]["xaxis"]["ticktext"][1] == "t4"
+    assert "text" not in fig["data"][0]  # too narrow for cell text; the hover has it
