@@ -100,15 +100,23 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
 
     plan = PLANS[profile_name]
     for name in ("coarse", "fine"):
-        if name not in stages:
+        resume = f"{name}+" in stages  # continue training the saved SAE with a fresh schedule
+        if name not in stages and not resume:
             continue
         d_sae, k, lr, total = plan[name]
         cfg = TrainConfig(d_sae=d_sae, k=k, lr=lr, total_tokens=int(total * (scale if profile_name != "tiny" else 1)),
                           **TRAIN_OVERRIDES.get(profile_name, {}))
+        init, before = None, {"tokens_trained": 0, "wall_seconds": 0.0}
+        if resume:
+            from app.engine.compat import load_sae_from_disk
+
+            init = load_sae_from_disk(out_root / name, dtype="float32")
+            before = json.loads((out_root / name / "metrics.json").read_text())
         with tqdm(total=cfg.total_tokens, desc=f"train {name} {d_sae}", unit="tok", disable=quiet) as bar:
-            res = train_topk_sae(acts_mem, cfg, profile.hook_name, progress=bar)
+            res = train_topk_sae(acts_mem, cfg, profile.hook_name, progress=bar, init=init)
         metrics = reconstruction_metrics(res.sae, held)
-        metrics.update({"d_sae": d_sae, "k": k, "lr": lr, "tokens_trained": res.tokens, "wall_seconds": res.seconds,
+        metrics.update({"d_sae": d_sae, "k": k, "lr": lr, "tokens_trained": before["tokens_trained"] + res.tokens,
+                        "wall_seconds": before["wall_seconds"] + res.seconds, "resumed": resume or None,
                         "tokens_per_second": res.tokens / res.seconds, "train_activations": int(acts.shape[0]),
                         "corpus_sha256": corpus_hash, "hook_name": profile.hook_name,
                         "history": res.history[:: max(1, len(res.history) // 50)]})

@@ -112,8 +112,11 @@ def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux
     return (gW_enc, gb_enc, gW_dec, gb_dec), (fvu, fired, n_dead)
 
 
-def train_topk_sae(acts: np.ndarray, cfg: TrainConfig, hook_name: str, progress=None) -> TrainResult:
-    """Train a TopK SAE on activations [n_tokens, d_in] (fp16/fp32 array) -> sae-lens TopKSAE (fp32)."""
+def train_topk_sae(acts: np.ndarray, cfg: TrainConfig, hook_name: str, progress=None, init=None) -> TrainResult:
+    """Train a TopK SAE on activations [n_tokens, d_in] (fp16/fp32 array) -> sae-lens TopKSAE (fp32).
+
+    `init`: an SAE (same width) to continue training from, with a fresh learning-rate schedule.
+    """
     g = torch.Generator().manual_seed(cfg.seed)
     n, d = acts.shape
     F = cfg.d_sae
@@ -135,6 +138,11 @@ def train_topk_sae(acts: np.ndarray, cfg: TrainConfig, hook_name: str, progress=
         rec = (v.relu().unsqueeze(-1) * W_dec[i]).sum(1)
         scale = (xc.norm(dim=-1).mean() / rec.norm(dim=-1).mean().clamp_min(1e-6)).item()
         W_enc *= scale
+    if init is not None:
+        with torch.no_grad():
+            W_enc, b_enc = init.W_enc.detach().float().clone(), init.b_enc.detach().float().clone()
+            W_dec, b_dec = init.W_dec.detach().float().clone(), init.b_dec.detach().float().clone()
+            W_dec /= W_dec.norm(dim=-1, keepdim=True)
     params = [W_enc, b_enc, W_dec, b_dec]
     m = [torch.zeros_like(p) for p in params]
     v2 = [torch.zeros_like(p) for p in params]
