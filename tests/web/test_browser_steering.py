@@ -3,9 +3,11 @@ profile): drag a steering slider and the steered column changes to what the JSON
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, api, browser, live_server  # noqa: F401  (fixtures)
 
@@ -14,21 +16,28 @@ pytestmark = [pytest.mark.browser,
 PROMPT = "Once upon a time"
 
 
+def new_page(browser, height):
+    page = browser.new_page(viewport={"width": 1300, "height": height})
+    page.set_default_timeout(120_000)  # 2 shared cores under a training job: plotly.js alone takes a while to parse
+    page.set_default_navigation_timeout(120_000)
+    return page
+
+
 def steered_text(page):
     return page.locator("#col-steered .gen-text").inner_text()
 
 
 def test_drag_slider_changes_steered_column(live_server, browser):  # noqa: F811
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page = new_page(browser, 1100)
     page.goto(f"{live_server}/generate?prompt={PROMPT.replace(' ', '+')}&max_new_tokens=8")
     page.click("#add-feature")
     row = page.locator(".frow").first
     row.locator("select[name=f_sae]").select_option("coarse")
     row.locator(".f-index").fill("5")
     row.locator(".f-index").dispatch_event("change")
-    page.wait_for_function("document.querySelector('.frow .f-info').textContent.includes('max on prompt')", timeout=30000)
-    with page.expect_response(lambda r: "/fragments/steering" in r.url, timeout=60000):
+    expect(row.locator(".f-info")).to_contain_text("max on prompt", timeout=120000)
+    with page.expect_response(lambda r: "/fragments/steering" in r.url, timeout=120000):
         page.click("#compare-btn")
     page.wait_for_selector("#col-steered")
     before = steered_text(page)
@@ -39,9 +48,9 @@ def test_drag_slider_changes_steered_column(live_server, browser):  # noqa: F811
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2, steps=8)
-    with page.expect_response(lambda r: "/fragments/steering" in r.url, timeout=60000):
+    with page.expect_response(lambda r: "/fragments/steering" in r.url, timeout=120000):
         page.mouse.up()
-    page.wait_for_function("(b) => document.querySelector('#col-steered .gen-text').innerText !== b", arg=before, timeout=30000)
+    expect(page.locator("#col-steered .gen-text")).not_to_have_text(before, timeout=120000)
     value = float(row.locator(".f-value").input_value())
     assert value > 0 and value == pytest.approx(float(slider.get_attribute("max")), rel=0.02)
     want = api(page, "POST", f"{live_server}/api/steer", {"prompt": PROMPT, "max_new_tokens": 8,
@@ -53,45 +62,44 @@ def test_drag_slider_changes_steered_column(live_server, browser):  # noqa: F811
     page.screenshot(path=str(ARTIFACTS / "generate-steering.png"), full_page=True)
     # dose-response for that feature: a column of completions and a drawn Plotly figure
     page.fill("#strengths", "-20, 0, 20")
-    with page.expect_response(lambda r: "/fragments/dose" in r.url, timeout=60000):
+    with page.expect_response(lambda r: "/fragments/dose" in r.url, timeout=120000):
         page.click("#dose-btn")
-    page.wait_for_selector("#dose-fig .main-svg", timeout=30000)
+    page.wait_for_selector("#dose-fig .main-svg", timeout=120000)
     assert page.locator("table.dose tbody tr").count() == 3
     page.screenshot(path=str(ARTIFACTS / "generate-dose.png"), full_page=True)
     page.close()
 
 
 def test_stream_and_stop(live_server, browser):  # noqa: F811
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page = new_page(browser, 900)
     page.goto(f"{live_server}/generate?prompt=Hello&max_new_tokens=6")
     page.click("#stream-btn")
-    page.wait_for_function("document.querySelector('#stream-status').textContent.includes('tok/s')", timeout=60000)
+    expect(page.locator("#stream-status")).to_contain_text("tok/s", timeout=120000)
     want = api(page, "POST", f"{live_server}/api/generate", {"prompt": "Hello", "max_new_tokens": 6})
     assert page.locator("#stream-out .gtok").count() == want["generation"]["n_new"]
     assert page.locator("#stream-out").text_content() == want["generation"]["text"]
     # a long run, stopped: the server reports fewer tokens than asked and frees the model
     page.fill("input[name=max_new_tokens]", "128")
     page.click("#stream-btn")
-    page.wait_for_function("document.querySelectorAll('#stream-out .gtok').length >= 1", timeout=60000)
+    page.locator("#stream-out .gtok").first.wait_for(timeout=120000)
     page.click("#stop-btn")
-    page.wait_for_function("document.querySelector('#stream-status').textContent.includes('stopped') || "
-                           "document.querySelector('#stream-status').textContent.includes('cancelled')", timeout=30000)
+    expect(page.locator("#stream-status")).to_contain_text(re.compile("stopped|cancelled"), timeout=120000)
     assert page.locator("#stream-out .gtok").count() < 128
     page.screenshot(path=str(ARTIFACTS / "generate-stream.png"), full_page=True)
     page.close()
 
 
 def test_temperature_page(live_server, browser):  # noqa: F811
-    page = browser.new_page(viewport={"width": 1300, "height": 1200})
+    page = new_page(browser, 1200)
     page.goto(f"{live_server}/temperature")
     page.fill("textarea[name=prompt]", "Write a short paragraph about Kafka vs RabbitMQ")
     page.fill("input[name=top_k]", "4")
-    with page.expect_response(lambda r: "/fragments/temperature" in r.url, timeout=60000):
+    with page.expect_response(lambda r: "/fragments/temperature" in r.url, timeout=120000):
         page.click("#temp-btn")
-    page.wait_for_selector("#temp-fig .main-svg", timeout=30000)
+    page.wait_for_selector("#temp-fig .main-svg", timeout=120000)
     assert page.locator("table.temps th").count() == 5  # token + 4 temperatures
     page.fill("textarea[name=system_b]", "You are a senior distributed systems architect. Be direct.")
-    with page.expect_response(lambda r: "/fragments/system_shift" in r.url, timeout=60000):
+    with page.expect_response(lambda r: "/fragments/system_shift" in r.url, timeout=120000):
         page.click("#shift-btn")
     page.wait_for_selector("#shift-out table.shift")
     assert "was " in page.locator("#shift-out").inner_text()
