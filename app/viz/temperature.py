@@ -22,11 +22,11 @@ def temperature_figure(result: dict, renormalised: bool = False) -> dict:
             "hovertemplate": f"T={v['temperature']:g}<br>%{{x}}<br>p = %{{y:.4f}}<extra></extra>",
         })
     layout = {
-        "barmode": "group", "height": 320, "margin": {"l": 50, "r": 10, "t": 30, "b": 80},
+        "barmode": "group", "height": 360, "margin": {"l": 50, "r": 10, "t": 30, "b": 110},
         "title": {"text": ("after the top-k / top-p cut (renormalised)" if renormalised else "softmax(logits / T)"), "font": {"size": 12}},
         "yaxis": {"title": {"text": "probability"}, "rangemode": "tozero"},
         "xaxis": {"tickangle": -30},
-        "legend": {"orientation": "h", "y": 1.15},
+        "legend": {"orientation": "h", "y": -0.35, "yanchor": "top"},
         "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"family": "system-ui, sans-serif", "size": 11},
     }
