@@ -45,9 +45,13 @@ bench: fetch
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/discover.py
 
+# Long load runs (8 users x 120 s with a discovery job, then 40 users x 60 s) against uvicorn on 127.0.0.1, tiny
+# profile; figures in test-artifacts/reliability/load_full.json. Short versions run in `make test`.
+# Locust (same request mix): `$(BIN)/python bench/load/serve_tiny.py 8765 &` then
+#   `$(BIN)/locust -f bench/load/locustfile.py --headless -u 8 -r 8 -t 120s --host http://127.0.0.1:8765`
 load: $(STAMP)
 	$(BIN)/pip install -q -e ".[load]"
-	$(BIN)/python -m pytest -q -m load
+	$(BIN)/python -m pytest -p no:xdist -q -m load tests/reliability/test_load.py
 
 clean:
 	rm -rf $(VENV) data/cache
