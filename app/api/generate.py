@@ -5,6 +5,7 @@ import asyncio
 import json
 import threading
 import uuid
+from collections import OrderedDict
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request
@@ -404,6 +405,13 @@ def system_shift(req: SystemShiftRequest, engine: EngineDep, settings: SettingsD
 
 # ---------------------------------------------------------------- streaming (SSE)
 ACTIVE_RUNS: dict[str, threading.Event] = {}
+RECENT_RUNS: "OrderedDict[str, tuple[str, int]]" = OrderedDict()  # run_id -> (finish_reason, tokens), last 64 runs
+
+
+def _finished(run_id: str, reason: str, n: int) -> None:
+    RECENT_RUNS[run_id] = (reason, n)
+    while len(RECENT_RUNS) > 64:
+        RECENT_RUNS.popitem(last=False)
 
 
 def sse(event: str, data) -> str:
@@ -441,10 +449,12 @@ async def generate_stream(req: GenerateRequest, request: Request, engine: Engine
                 g = G.Generation(tuple(ids), tuple(toks), engine.tokenizer.decode([t.id for t in toks]), run.finish_reason, run.seconds, run.decoder)
                 resp = GenerateResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
                                         prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g))
+                _finished(run_id, run.finish_reason, len(toks))
                 put("done", resp.model_dump())
         except EngineBusy as exc:
             put("busy", exc)
         except Exception as exc:  # reported as an event; the session has already cleared the hooks
+            _finished(run_id, "error", 0)
             put("error", {"detail": f"{type(exc).__name__}: {exc}"})
         finally:
             ACTIVE_RUNS.pop(run_id, None)

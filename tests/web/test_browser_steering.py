@@ -105,3 +105,29 @@ def test_temperature_page(live_server, browser):  # noqa: F811
     assert "was " in page.locator("#shift-out").inner_text()
     page.screenshot(path=str(ARTIFACTS / "temperature.png"), full_page=True)
     page.close()
+
+
+def test_client_disconnect_stops_generation(live_server, tiny_engine):  # noqa: F811
+    """Closing the SSE connection (no cancel call) stops the worker before its next token and frees the model."""
+    import json
+    import time
+
+    import httpx
+
+    from app.api import generate as api
+
+    with httpx.Client(timeout=120) as client:
+        with client.stream("POST", f"{live_server}/api/generate/stream", json={"prompt": "Hello", "max_new_tokens": 128}) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    run_id = json.loads(line[6:])["run_id"]
+                    break
+        # leaving the block closes the connection after the first event
+    deadline = time.time() + 60
+    while (run_id in api.ACTIVE_RUNS or tiny_engine.busy) and time.time() < deadline:
+        time.sleep(0.05)
+    assert run_id not in api.ACTIVE_RUNS and not tiny_engine.busy
+    reason, n = api.RECENT_RUNS[run_id]
+    assert reason == "cancelled" and n < 128
+    assert tiny_engine.attached_hooks() == 0
