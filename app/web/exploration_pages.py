@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -21,6 +22,12 @@ from app.web.templating import templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PAGE_SIZE = 50
+STATIC = Path(__file__).resolve().parents[2] / "static"
+
+
+def view_stylesheets() -> list[str]:
+    """The views' own stylesheets (static/<view>.css): a saved fragment looks as it did on its page."""
+    return sorted(p.name for p in STATIC.glob("*.css") if p.name != "app.css")
 
 
 def _errors(exc: HTTPException | ValidationError) -> list[str]:
@@ -118,7 +125,7 @@ def exploration_page(exploration_id: str, request: Request, engine: EngineDep, s
         "engine": engine, "limits": settings.limits, "page": "explorations", "doc": doc, "id": exploration_id,
         # The fragment was rendered by an autoescaping template from the saved data: its model text is escaped.
         "fragment": Markup(html), "generic": generic, "differences": profile_differences(doc.profile, live),
-        "live": live, "view": spec, "fork_url": fork_url(doc.kind, doc.inputs),
+        "live": live, "view": spec, "fork_url": fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
         "inputs_rows": [(k, v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, ensure_ascii=False))
                         for k, v in doc.inputs.items()],
     })

@@ -90,7 +90,7 @@ def test_save_button_round_trip_from_the_live_analysis_view(client):
     assert "Tom &lt;and&gt; Jerry" in page.text and "<and>" not in page.text
     # the saved page's own Save box is hidden; the saved fragment carries the same hidden fields
     assert save_forms(page.text)[0] == form
-    assert ".saved-fragment .save-box { display: none; }" in page.text
+    assert ".saved-fragment .save-box { display: none !important; }" in page.text
 
 
 def test_save_with_htmx_answers_a_share_link(client):

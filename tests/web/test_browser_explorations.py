@@ -1,0 +1,133 @@
+"""Saved explorations in a real browser: save a steering comparison, open the link in a fresh browser
+context (no cookies, no storage) and find the same completions; the list page and the Copy link."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api, free_port
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+PROMPT = "Once upon a time"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_engine, tmp_path_factory):
+    """uvicorn on 127.0.0.1 with its own store (not data/explorations.db)."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    db = tmp_path_factory.mktemp("store") / "e.db"
+    app = create_app(Settings(profile="tiny", store_url=f"sqlite:///{db}"), engine_factory=lambda s: tiny_engine)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+def fresh_page(browser, **kw):
+    ctx = browser.new_context(**kw)  # a fresh context: nothing shared with the one that saved
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.set_default_navigation_timeout(TIMEOUT_MS)
+    return ctx, page
+
+
+def columns(page) -> tuple[str, str]:
+    return (page.locator("#col-unsteered .gen-text").inner_text(), page.locator("#col-steered .gen-text").inner_text())
+
+
+def looks(page) -> tuple:
+    """What the eye sees of the comparison: columns side by side, and the colour of a marked token."""
+    a, b = page.locator("#col-unsteered").bounding_box(), page.locator("#col-steered").bounding_box()
+    mark = page.locator("#col-steered .gtok.div").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    return (a["y"] == b["y"] and b["x"] > a["x"] + a["width"] - 1, mark)
+
+
+def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
+    ARTIFACTS.mkdir(exist_ok=True)
+    ctx_a, page = fresh_page(chromium, viewport={"width": 1300, "height": 1100})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server}/generate?prompt={PROMPT.replace(' ', '+')}&max_new_tokens=8&seed=11&f=coarse:5:add:40")
+    with page.expect_response(lambda r: "/fragments/steering" in r.url):
+        page.click("#compare-btn")
+    page.wait_for_selector("#col-steered .gen-text")
+    unsteered, steered = columns(page)
+    assert unsteered and steered and unsteered != steered  # strength 40 changes the tiny model's completion
+    # the completions shown are the JSON API's (an independent path)
+    want = api(page, "POST", f"{server}/api/steer", {"prompt": PROMPT, "max_new_tokens": 8, "seed": 11,
+                                                     "steering": [{"sae": "coarse", "index": 5, "mode": "add", "value": 40}]})
+    assert steered.replace("↵", "").replace("\n", "") == want["steered"]["text"].replace("\n", "")
+    assert unsteered.replace("↵", "").replace("\n", "") == want["unsteered"]["text"].replace("\n", "")
+
+    marks = page.locator("#steer-out .gtok.div").count()
+    look = looks(page)
+    assert page.locator("#col-steered .gtok.div").count() == sum(want["diverged"][:len(want["steered"]["tokens"])])
+    box = page.locator("#steer-out form.save-box")
+    box.locator("input[name=title]").fill("Feature coarse#5 at +40 <b>bold?</b>")
+    box.locator("input[name=note]").fill("steering comparison, seed 11")
+    with page.expect_response(lambda r: r.url.endswith("/e/save")) as resp:
+        box.locator("button.save-button").click()
+    assert resp.value.status == 201
+    link = box.locator(".save-status a.saved-link")
+    link.wait_for()
+    href = link.get_attribute("href")
+    share = box.locator(".save-status input.saved-url").input_value()
+    assert share == f"{server}{href}" and href.startswith("/e/") and len(href) >= 3 + 22
+    page.screenshot(path=str(ARTIFACTS / "explorations-save.png"), full_page=True)
+    ctx_a.close()
+
+    ctx_b, other = fresh_page(chromium, viewport={"width": 1300, "height": 1100})
+    other.on("pageerror", lambda e: errors.append(str(e)))
+    r = other.goto(share)
+    assert r.status == 200
+    assert columns(other) == (unsteered, steered)
+    assert other.locator("h1.exploration-title").inner_text() == "Feature coarse#5 at +40 <b>bold?</b>"
+    assert other.locator("h1.exploration-title b").count() == 0  # shown as text, not markup
+    assert other.locator("#saved-fragment .gtok.div").count() == marks
+    assert looks(other) == look  # styled as on its own page (the view's stylesheet is loaded)
+    assert not other.locator("#saved-fragment form.save-box").is_visible()
+    assert other.locator(".export-link").get_attribute("href") == f"{href}/export"
+    other.screenshot(path=str(ARTIFACTS / "explorations-opened.png"), full_page=True)
+
+    # the list page of this server has it, and its link opens the same snapshot
+    other.goto(f"{server}/e")
+    row = other.locator("table.explorations a", has_text="Feature coarse#5 at +40")
+    assert row.count() == 1 and row.get_attribute("href") == href
+    other.screenshot(path=str(ARTIFACTS / "explorations-list.png"), full_page=True)
+    row.click()
+    other.wait_for_url(f"**{href}")
+    assert columns(other) == (unsteered, steered)
+    ctx_b.close()
+    assert not errors, errors
+
+
+def test_unknown_link_is_a_404_page(server, chromium):
+    ctx, page = fresh_page(chromium)
+    r = page.goto(f"{server}/e/AAAAAAAAAAAAAAAAAAAAAAAAAA")
+    assert r.status == 404 and "No such exploration" in page.locator("h1").inner_text()
+    ctx.close()
