@@ -131,3 +131,25 @@ def test_unknown_link_is_a_404_page(server, chromium):
     r = page.goto(f"{server}/e/AAAAAAAAAAAAAAAAAAAAAAAAAA")
     assert r.status == 404 and "No such exploration" in page.locator("h1").inner_text()
     ctx.close()
+
+
+def test_rerun_and_fork_an_analysis_snapshot(server, chromium):
+    ctx, page = fresh_page(chromium, viewport={"width": 1300, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    inputs = {"prompt": "The cat sat on the mat", "top_k": 4}
+    result = api(page, "POST", f"{server}/api/analyze", inputs)
+    saved = api(page, "POST", f"{server}/api/explorations", {"kind": "analysis", "title": "cat", "inputs": inputs, "result": result})
+    page.goto(server + saved["url"])
+    with page.expect_response(lambda r: r.url.endswith("/rerun")):
+        page.click("button.rerun-button")
+    verdict = page.locator("#rerun .rerun-verdict")
+    verdict.wait_for()
+    assert "identical to the saved one" in verdict.inner_text() or "up to float rounding" in verdict.inner_text()
+    assert "Live profile is the saved one" in page.locator("#rerun").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "explorations-rerun.png"), full_page=True)
+    page.click("a.fork-link")
+    page.wait_for_url("**/?prompt=The+cat+sat+on+the+mat*")
+    assert page.locator("textarea[name=prompt]").input_value() == "The cat sat on the mat"
+    ctx.close()
+    assert not errors, errors
