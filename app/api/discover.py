@@ -56,7 +56,7 @@ class DiscoverRequest(FiniteModel):
                                                description=f"at most {L.max_prompt_set_size} prompts of at most {L.max_prompt_chars} characters")
     aggregate: Literal["max", "mean"] = Field(default="max", description="per-prompt activation: max or mean over tokens (sinks excluded)")
     top_k: int = Field(default=20, ge=1, le=L.max_features_shown, description="rows per SAE table")
-    min_fire_rate: float = Field(default=0.1, ge=0.0, le=1.0, description="a feature must fire on this share of concept prompts to be ranked")
+    min_fire_rate: float = Field(default=0.25, ge=0.0, le=1.0, description="a feature must fire on this share of concept prompts to be ranked")
     n_coarse: int = Field(default=5, ge=1, le=MAX_COARSE, description="top coarse features to map")
     n_fine: int = Field(default=30, ge=1, le=MAX_FINE, description="top fine features (by selectivity) scored against them")
     cos_threshold: float = Field(default=0.3, ge=-1.0, le=1.0, description="decoder cosine for 'aligned' (blue) and GO/NO-GO")

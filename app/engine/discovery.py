@@ -268,7 +268,7 @@ class DiscoveryParams:
 
     aggregate: str = "max"
     top_k: int = 20
-    min_fire_rate: float = 0.1
+    min_fire_rate: float = 0.25
     n_coarse: int = 5
     n_fine: int = 30
     n_match: int = 10  # best cosine matches per coarse feature added to the mapped fine set

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--contrast", type=Path, default=DATA_DIR / "prompts" / "neutral.txt")
     ap.add_argument("--aggregate", choices=disc.AGGREGATES, default="max")
     ap.add_argument("--top", type=int, default=15)
-    ap.add_argument("--min-fire-rate", type=float, default=0.1)
+    ap.add_argument("--min-fire-rate", type=float, default=0.25)
     ap.add_argument("--n-coarse", type=int, default=8)
     ap.add_argument("--cos", type=float, default=0.3)
     ap.add_argument("--batch-size", type=int, default=16)
