@@ -199,7 +199,10 @@ def check_size(doc: dict, settings, loc: list) -> str:
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         raise err(loc, "the document holds NaN or infinity", "non_finite") from None
-    size = len(body.encode())
+    try:
+        size = len(body.encode())
+    except UnicodeEncodeError:
+        raise err(loc, "the document holds a lone surrogate (text that is not valid Unicode)", "invalid_unicode") from None
     if size > limit:
         raise err(loc, f"the exploration is {size} bytes as JSON; the limit is {limit} bytes (max_exploration_bytes)",
                   "too_large", limit=limit)

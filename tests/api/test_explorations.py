@@ -243,6 +243,18 @@ def test_save_rejects_bad_bodies(client, body, loc, needle):
     assert d["loc"] == loc and needle in d["msg"]
 
 
+def test_lone_surrogates_never_reach_the_store(client):
+    """JSON bodies are screened by the middleware; text that arrives inside a form field is checked here."""
+    files = {"kind": (None, "notes_view"), "title": (None, "t"), "inputs": (None, '{"prompt": "a\\ud800b"}'),
+             "result": (None, "{}")}
+    r = client.post("/e/save", files=files, follow_redirects=False)
+    assert r.status_code == 422 and "surrogate" in r.text
+    raw = json.dumps(_v2(title="bad \ud800")).encode()
+    r = client.post("/e/import", files={"file": ("x.json", raw, "application/json")})
+    assert r.status_code == 422 and "surrogate" in r.text
+    assert client.get("/api/explorations").json()["total"] == 0
+
+
 def test_save_rejects_oversized_results(tiny_engine, tmp_path):
     with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/s.db", limits=Limits(max_exploration_bytes=4000)) as c:
         r = c.post("/api/explorations", json={"kind": "notes_view", "title": "t", "inputs": {}, "result": {"x": "y" * 5000}})
