@@ -233,3 +233,17 @@ def test_planted_concept_found_and_classified_blue(tiny_engine):
     assert dec.classify(m["corr"][0][j9], m["cos"][0][j9]) == "red"
     # the full scan finds fine 7 as coarse 0's best match
     assert m["scan"]["matches"][0][0][0] == 7 and m["scan"]["matches"][0][0][1] == pytest.approx(0.8, abs=1e-4)
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_embedded_france_feature_is_selective(embedded_engine):
+    """The real SmolLM2 + its SAEs: some coarse feature fires on most France prompts and almost never on neutral ones."""
+    concept, contrast = lines("france", 40), lines("neutral", 40)
+    e = embedded_engine
+    ids = disc.encode_prompt_set(e.tokenizer, concept + contrast, max_tokens=64)
+    st = disc.collect_stats(e.model, e.saes, e.hook_name, ids, len(concept), e.profile.sink_norm, 16, e.session)
+    res = disc.summarize(st, e.saes, disc.DiscoveryParams(top_k=10, min_fire_rate=0.5, n_coarse=3), concept + contrast)
+    best = res["tables"]["coarse"][0]
+    assert best["selectivity"] >= 0.9 and best["fire_concept"] >= 0.5, best
+    assert res["mapping"]["scan"]["n_fine"] == e.saes["fine"].cfg.d_sae
