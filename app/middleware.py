@@ -24,6 +24,7 @@ import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 log = logging.getLogger("asn")
 
@@ -254,6 +255,25 @@ def _free_accelerator_memory() -> None:
 
 
 NON_FINITE_JSON = "Out of range float values are not JSON compliant"
+NON_FINITE_SAMPLING = "probability tensor contains either `inf`, `nan` or element < 0"
+
+
+def non_finite_result(where: str) -> JSONResponse:
+    """422: the inputs drove the numbers to NaN/infinity; said plainly instead of a 500 from the encoder/sampler."""
+    return JSONResponse({"detail": [error_item(
+        [where], "the result contains NaN or infinity (numbers overflowed, e.g. a steering strength too large for "
+                 "this model); nothing was returned", "non_finite_result")]}, status_code=422)
+
+
+def _request_model_names() -> set[str]:
+    from app.api.schemas import PromptFields
+
+    names, todo = set(), [PromptFields]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
 
 
 def install(app: FastAPI, settings) -> None:
@@ -273,14 +293,23 @@ def install(app: FastAPI, settings) -> None:
     async def runtime_handler(request: Request, exc: RuntimeError):
         if _is_oom(exc):
             return await oom_handler(request, exc)
+        if NON_FINITE_SAMPLING in str(exc):  # torch.multinomial on logits that overflowed (e.g. extreme steering)
+            return non_finite_result("sampling")
         raise exc
+
+    async def pydantic_handler(request: Request, exc: ValidationError):
+        # A request model (PromptFields and subclasses) built inside a route from query/form input: a 422 like any
+        # other bad input. Any other model failing validation inside a route is a server bug and stays a 500.
+        if exc.title not in _request_model_names():
+            raise exc
+        errors = [error_item(["query", *e.get("loc", ())], e.get("msg", ""), e.get("type", "value_error"))
+                  for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     async def value_handler(request: Request, exc: ValueError):
         if NON_FINITE_JSON in str(exc):
             log.warning("non-finite result on %s %s", request.method, request.url.path)
-            return JSONResponse({"detail": [error_item(
-                ["response"], "the result contains NaN or infinity (numbers overflowed, e.g. a steering strength too "
-                              "large for this model); nothing was returned", "non_finite_result")]}, status_code=422)
+            return non_finite_result("response")
         raise exc
 
     async def unicode_handler(request: Request, exc: UnicodeError):
@@ -296,6 +325,7 @@ def install(app: FastAPI, settings) -> None:
     app.add_exception_handler(MemoryError, oom_handler)
     app.add_exception_handler(RuntimeError, runtime_handler)
     app.add_exception_handler(ValueError, value_handler)
+    app.add_exception_handler(ValidationError, pydantic_handler)
     app.add_exception_handler(UnicodeError, unicode_handler)
     app.add_exception_handler(sqlite3.Error, sqlite_handler)
     document_error_responses(app)

@@ -345,3 +345,34 @@ def test_template_sources_have_no_inline_scripts_handlers_or_safe_filters():
         if re.search(r"javascript:", text, re.I):
             problems.append(f"{rel}: javascript: URL")
     assert not problems, "\n".join(problems)
+
+
+def test_found_by_fuzzing_nul_in_a_query_prompt_is_422_not_500(rel_client):
+    """GET /api/features/... builds PromptFields from query parameters inside the route (schemathesis found the 500)."""
+    r = rel_client.get("/api/features/coarse/1", params={"prompt": "abc\x00def"})
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"][0]
+    assert d["loc"][:2] == ["query", "prompt"] and "NUL" in d["msg"]
+
+
+def test_found_by_fuzzing_sampling_on_non_finite_probabilities_is_422(rel_client):
+    with mock.patch("torch.multinomial", side_effect=RuntimeError(
+            "probability tensor contains either `inf`, `nan` or element < 0")):
+        r = rel_client.post("/api/generate", json={"prompt": "hi", "max_new_tokens": 2, "temperature": 1.0})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "non_finite_result", r.text
+
+
+def test_response_model_bugs_stay_500(tiny_engine, tmp_path):
+    from pydantic import BaseModel
+
+    class Internal(BaseModel):
+        n: int
+
+    app = build_app(tiny_engine, tmp_path)
+
+    @app.get("/__test/bug")
+    def bug():
+        return Internal(n="not a number")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/__test/bug").status_code == 500
