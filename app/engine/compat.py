@@ -11,9 +11,16 @@ def load_sae_from_disk(path, device: str = "cpu", dtype: str | None = None):
     return SAE.load_from_disk(str(path), device=device, dtype=dtype)
 
 
-def load_sae_from_release(release: str, sae_id: str, device: str = "cpu", dtype: str | None = None):
-    """Load a pretrained SAE by sae-lens release/id (needs the files in the local HF cache)."""
-    sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+def load_sae_from_release(release: str, sae_id: str, device: str = "cpu", dtype: str | None = None,
+                          cfg_overrides: dict | None = None):
+    """Load a pretrained SAE by sae-lens release/id (needs the files in the local HF cache).
+
+    cfg_overrides go on top of the release's config (through the release's own converter).
+    """
+    kw = {"dtype": dtype} if dtype is not None else {}
+    if cfg_overrides:
+        kw["converter"] = release_converter(release, cfg_overrides)
+    sae = SAE.from_pretrained(release, sae_id, device=device, **kw)
     # sae-lens < 6 returned (sae, cfg, sparsity); 6.x returns the SAE.
     return sae[0] if isinstance(sae, tuple) else sae
 
@@ -68,3 +75,35 @@ def kv_cache(model, batch_size: int = 1):
     except ImportError:  # transformer-lens 2.x
         from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as Cache
     return Cache.init_cache(model.cfg, model.cfg.device, batch_size)
+
+
+def tl_official_config(model_name: str) -> dict:
+    """transformer-lens's own config dict for an official model (name-based for Gemma 2: no hub access)."""
+    from transformer_lens.loading_from_pretrained import convert_hf_model_config
+
+    return convert_hf_model_config(model_name)
+
+
+def convert_gemma_weights(hf_model, cfg):
+    """transformer-lens's Gemma / Gemma 2 HF -> HookedTransformer state-dict converter."""
+    from transformer_lens.pretrained.weight_conversions import convert_gemma_weights as conv
+
+    return conv(hf_model, cfg)
+
+
+def release_converter(release: str, cfg_overrides: dict | None = None):
+    """The sae-lens converter registered for a release, with extra config overrides on top of the release's own
+    (scaled-down test copies of a release: same files layout, same converter, smaller d_in / d_sae)."""
+    from sae_lens.loading.pretrained_sae_loaders import NAMED_PRETRAINED_SAE_LOADERS, get_conversion_loader_name
+
+    base = NAMED_PRETRAINED_SAE_LOADERS[get_conversion_loader_name(release)]
+    if not cfg_overrides:
+        return base
+
+    def converter(repo_id, folder_name, device="cpu", force_download=False, cfg_overrides=None, **kw):
+        merged = {**(cfg_overrides or {}), **extra}
+        return base(repo_id=repo_id, folder_name=folder_name, device=device, force_download=force_download,
+                    cfg_overrides=merged, **kw)
+
+    extra = dict(cfg_overrides)
+    return converter

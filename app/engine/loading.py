@@ -169,7 +169,8 @@ def load_sae(spec: SAESpec, profile: Profile, device: str = "cpu"):
         return compat.load_sae_from_disk(spec.path, device=device)
     if spec.release is not None:
         try:
-            return compat.load_sae_from_release(spec.release, spec.sae_id, device=device)
+            overrides = (profile.options.get("sae_cfg_overrides") or {}).get(spec.name)
+            return compat.load_sae_from_release(spec.release, spec.sae_id, device=device, cfg_overrides=overrides)
         except Exception as exc:
             raise ProfileUnavailable(
                 f"profile {profile.name}: SAE {spec.release}/{spec.sae_id} is not in the Hugging Face cache "
