@@ -104,8 +104,10 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
         if name not in stages and not resume:
             continue
         d_sae, k, lr, total = plan[name]
+        # Distinct seeds: with one seed the fine SAE's first d_sae(coarse) decoder rows would start equal to the
+        # coarse SAE's and leave an init-shared cosine between same-index features (the shipped pair has this).
         cfg = TrainConfig(d_sae=d_sae, k=k, lr=lr, total_tokens=int(total * (scale if profile_name != "tiny" else 1)),
-                          **TRAIN_OVERRIDES.get(profile_name, {}))
+                          seed=0 if name == "coarse" else 1, **TRAIN_OVERRIDES.get(profile_name, {}))
         init, before = None, {"tokens_trained": 0, "wall_seconds": 0.0}
         if resume:
             from app.engine.compat import load_sae_from_disk
