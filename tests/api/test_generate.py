@@ -3,6 +3,7 @@ checked against plain transformer-lens forwards + torch softmax computed here.""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -215,5 +216,8 @@ def test_cancel_stops_a_stream(tiny_client, tiny_engine):
             if "generation" in d:
                 done = d["generation"]
     assert done["finish_reason"] == "cancelled" and done["n_new"] < 128
+    deadline = time.time() + 30  # the worker leaves the session right after its last event
+    while (run_id in api.ACTIVE_RUNS or tiny_engine.busy) and time.time() < deadline:
+        time.sleep(0.02)
     assert run_id not in api.ACTIVE_RUNS
     assert not tiny_engine.busy and tiny_engine.attached_hooks() == 0
