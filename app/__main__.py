@@ -18,10 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--profile", default="smollm2-135m")
     args = ap.parse_args(argv)
 
-    from app.engine.loading import ProfileUnavailable
-
     if args.cmd == "fetch":
+        from app.engine.profiles import get_profile, is_cached
+
+        if is_cached(get_profile(args.profile)):  # idempotent: a second `make run` starts in seconds
+            print(f"{args.profile}: model and SAEs already cached")
+            return 0
         from app.engine.engine import Engine
+        from app.engine.loading import ProfileUnavailable
 
         try:
             eng = Engine.build(args.profile, "cpu")
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from app.engine.engine import Engine
+    from app.engine.loading import ProfileUnavailable
     from app.main import create_app
     from app.settings import Settings
 

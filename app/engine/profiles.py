@@ -98,3 +98,12 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise KeyError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def is_cached(profile: Profile, data_dir: Path = DATA_DIR) -> bool:
+    """True when a GGUF profile's converted weights and local SAE folders are on disk (no torch import)."""
+    if profile.loader != "gguf":
+        return False
+    model_dir = data_dir / "models" / profile.name
+    local = [s.path for s in (profile.coarse, profile.fine)]
+    return (model_dir / "hooked_fp32.pt").exists() and all(p is not None and (p / "cfg.json").exists() for p in local)
