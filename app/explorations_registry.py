@@ -69,10 +69,18 @@ DEFAULT_VOLATILE = frozenset({"seconds", "elapsed_s", "elapsed", "duration_s", "
 
 
 def compared_fields(kind: str, result: dict) -> dict:
-    """The result without its volatile (timing) fields: what a re-run must reproduce exactly."""
+    """The result without its volatile (timing) fields, at any depth: what a re-run must reproduce."""
     spec = _VIEWS.get(kind)
     skip = DEFAULT_VOLATILE | set(spec.volatile if spec else ())
-    return {k: v for k, v in result.items() if k not in skip}
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k not in skip}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+
+    return strip(result)
 
 
 FLOAT_RTOL, FLOAT_ATOL = 1e-4, 1e-6  # float32 sums differ in the last bits with thread count / kernel choice

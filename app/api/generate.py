@@ -494,3 +494,27 @@ def cancel_generation(run_id: str = Path(max_length=64)) -> CancelResponse:
     if ev is not None:
         ev.set()
     return CancelResponse(run_id=run_id, cancelled=ev is not None)
+
+
+def _register() -> None:
+    """Make the generation views re-runnable and forkable from saved explorations."""
+    from app.explorations_registry import register_view
+
+    prompt = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
+    feat = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}
+    views = [
+        ("generation", GenerateRequest, run_generate, GenerateResponse, "generate", {**prompt, "steering": [feat]}),
+        ("steering", SteerRequest, run_steer, SteerResponse, "steer", {**prompt, "steering": [feat]}),
+        ("dose", DoseRequest, run_dose, DoseResponse, "dose", {**prompt, "feature": feat, "strengths": [-8.0, 0.0, 8.0]}),
+        ("temperature", TemperatureRequest, run_temperature, TemperatureResponse, "temperature",
+         {"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}),
+        ("system_shift", SystemShiftRequest, run_system_shift, SystemShiftResponse, "system_shift",
+         {"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."}),
+    ]
+    for kind, req, fn, resp, view, example in views:
+        page = "/temperature" if kind in ("temperature", "system_shift") else "/generate"
+        register_view(kind, req, fn, page, response_model=resp, example=example, label=kind.replace("_", " "),
+                      volatile=("seconds", "tokens_per_s"))
+
+
+_register()

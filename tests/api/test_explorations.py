@@ -81,8 +81,18 @@ def flat(x, path="r"):
     return {path: x}
 
 
+TIMINGS = {"seconds", "tokens_per_s", "elapsed_s", "elapsed", "duration_s", "wall_s", "load_seconds"}
+
+
 def assert_same_result(a, b, skip=()):
-    fa, fb = flat({k: v for k, v in a.items() if k not in skip}), flat({k: v for k, v in b.items() if k not in skip})
+    """Leaves equal (floats within rtol 1e-4), timing leaves skipped at any depth."""
+    drop = set(skip) | TIMINGS
+
+    def keep(path):
+        return path.rsplit(".", 1)[-1] not in drop
+
+    fa = {k: v for k, v in flat(a).items() if keep(k)}
+    fb = {k: v for k, v in flat(b).items() if keep(k)}
     assert fa.keys() == fb.keys()
     floats = [k for k in fa if isinstance(fa[k], float) or isinstance(fb[k], float)]
     assert {k: fa[k] for k in fa if k not in floats} == {k: fb[k] for k in fb if k not in floats}
