@@ -204,3 +204,22 @@ def test_lens_figure_is_valid_plotly_and_thins_ticks():
     go.Figure(fig)  # raises on any property Plotly does not know
     assert len(fig["layout"]["xaxis"]["tickvals"]) <= 60 and fig["layout"]["xaxis"]["ticktext"][1] == "t4"
     assert "text" not in fig["data"][0]  # too narrow for cell text; the hover has it
+
+
+def test_feature_card_links_to_steering_with_the_prompt_and_feature(tiny_client):
+    """The card's "steer with this feature" link opens /generate pre-filled with this prompt and feature."""
+    import html as _html
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    r = tiny_client.post("/fragments/feature", data={"sae": "fine", "index": 7, "prompt": "a & b <x>"})
+    assert r.status_code == 200
+    href = _html.unescape(re.search(r'id="fcard-steer"[^>]*href="([^"]+)"', r.text, re.S).group(1))
+    q = parse_qs(urlsplit(href).query)
+    card = tiny_client.get("/api/features/fine/7", params={"prompt": "a & b <x>"}).json()
+    expected_c = round(2 * card["max_activation"], 2) if card["max_activation"] else 8.0
+    sae, index, mode, value = q["f"][0].split(":")
+    assert (q["prompt"][0], sae, index, mode) == ("a & b <x>", "fine", "7", "add")
+    assert float(value) == pytest.approx(expected_c, abs=0.006)
+    page = tiny_client.get(href)
+    assert page.status_code == 200
