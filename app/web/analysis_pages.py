@@ -17,7 +17,7 @@ from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import PromptFields
 from app.engine.engine import EngineBusy
 from app.viz.lens import lens_figure, visible
-from app.web.templating import templates
+from app.web.templating import errors_of, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 KIND = "analysis"
@@ -81,16 +81,6 @@ def parse_feature(value: str | None, widths: dict) -> tuple[str, int] | None:
     if sae not in widths or not idx.isdigit() or not 0 <= int(idx) < widths[sae]:
         return None
     return sae, int(idx)
-
-
-def errors_of(exc) -> list[str]:
-    """Human lines ("prompt: ...") from a pydantic ValidationError or an HTTPException 422/404."""
-    if isinstance(exc, ValidationError):
-        return [f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]
-    detail = getattr(exc, "detail", str(exc))
-    if isinstance(detail, list):
-        return [f"{d.get('loc', ['', 'input'])[-1]}: {d.get('msg')}" for d in detail]
-    return [str(detail)]
 
 
 def analysis_view(engine, settings, params) -> dict:

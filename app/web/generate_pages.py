@@ -20,7 +20,7 @@ from app.api.deps import EngineDep, SettingsDep
 from app.engine.engine import EngineBusy
 from app.viz.steering import dose_figure
 from app.viz.temperature import temperature_figure
-from app.web.templating import templates
+from app.web.templating import errors_of, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 templates.env.filters.setdefault("dose_figure", dose_figure)
@@ -121,15 +121,6 @@ def parse_temp(view: str, params):
     if temps:
         raw["temperatures"] = temps
     return TemperatureRequest.model_validate(raw)
-
-
-def errors_of(exc) -> list[str]:
-    if isinstance(exc, ValidationError):
-        return [f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]
-    detail = getattr(exc, "detail", str(exc))
-    if isinstance(detail, list):
-        return [f"{'.'.join(str(x) for x in d.get('loc', ['input'])[1:]) or 'input'}: {d.get('msg')}" for d in detail]
-    return [str(detail)]
 
 
 def compute(engine, settings, view: str, params, table: dict, parser) -> dict:

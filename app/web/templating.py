@@ -17,3 +17,15 @@ def to_json_attr(obj) -> str:
 
 
 templates.env.filters["tojson_attr"] = to_json_attr
+
+
+def errors_of(exc) -> list[str]:
+    """Human lines ("prompt: ...") from a pydantic ValidationError or an HTTPException 422/404, for error fragments."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return [f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]
+    detail = getattr(exc, "detail", str(exc))
+    if isinstance(detail, list):
+        return [f"{'.'.join(str(x) for x in d.get('loc', ['input'])[1:]) or 'input'}: {d.get('msg')}" for d in detail]
+    return [str(detail)]
