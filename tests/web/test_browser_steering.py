@@ -70,7 +70,21 @@ def test_drag_slider_changes_steered_column(live_server, browser):  # noqa: F811
     page.close()
 
 
-def test_stream_and_stop(live_server, browser):  # noqa: F811
+def test_stream_and_stop(live_server, browser, monkeypatch):  # noqa: F811
+    # The tiny model makes 128 tokens faster than a click lands: pace the stream (the server runs in this
+    # process) so Stop always meets a running generation.
+    import time as _time
+
+    from app.engine import generation as G
+
+    orig = G.iter_generate
+
+    def paced(*a, **k):
+        for t in orig(*a, **k):
+            _time.sleep(0.05)
+            yield t
+
+    monkeypatch.setattr(G, "iter_generate", paced)
     page = new_page(browser, 900)
     page.goto(f"{live_server}/generate?prompt=Hello&max_new_tokens=6")
     page.click("#stream-btn")
