@@ -200,11 +200,11 @@ def collect(engine, settings, concept: list[str], contrast: list[str], progress=
                                  max_tokens=settings.limits.max_prompt_tokens)
     return disc.collect_stats(engine.model, engine.saes, engine.hook_name, ids, len(concept),
                               sink_norm=engine.profile.sink_norm, batch_size=batch_size,
-                              batch_context=engine.session, progress=progress)
+                              batch_context=engine.background_session, progress=progress)
 
 
 def build_result(engine, collected: disc.CollectedStats, req: DiscoverRequest, set_hash: str, prompts=None) -> dict:
-    with engine.session():
+    with engine.background_session():
         res = disc.summarize(collected, engine.saes, params_of(req), prompts)
     scan = None
     if res["mapping"] is not None:

@@ -132,6 +132,26 @@ class Engine:
                 n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
         return n
 
+    @contextlib.contextmanager
+    def background_session(self, patience_s: float = 600.0, cancel: threading.Event | None = None):
+        """session() for long jobs: waits out a full queue (EngineBusy) with backoff instead of failing.
+
+        Interactive requests keep the bounded queue and its 503s; a background batch just waits its turn.
+        """
+        deadline, delay = time.monotonic() + patience_s, 0.05
+        while True:
+            stack = contextlib.ExitStack()
+            try:
+                stack.enter_context(self.session())
+                break
+            except EngineBusy:
+                if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                    raise
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+        with stack:
+            yield self
+
     @property
     def busy(self) -> bool:
         return self._lock.locked()
