@@ -17,7 +17,7 @@ from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import PromptFields
 from app.engine.engine import EngineBusy
 from app.viz.lens import lens_figure, visible
-from app.web.templating import errors_of, templates
+from app.web.templating import errors_of, render_fragment, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 KIND = "analysis"
@@ -110,14 +110,6 @@ def feature_dict(engine, settings, sae: str, index: int, inputs: dict) -> dict:
                        include_sinks=bool(inputs.get("include_sinks"))).model_dump()
 
 
-def _fragment(request: Request, name: str, ctx: dict, push: str | None = None) -> HTMLResponse:
-    status = ctx.pop("status", 200)
-    headers = {}
-    if push and status == 200:
-        headers["HX-Push-Url"] = push
-    if status == 503:
-        headers["Retry-After"] = str(ctx.get("retry_after", 2))
-    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
 
 
 @router.post("/fragments/analysis", response_class=HTMLResponse)
@@ -128,7 +120,7 @@ async def analysis_fragment(request: Request, engine: EngineDep, settings: Setti
 
     ctx = await run_in_threadpool(analysis_view, engine, settings, form)
     push = page_url(ctx["inputs"]) if ctx.get("result") else None
-    return _fragment(request, "fragments/analysis.html", ctx, push)
+    return render_fragment(request, "fragments/analysis.html", ctx, push)
 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)
@@ -156,4 +148,4 @@ async def feature_fragment(request: Request, engine: EngineDep, settings: Settin
 
     ctx = await run_in_threadpool(work)
     push = page_url(ctx["inputs"], f"{ctx['card']['sae']}:{ctx['card']['index']}") if ctx.get("card") else None
-    return _fragment(request, "fragments/feature_card.html", ctx, push)
+    return render_fragment(request, "fragments/feature_card.html", ctx, push)

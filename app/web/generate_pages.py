@@ -20,7 +20,7 @@ from app.api.deps import EngineDep, SettingsDep
 from app.engine.engine import EngineBusy
 from app.viz.steering import dose_figure
 from app.viz.temperature import temperature_figure
-from app.web.templating import errors_of, templates
+from app.web.templating import errors_of, render_fragment, templates
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 templates.env.filters.setdefault("dose_figure", dose_figure)
@@ -157,15 +157,6 @@ def page_url(path: str, view: str, params) -> str | None:
     return url if len(url) <= MAX_URL else None
 
 
-def _fragment(request: Request, name: str, ctx: dict, push: str | None = None) -> HTMLResponse:
-    status = ctx.pop("status", 200)
-    headers = {}
-    if push and status == 200:
-        headers["HX-Push-Url"] = push
-    if status == 503:
-        headers["Retry-After"] = str(ctx.get("retry_after", 2))
-    ctx.setdefault("limits", request.app.state.settings.limits)
-    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
 
 
 def _form_values(params) -> dict:
@@ -206,14 +197,14 @@ async def _gen_fragment(request: Request, engine, settings, view: str):
     form = await request.form()
     ctx = await run_in_threadpool(compute, engine, settings, view, form, GEN_VIEWS, parse_gen)
     push = page_url("/generate", view, form) if ctx.get("result") else None
-    return _fragment(request, GEN_VIEWS[view][0], ctx, push)
+    return render_fragment(request, GEN_VIEWS[view][0], ctx, push)
 
 
 async def _temp_fragment(request: Request, engine, settings, view: str):
     form = await request.form()
     ctx = await run_in_threadpool(compute, engine, settings, view, form, TEMP_VIEWS, parse_temp)
     push = page_url("/temperature", view, form) if ctx.get("result") else None
-    return _fragment(request, TEMP_VIEWS[view][0], ctx, push)
+    return render_fragment(request, TEMP_VIEWS[view][0], ctx, push)
 
 
 @router.post("/fragments/generation", response_class=HTMLResponse)

@@ -29,3 +29,15 @@ def errors_of(exc) -> list[str]:
     if isinstance(detail, list):
         return [f"{'.'.join(str(x) for x in d.get('loc', ['input'])[1:]) or 'input'}: {d.get('msg')}" for d in detail]
     return [str(detail)]
+
+
+def render_fragment(request, name: str, ctx: dict, push: str | None = None):
+    """An htmx fragment: ctx["status"] as the HTTP status, HX-Push-Url on success, Retry-After on 503."""
+    status = ctx.pop("status", 200)
+    headers = {}
+    if push and status == 200:
+        headers["HX-Push-Url"] = push
+    if status == 503:
+        headers["Retry-After"] = str(ctx.get("retry_after", 2))
+    ctx.setdefault("limits", request.app.state.settings.limits)
+    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
