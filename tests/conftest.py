@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny engine (random weights) for fast tests; the embedded engine for real-model tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -48,3 +49,34 @@ def make_client(engine, **settings_kw):
 def tiny_client(tiny_engine):
     with make_client(tiny_engine) as client:
         yield client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(app, start_timeout_s: float = 120.0):
+    """Run an ASGI app under uvicorn on a free 127.0.0.1 port in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + start_timeout_s
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -3,12 +3,12 @@ context (no cookies, no storage) and find the same completions; the list page an
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import pytest
 
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api, free_port
+from tests.conftest import serve_app
+
+from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
@@ -18,24 +18,13 @@ PROMPT = "Once upon a time"
 @pytest.fixture(scope="module")
 def server(tiny_engine, tmp_path_factory):
     """uvicorn on 127.0.0.1 with its own store (not data/explorations.db)."""
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
 
     db = tmp_path_factory.mktemp("store") / "e.db"
     app = create_app(Settings(profile="tiny", store_url=f"sqlite:///{db}"), engine_factory=lambda s: tiny_engine)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 120
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
