@@ -32,3 +32,40 @@ def collect_activations(model, windows: list[list[int]], hook_name: str, hook_la
     if out:
         np.save(out, arr)
     return arr, dropped
+
+
+@torch.inference_mode()
+def collect_activations_hf(hf_model, windows: list[list[int]], hook_layer: int, out: Path, batch_size: int = 8,
+                           skip_first: int = 1, max_norm: float | None = None, progress=None,
+                           dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """Residual after decoder layer `hook_layer` (= TL's blocks.{hook_layer}.hook_resid_post) from an HF causal LM.
+
+    Writes fp16 rows [n_kept, d_model] into a preallocated .npy memmap at `out` (rows past n_kept are unused);
+    -> (n_kept, n_dropped). The HF forward is ~1.4x TL's on CPU here; the layers after the hook and the final
+    norm are cut off so the base model's last hidden state is the hook's activation.
+    """
+    hf_model.to(dtype)  # bf16 runs ~2x fp32 here (avx512_bf16); median relative error of a row ~1.3%
+    base = hf_model.model
+    layers, norm = base.layers, base.norm
+    base.layers, base.norm = layers[: hook_layer + 1], torch.nn.Identity()
+    try:
+        ctx = len(windows[0])
+        arr = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16,
+                                        shape=(len(windows) * (ctx - skip_first), hf_model.config.hidden_size))
+        kept = dropped = 0
+        for start in range(0, len(windows), batch_size):
+            toks = torch.tensor(windows[start: start + batch_size])
+            hidden = base(input_ids=toks, use_cache=False).last_hidden_state
+            acts = hidden[:, skip_first:].reshape(-1, hidden.shape[-1]).float()
+            if max_norm is not None:
+                keep = acts.norm(dim=-1) <= max_norm
+                dropped += int((~keep).sum())
+                acts = acts[keep]
+            arr[kept: kept + acts.shape[0]] = acts.numpy().astype(np.float16)
+            kept += acts.shape[0]
+            if progress is not None:
+                progress.update(toks.numel())
+        arr.flush()
+        return kept, dropped
+    finally:
+        base.layers, base.norm = layers, norm
