@@ -17,6 +17,22 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _private_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own temporary store: nothing a test does reaches the user's data/explorations.db.
+
+    ASN_STORE_URL is what Settings() reads, so apps built without an explicit store_url (make_client, serve_app,
+    uvicorn subprocesses, which inherit the environment) land in a fresh SQLite file under pytest's tmp dir.
+    """
+    from app.settings import get_settings
+
+    db = tmp_path_factory.mktemp("store") / "explorations.db"
+    monkeypatch.setenv("ASN_STORE_URL", f"sqlite:///{db}")
+    get_settings.cache_clear()  # a cached Settings() from before would still point at data/
+    yield db
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_engine():
     from app.engine.engine import Engine
