@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from app.engine.loading import load_model, load_sae
+from app.engine.loading import load_model, load_sae, validate_pair, with_neuronpedia_ids
 from app.engine.profiles import Profile, get_profile
 
 SAE_NAMES = ("coarse", "fine")
@@ -53,11 +53,19 @@ class Engine:
     _waiting: int = 0
     _waiting_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _owner: int | None = field(default=None, repr=False)
+    atlas: object = field(default=None, repr=False)  # atlas.Atlas for these SAEs, or None (see atlas_status)
+    atlas_status: str = "not loaded"  # "ok" or why there is none (missing / stale / unreadable) + the build command
+    atlas_dir: object = None  # Path of the profile's atlas folder
+    pair_check: object = None  # atlas.PairIndependence of the coarse/fine pair (same-index decoder cosines)
 
     @classmethod
-    def build(cls, profile: str | Profile, device: str | None = None, **kw) -> "Engine":
-        """Load a profile's model and both SAEs (raises loading.ProfileUnavailable with one clear line)."""
+    def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, **kw) -> "Engine":
+        """Load a profile's model and both SAEs (raises loading.ProfileUnavailable with one clear line).
+
+        atlas_root: folder holding `<profile>/` atlases (default: data/atlas or data/cache/atlas, see atlas.py).
+        """
         profile = get_profile(profile) if isinstance(profile, str) else profile
+        profile = with_neuronpedia_ids(profile)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         t0 = time.perf_counter()
         lm = load_model(profile, device)
@@ -68,9 +76,23 @@ class Engine:
                 sae = sae.to(dtype=torch.float32)
             sae.eval()
             saes[spec.name] = sae
+        validate_pair(profile, lm.model, saes)
         eng = cls(profile, lm.model, lm.tokenizer, saes, lm.chat_template, device, time.perf_counter() - t0, **kw)
         eng.fingerprint = weights_fingerprint(*saes.values())
+        eng.load_atlas(atlas_root)
+        if "coarse" in saes and "fine" in saes:
+            from app.engine.atlas import pair_independence
+
+            eng.pair_check = pair_independence(saes["coarse"].W_dec, saes["fine"].W_dec)
         return eng
+
+    def load_atlas(self, atlas_root=None) -> None:
+        """(Re)load the profile's atlas; sets atlas (None when missing or stale) and atlas_status."""
+        from app.engine import atlas as at
+
+        self.atlas_dir = at.default_atlas_dir(self.profile, atlas_root)
+        fp = at.atlas_fingerprint(self.profile.name, self.hook_name, self.fingerprint)
+        self.atlas, self.atlas_status = at.load_for_engine(self.atlas_dir, fp, self.profile.name)
 
     @property
     def hook_name(self) -> str:

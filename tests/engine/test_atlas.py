@@ -1,0 +1,260 @@
+"""app.engine.atlas against a brute-force numpy computation over the dense activation matrix (tiny profile)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine import atlas as at
+
+CTX, N_WIN = 32, 22
+PARAMS = dict(top_examples=6, n_quantiles=3, per_quantile=4, n_bins=7, n_tokens=5, n_neighbours=4)
+
+
+def plain_resid(model, windows, layer: int) -> torch.Tensor:
+    """Residual after block `layer` for each window [n, ctx, d], via a hook on a full forward (not the code under test)."""
+    out = []
+
+    def make_grab_hook():
+        def grab(act, hook):
+            out.append(act.detach().clone())
+        return grab
+
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", make_grab_hook())]):
+        for w in windows:
+            model(torch.tensor([w]))
+    return torch.cat(out).float()
+
+
+def topk_encode(sae, x):
+    """Plain-torch TopK encode from the weights (apply_b_dec_to_input)."""
+    pre = (x - sae.b_dec.detach()) @ sae.W_enc.detach() + sae.b_enc.detach()
+    v, i = pre.topk(sae.cfg.k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, i, v.relu())
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_engine):
+    rng = np.random.default_rng(0)
+    text_ids = tiny_engine.tokenizer.encode("The capital of France is Paris. Water boils at 100 degrees; "
+                                            "Berlin is in Germany and Rome is in Italy. " * 12,
+                                            add_special_tokens=False)
+    windows = []
+    for w in range(N_WIN):
+        s = int(rng.integers(0, len(text_ids) - CTX))
+        win = list(text_ids[s: s + CTX])
+        if w % 5 == 2:
+            win[7] = 257  # a special token (<|im_start|>): never counted
+        windows.append(win)
+    eng = tiny_engine
+    layer = eng.profile.hook_layer
+    resid = plain_resid(eng.model, windows, layer)  # [n, ctx, d]
+    norms = resid.norm(dim=-1)
+    sink_norm = float(norms[:, 1:].flatten().quantile(0.97))  # a few massive positions, as on SmolLM2
+    valid = torch.ones(N_WIN, CTX, dtype=torch.bool)
+    valid[:, 0] = False
+    valid &= torch.tensor(windows) < 256
+    valid &= norms <= sink_norm
+    dense = {}
+    for n, sae in eng.saes.items():
+        d = topk_encode(sae, resid.reshape(-1, resid.shape[-1])).numpy()
+        d = d.astype(np.float16).astype(np.float32)  # the atlas stores fp16 activations
+        d[~valid.reshape(-1).numpy()] = 0
+        dense[n] = d
+    return windows, sink_norm, valid.reshape(-1).numpy(), dense
+
+
+@pytest.fixture(scope="module")
+def built(tiny_engine, corpus):
+    windows, sink_norm, _, _ = corpus
+    eng = tiny_engine
+    with eng.session():
+        return at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, fingerprint="fp", sink_norm=sink_norm,
+                              batch_size=3, chunk_windows=5, **PARAMS)
+
+
+def brute_force(dense: np.ndarray, tokens: np.ndarray, valid: np.ndarray, f: int) -> dict:
+    col = dense[:, f]
+    fire = col > 0
+    out = {"n_firing": int(fire.sum()), "density": fire.sum() / valid.sum(),
+           "mean": float(col[fire].mean()) if fire.any() else 0.0, "max": float(col.max())}
+    out["hist"] = (np.histogram(col[fire], bins=PARAMS["n_bins"], range=(0, col.max()))[0]
+                   if fire.any() else np.zeros(PARAMS["n_bins"], int))
+    per_win = col.reshape(-1, CTX)
+    wmax, warg = per_win.max(1), per_win.argmax(1)  # argmax: first position reaching the max
+    fired = [w for w in range(len(wmax)) if wmax[w] > 0]
+    ranked = sorted(fired, key=lambda w: (-wmax[w], w))
+    out["top_rows"] = [w * CTX + int(warg[w]) for w in ranked[: PARAMS["top_examples"]]]
+    n, Q, m = len(ranked), PARAMS["n_quantiles"], PARAMS["per_quantile"]
+    bands = []
+    for q in range(Q):
+        lo, hi = q * n // Q, (q + 1) * n // Q
+        picks = []
+        for j in range(m):
+            r = lo + ((2 * j + 1) * (hi - lo)) // (2 * m)
+            if hi > lo and r not in picks:
+                picks.append(r)
+        bands.append([ranked[r] * CTX + int(warg[ranked[r]]) for r in picks])
+    out["quant_rows"] = bands
+    cnt = Counter(tokens[fire].tolist())
+    sums = {t: float(col[fire & (tokens == t)].astype(np.float64).sum()) for t in cnt}
+    order = sorted(cnt, key=lambda t: (-cnt[t], -sums[t], t))[: PARAMS["n_tokens"]]
+    out["tokens"] = [(t, cnt[t], sums[t] / cnt[t]) for t in order]
+    return out
+
+
+def test_summaries_equal_brute_force(built, corpus):
+    windows, _, valid, dense = corpus
+    tokens = np.asarray(windows).reshape(-1)
+    assert np.array_equal(built.tokens, tokens) and np.array_equal(built.valid, valid)
+    assert built.n_valid == valid.sum() < valid.size
+    checked_fire = 0
+    for n, d in dense.items():
+        s = built.summaries[n]
+        assert np.allclose(built.codes[n].toarray(), d, rtol=0, atol=0)
+        for f in range(d.shape[1]):
+            b = brute_force(d, tokens, valid, f)
+            assert s["n_firing"][f] == b["n_firing"]
+            assert built.density[n][f] == pytest.approx(b["density"], rel=1e-12)
+            assert built.mean_when_firing[n][f] == pytest.approx(b["mean"], rel=1e-5)
+            assert built.max_act[n][f] == b["max"]
+            assert s["hist"][f].tolist() == list(b["hist"])
+            assert [r for r in s["top_rows"][f] if r >= 0] == b["top_rows"]
+            assert [[r for r in band if r >= 0] for band in s["quant_rows"][f]] == b["quant_rows"]
+            got = [(int(t), int(c), float(m)) for t, c, m in zip(s["tok_ids"][f], s["tok_counts"][f], s["tok_mean"][f]) if c > 0]
+            assert [(t, c) for t, c, _ in got] == [(t, c) for t, c, _ in b["tokens"]]
+            assert np.allclose([m for *_, m in got], [m for *_, m in b["tokens"]], rtol=1e-5)
+            checked_fire += b["n_firing"] > 0
+    assert checked_fire > 100  # most features fire on the corpus: the comparison is not vacuous
+
+
+def test_neighbours_equal_numpy_cosine_topk(built, tiny_engine):
+    W = {n: s.W_dec.detach().numpy().astype(np.float64) for n, s in tiny_engine.saes.items()}
+    U = {n: w / np.linalg.norm(w, axis=1, keepdims=True) for n, w in W.items()}
+    k = PARAMS["n_neighbours"]
+    for n, other in (("coarse", "fine"), ("fine", "coarse")):
+        same = U[n] @ U[n].T
+        np.fill_diagonal(same, -np.inf)
+        cross = U[n] @ U[other].T
+        s = built.summaries[n]
+        assert np.array_equal(s["nb_same_idx"], np.argsort(-same, axis=1, kind="stable")[:, :k])
+        assert np.allclose(s["nb_same_cos"], -np.sort(-same, axis=1)[:, :k], atol=1e-5)
+        assert np.array_equal(s["nb_other_idx"], np.argsort(-cross, axis=1, kind="stable")[:, :k])
+        assert np.allclose(s["nb_other_cos"], -np.sort(-cross, axis=1)[:, :k], atol=1e-5)
+        nb = built.feature(n, 3).neighbours
+        assert [x.index for x in nb[other]] == s["nb_other_idx"][3].tolist() and nb[other][0].sae == other
+
+
+def test_feature_examples_show_context_activations(built, corpus, tiny_engine):
+    windows, _, _, dense = corpus
+    tokens = np.asarray(windows).reshape(-1)
+    f = int(np.argmax(built.summaries["fine"]["n_firing"]))
+    fa = built.feature("fine", f, left=5, right=2)
+    assert fa.examples and fa.examples[0].activation == fa.max_act == dense["fine"][:, f].max()
+    for ex in fa.examples + tuple(e for _, band in fa.quantiles for e in band):
+        g0 = ex.window * CTX + ex.start
+        assert ex.token_ids == tuple(tokens[g0: g0 + len(ex.token_ids)].tolist())
+        assert np.array_equal(np.asarray(ex.acts, np.float32), dense["fine"][g0: g0 + len(ex.acts), f])
+        assert ex.tokens[ex.position - ex.start] == tiny_engine.tokenizer.decode([int(tokens[g0 + ex.position - ex.start])])
+        assert ex.position - ex.start <= 5 and len(ex.acts) <= 8
+    assert sum(fa.hist_counts) == fa.n_firing and fa.hist_edges[-1] == pytest.approx(fa.max_act)
+    assert fa.label == built.label("fine", f) and fa.label
+    with pytest.raises(IndexError, match="0..511"):
+        built.feature("fine", 512)
+
+
+def test_save_load_roundtrip(built, tmp_path):
+    at.save_atlas(built, tmp_path / "a")
+    got = at.load_atlas(tmp_path / "a")
+    assert got.fingerprint == "fp" and got.ctx == CTX
+    assert np.array_equal(got.tokens, built.tokens) and np.array_equal(got.valid, built.valid)
+    for n in built.codes:
+        assert (got.codes[n] != built.codes[n]).nnz == 0
+        for k, v in built.summaries[n].items():
+            assert np.array_equal(got.summaries[n][k], v), k
+    assert got.feature("coarse", 1) == built.feature("coarse", 1)
+    assert at.load_atlas(tmp_path / "none") is None
+    atlas, status = at.load_for_engine(tmp_path / "a", "other-fp", "tiny")
+    assert atlas is None and status.startswith("stale") and "python -m app atlas --profile tiny" in status
+    atlas, status = at.load_for_engine(tmp_path / "a", "fp", "tiny")
+    assert status == "ok" and atlas is not None
+
+
+def test_resume_after_interruption_gives_the_same_atlas(tiny_engine, corpus, built, tmp_path, monkeypatch):
+    windows, sink_norm, _, _ = corpus
+    eng = tiny_engine
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done >= 2 * 5 * CTX:
+            raise Stop
+
+    kw = dict(fingerprint="fp", sink_norm=sink_norm, batch_size=3, chunk_windows=5, work_dir=tmp_path / "w", **PARAMS)
+    with eng.session(), pytest.raises(Stop):
+        at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, progress=stop_after_two, **kw)
+    assert sorted(p.name for p in (tmp_path / "w").glob("chunk_*.npz")) == ["chunk_00000.npz", "chunk_00001.npz"]
+    calls = []
+    real = at.forward_to_hook
+    monkeypatch.setattr(at, "forward_to_hook", lambda *a: calls.append(1) or real(*a))
+    with eng.session():
+        again = at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, **kw)
+    assert len(calls) == sum(-(-min(5, N_WIN - c) // 3) for c in range(10, N_WIN, 5))  # only the missing chunks ran
+    for n in built.codes:
+        assert (again.codes[n] != built.codes[n]).nnz == 0
+        for k, v in built.summaries[n].items():
+            assert np.array_equal(again.summaries[n][k], v), k
+
+
+def test_search_by_text_equals_direct_encode(tiny_engine, built):
+    eng = tiny_engine
+    prefix = eng.tokenizer.encode("\n\n", add_special_tokens=False)
+    query = eng.tokenizer.encode("Paris, France", add_special_tokens=False)
+    with eng.session():
+        hits = at.search_by_text(eng.model, eng.saes, eng.hook_name, prefix, query, top=15, atlas=built)
+        rel = at.search_by_text(eng.model, eng.saes, eng.hook_name, prefix, query, top=15, atlas=built, relative=True)
+    resid = plain_resid(eng.model, [prefix + query], eng.profile.hook_layer)[0, len(prefix):]
+    for n, sae in eng.saes.items():
+        acts = topk_encode(sae, resid).numpy()
+        mx = acts.max(0)
+        want = [int(i) for i in np.argsort(-mx, kind="stable") if mx[i] > 0][:15]
+        assert [h.index for h in hits[n]] == want
+        assert np.allclose([h.activation for h in hits[n]], mx[want], rtol=1e-5)
+        assert hits[n][0].token == eng.tokenizer.decode([query[int(acts[:, want[0]].argmax())]])
+        r = np.where(built.max_act[n] > 0, mx / np.maximum(built.max_act[n], 1e-12), 0)
+        want_rel = [int(i) for i in np.argsort(-r, kind="stable") if mx[i] > 0][:15]
+        assert [h.index for h in rel[n]] == want_rel
+        assert hits[n][0].label == built.label(n, want[0])
+
+
+def test_search_atlas_finds_features_by_their_tokens(built):
+    s = built.summaries["fine"]
+    alpha = np.array([built.tok(t).strip().isalpha() if t >= 0 else False for t in s["tok_ids"][:, 0]])
+    f = int(np.argmax(s["tok_counts"][:, 0] * alpha))
+    tok = built.tok(s["tok_ids"][f, 0])
+    assert tok.strip().isalpha()
+    hits = at.search_atlas(built, tok.strip())["fine"]
+    got = {h.index: h for h in hits}
+    assert f in got
+    ok = np.array([tok.strip().casefold() in built.tok(t).strip().casefold() if t >= 0 else False for t in s["tok_ids"][f]])
+    assert got[f].score >= (s["tok_counts"][f] * ok).sum() / s["n_firing"][f] - 1e-9
+    assert at.search_atlas(built, "   ") == {"coarse": (), "fine": ()}
+
+
+def test_pair_independence_equals_numpy(tiny_engine):
+    C = tiny_engine.saes["coarse"].W_dec.detach().numpy().astype(np.float64)
+    F = tiny_engine.saes["fine"].W_dec.detach().numpy().astype(np.float64)
+    Cn, Fn = C / np.linalg.norm(C, axis=1, keepdims=True), F / np.linalg.norm(F, axis=1, keepdims=True)
+    n = len(Cn)
+    for fine in (Fn, np.vstack([Cn + 0.01 * Fn[:n], Fn[n:]])):  # independent, then initialised together
+        got = at.pair_independence(torch.tensor(C), torch.tensor(fine))
+        fu = fine / np.linalg.norm(fine, axis=1, keepdims=True)
+        assert got.mean_same_index_cosine == pytest.approx((Cn * fu[:n]).sum(1).mean(), abs=1e-5)
+        assert got.share_best_is_same == pytest.approx(((Cn @ fu.T).argmax(1) == np.arange(n)).mean())
+        assert got.n_checked == n
+    assert got.initialised_together and got.share_best_is_same == 1.0
+    assert not at.pair_independence(torch.tensor(C), torch.tensor(F)).initialised_together
+    assert tiny_engine.pair_check is not None and (tiny_engine.atlas_status == "ok") == (tiny_engine.atlas is not None)
