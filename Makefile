@@ -37,6 +37,10 @@ test: fetch browser
 test-slow: fetch browser
 	$(BIN)/python -m pytest -q -m "slow"
 
+# The feature atlas (corpus context for every feature): data/atlas/<profile> for the embedded profile.
+atlas: fetch
+	$(BIN)/python -m app atlas --profile $(PROFILE)
+
 train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)
 

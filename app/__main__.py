@@ -16,7 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--device", default=None)
     fetch = sub.add_parser("fetch", help="fetch and convert a profile's model (idempotent)")
     fetch.add_argument("--profile", default="smollm2-135m")
+    from app import atlas_cli
+
+    atlas_cli.add_parser(sub)
     args = ap.parse_args(argv)
+
+    if args.cmd == "atlas":
+        return atlas_cli.run(args)
 
     if args.cmd == "fetch":
         from app.engine.profiles import get_profile, is_cached
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(profile=args.profile, host=args.host, port=args.port, device=args.device)
     try:  # fail before uvicorn starts, with one clear line instead of a traceback
         engine = Engine.build(settings.profile, settings.device, max_waiting=settings.max_waiting,
-                              wait_timeout_s=settings.wait_timeout_s)
+                              wait_timeout_s=settings.wait_timeout_s, atlas_root=settings.atlas_root)
     except ProfileUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

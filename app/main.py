@@ -22,7 +22,8 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
     settings = settings or get_settings()
 
     def default_factory(s: Settings) -> Engine:
-        return Engine.build(s.profile, s.device, max_waiting=s.max_waiting, wait_timeout_s=s.wait_timeout_s)
+        return Engine.build(s.profile, s.device, max_waiting=s.max_waiting, wait_timeout_s=s.wait_timeout_s,
+                            atlas_root=s.atlas_root)
 
     factory = engine_factory or default_factory
 

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_waiting: int = 8  # requests queued for the model before 503
     wait_timeout_s: float = 30.0
     limits: Limits = Field(default_factory=Limits)
+    # feature atlases live in <atlas_root>/<profile>/ (default: data/atlas for the embedded profile, else data/cache/atlas)
+    atlas_root: Path | None = None
 
     @property
     def data_dir(self) -> Path:

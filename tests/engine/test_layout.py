@@ -1,0 +1,136 @@
+"""The map layout: determinism, the honesty figure against scikit-learn, planted clusters, token placement."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
+
+from app.engine import layout as L
+
+D, C = 32, 6  # tiny profile's d_model; planted clusters
+WORDS = ["france", "code", "legal", "music", "sport", "food"]
+
+
+def planted(seed: int = 0, n_coarse: int = 64, n_fine: int = 512, spread: float = 0.15):
+    """Decoder rows drawn around C random directions: (decoders, planted cluster of every row in map order)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((C, D))
+    lab_c, lab_f = rng.integers(0, C, n_coarse), rng.integers(0, C, n_fine)
+    dec = {"coarse": centers[lab_c] + spread * rng.standard_normal((n_coarse, D)),
+           "fine": centers[lab_f] + spread * rng.standard_normal((n_fine, D))}
+    return dec, np.concatenate([lab_c, lab_f])
+
+
+@pytest.fixture(scope="module")
+def built():
+    dec, truth = planted()
+    labels = {"coarse": [], "fine": []}
+    for name, lab in (("coarse", truth[:64]), ("fine", truth[64:])):
+        # atlas-like labels: the planted word on 2 of 3 features, a unique token on the others
+        labels[name] = [f" {WORDS[c]}" if i % 3 else f"tok{i}" for i, c in enumerate(lab)]
+    lay = L.build_layout(dec, seed=0, n_epochs=150, label_fn=lambda s, i: labels[s][i], fingerprint="fp")
+    return dec, truth, lay
+
+
+def test_layout_shape_and_determinism(built):
+    dec, _, lay = built
+    assert lay.sae_names == ("coarse", "fine") and lay.widths == (64, 512)
+    assert lay.xy.shape == (576, 2) and lay.cluster.shape == (576,)
+    assert np.isfinite(lay.xy).all()
+    again = L.build_layout(dec, seed=0, n_epochs=150)
+    np.testing.assert_array_equal(again.xy, lay.xy)
+    np.testing.assert_array_equal(again.cluster, lay.cluster)
+    other = L.build_layout(dec, seed=1, n_epochs=150)
+    assert not np.allclose(other.xy, lay.xy)
+
+
+def test_preservation_equals_sklearn(built):
+    dec, _, lay = built
+    X = np.vstack([dec["coarse"], dec["fine"]])
+    k = 10
+    hi = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(X).kneighbors(X, return_distance=False)
+    lo = NearestNeighbors(n_neighbors=k + 1).fit(lay.xy.astype(np.float64)).kneighbors(lay.xy.astype(np.float64), return_distance=False)
+    share = np.mean([len(set(h[1:]) & set(l[1:])) / k for h, l in zip(hi, lo)])
+    assert lay.preservation == pytest.approx(share, abs=1e-9)
+    assert 0.0 < lay.preservation < 1.0
+
+
+def test_cosine_knn_equals_sklearn():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 24))
+    idx, dist = L.cosine_knn(X, 7, block=64)  # several blocks
+    nn = NearestNeighbors(n_neighbors=8, metric="cosine", algorithm="brute").fit(X)
+    d_ref, i_ref = nn.kneighbors(X)
+    np.testing.assert_array_equal(idx, i_ref[:, 1:])
+    np.testing.assert_allclose(dist, d_ref[:, 1:], atol=1e-5)
+
+
+def test_regions_recover_planted_clusters(built):
+    _, truth, lay = built
+    clustered = lay.cluster >= 0
+    assert clustered.mean() > 0.9
+    assert adjusted_rand_score(truth[clustered], lay.cluster[clustered]) > 0.95
+    assert len(lay.regions) == C
+    for r in lay.regions:
+        members = np.flatnonzero(lay.cluster == r.id)
+        planted_word = WORDS[np.bincount(truth[members]).argmax()]
+        assert r.label.split(" · ")[0] == planted_word  # commonest label word of the members
+        assert r.size == len(members) and r.n_coarse == int((members < 64).sum())
+        assert len(r.hull) >= 4 and r.hull[0] == r.hull[-1]
+    assert [r.size for r in lay.regions] == sorted((r.size for r in lay.regions), reverse=True)
+
+
+def test_regions_without_labels_are_numbered():
+    dec, _ = planted(seed=2, n_coarse=32, n_fine=200)
+    lay = L.build_layout(dec, seed=0, n_epochs=100)
+    assert [r.label for r in lay.regions] == [f"cluster {i}" for i in range(len(lay.regions))]
+
+
+def test_save_load_roundtrip(built, tmp_path):
+    _, _, lay = built
+    L.save_layout(tmp_path, lay)
+    back = L.load_layout(tmp_path)
+    np.testing.assert_array_equal(back.xy, lay.xy)
+    np.testing.assert_array_equal(back.cluster, lay.cluster)
+    assert back.regions == lay.regions and back.preservation == lay.preservation
+    assert back.widths == lay.widths and back.fingerprint == "fp" and back.params == lay.params
+    assert L.load_layout(tmp_path / "none") is None
+
+
+def test_token_positions_equal_numpy(built):
+    _, _, lay = built
+    rng = np.random.default_rng(5)
+    acts = {"coarse": np.maximum(rng.standard_normal((7, 64)) - 1.5, 0),
+            "fine": np.maximum(rng.standard_normal((7, 512)) - 2.0, 0)}
+    acts["coarse"][3] = 0
+    acts["fine"][3] = 0  # a token with no active feature has no place
+    got = L.token_positions(lay, acts)
+    for t in range(7):
+        ws, pts = [], []
+        for name, off in (("coarse", 0), ("fine", 64)):
+            for f in np.flatnonzero(acts[name][t] > 0):
+                ws.append(acts[name][t, f])
+                pts.append(lay.xy[off + f].astype(np.float64))
+        if not ws:
+            assert np.isnan(got[t]).all()
+            continue
+        want = (np.array(ws)[:, None] * np.array(pts)).sum(0) / np.sum(ws)
+        np.testing.assert_allclose(got[t], want, rtol=1e-10)
+    sparse = {n: [[(int(f), float(a[t, f])) for f in np.flatnonzero(a[t])] for t in range(7)] for n, a in acts.items()}
+    sp = L.sparse_token_positions(lay, sparse)
+    assert sp[3] is None
+    np.testing.assert_allclose([p for p in sp if p is not None], got[[t for t in range(7) if t != 3]], rtol=1e-10)
+    only_fine = L.token_positions(lay, {"fine": acts["fine"]})
+    f0 = np.flatnonzero(acts["fine"][0])
+    np.testing.assert_allclose(only_fine[0], (acts["fine"][0, f0] @ lay.xy[64 + f0]) / acts["fine"][0, f0].sum(), rtol=1e-6)
+
+
+def test_cosine_to_equals_numpy(built):
+    dec, _, _ = built
+    got = L.cosine_to(dec, "fine", 17)
+    X = np.vstack([dec["coarse"], dec["fine"]])
+    v = dec["fine"][17]
+    want = X @ v / (np.linalg.norm(X, axis=1) * np.linalg.norm(v))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[64 + 17] == pytest.approx(1.0, abs=1e-6)
