@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow install fetch browser train bench load clean
+.PHONY: run test test-slow install fetch browser postgres train bench load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,16 +25,20 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# Debian's PostgreSQL for the store tests (tests/pg_server.py runs initdb + pg_ctl in a temporary directory).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+
 fetch: $(STAMP)
 	$(BIN)/python -m app fetch --profile $(PROFILE)
 
 run: fetch
 	$(BIN)/python -m app serve --profile $(PROFILE) --host $(HOST) --port $(PORT)
 
-test: fetch browser
+test: fetch browser postgres
 	$(BIN)/python -m pytest -n 2 -q
 
-test-slow: fetch browser
+test-slow: fetch browser postgres
 	$(BIN)/python -m pytest -q -m "slow"
 
 # The feature atlas (corpus context for every feature): data/atlas/<profile> for the embedded profile.

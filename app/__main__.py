@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default=None)
+    serve.add_argument("--store", default=None, metavar="URL",
+                       help="saved explorations and job state: sqlite:///path.db or postgresql://user@host/db "
+                            "(default ASN_STORE_URL, else data/explorations.db)")
     fetch = sub.add_parser("fetch", help="fetch and convert a profile's model (idempotent)")
     fetch.add_argument("--profile", default="smollm2-135m")
     from app import atlas_cli
@@ -41,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.profile}: model and SAEs ready ({eng.load_seconds:.1f}s, fingerprint {eng.fingerprint})")
         return 0
 
+    from app.settings import Settings
+    from app.store import StoreError, open_store
+
+    extra = {"store_url": args.store} if args.store else {}
+    try:  # a missing or unreachable store stops the start with one line (before anything heavy is imported)
+        open_store(Settings(**extra).store_url).close()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     import uvicorn
 
     from app.engine.engine import Engine
@@ -48,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.main import create_app
     from app.settings import Settings
 
-    settings = Settings(profile=args.profile, host=args.host, port=args.port, device=args.device)
+    settings = Settings(profile=args.profile, host=args.host, port=args.port, device=args.device, **extra)
     try:  # fail before uvicorn starts, with one clear line instead of a traceback
         engine = Engine.build(settings.profile, settings.device, max_waiting=settings.max_waiting,
                               wait_timeout_s=settings.wait_timeout_s, atlas_root=settings.atlas_root)

@@ -10,8 +10,8 @@
   does not execute), nosniff, no framing, no referrer.
 - Exception handlers: out of memory (torch.cuda.OutOfMemoryError, CPU allocator failures) -> 503 + Retry-After;
   a response that cannot be JSON-encoded because it holds NaN/inf -> 422 `non_finite_result` (never a 500
-  from the encoder); text the tokenizer cannot encode (lone surrogates) -> 422; SQLite errors -> 503 +
-  Retry-After ("nothing was saved").
+  from the encoder); text the tokenizer cannot encode (lone surrogates) -> 422; SQLite errors and an
+  unreachable PostgreSQL store (`StoreUnavailable`) -> 503 + Retry-After ("nothing was saved").
 - OpenAPI: every operation documents 503 (+ Retry-After), every operation with a body documents 413 and 422,
   so property-based fuzzing can check that every status the app answers is documented.
 """
@@ -328,6 +328,9 @@ def install(app: FastAPI, settings) -> None:
     app.add_exception_handler(ValidationError, pydantic_handler)
     app.add_exception_handler(UnicodeError, unicode_handler)
     app.add_exception_handler(sqlite3.Error, sqlite_handler)
+    from app.store import StoreUnavailable
+
+    app.add_exception_handler(StoreUnavailable, sqlite_handler)  # PostgreSQL unreachable mid-run: 503, not 500
     document_error_responses(app)
 
 

@@ -5,7 +5,8 @@
 server database so several replicas can share one store. `open_store(url)` picks one from the URL:
 `sqlite:///relative/or/absolute.db`, `sqlite:////abs/path.db`, `sqlite://:memory:`, `postgresql://...`.
 
-There is no update and no delete: a saved exploration never changes (SQLite triggers refuse UPDATE/DELETE too).
+There is no update and no delete: a saved exploration never changes (triggers refuse UPDATE/DELETE on both
+backends). A PostgreSQL server that cannot be reached raises `StoreUnavailable` (one line; a 503 in a route).
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ class Store(Protocol):
 def _summary_fields(doc: dict) -> tuple[str, str, str, int]:
     prof = doc.get("profile") or {}
     prof_name = prof.get("name", "") if isinstance(prof, dict) else str(prof)
-    return str(doc.get("kind", "")), str(doc.get("title", "")), prof_name, int(doc.get("schema_version", 0))
+    version = doc.get("schema_version", doc.get("version", 0))  # v1 documents said "version"
+    return str(doc.get("kind", "")), str(doc.get("title", "")), prof_name, int(version) if isinstance(version, int) else 0
 
 
 class _SQLStore:
@@ -85,12 +87,17 @@ class _SQLStore:
         " doc TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS explorations_created ON explorations (created_at DESC)",
     )
+    EXTRA_DDL: tuple[str, ...] = ()  # tables beside explorations (same SQL on both backends)
 
     # --- to implement per backend
     def _conn(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _write(self, sql: str, params: tuple) -> None:  # pragma: no cover - abstract
+    def _write(self, sql: str, params: tuple) -> int:  # pragma: no cover - abstract
+        """One statement in its own write transaction; returns the row count."""
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # --- shared
@@ -114,23 +121,18 @@ class _SQLStore:
     def get(self, exploration_id: str) -> dict | None:
         if not valid_id(exploration_id):
             return None
-        cur = self._conn().cursor()
-        cur.execute(self._q("SELECT doc FROM explorations WHERE id = ?"), (exploration_id,))
-        row = cur.fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = self._read(self._q("SELECT doc FROM explorations WHERE id = ?"), (exploration_id,))
+        return json.loads(rows[0][0]) if rows else None
 
     def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None) -> list[Summary]:
         where, params = ("WHERE kind = ? ", (kind,)) if kind else ("", ())
-        cur = self._conn().cursor()
-        cur.execute(self._q(f"SELECT id, kind, title, created_at, profile, schema_version FROM explorations {where}"
-                            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?"), (*params, int(limit), int(offset)))
-        return [Summary(*row) for row in cur.fetchall()]
+        rows = self._read(self._q(f"SELECT id, kind, title, created_at, profile, schema_version FROM explorations "
+                                  f"{where}ORDER BY created_at DESC, id LIMIT ? OFFSET ?"), (*params, int(limit), int(offset)))
+        return [Summary(*row) for row in rows]
 
     def count(self, kind: str | None = None) -> int:
         where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
-        cur = self._conn().cursor()
-        cur.execute(self._q(f"SELECT COUNT(*) FROM explorations {where}"), params)
-        return int(cur.fetchone()[0])
+        return int(self._read(self._q(f"SELECT COUNT(*) FROM explorations {where}"), params)[0][0])
 
     def _integrity_errors(self) -> tuple:
         return (sqlite3.IntegrityError,)
@@ -155,7 +157,7 @@ class SQLiteStore(_SQLStore):
             " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
             "CREATE TRIGGER IF NOT EXISTS explorations_no_delete BEFORE DELETE ON explorations"
             " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
-        ))
+        ) + self.EXTRA_DDL)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
@@ -191,22 +193,28 @@ class SQLiteStore(_SQLStore):
             conn.execute("ROLLBACK")
             raise
 
-    def _write(self, sql: str, params: tuple) -> None:
+    def _write(self, sql: str, params: tuple) -> int:
         conn = self._conn()
         if self._memory_lock is not None:
             with self._memory_lock:
-                self._write_once(conn, sql, params)
-        else:
-            self._write_once(conn, sql, params)
+                return self._write_once(conn, sql, params)
+        return self._write_once(conn, sql, params)
 
-    def _write_once(self, conn, sql, params) -> None:
+    def _write_once(self, conn, sql, params) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(sql, params)
+            n = conn.execute(sql, params).rowcount
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return n
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        if self._memory_lock is not None:
+            with self._memory_lock:
+                return self._conn().execute(sql, params).fetchall()
+        return self._conn().execute(sql, params).fetchall()
 
     def pragma(self, name: str):
         return self._conn().execute(f"PRAGMA {name}").fetchone()[0]
@@ -225,47 +233,109 @@ class SQLiteStore(_SQLStore):
         self._local = threading.local()
 
 
-class PostgresStore(_SQLStore):  # pragma: no cover - needs a PostgreSQL server (not in the test environment)
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached (connection refused, lost, timed out): a 503, nothing was saved."""
+
+
+# PostgreSQL: the same table, plus a trigger that refuses UPDATE/DELETE/TRUNCATE (as SQLite's triggers do).
+PG_IMMUTABLE = (
+    "CREATE OR REPLACE FUNCTION explorations_immutable() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN RAISE EXCEPTION 'explorations are immutable'; END $$",
+    "CREATE OR REPLACE TRIGGER explorations_no_change BEFORE UPDATE OR DELETE ON explorations"
+    " FOR EACH ROW EXECUTE FUNCTION explorations_immutable()",
+    "CREATE OR REPLACE TRIGGER explorations_no_truncate BEFORE TRUNCATE ON explorations"
+    " FOR EACH STATEMENT EXECUTE FUNCTION explorations_immutable()",
+)
+PG_SCHEMA_LOCK = 0x41534E  # advisory lock id: replicas starting together create the schema one at a time
+
+
+class PostgresStore(_SQLStore):
     """The same table on PostgreSQL (psycopg 3), for several replicas sharing one store.
 
-    `pip install "psycopg[binary]"`; URL `postgresql://user:pass@host/db`. Each write is its own
-    transaction; the primary key makes concurrent inserts safe without further locking.
+    URL `postgresql://user:pass@host:port/db` (libpq; `?host=/socket/dir` works too). One connection per thread
+    (autocommit reads; each write its own transaction); the primary key makes concurrent inserts safe. A server
+    that cannot be reached raises `StoreUnavailable` with one line (at start: the app does not start).
     """
 
     ph = "%s"
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, connect_timeout_s: int = 5):
         try:
             import psycopg
         except ImportError as exc:
             raise StoreError("store_url is postgresql:// but psycopg is not installed: pip install 'psycopg[binary]'") from exc
         self._psycopg = psycopg
         self.url = url
+        self.connect_timeout_s = connect_timeout_s
         self._local = threading.local()
-        with psycopg.connect(url, autocommit=False) as conn:
-            for s in self.DDL:
-                conn.execute(s)
-            conn.commit()
+        self._all: list = []
+        self._all_lock = threading.Lock()
+        conn = self._conn()
+        self._guard(self._write_script, conn, self.DDL + PG_IMMUTABLE + self.EXTRA_DDL)
+
+    def _connect(self):
+        try:
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout_s)
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL store {_redact(self.url)} unreachable: "
+                                   f"{_first_line(exc)}") from None
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._psycopg.connect(self.url, autocommit=True)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect()
             self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
         return conn
 
-    def _write(self, sql: str, params: tuple) -> None:
-        conn = self._conn()
+    def _guard(self, fn, *args):
+        """Run fn; a lost connection -> StoreUnavailable (the thread reconnects on its next call)."""
+        try:
+            return fn(*args)
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
+            if isinstance(exc, self._psycopg.errors.RaiseException):  # our trigger: not a connection problem
+                raise
+            self._local.conn = None
+            raise StoreUnavailable(f"PostgreSQL store unavailable: {_first_line(exc)}") from exc
+
+    def _write_script(self, conn, statements) -> None:
         with conn.transaction():
-            conn.execute(sql, params)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
+            for st in statements:
+                conn.execute(st)
+
+    def _write(self, sql: str, params: tuple) -> int:
+        def run():
+            conn = self._conn()
+            with conn.transaction():
+                return conn.execute(sql, params).rowcount
+        return self._guard(run)
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        return self._guard(lambda: self._conn().execute(sql, params).fetchall())
 
     def _integrity_errors(self) -> tuple:
         return (self._psycopg.errors.UniqueViolation,)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._local = threading.local()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def open_store(url: str) -> Store:

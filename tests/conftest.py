@@ -34,6 +34,30 @@ def _private_store(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for this test process (tests/pg_server.py), stopped and removed at the end."""
+    from tests.pg_server import PostgresMissing, running_postgres
+
+    try:
+        cm = running_postgres()
+        server = cm.__enter__()
+    except PostgresMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def pg_url(pg_server):
+    """A fresh, empty database on the test server (dropped afterwards); its postgresql:// URL."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
 def tiny_engine():
     from app.engine.engine import Engine
 

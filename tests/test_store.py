@@ -1,4 +1,8 @@
-"""app/store.py: ids, round trips, immutability, SQLite settings, concurrency and durability."""
+"""app/store.py: ids, round trips, immutability, paging, migrations, concurrency and durability.
+
+The contract tests run against both backends: SQLite in tmp_path and a real PostgreSQL server started by the
+`pg_server` fixture (tests/pg_server.py; one server per test process, a fresh database per test).
+"""
 from __future__ import annotations
 
 import base64
@@ -14,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from app.store import ID_RE, SQLiteStore, Store, StoreError, new_id, open_store, valid_id
+from app.store import ID_RE, PostgresStore, SQLiteStore, Store, StoreError, StoreUnavailable, new_id, open_store, valid_id
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def doc(i=0, kind="analysis", title=None):
@@ -24,11 +29,35 @@ def doc(i=0, kind="analysis", title=None):
             "inputs": {"prompt": f"p{i} <é> \u2603"}, "result": {"x": [i, 0.1 + i, None, "é"]}}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The URL of an empty store on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/e.db"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture()
-def store(tmp_path):
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def sqlite_store(tmp_path):
     s = SQLiteStore(tmp_path / "db" / "e.db")
     yield s
     s.close()
+
+
+def independent_connection(store):
+    """A connection that does not go through the store (to show the database itself refuses changes)."""
+    if isinstance(store, SQLiteStore):
+        return sqlite3.connect(store.path, isolation_level=None)
+    import psycopg
+
+    return psycopg.connect(store.url, autocommit=True)
 
 
 def test_ids_are_random_urlsafe_and_at_least_128_bits():
@@ -54,7 +83,7 @@ def test_round_trip_is_exact(store):
     assert isinstance(store, Store)
 
 
-def test_recent_count_and_kind_filter(store):
+def test_recent_count_kind_filter_and_paging(store):
     ids = []
     for n in range(7):
         ids.append(store.put(doc(n, kind="steering" if n % 2 else "analysis")))
@@ -64,28 +93,56 @@ def test_recent_count_and_kind_filter(store):
     recent = store.recent(limit=4)
     assert [r.id for r in recent] == ids[::-1][:4]
     assert [r.id for r in store.recent(limit=4, offset=4)] == ids[::-1][4:]
+    assert store.recent(limit=4, offset=7) == []
+    pages = [r.id for off in range(0, 7, 2) for r in store.recent(limit=2, offset=off)]
+    assert pages == ids[::-1]  # pages of 2 cover everything once, in order
     st = store.recent(kind="steering")
     assert [r.id for r in st] == [ids[5], ids[3], ids[1]]
     assert st[0].title == "t5" and st[0].profile == "tiny" and st[0].schema_version == 2
+    assert store.recent(kind="nope") == [] and store.count(kind="nope") == 0
 
 
-def test_sqlite_settings(store):
-    assert store.pragma("journal_mode") == "wal"
-    assert store.pragma("synchronous") == 2  # FULL
-    assert store.pragma("busy_timeout") == 30_000
+def test_sqlite_settings(sqlite_store):
+    assert sqlite_store.pragma("journal_mode") == "wal"
+    assert sqlite_store.pragma("synchronous") == 2  # FULL
+    assert sqlite_store.pragma("busy_timeout") == 30_000
 
 
 def test_rows_cannot_be_updated_or_deleted(store):
     i = store.put(doc(1))
+    errors = (sqlite3.DatabaseError,) if isinstance(store, SQLiteStore) else (Exception,)
     for sql in ("UPDATE explorations SET title = 'x'", "DELETE FROM explorations"):
-        with pytest.raises(sqlite3.DatabaseError, match="immutable"):
+        with pytest.raises(errors, match="immutable"):
             store._write(sql, ())
     assert store.get(i) == doc(1)
-    # from an independent connection too (the triggers live in the database file)
-    conn = sqlite3.connect(store.path)
-    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
-        conn.execute("DELETE FROM explorations")
+    # from an independent connection too (the triggers live in the database)
+    conn = independent_connection(store)
+    statements = ["DELETE FROM explorations", "UPDATE explorations SET doc = '{}'"]
+    if not isinstance(store, SQLiteStore):
+        statements.append("TRUNCATE explorations")
+    for sql in statements:
+        with pytest.raises(errors, match="immutable"):
+            conn.execute(sql)
     conn.close()
+    assert store.get(i) == doc(1) and store.count() == 1
+
+
+def test_old_documents_are_stored_as_written_and_migrated_on_read(store):
+    from app.api.explorations import SCHEMA_VERSION, load_document
+
+    raw = {}
+    for v in (1, 2):
+        d = json.loads((FIXTURES / f"exploration_v{v}_analysis.json").read_text())
+        raw[v] = (store.put(d), d)
+    for v, (i, d) in raw.items():
+        got = store.get(i)
+        assert got == d  # never rewritten
+        assert json.dumps(got, sort_keys=True) == json.dumps(d, sort_keys=True)
+        migrated = load_document(got)
+        assert migrated.schema_version == SCHEMA_VERSION and migrated.kind == d["kind"]
+    v1 = raw[1][1]
+    assert load_document(store.get(raw[1][0])).inputs == v1["request"]  # v1 "request" became "inputs"
+    assert {s.schema_version for s in store.recent()} == {1, 2}
 
 
 def test_open_store_urls(tmp_path):
@@ -109,19 +166,18 @@ def test_open_store_urls(tmp_path):
             open_store(bad)
 
 
-def test_reopen_sees_everything(tmp_path):
-    s = SQLiteStore(tmp_path / "e.db")
+def test_reopen_sees_everything(store_url):
+    s = open_store(store_url)
     ids = [s.put(doc(n)) for n in range(20)]
     s.close()
-    s2 = SQLiteStore(tmp_path / "e.db")
+    s2 = open_store(store_url)
     assert [s2.get(i) for i in ids] == [doc(n) for n in range(20)]
     s2.close()
 
 
-def test_eight_threads_2000_saves_no_lock_errors(tmp_path):
+def test_eight_threads_2000_saves_no_lock_errors(store_url):
     """8 threads saving concurrently (2,000 saves): no 'database is locked', every acknowledged id readable."""
-    path = tmp_path / "c.db"
-    s = SQLiteStore(path)
+    s = open_store(store_url)
     acked: list[tuple[str, int]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -151,7 +207,7 @@ def test_eight_threads_2000_saves_no_lock_errors(tmp_path):
     assert not errors, errors[:3]
     assert len(acked) == 2000 and len({i for i, _ in acked}) == 2000
     s.close()
-    s2 = SQLiteStore(path)  # a fresh store: what was acknowledged is on disk
+    s2 = open_store(store_url)  # a fresh store: what was acknowledged is on disk
     assert s2.count() == 2000
     for i, n in acked:
         assert s2.get(i)["inputs"]["prompt"] == doc(n)["inputs"]["prompt"]
@@ -161,21 +217,42 @@ def test_eight_threads_2000_saves_no_lock_errors(tmp_path):
 
 WRITER = """
 import sys
-from app.store import SQLiteStore
-s = SQLiteStore(sys.argv[1])
+from app.store import open_store
+s = open_store(sys.argv[1])
+limit, tag = int(sys.argv[2]), sys.argv[3]
 n = 0
-while True:
-    i = s.put({"schema_version": 2, "kind": "analysis", "title": "n%d" % n, "inputs": {}, "result": {"n": n}})
+while limit < 0 or n < limit:
+    i = s.put({"schema_version": 2, "kind": "analysis", "title": "%s%d" % (tag, n), "inputs": {}, "result": {"n": n}})
     sys.stdout.write("%s %d\\n" % (i, n)); sys.stdout.flush()
     n += 1
+s.close()
 """
 
 
-def test_acknowledged_saves_survive_a_killed_writer(tmp_path):
+def writer(url: str, limit: int = -1, tag: str = "n") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, url, str(limit), tag], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+
+
+def test_two_processes_saving_at_once_lose_nothing(store_url):
+    """Two writer processes, 300 saves each at the same time (the schema created by both): all 600 there."""
+    procs = [writer(store_url, 300, tag) for tag in ("a", "b")]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    acked = [(tag, line.split()) for tag, (out, _) in zip("ab", outs) for line in out.splitlines()]
+    assert len(acked) == 600 and len({i for _, (i, _) in acked}) == 600
+    s = open_store(store_url)
+    assert s.count() == 600
+    for tag, (i, n) in acked:
+        got = s.get(i)
+        assert got["title"] == f"{tag}{n}" and got["result"]["n"] == int(n)
+    s.close()
+
+
+def test_acknowledged_saves_survive_a_killed_writer(store_url):
     """A writer process is SIGKILLed mid-stream; every id it acknowledged is in the database afterwards."""
-    path = tmp_path / "k.db"
-    SQLiteStore(path).close()
-    p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    open_store(store_url).close()
+    p = writer(store_url)
     acked = []
     try:
         for line in p.stdout:
@@ -185,9 +262,40 @@ def test_acknowledged_saves_survive_a_killed_writer(tmp_path):
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
-    s = SQLiteStore(path)
+    s = open_store(store_url)
     for i, n in acked:
         got = s.get(i)
         assert got is not None and got["result"]["n"] == int(n)
     assert s.count() >= len(acked)
+    s.close()
+
+
+def test_unreachable_postgres_is_one_line_store_unavailable(pg_server):
+    """A server that is not there: StoreUnavailable, one line, no password in it; never a hang."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(StoreUnavailable) as info:
+        PostgresStore(f"postgresql://u:secret@127.0.0.1:{port}/x", connect_timeout_s=2)
+    msg = str(info.value)
+    assert "\n" not in msg and "secret" not in msg and "unreachable" in msg and str(port) in msg
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        open_store(pg_server.url("no_such_database"))
+
+
+def test_postgres_lost_connection_is_store_unavailable_then_recovers(pg_url, pg_server):
+    s = open_store(pg_url)
+    i = s.put(doc(1))
+    import psycopg
+
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:  # cut every client connection
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                      (pg_url.rsplit("/", 1)[1],))
+    with pytest.raises(StoreUnavailable):
+        s.get(i)
+    assert s.get(i) == doc(1)  # the next call reconnects
     s.close()
