@@ -237,12 +237,14 @@ def valid_mask(resid: torch.Tensor, toks: torch.Tensor, special_ids: Sequence[in
 
 def encode_sparse(sae, resid: torch.Tensor, keep: torch.Tensor, value_dtype=VALUE_DTYPE) -> sp.csr_matrix:
     """SAE codes of resid [n, d] as CSR [n, d_sae] (rows not kept are empty), values rounded to value_dtype."""
-    acts = sae.encode(resid.to(sae.W_dec.dtype)).float()
-    acts = acts * keep.to(acts.device).unsqueeze(-1)
-    c = acts.cpu().to_sparse_csr()
-    vals = c.values().numpy().astype(value_dtype).astype(np.float32)
-    m = sp.csr_matrix((vals, c.col_indices().numpy().astype(np.int32), c.crow_indices().numpy().astype(np.int64)),
-                      shape=tuple(acts.shape))
+    with torch.no_grad():
+        acts = sae.encode(resid.to(sae.W_dec.dtype)).float()
+        acts = acts * keep.to(acts.device).unsqueeze(-1)
+        r, c = acts.nonzero(as_tuple=True)  # row-major order: CSR order
+        vals = acts[r, c].cpu().numpy().astype(value_dtype).astype(np.float32)
+    r, c = r.cpu().numpy(), c.cpu().numpy().astype(np.int32)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=acts.shape[0]))]).astype(np.int64)
+    m = sp.csr_matrix((vals, c, indptr), shape=tuple(acts.shape))
     m.eliminate_zeros()  # values that underflow the storage dtype
     return m
 

@@ -1,0 +1,103 @@
+"""`python -m app atlas --profile P [--tokens N] [--corpus heldout|offline|FILE]`: build a profile's feature atlas.
+
+heldout: the held-out windows of the SAE training corpus (data/cache/training/<profile>/windows.json, never
+trained on); offline: the offline corpus (app/training/corpus.py) with the profile's tokenizer; FILE: a text
+file, tokenised and cut into windows. Resumable: chunks are checkpointed next to the output folder.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+CTX = 128
+DEFAULT_TOKENS = 100_000
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("atlas", help="build the feature atlas of a profile (corpus context for every feature)")
+    p.add_argument("--profile", default="smollm2-135m")
+    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="corpus tokens (windows of 128)")
+    p.add_argument("--corpus", default="auto", help="heldout | offline | path to a text file (auto: heldout if present)")
+    p.add_argument("--out", default=None, help="atlas folder (default: the profile's atlas folder)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chunk-windows", type=int, default=64, help="windows per checkpointed chunk")
+
+
+def corpus_windows(kind: str, profile, tokenizer, n_windows: int, ctx: int = CTX) -> tuple[list[list[int]], dict]:
+    """(windows, description) for the atlas corpus."""
+    from app.engine.profiles import DATA_DIR
+
+    held = DATA_DIR / "cache" / "training" / profile.name / "windows.json"
+    if kind == "auto":
+        kind = "heldout" if held.exists() else "offline"
+    sep = tokenizer.encode("\n\n", add_special_tokens=False)
+    if kind == "heldout":
+        if not held.exists():
+            raise FileNotFoundError(f"{held} does not exist; train the SAEs first or use --corpus offline")
+        windows = json.loads(held.read_text())["heldout"]
+        return [list(w) for w in windows[:n_windows]], {"source": "heldout", "path": str(held),
+                                                        "note": "held-out slice of the SAE training corpus"}
+    if kind == "offline":
+        from app.training import corpus as corpus_mod
+
+        scale = min(1.0, 1.5 * n_windows * ctx / sum(s.token_budget for s in corpus_mod.SOURCES))
+        docs, record = corpus_mod.build_corpus(tokenizer, seed=1, scale=scale)
+        windows = corpus_mod.pack_windows(docs, ctx, sep)
+        random.Random(1).shuffle(windows)
+        return windows[:n_windows], {"source": "offline", "record": record}
+    path = Path(kind)
+    if not path.exists():
+        raise FileNotFoundError(f"--corpus {kind}: not heldout, offline or an existing file")
+    docs = [tokenizer.encode(d, add_special_tokens=False) for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+    from app.training.corpus import pack_windows
+
+    return pack_windows(docs, ctx, sep)[:n_windows], {"source": "file", "path": str(path)}
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from app.engine import atlas as at
+    from app.engine.engine import Engine
+    from app.engine.loading import ProfileUnavailable
+    from app.settings import Settings
+
+    settings = Settings(profile=args.profile)
+    try:
+        eng = Engine.build(args.profile, args.device, atlas_root=getattr(settings, "atlas_root", None))
+    except ProfileUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else eng.atlas_dir
+    n_windows = max(1, -(-args.tokens // CTX))
+    try:
+        windows, corpus = corpus_windows(args.corpus, eng.profile, eng.tokenizer, n_windows)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not windows:
+        print("error: the corpus gave no windows", file=sys.stderr)
+        return 2
+    work = out.with_name(out.name + ".partial")
+    fp = at.atlas_fingerprint(eng.profile.name, eng.hook_name, eng.fingerprint)
+    meta = {"profile": eng.profile.name, "model": eng.profile.display, "corpus": corpus,
+            "saes": {n: int(s.cfg.d_sae) for n, s in eng.saes.items()}, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tqdm(total=len(windows) * len(windows[0]), unit="tok", desc=f"atlas {eng.profile.name}") as bar:
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        with eng.background_session():
+            atlas = at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, fingerprint=fp,
+                                   sink_norm=eng.profile.sink_norm, batch_size=args.batch_size,
+                                   chunk_windows=args.chunk_windows, work_dir=work, progress=progress, meta=meta)
+    at.save_atlas(atlas, out)
+    shutil.rmtree(work, ignore_errors=True)
+    mb = at.folder_bytes(out) / 1e6
+    print(f"atlas: {len(atlas.tokens)} tokens ({atlas.n_valid} counted), {atlas.meta['seconds']:.0f}s, "
+          f"{mb:.1f} MB in {out}")
+    return 0
