@@ -38,6 +38,8 @@ class Limits(BaseSettings):
     # concept discovery (issue 5)
     max_discovery_coarse: int = 20  # coarse features mapped to fine ones
     max_discovery_fine: int = 200  # top fine features scored against them
+    # feature search (issue 10)
+    max_search_chars: int = 200  # one search query
 
 
 class Settings(BaseSettings):
