@@ -107,3 +107,44 @@ def release_converter(release: str, cfg_overrides: dict | None = None):
 
     extra = dict(cfg_overrides)
     return converter
+
+
+def apply_llama3_rope_scaling(cfg_dict: dict, hf_config) -> None:
+    """transformer-lens's Llama 3.x rope-scaling fields from an HF config (in place)."""
+    from transformer_lens.loading_from_pretrained import _apply_llama3_rope_scaling
+
+    _apply_llama3_rope_scaling(cfg_dict, hf_config)
+
+
+def convert_hf_weights(hf_model, cfg) -> dict:
+    """transformer-lens's HF -> HookedTransformer state-dict converter for cfg.original_architecture."""
+    from transformer_lens.pretrained import weight_conversions as W
+
+    conv = {"GPT2LMHeadModel": W.convert_gpt2_weights, "LlamaForCausalLM": W.convert_llama_weights,
+            "MistralForCausalLM": W.convert_mistral_weights, "Qwen2ForCausalLM": W.convert_qwen2_weights,
+            "Gemma2ForCausalLM": W.convert_gemma_weights, "GemmaForCausalLM": W.convert_gemma_weights}
+    return conv[cfg.original_architecture](hf_model, cfg)
+
+
+def pretrained_sae_entry(release: str) -> dict | None:
+    """sae-lens's pretrained_saes.yaml entry for a release (repo_id, model, saes [{id, path, neuronpedia}])."""
+    try:
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    except ImportError:
+        return None
+    lookup = get_pretrained_saes_directory().get(release)
+    if lookup is None:
+        return None
+    return {"repo_id": lookup.repo_id, "model": lookup.model, "saes": dict(lookup.saes_map),
+            "neuronpedia": dict(getattr(lookup, "neuronpedia_id", None) or {})}
+
+
+def release_repo(release: str) -> str | None:
+    entry = pretrained_sae_entry(release)
+    return entry["repo_id"] if entry else None
+
+
+def neuronpedia_id(release: str, sae_id: str) -> str | None:
+    """The Neuronpedia id sae-lens records for release/sae_id (None when it has none)."""
+    entry = pretrained_sae_entry(release)
+    return (entry or {}).get("neuronpedia", {}).get(sae_id) if entry else None

@@ -7,6 +7,8 @@ Two decoders share one interface (`step(new_ids) -> logits [vocab]` for the last
   cache and `scaled_dot_product_attention`. It calls the model's HookPoints `hook_embed` and every block's
   `hook_resid_pre` / `hook_resid_mid` / `hook_resid_post`, so hooks attached with `model.hooks(...)` on
   those points (steering lives at `blocks.L.hook_resid_post`) fire on the prompt and on every decode step.
+- `FastGPT2Decoder` / `FastGemma2Decoder` (app/engine/decoders/): the same for GPT-2 and Gemma 2, picked by
+  `make_decoder` through `decoders.fast_decoder_class`.
 - `TLDecoder`: transformer-lens's own forward with its key-value cache; used for every other architecture
   and whenever a hook is attached to a hook point the fast path does not call (so no hook is ever skipped).
 
@@ -80,7 +82,8 @@ def fast_path_supported(model) -> bool:
     return (
         cfg.normalization_type == "RMS" and cfg.final_rms and cfg.gated_mlp and cfg.act_fn == "silu"
         and cfg.positional_embedding_type == "rotary" and not cfg.rotary_adjacent_pairs
-        and cfg.rotary_dim == cfg.d_head and cfg.original_architecture == "LlamaForCausalLM"
+        and cfg.rotary_dim == cfg.d_head and cfg.original_architecture in ("LlamaForCausalLM", "Qwen2ForCausalLM")
+        and not getattr(cfg, "use_local_attn", False)
         and not cfg.use_attn_result and not cfg.use_split_qkv_input and not cfg.use_attn_in
         and not cfg.use_hook_mlp_in and not cfg.parallel_attn_mlp and not cfg.attn_only
         and cfg.output_logits_soft_cap <= 0 and cfg.attn_scores_soft_cap <= 0
@@ -89,12 +92,14 @@ def fast_path_supported(model) -> bool:
     )
 
 
-def hooks_outside_fast_path(model) -> list[str]:
-    """Names of hook points with hooks attached that the fast decoder would not call."""
+def hooks_outside_fast_path(model, extra: tuple[str, ...] = ()) -> list[str]:
+    """Names of hook points with hooks attached that the fast decoder would not call (extra: further top-level
+    hook points a decoder calls, e.g. GPT-2's hook_pos_embed)."""
     out = []
     for name, hp in model.hook_dict.items():
         if (hp._forward_hooks or hp._backward_hooks) and not (
-            name == "hook_embed" or (name.startswith("blocks.") and name.rsplit(".", 1)[-1] in FAST_HOOKS)
+            name == "hook_embed" or name in extra
+            or (name.startswith("blocks.") and name.rsplit(".", 1)[-1] in FAST_HOOKS)
         ):
             out.append(name)
     return out
@@ -228,8 +233,14 @@ class TLDecoder:
 
 
 def make_decoder(model, max_len: int, position_state: PositionState | None = None, prefer_fast: bool = True):
-    if prefer_fast and fast_path_supported(model) and not hooks_outside_fast_path(model):
-        return FastLlamaDecoder(model, max_len, position_state)
+    """The architecture's fast decoder (Llama-style, GPT-2, Gemma 2: app/engine/decoders/) unless a hook sits on a
+    point it does not call; transformer-lens's forward otherwise."""
+    if prefer_fast:
+        from app.engine.decoders import fast_decoder_class
+
+        cls = fast_decoder_class(model)
+        if cls is not None and not hooks_outside_fast_path(model, getattr(cls, "extra_hooks", ())):
+            return cls(model, max_len, position_state)
     return TLDecoder(model, max_len, position_state)
 
 
