@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     wait_timeout_s: float = 30.0
     limits: Limits = Field(default_factory=Limits)
     # feature atlases live in <atlas_root>/<profile>/ (default: data/atlas for the embedded profile, else data/cache/atlas)
+    # shared deployment (issue 18): background jobs live in the store; a job whose replica has not written a
+    # heartbeat for job_lease_s is marked failed by any other replica
+    job_heartbeat_s: float = Field(default=2.0, gt=0)
+    job_lease_s: float = Field(default=15.0, gt=0)
     atlas_root: Path | None = None
 
     @property

@@ -72,6 +72,10 @@ def _summary_fields(doc: dict) -> tuple[str, str, str, int]:
     return str(doc.get("kind", "")), str(doc.get("title", "")), prof_name, int(version) if isinstance(version, int) else 0
 
 
+JOB_COLUMNS = ("id", "key", "kind", "state", "done", "total", "created", "started", "finished", "heartbeat", "replica",
+               "cancel_requested", "cached", "error", "meta", "result")
+
+
 class _SQLStore:
     """Shared SQL (portable between SQLite and PostgreSQL apart from placeholders and connection setup)."""
 
@@ -87,7 +91,18 @@ class _SQLStore:
         " doc TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS explorations_created ON explorations (created_at DESC)",
     )
-    EXTRA_DDL: tuple[str, ...] = ()  # tables beside explorations (same SQL on both backends)
+    # Jobs beside explorations (same SQL on both backends): the state, progress and result of background jobs, so
+    # any replica can poll, cancel and read a job another one runs. Rows change (unlike explorations); see app/jobs.py.
+    EXTRA_DDL: tuple[str, ...] = (
+        "CREATE TABLE IF NOT EXISTS jobs ("
+        " id TEXT PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,"
+        " done INTEGER NOT NULL, total INTEGER NOT NULL, created DOUBLE PRECISION NOT NULL,"
+        " started DOUBLE PRECISION, finished DOUBLE PRECISION, heartbeat DOUBLE PRECISION NOT NULL,"
+        " replica TEXT NOT NULL, cancel_requested INTEGER NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0,"
+        " error TEXT, meta TEXT NOT NULL, result TEXT)",
+        "CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, created)",
+        "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, heartbeat)",
+    )
 
     # --- to implement per backend
     def _conn(self):  # pragma: no cover - abstract
@@ -136,6 +151,42 @@ class _SQLStore:
 
     def _integrity_errors(self) -> tuple:
         return (sqlite3.IntegrityError,)
+
+    # --- jobs (app/jobs.py) ---------------------------------------------------------------------------------
+    def job_insert(self, row: dict) -> None:
+        cols = [c for c in JOB_COLUMNS if c in row]
+        self._write(self._q(f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"),
+                    tuple(row[c] for c in cols))
+
+    def job_update(self, job_id: str, fields: dict, only_active: bool = True) -> bool:
+        """Set fields on a job; with only_active a settled job (done/error/cancelled) is left alone. True if changed."""
+        cols = [c for c in fields if c in JOB_COLUMNS and c != "id"]
+        guard = " AND state IN ('queued', 'running')" if only_active else ""
+        n = self._write(self._q(f"UPDATE jobs SET {', '.join(c + ' = ?' for c in cols)} WHERE id = ?{guard}"),
+                        (*(fields[c] for c in cols), job_id))
+        return n > 0
+
+    def job_get(self, job_id: str) -> dict | None:
+        rows = self._read(self._q(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?"), (job_id,))
+        return dict(zip(JOB_COLUMNS, rows[0])) if rows else None
+
+    def job_latest(self, key: str) -> dict | None:
+        """The newest job for key that is active or done (not failed or cancelled), or None."""
+        rows = self._read(self._q(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE key = ? AND state IN "
+                                  "('queued', 'running', 'done') ORDER BY created DESC LIMIT 1"), (key,))
+        return dict(zip(JOB_COLUMNS, rows[0])) if rows else None
+
+    def job_request_cancel(self, job_id: str, now: float) -> None:
+        """Flag an active job for cancellation (its replica stops it at the next checkpoint); a queued one settles now."""
+        self._write(self._q("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN ('queued', 'running')"),
+                    (job_id,))
+        self._write(self._q("UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ? AND state = 'queued'"),
+                    (now, job_id))
+
+    def job_expire(self, stale_before: float, now: float, error: str) -> int:
+        """Active jobs whose replica has not beaten since stale_before -> state error; how many."""
+        return self._write(self._q("UPDATE jobs SET state = 'error', error = ?, finished = ? "
+                                   "WHERE state IN ('queued', 'running') AND heartbeat < ?"), (error, now, stale_before))
 
 
 class SQLiteStore(_SQLStore):

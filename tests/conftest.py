@@ -57,6 +57,14 @@ def pg_url(pg_server):
     pg_server.drop_database(url)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The URL of an empty store on each backend (store contract tests run on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/e.db"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="session")
 def tiny_engine():
     from app.engine.engine import Engine

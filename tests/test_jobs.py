@@ -117,3 +117,119 @@ def test_error_is_reported_and_worker_survives(runner):
     ok = runner.submit("e2", lambda j: 1)
     runner.wait(ok.id, 5)
     assert ok.result == 1
+
+
+# --- job state in the store: two runners on one store stand for two replicas ------------------------------
+
+@pytest.fixture()
+def replicas(store_url):
+    from app.store import open_store
+
+    stores = [open_store(store_url), open_store(store_url)]
+    a = JobRunner(store=stores[0], replica="A", heartbeat_s=0.05, lease_s=1.0)
+    b = JobRunner(store=stores[1], replica="B", heartbeat_s=0.05, lease_s=1.0)
+    yield a, b
+    for r in (a, b):
+        r.shutdown()
+    for s in stores:
+        s.close()
+
+
+def until(cond, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_job_started_on_one_replica_is_polled_and_read_on_another(replicas):
+    a, b = replicas
+    gate, step = threading.Event(), threading.Event()
+
+    def fn(job):
+        job.progress(0, 4)
+        for i in range(4):
+            assert gate.wait(5)
+            job.progress(i + 1, 4)
+            if i == 1:
+                step.set()
+                gate.clear()
+        return {"rows": [1.5, 2.5], "name": "é"}
+
+    job = a.submit("k", fn, kind="discovery", total=4, meta={"inputs": {"x": 1}})
+    seen = b.get(job.id)
+    assert seen is not None and seen.id == job.id and seen.kind == "discovery" and seen.active
+    assert seen.meta == {"inputs": {"x": 1}} and seen.total == 4
+    gate.set()
+    assert step.wait(5)  # A is at 2 of 4, waiting
+    polled = until(lambda: (j := b.get(job.id)).done == 2 and j)  # progress arrives with A's next heartbeat
+    assert polled.state == "running" and polled.fraction == 0.5 and polled.status()["job_id"] == job.id
+    gate.set()
+    a.wait(job.id, 5)
+    done = until(lambda: (j := b.get(job.id)).state == "done" and j)
+    assert done.result == {"rows": [1.5, 2.5], "name": "é"} and done.done == 4 and not done.active
+    # the same key on B: answered from the store, not run again
+    again = b.submit("k", lambda j: pytest.fail("must not run again"), kind="discovery", total=4)
+    assert again.cached and again.state == "done" and again.result == done.result
+    assert a.get(again.id).result == done.result  # and that cached answer is readable on A too
+
+
+def test_the_same_key_on_another_replica_joins_the_running_job(replicas):
+    a, b = replicas
+    gate = threading.Event()
+    job = a.submit("same", gated(2, gate))
+    until(lambda: b.get(job.id).state == "running")
+    joined = b.submit("same", lambda j: pytest.fail("must not start a second run"))
+    assert joined.id == job.id
+    gate.set()
+    assert until(lambda: (j := b.get(job.id)).state == "done" and j).result == "ok"
+
+
+def test_cancel_through_another_replica(replicas):
+    a, b = replicas
+    gate, seen = threading.Event(), []
+    job = a.submit("c", gated(1000, gate, seen=seen, delay=0.005), total=1000)
+    gate.set()
+    until(lambda: seen)
+    b.cancel(job.id)
+    a.wait(job.id, 10)
+    assert job.state == "cancelled" and len(seen) < 1000
+    assert until(lambda: b.get(job.id).state == "cancelled")
+    # a queued job cancelled through B never runs on A
+    gate2, ran = threading.Event(), []
+    first = a.submit("first", gated(1, gate2))
+    queued = a.submit("second", lambda j: ran.append(1))
+    assert b.get(queued.id).state == "queued"
+    assert b.cancel(queued.id).state == "cancelled"
+    gate2.set()
+    a.wait(first.id, 5)
+    until(lambda: queued.state == "cancelled")
+    time.sleep(0.1)
+    assert ran == [] and b.get(queued.id).state == "cancelled"
+
+
+def test_a_lost_replica_leaves_its_job_failed_not_running(replicas):
+    a, b = replicas
+    gate = threading.Event()
+    job = a.submit("lost", gated(1, gate))
+    until(lambda: b.get(job.id).state == "running")
+    a._stop.set()  # A's heartbeat stops, as if the process was killed (its worker thread still waits on the gate)
+    t0 = time.time()
+    settled = until(lambda: (j := b.get(job.id)).state != "running" and j, timeout=10)
+    assert settled.state == "error" and "stopped responding" in settled.error
+    assert time.time() - t0 < 5  # lease 1 s
+    gate.set()
+    a.wait(job.id, 5)
+    assert b.get(job.id).state == "error"  # a late finish does not resurrect it
+    # the key is free again: a new submit on B starts a fresh run
+    fresh = b.submit("lost", lambda j: "again")
+    b.wait(fresh.id, 5)
+    assert fresh.id != job.id and fresh.result == "again"
+
+
+def test_unknown_job_id_on_a_store_backed_runner(replicas):
+    a, _ = replicas
+    assert a.get("nope") is None and a.cancel("nope") is None

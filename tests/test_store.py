@@ -29,14 +29,6 @@ def doc(i=0, kind="analysis", title=None):
             "inputs": {"prompt": f"p{i} <é> \u2603"}, "result": {"x": [i, 0.1 + i, None, "é"]}}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """The URL of an empty store on each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/db/e.db"
-    return request.getfixturevalue("pg_url")
-
-
 @pytest.fixture()
 def store(store_url):
     s = open_store(store_url)
