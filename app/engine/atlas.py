@@ -210,7 +210,8 @@ def token_label(atlas: Atlas, sae: str, index: int, max_parts: int = 3, min_shar
     for t, c in zip(s["tok_ids"][index], s["tok_counts"][index]):
         if c <= 0:
             continue
-        key = atlas.tok(t).strip() or repr(atlas.tok(t))
+        raw = atlas.tok(t)
+        key = raw.strip() or (raw.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅")
         merged[key] = merged.get(key, 0) + int(c)
     parts = [k for k, c in sorted(merged.items(), key=lambda kv: -kv[1]) if c / n >= min_share][:max_parts]
     return " · ".join(parts) if parts else "(no dominant token)"

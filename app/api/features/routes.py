@@ -1,0 +1,48 @@
+"""Feature atlas and search JSON routes (thin: parse, call the service)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import ValidationError
+
+from app.api.deps import EngineDep, SettingsDep
+from app.api.features.schemas import AtlasStatusModel, FeatureAtlasResponse, SearchRequest, SearchResponse
+from app.api.features.service import atlas_status, run_feature_atlas, run_search
+
+router = APIRouter(prefix="/api", tags=["features"])
+
+
+@router.get("/atlas", response_model=AtlasStatusModel)
+def atlas(engine: EngineDep) -> AtlasStatusModel:
+    """Is there a feature atlas for the loaded SAEs? If not: why, and the command that builds it."""
+    return atlas_status(engine)
+
+
+@router.get("/atlas/{sae}/{index}", response_model=FeatureAtlasResponse,
+            responses={404: {"description": "index outside the SAE's width"}})
+def feature_atlas(sae: Literal["coarse", "fine"],
+                  index: Annotated[int, Path(ge=0, description="feature index, 0 <= index < the SAE's width")],
+                  engine: EngineDep, settings: SettingsDep) -> FeatureAtlasResponse:
+    """A feature's atlas data alone (no model work): label, density, histogram, examples, tokens, neighbours."""
+    return run_feature_atlas(engine, settings, sae, index)
+
+
+@router.get("/search", response_model=SearchResponse)
+def search_get(engine: EngineDep, settings: SettingsDep,
+               q: Annotated[str, Query(description="a word or phrase (at most max_search_chars characters)")],
+               mode: Literal["both", "text", "atlas"] = "both",
+               top: Annotated[int, Query(ge=1, le=50)] = 10) -> SearchResponse:
+    """Features that fire on the query (through the model) and features whose atlas labels / examples contain it."""
+    try:
+        req = SearchRequest(q=q, mode=mode, top=top)
+    except ValidationError as exc:  # 422 naming the query field, like FastAPI's own
+        raise HTTPException(422, detail=[{"loc": ["query", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                                         for e in exc.errors(include_url=False, include_context=False)]) from None
+    return run_search(engine, settings, req)
+
+
+@router.post("/search", response_model=SearchResponse)
+def search_post(req: SearchRequest, engine: EngineDep, settings: SettingsDep) -> SearchResponse:
+    """The same search with a JSON body."""
+    return run_search(engine, settings, req)

@@ -1,0 +1,109 @@
+"""Feature atlas and search: responses (atlas data per feature) and the search request."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.api.limits import Limit
+from app.api.schemas import check_text
+
+
+class ExampleModel(BaseModel):
+    window: int = Field(description="window of the atlas corpus")
+    position: int = Field(description="the activating token's position in the window")
+    start: int = Field(description="window position of the first token shown")
+    tokens: list[str]
+    acts: list[float] = Field(description="the feature's activation at each token shown (0 at sinks / position 0)")
+    activation: float = Field(description="at the activating token")
+
+
+class QuantileBandModel(BaseModel):
+    name: str = Field(description="rank band of the windows where the feature fires, strongest first")
+    examples: list[ExampleModel]
+
+
+class TokenStatModel(BaseModel):
+    token: str
+    token_id: int
+    count: int = Field(description="firings on this token in the atlas corpus")
+    mean_act: float = Field(description="mean activation when firing on it")
+
+
+class NeighbourModel(BaseModel):
+    sae: str
+    index: int
+    cosine: float = Field(description="decoder-direction cosine")
+    label: str
+
+
+class FeatureAtlasModel(BaseModel):
+    sae: str
+    index: int
+    label: str = Field(description="tokens carrying >= 5% of its firings, e.g. 'France · French · Paris'")
+    density: float = Field(description="share of counted atlas tokens where it fires")
+    n_firing: int
+    mean_when_firing: float
+    max_act: float
+    hist_edges: list[float] = Field(description="bin edges over [0, max_act] of its non-zero activations")
+    hist_counts: list[int]
+    top_tokens: list[TokenStatModel]
+    examples: list[ExampleModel] = Field(description="max-activating windows, strongest first")
+    quantiles: list[QuantileBandModel]
+    neighbours: dict[str, list[NeighbourModel]] = Field(description="nearest decoder directions, per SAE")
+    corpus_tokens: int = Field(description="counted tokens of the atlas corpus")
+
+
+class AtlasStatusModel(BaseModel):
+    available: bool
+    status: str = Field(description='"ok", or why there is no atlas (missing / stale) and how to build it')
+    build_command: str
+    folder: str
+    tokens: int | None = None
+    valid_tokens: int | None = None
+    corpus: str | None = None
+    built_at: str | None = None
+
+
+class FeatureAtlasResponse(BaseModel):
+    sae: str
+    index: int
+    width: int
+    atlas: FeatureAtlasModel | None
+    atlas_status: AtlasStatusModel
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[str, Limit("max_search_chars")] = Field(min_length=1, description="a word or phrase (at most max_search_chars characters)")
+    mode: Literal["both", "text", "atlas"] = Field(default="both", description="text: run it through the model; atlas: match labels and examples")
+    top: int = Field(default=10, ge=1, le=50, description="results per SAE and mode (at most 50)")
+
+    @field_validator("q", mode="after")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        check_text(v)
+        if not v.strip():
+            raise ValueError("the query is empty (only spaces)")
+        return v
+
+
+class SearchHitModel(BaseModel):
+    sae: str
+    index: int
+    score: float = Field(description="text: max activation on the query; atlas: share of firings on matching tokens (+ examples)")
+    activation: float = Field(description="text: on the query; atlas: max activation on the atlas corpus")
+    token: str = Field(description="text: the query token it fired on most; atlas: the matching token")
+    label: str
+    density: float | None
+    max_act: float | None = Field(description="max activation on the atlas corpus")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: str
+    query_tokens: list[str] = Field(default_factory=list)
+    text: dict[str, list[SearchHitModel]] | None = Field(default=None, description="features that fire on the query, per SAE")
+    atlas: dict[str, list[SearchHitModel]] | None = Field(default=None, description="features whose label tokens / examples contain it")
+    atlas_status: AtlasStatusModel

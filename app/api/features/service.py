@@ -1,0 +1,93 @@
+"""Atlas data for a feature and search (by text through the model, by atlas): shared by JSON routes and pages."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import HTTPException
+
+from app.api.errors import out_of_range, unprocessable
+from app.api.features.schemas import (AtlasStatusModel, FeatureAtlasModel, FeatureAtlasResponse, SearchHitModel,
+                                      SearchRequest, SearchResponse)
+from app.api.limits import enforce_limits
+from app.engine import atlas as at
+
+
+def atlas_status(engine) -> AtlasStatusModel:
+    """Whether the engine has an atlas for its SAEs, and if not why and the command that builds it."""
+    a = engine.atlas
+    meta = a.meta if a is not None else {}
+    corpus = meta.get("corpus", {}).get("source") if isinstance(meta.get("corpus"), dict) else None
+    return AtlasStatusModel(available=a is not None, status=engine.atlas_status,
+                            build_command=at.build_command(engine.profile.name), folder=str(engine.atlas_dir),
+                            tokens=meta.get("tokens"), valid_tokens=meta.get("valid_tokens"), corpus=corpus,
+                            built_at=meta.get("built_at"))
+
+
+def check_feature(engine, sae: str, index: int) -> int:
+    """The SAE's width; 404 naming the valid range (or the SAE names) otherwise."""
+    if sae not in engine.saes:
+        raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(engine.saes)}")
+    width = int(engine.saes[sae].cfg.d_sae)
+    if not 0 <= index < width:
+        raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+    return width
+
+
+def feature_atlas(engine, sae: str, index: int) -> FeatureAtlasModel | None:
+    """Atlas data of one feature (None without an atlas); no model work: codes and summaries only."""
+    a = engine.atlas
+    if a is None or sae not in a.codes:
+        return None
+    fa = a.feature(sae, index)
+    d = asdict(fa)
+    for ex in d["examples"]:
+        ex.pop("token_ids")
+    quantiles = []
+    for name, exs in fa.quantiles:
+        quantiles.append({"name": name, "examples": [{k: v for k, v in asdict(e).items() if k != "token_ids"} for e in exs]})
+    d["quantiles"] = quantiles
+    d["top_tokens"] = [asdict(t) for t in fa.top_tokens]
+    d["neighbours"] = {k: [asdict(n) for n in v] for k, v in fa.neighbours.items()}
+    d["corpus_tokens"] = a.n_valid
+    return FeatureAtlasModel.model_validate(d)
+
+
+def run_feature_atlas(engine, settings, sae: str, index: int) -> FeatureAtlasResponse:
+    width = check_feature(engine, sae, index)
+    return FeatureAtlasResponse(sae=sae, index=index, width=width, atlas=feature_atlas(engine, sae, index),
+                                atlas_status=atlas_status(engine))
+
+
+def _prefix_ids(engine) -> list[int]:
+    """Tokens run before the query so that none of its tokens is position 0 (an attention sink)."""
+    tok = engine.tokenizer
+    ids = tok.encode("\n\n", add_special_tokens=False)
+    if getattr(engine.model.cfg, "default_prepend_bos", False) and tok.bos_token_id is not None:
+        ids = [tok.bos_token_id] + ids
+    return ids
+
+
+def _hits(found: dict) -> dict:
+    return {n: [SearchHitModel.model_validate(asdict(h)) for h in hs] for n, hs in found.items()}
+
+
+def run_search(engine, settings, req: SearchRequest) -> SearchResponse:
+    """Search features by text (through the model: what fires on the query, ranked by max activation) and/or
+    by atlas (label tokens / top examples containing the query)."""
+    enforce_limits(req, settings.limits, loc=("query",))
+    resp = SearchResponse(query=req.q, mode=req.mode, atlas_status=atlas_status(engine))
+    if req.mode in ("both", "text"):
+        ids = engine.tokenizer.encode(req.q, add_special_tokens=False)
+        limit = settings.limits.max_prompt_tokens
+        if len(ids) > limit:
+            raise unprocessable(["query", "q"], f"query has {len(ids)} tokens; the limit is {limit}", "too_long")
+        if not ids:
+            raise unprocessable(["query", "q"], "the query has no tokens", "value_error")
+        with engine.session():
+            found = at.search_by_text(engine.model, engine.saes, engine.hook_name, _prefix_ids(engine), ids,
+                                      sink_norm=engine.profile.sink_norm, top=req.top, atlas=engine.atlas)
+        resp.text = _hits(found)
+        resp.query_tokens = [engine.tokenizer.decode([int(i)]) for i in ids]
+    if req.mode in ("both", "atlas") and engine.atlas is not None:
+        resp.atlas = _hits(at.search_atlas(engine.atlas, req.q, top=req.top))
+    return resp

@@ -1,0 +1,98 @@
+"""JSON API of the feature atlas and search: /api/atlas, /api/atlas/{sae}/{index}, /api/features/{sae}/{index}
+(atlas fields), /api/search (422 shapes, ranking = a direct plain-torch encode)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.atlas_fixtures import tiny_atlas, with_atlas
+
+
+@pytest.fixture(scope="module")
+def atlas(tiny_engine):
+    return tiny_atlas(tiny_engine)
+
+
+@pytest.fixture()
+def client_with_atlas(tiny_engine, tiny_client, atlas):
+    with with_atlas(tiny_engine, atlas):
+        yield tiny_client
+
+
+def topk_encode(sae, x):
+    pre = (x - sae.b_dec.detach()) @ sae.W_enc.detach() + sae.b_enc.detach()
+    v, i = pre.topk(sae.cfg.k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, i, v.relu())
+
+
+def test_without_atlas_says_how_to_build_it(tiny_client, tiny_engine):
+    if tiny_engine.atlas is not None:
+        pytest.skip("a tiny atlas exists in the default folder")
+    st = tiny_client.get("/api/atlas").json()
+    assert st["available"] is False and st["build_command"] == "python -m app atlas --profile tiny"
+    assert st["status"].startswith("missing")
+    r = tiny_client.get("/api/features/fine/3").json()
+    assert r["atlas"] is None and r["atlas_status"]["build_command"] == "python -m app atlas --profile tiny"
+
+
+def test_feature_json_carries_the_atlas(client_with_atlas, atlas):
+    f = int(np.argmax(atlas.summaries["fine"]["n_firing"]))
+    r = client_with_atlas.get(f"/api/features/fine/{f}")
+    assert r.status_code == 200
+    a = r.json()["atlas"]
+    fa = atlas.feature("fine", f)
+    assert a["label"] == fa.label and a["n_firing"] == fa.n_firing > 0
+    assert a["density"] == pytest.approx(fa.n_firing / atlas.n_valid)
+    assert a["hist_counts"] == list(fa.hist_counts) and sum(a["hist_counts"]) == fa.n_firing
+    ex = a["examples"][0]
+    assert ex["activation"] == pytest.approx(a["max_act"]) == pytest.approx(max(ex["acts"]))
+    assert ex["tokens"][ex["position"] - ex["start"]] == fa.examples[0].tokens[ex["position"] - ex["start"]]
+    assert [n["index"] for n in a["neighbours"]["coarse"]] == atlas.summaries["fine"]["nb_other_idx"][f].tolist()
+    alone = client_with_atlas.get(f"/api/atlas/fine/{f}").json()
+    assert alone["atlas"] == a and alone["width"] == 512 and alone["atlas_status"]["available"]
+
+
+@pytest.mark.parametrize("url", ["/api/features/fine/512", "/api/atlas/fine/512", "/api/atlas/coarse/64"])
+def test_unknown_index_is_404_naming_the_range(client_with_atlas, url):
+    r = client_with_atlas.get(url)
+    assert r.status_code == 404
+    width = 512 if "fine" in url else 64
+    assert f"0..{width - 1}" in r.text
+
+
+@pytest.mark.parametrize("q,where", [("", "q"), ("   ", "q"), ("x" * 201, "max_search_chars")])
+def test_bad_query_is_422_naming_the_field(tiny_client, q, where):
+    for r in (tiny_client.get("/api/search", params={"q": q}), tiny_client.post("/api/search", json={"q": q})):
+        assert r.status_code == 422, r.text
+        assert where in r.text and "q" in [str(x) for x in r.json()["detail"][0]["loc"]]
+
+
+def test_search_by_text_ranks_like_a_direct_encode(client_with_atlas, tiny_engine):
+    eng = tiny_engine
+    r = client_with_atlas.get("/api/search", params={"q": "Paris", "mode": "text", "top": 7})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["atlas"] is None and body["query_tokens"] == list("Paris")
+    prefix = eng.tokenizer.encode("\n\n", add_special_tokens=False)
+    ids = prefix + eng.tokenizer.encode("Paris", add_special_tokens=False)
+    with torch.inference_mode():
+        _, cache = eng.model.run_with_cache(torch.tensor([ids]), names_filter=eng.hook_name)
+    resid = cache[eng.hook_name][0, len(prefix):].float()
+    for n, sae in eng.saes.items():
+        mx = topk_encode(sae, resid).max(0).values.numpy()
+        want = [int(i) for i in np.argsort(-mx, kind="stable") if mx[i] > 0][:7]
+        hits = body["text"][n]
+        assert [h["index"] for h in hits] == want
+        assert np.allclose([h["activation"] for h in hits], mx[want], rtol=1e-5)
+        assert all(h["label"] and h["density"] is not None for h in hits)
+
+
+def test_search_by_atlas_matches_label_tokens(client_with_atlas, atlas):
+    s = atlas.summaries["coarse"]
+    alpha = np.array([atlas.tok(t).strip().isalpha() if t >= 0 else False for t in s["tok_ids"][:, 0]])
+    f = int(np.argmax(s["tok_counts"][:, 0] * alpha))
+    word = atlas.tok(s["tok_ids"][f, 0]).strip()
+    body = client_with_atlas.post("/api/search", json={"q": word, "mode": "atlas", "top": 50}).json()
+    assert body["text"] is None
+    assert f in [h["index"] for h in body["atlas"]["coarse"]]
