@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--store", default=None, metavar="URL",
                        help="saved explorations and job state: sqlite:///path.db or postgresql://user@host/db "
                             "(default ASN_STORE_URL, else data/explorations.db)")
+    serve.add_argument("--auth-token", default=None, metavar="TOKEN",
+                       help="require this token on every route but /health (bearer header or sign-in page); "
+                            "default ASN_AUTH_TOKEN, else none")
     fetch = sub.add_parser("fetch", help="fetch and convert a profile's model (idempotent)")
     fetch.add_argument("--profile", default="smollm2-135m")
     from app import atlas_cli
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.store import StoreError, open_store
 
     extra = {"store_url": args.store} if args.store else {}
+    if args.auth_token:
+        extra["auth_token"] = args.auth_token
     try:  # a missing or unreachable store stops the start with one line (before anything heavy is imported)
         open_store(Settings(**extra).store_url).close()
     except StoreError as exc:

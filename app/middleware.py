@@ -283,6 +283,13 @@ def install(app: FastAPI, settings) -> None:
     limits = settings.limits
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=limits.max_body_bytes,
                        max_json_depth=getattr(limits, "max_json_depth", 32))
+    from app.auth import AuthMiddleware, RateLimitMiddleware
+
+    if settings.rate_limit_per_minute > 0:  # inside auth: strangers never use up a client's budget
+        app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute,
+                           burst=settings.rate_limit_burst, routes=settings.rate_limit_routes)
+    if settings.auth_token is not None and settings.auth_token.get_secret_value():
+        app.add_middleware(AuthMiddleware, token=settings.auth_token.get_secret_value())
     app.add_middleware(SecurityHeadersMiddleware)  # added last = outermost: 413/422 from the guard get headers too
 
     async def oom_handler(request: Request, exc: Exception):

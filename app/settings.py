@@ -4,9 +4,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.auth import DEFAULT_RATE_LIMIT_ROUTES
 from app.engine.profiles import DATA_DIR
 
 
@@ -52,12 +53,18 @@ class Settings(BaseSettings):
     store_url: str = Field(default=f"sqlite:///{DATA_DIR / 'explorations.db'}")
     max_waiting: int = 8  # requests queued for the model before 503
     wait_timeout_s: float = 30.0
-    limits: Limits = Field(default_factory=Limits)
-    # feature atlases live in <atlas_root>/<profile>/ (default: data/atlas for the embedded profile, else data/cache/atlas)
     # shared deployment (issue 18): background jobs live in the store; a job whose replica has not written a
     # heartbeat for job_lease_s is marked failed by any other replica
     job_heartbeat_s: float = Field(default=2.0, gt=0)
     job_lease_s: float = Field(default=15.0, gt=0)
+    # access token for a shared address (--auth-token / ASN_AUTH_TOKEN): every route but /health then needs it
+    auth_token: SecretStr | None = None
+    # per-client limit on expensive routes (POSTs matching rate_limit_routes): 0 = off; over it -> 429 + Retry-After
+    rate_limit_per_minute: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=10, ge=1)
+    rate_limit_routes: str = DEFAULT_RATE_LIMIT_ROUTES
+    limits: Limits = Field(default_factory=Limits)
+    # feature atlases live in <atlas_root>/<profile>/ (default: data/atlas for the embedded profile, else data/cache/atlas)
     atlas_root: Path | None = None
 
     @property
