@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.auth import DEFAULT_RATE_LIMIT_ROUTES
 from app.engine.profiles import DATA_DIR
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: templates/, static/, data/
+
 
 class Limits(BaseSettings):
     """Input limits: a request outside them gets a 422 naming the field and the limit."""
@@ -41,6 +43,12 @@ class Limits(BaseSettings):
     max_discovery_fine: int = 200  # top fine features scored against them
     # feature search (issue 10)
     max_search_chars: int = 200  # one search query
+    # steering experiment (issue 14)
+    max_experiment_prompts: int = 64  # evaluation prompts
+    max_experiment_strengths: int = 6
+    max_experiment_children: int = 8  # fine features steered with the anchor
+    max_experiment_seeds: int = 4
+    max_experiment_tokens: int = 60_000  # prompts x conditions x seeds x max_new_tokens
 
 
 class Settings(BaseSettings):
@@ -74,4 +82,5 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
+    """Settings from the environment; called only by create_app (never at import time)."""
     return Settings()
