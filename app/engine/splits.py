@@ -62,6 +62,13 @@ class SplitIndex:
         self.fine_unit = unit_rows(fine_W_dec)
         self.chunk = chunk
 
+    @classmethod
+    def decoders_only(cls, coarse_W_dec, fine_W_dec, chunk: int = 2048) -> "SplitIndex":
+        """No corpus (no atlas): the geometry still works; counts are 0 and coverage is nan."""
+        Dc, Df = coarse_W_dec.shape[0], fine_W_dec.shape[0]
+        return cls(sp.csr_matrix((0, Dc), dtype=np.float32), sp.csr_matrix((0, Df), dtype=np.float32),
+                   coarse_W_dec, fine_W_dec, chunk=chunk)
+
     @property
     def n_tokens(self) -> int:
         return int(self.rows.shape[0])
@@ -361,11 +368,11 @@ def make_splice_hook(replacements: dict[int, torch.Tensor], mask: torch.Tensor):
     return splice_hook
 
 
-def stitch_on_prompt(model, coarse_sae, fine_sae, hook_name: str, token_ids, c: int, children, sink: torch.Tensor,
-                     top: int = 5) -> Stitching:
-    """Splice the coarse reconstruction and the stitched one into the residual at the hook (non-sink positions)
-    and compare the next-token distributions after the prompt with the clean run (one batched forward of 3)."""
-    from app.engine.analysis import _final_logits, make_store_hook
+def stitch_on_prompt(model, coarse_sae, fine_sae, hook_name: str, token_ids, c: int, children,
+                     sink_norm: float | None = None, top: int = 5) -> Stitching:
+    """Splice the coarse reconstruction and the stitched one into the residual at the hook (non-sink positions:
+    analysis.sink_mask) and compare the next-token distributions after the prompt with the clean run."""
+    from app.engine.analysis import _final_logits, make_store_hook, sink_mask
 
     toks = torch.tensor([list(token_ids)] * 3, device=model.cfg.device)
     store: dict = {}
@@ -373,7 +380,7 @@ def stitch_on_prompt(model, coarse_sae, fine_sae, hook_name: str, token_ids, c: 
     with model.hooks(fwd_hooks=[(hook_name, make_store_hook(store, "x"))]):
         model(toks[:1], stop_at_layer=layer + 1, attention_mask=torch.ones_like(toks[:1]))
     x = store["x"][0].float()
-    keep = ~sink.to(x.device)
+    keep = ~sink_mask(model, token_ids, x, sink_norm).to(x.device)
     xk = x[keep]
     x_hat, stitched, a_c, b = stitched_reconstruction(xk, coarse_sae, fine_sae, c, children)
     den = (xk ** 2).sum().clamp_min(1e-12)

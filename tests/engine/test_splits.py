@@ -179,12 +179,10 @@ def test_stitching_on_the_tiny_model_equals_plain_torch(tiny_engine):
     with eng.session():
         _, cache = model.run_with_cache(torch.tensor([ids]), names_filter=eng.hook_name)
         x = cache[eng.hook_name][0].float()
-        sink = torch.zeros(len(ids), dtype=torch.bool)
-        sink[0] = True
         acts = cs.encode(x[1:])
         c = int(acts.sum(0).argmax())  # a coarse feature that fires on the prompt
         children = [int(i) for i in (fs.W_dec @ cs.W_dec[c]).topk(3).indices]
-        st = splits.stitch_on_prompt(model, cs, fs, eng.hook_name, ids, c, children, sink)
+        st = splits.stitch_on_prompt(model, cs, fs, eng.hook_name, ids, c, children)  # sinks: position 0 only here
         # plain-torch TopK encode (apply_b_dec_to_input) and decode from the saved weights
         def enc(sae, v):
             pre = torch.relu((v - sae.b_dec) @ sae.W_enc + sae.b_enc)

@@ -1,0 +1,64 @@
+"""Attribution service: the function the JSON route, the analysis page's panel and saved re-runs call."""
+from __future__ import annotations
+
+import math
+
+from app.api.attribution.schemas import (AttributionEntryModel, AttributionPositionModel, AttributionRequest,
+                                         AttributionResponse, AttributionTermModel)
+from app.api.errors import out_of_range, unprocessable
+from app.engine import attribution as attr
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def run_attribution(engine, settings, req: AttributionRequest) -> AttributionResponse:
+    """Rank both SAEs' features by their attribution to the target logit; clamp the top ones to check."""
+    from app.api.analysis.service import encode_checked
+
+    ids, text = encode_checked(engine, settings, req)
+    n = len(ids)
+    p = n - 1 if req.position is None else req.position
+    if p >= n:
+        raise out_of_range(["body", "position"], f"position {p} does not exist: the prompt has {n} tokens (0..{n - 1})")
+    tok = engine.tokenizer
+    vocab = int(engine.model.cfg.d_vocab_out)
+    note = None
+    target = None
+    if req.target_id is not None:
+        if req.target_id >= vocab:
+            raise out_of_range(["body", "target_id"], f"token id {req.target_id} does not exist: the vocabulary has {vocab} tokens (0..{vocab - 1})")
+        target = req.target_id
+    elif req.target is not None:
+        t_ids = tok.encode(req.target, add_special_tokens=False)
+        if not t_ids:
+            raise unprocessable(["body", "target"], "the target text has no tokens")
+        target = int(t_ids[0])
+        if len(t_ids) > 1:
+            note = f"{req.target!r} is {len(t_ids)} tokens; its first, {tok.decode([target])!r}, is attributed"
+    sink_norm = engine.profile.sink_norm
+    atlas = getattr(engine, "atlas", None)
+    with engine.session():
+        a = attr.attribute(engine.model, engine.saes, engine.hook_name, ids, position=p, target=target, top=req.top,
+                           sink_norm=sink_norm)
+        if req.n_validate:
+            a = attr.validate_by_ablation(engine.model, engine.saes, engine.hook_name, a, req.n_validate, sink_norm)
+    dec = lambda i: tok.decode([int(i)])  # noqa: E731
+    ab = {(x.sae, x.index): x for x in a.ablations}
+    feats = []
+    for f in a.features:
+        v = ab.get((f.sae, f.index))
+        feats.append(AttributionEntryModel(
+            sae=f.sae, index=f.index, label=atlas.label(f.sae, f.index) if atlas is not None else None,
+            attribution=f.attribution, max_activation=max((act for _, act, _ in f.positions), default=0.0),
+            positions=[AttributionPositionModel(position=q, token=dec(ids[q]), activation=act, attribution=at)
+                       for q, act, at in f.positions],
+            estimate=v.estimate if v else None, actual=v.actual if v else None))
+    return AttributionResponse(
+        profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=[dec(i) for i in a.token_ids],
+        position=p, target_id=a.target, target=dec(a.target), target_note=note, logit=a.logit, prob=a.prob,
+        top_next=[(dec(i), q) for i, q in a.top_next], total=a.total, features=feats,
+        terms=[AttributionTermModel(name=t.name, sae=t.sae, attribution=t.attribution) for t in a.terms],
+        decomposed=list(a.decomposed), correlation=_finite(a.correlation), n_validated=len(a.ablations))
