@@ -1,6 +1,8 @@
 """Per-token SAE features, reconstruction quality, logit lens and feature cards (pure computation)."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -122,10 +124,64 @@ def _decoder(tok):
     return decode
 
 
+def lens_hook_names(n_layers: int) -> list[str]:
+    """The residuals the lens reads: the embedding (resid_pre of block 0), then each block's resid_post."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+
+
+class ResidualCache:
+    """Bounded, thread-safe LRU of one prompt's every-layer residuals [n_layers+1, pos, d], kept by the analysis
+    forward so the follow-up lens request needs no forward of its own. Key: (SAE fingerprint, token ids)."""
+
+    def __init__(self, max_bytes: int = 256 * 2 ** 20, max_entries: int = 32):
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = 0
+
+    @staticmethod
+    def key(fingerprint: str, token_ids) -> tuple:
+        return (fingerprint, tuple(int(t) for t in token_ids))
+
+    def get(self, key) -> torch.Tensor | None:
+        with self._lock:
+            stack = self._items.get(key)
+            if stack is not None:
+                self._items.move_to_end(key)
+            return stack
+
+    def put(self, key, stack: torch.Tensor) -> None:
+        size = stack.numel() * stack.element_size()
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.numel() * old.element_size()
+            self._items[key] = stack
+            self.nbytes += size
+            while self._items and (self.nbytes > self.max_bytes or len(self._items) > self.max_entries):
+                _, ev = self._items.popitem(last=False)
+                self.nbytes -= ev.numel() * ev.element_size()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_norm: float | None = None,
-            next_top: int = 10) -> Analysis:
-    """One forward pass (caching only the hook; only the last position is unembedded); both SAEs encoded."""
-    final, store = _forward_capture(model, token_ids, [hook_name])
+            next_top: int = 10, resid_cache: ResidualCache | None = None, cache_key=None) -> Analysis:
+    """One forward pass (caching only the hook; only the last position is unembedded); both SAEs encoded.
+
+    With a resid_cache, the same forward also keeps every layer's residual there under cache_key (the lens's
+    input: a follow-up `logit_lens(..., resid_cache, cache_key)` then runs no forward at all).
+    """
+    names = [hook_name]
+    if resid_cache is not None:
+        names = lens_hook_names(model.cfg.n_layers)[:-1]
+        names += [hook_name] if hook_name not in names else []
+    final, store = _forward_capture(model, token_ids, names)
+    if resid_cache is not None:
+        resid_cache.put(cache_key, _lens_stack(model, store, final))
     resid = store[hook_name][0].float()
     sink = sink_mask(model, token_ids, resid, sink_norm)
     keep = ~sink.to(resid.device)
@@ -159,33 +215,74 @@ def feature_activations(model, sae, hook_name: str, token_ids, index: int) -> to
 LENS_ROWS_PER_CHUNK = 256  # [256, vocab] fp32 logits at a time (~50 MB for a 49k vocabulary)
 
 
-def logit_lens(model, token_ids, top: int = 5, positions=None) -> LogitLens:
+def _lens_stack(model, store: dict, final: torch.Tensor) -> torch.Tensor:
+    """[n_layers+1, pos, d] float32: the embedding and each block's resid_post of one prompt."""
+    names = lens_hook_names(model.cfg.n_layers)
+    return torch.stack([store[nm][0] for nm in names[:-1]] + [final[0]]).float()
+
+
+def lens_residuals(model, token_ids, resid_cache: ResidualCache | None = None, cache_key=None) -> torch.Tensor:
+    """Every layer's residual [n_layers+1, pos, d]: from the cache when the analysis kept them, else one forward."""
+    if resid_cache is not None:
+        stack = resid_cache.get(cache_key)
+        if stack is not None:
+            return stack
+    final, store = _forward_capture(model, token_ids, lens_hook_names(model.cfg.n_layers)[:-1])
+    stack = _lens_stack(model, store, final)
+    if resid_cache is not None:
+        resid_cache.put(cache_key, stack)
+    return stack
+
+
+def lens_top(model, rows: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
+
+    Per chunk of rows: one matmul (bias fused, skipped when zero), the top-k, then the softmax normaliser
+    from the top-1 logit (the row max) with the exponent taken in place: the [N, vocab] tensor is never held
+    and each chunk's logits are read twice (top-k, exp-sum) instead of logsumexp's max/sub/exp/sum passes.
+    """
+    cfg = model.cfg
+    W_U = model.W_U.detach()
+    b_U = getattr(model, "b_U", None)
+    b_U = None if b_U is None or not bool(b_U.detach().any()) else b_U.detach().float()
+    cap = getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0
+    top = min(top, cfg.d_vocab_out)
+    vals, idxs = [], []
+    for s0 in range(0, rows.shape[0], LENS_ROWS_PER_CHUNK):
+        x = rows[s0: s0 + LENS_ROWS_PER_CHUNK].unsqueeze(0)
+        if cfg.normalization_type is not None:
+            x = model.ln_final(x)
+        x = x[0].to(W_U.dtype)
+        logits = (torch.addmm(b_U, x, W_U) if b_U is not None else x @ W_U).float()
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        v, i = logits.topk(top, dim=-1)
+        m = v[:, :1]
+        lse = m + logits.sub_(m).exp_().sum(-1, keepdim=True).log_()
+        vals.append((v - lse).exp_())
+        idxs.append(i)
+    if not vals:
+        return torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64)
+    return torch.cat(vals), torch.cat(idxs)
+
+
+def logit_lens(model, token_ids, top: int = 5, positions=None, resid_cache: ResidualCache | None = None,
+               cache_key=None) -> LogitLens:
     """Each layer's resid_post (and the embedding) through ln_final + unembed; top tokens per position.
 
-    One forward (no unembedding of the final layer: its row of the lens is the model's own output), the
-    final norm applied to every (layer, position) residual, then one matmul per chunk of rows with the
-    softmax normaliser (logsumexp) and the top tokens taken per chunk: the [layers, pos, vocab] tensor is
-    never held. `positions` (optional) restricts the lens to those positions.
+    The residuals come from the analysis forward when it kept them in resid_cache (else one forward, no
+    unembedding of the final layer: its row of the lens is the model's own output); `lens_top` does the
+    unembedding chunk by chunk. `positions` (optional) restricts the lens to those positions.
     """
     n = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n)]
-    final, store = _forward_capture(model, token_ids, names[:-1])
-    store[names[-1]] = final
-    stack = torch.stack([store[nm][0] for nm in names])  # [n+1, pos, d]
+    stack = lens_residuals(model, token_ids, resid_cache, cache_key)  # [n+1, pos, d]
     if positions is not None:
         stack = stack[:, list(positions)]
     L1, P, d = stack.shape
-    rows = stack.reshape(L1 * P, d)
     top = min(top, model.cfg.d_vocab_out)
-    vals, idxs = [], []
-    for s0 in range(0, rows.shape[0], LENS_ROWS_PER_CHUNK):
-        logits = _final_logits(model, rows[s0: s0 + LENS_ROWS_PER_CHUNK].unsqueeze(0))[0].float()
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        v, i = logits.topk(top, dim=-1)
-        vals.append((v - lse).exp())
-        idxs.append(i)
-    probs = torch.cat(vals).reshape(L1, P, top).tolist()
-    ids = torch.cat(idxs).reshape(L1, P, top).tolist()
+    pv, pi = lens_top(model, stack.reshape(L1 * P, d), top)
+    probs = pv.reshape(L1, P, top).tolist()
+    ids = pi.reshape(L1, P, top).tolist()
     decode = _decoder(model.tokenizer)
     labels = ["embed"] + [str(i) for i in range(n)]
     return LogitLens(tuple(labels),

@@ -1,0 +1,96 @@
+"""The logit lens of app/engine/analysis.py (residuals kept by the analysis forward, fused top-k + normaliser)
+against the notebook way: transformer-lens run_with_cache, accumulated_resid(apply_ln=True), unembed, softmax."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.engine import analysis as an
+
+PROMPT = "The capital of France is Paris. <|im_end|> Water boils at 100 degrees."
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_engine):
+    ids = tiny_engine.tokenizer.encode(PROMPT, add_special_tokens=False)
+    return tiny_engine, ids
+
+
+def notebook_lens(model, ids, top: int):
+    """The notebook way: full cache, final norm on every layer's residual, unembed, softmax, top-k."""
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(torch.tensor([list(ids)]))
+        acc = cache.accumulated_resid(apply_ln=True)  # [layers+1, 1, pos, d]
+        probs = model.unembed(acc).softmax(-1)[:, 0]
+    return probs.topk(top, dim=-1)
+
+
+def test_lens_from_the_analysis_forward_equals_the_notebook(tiny):
+    eng, ids = tiny
+    cache = an.ResidualCache()
+    key = cache.key(eng.fingerprint, ids)
+    an.analyze(eng.model, eng.saes, eng.hook_name, ids, resid_cache=cache, cache_key=key)
+    assert len(cache) == 1
+    calls = []
+    # the lens must not run a forward when the analysis kept the residuals
+    with eng.model.hooks(fwd_hooks=[("hook_embed", lambda a, hook: calls.append(1))]):
+        lens = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
+    assert calls == []
+    v, i = notebook_lens(eng.model, ids, 5)
+    n_layers = eng.model.cfg.n_layers
+    assert len(lens.layers) == n_layers + 1 == v.shape[0]
+    top1 = [[eng.tokenizer.decode([int(t)]) for t in row] for row in i[:, :, 0]]
+    assert [[cell[0] for cell in row] for row in lens.top_tokens] == top1  # top-1 agreement 1.0
+    assert torch.tensor(lens.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-5)
+    ids5 = [[[eng.tokenizer.decode([int(t)]) for t in cell] for cell in row] for row in i.tolist()]
+    assert [[list(c) for c in row] for row in lens.top_tokens] == ids5
+
+
+def test_lens_without_cache_equals_cached(tiny):
+    eng, ids = tiny
+    cache = an.ResidualCache()
+    key = cache.key(eng.fingerprint, ids)
+    plain = an.logit_lens(eng.model, ids, top=3)
+    with_cache = an.logit_lens(eng.model, ids, top=3, resid_cache=cache, cache_key=key)  # fills the cache
+    again = an.logit_lens(eng.model, ids, top=3, resid_cache=cache, cache_key=key)  # reads it
+    assert plain.top_tokens == with_cache.top_tokens == again.top_tokens
+    assert torch.tensor(plain.top_probs).numpy() == pytest.approx(torch.tensor(again.top_probs).numpy(), abs=1e-6)
+
+
+def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch):
+    """The fused normaliser and bias path against torch.log_softmax, with a non-zero b_U and a soft cap."""
+    eng, _ = tiny
+    m = eng.model
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(37, m.cfg.d_model, generator=g) * 3
+    b = torch.randn(m.cfg.d_vocab_out, generator=g)
+    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 8)
+    with torch.inference_mode():
+        orig = m.b_U.detach().clone()
+        try:
+            m.b_U.copy_(b)
+            monkeypatch.setattr(m.cfg, "output_logits_soft_cap", 5.0)
+            pv, pi = an.lens_top(m, rows, 4)
+            logits = m.ln_final(rows.unsqueeze(0))[0] @ m.W_U + b
+            logits = 5.0 * torch.tanh(logits / 5.0)
+            ref_v, ref_i = logits.log_softmax(-1).exp().topk(4, dim=-1)
+        finally:
+            m.b_U.copy_(orig)
+    assert torch.equal(pi, ref_i)
+    assert pv.numpy() == pytest.approx(ref_v.numpy(), abs=1e-6)
+
+
+def test_residual_cache_is_bounded_lru():
+    c = an.ResidualCache(max_bytes=3 * 400, max_entries=10)  # three [10, 10] float32 tensors
+    t = {k: torch.full((10, 10), float(k)) for k in range(4)}
+    for k in range(3):
+        c.put(k, t[k])
+    assert c.get(0) is t[0]  # 0 is now the most recent
+    c.put(3, t[3])  # evicts 1, the least recently used
+    assert c.get(1) is None and c.get(0) is t[0] and c.get(3) is t[3] and len(c) == 3 and c.nbytes == 1200
+    c.put(9, torch.zeros(100, 100))  # larger than the whole budget: not kept, nothing evicted
+    assert c.get(9) is None and len(c) == 3
+    c2 = an.ResidualCache(max_bytes=10 ** 9, max_entries=2)
+    for k in range(3):
+        c2.put(k, t[k])
+    assert c2.get(0) is None and len(c2) == 2
