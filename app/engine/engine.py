@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from app.engine.analysis import ResidualCache
 from app.engine.loading import load_model, load_sae, validate_pair, with_neuronpedia_ids
 from app.engine.profiles import Profile, get_profile
 
@@ -57,6 +58,8 @@ class Engine:
     atlas_status: str = "not loaded"  # "ok" or why there is none (missing / stale / unreadable) + the build command
     atlas_dir: object = None  # Path of the profile's atlas folder
     pair_check: object = None  # atlas.PairIndependence of the coarse/fine pair (same-index decoder cosines)
+    # every-layer residuals of recently analysed prompts, for the follow-up logit lens (analysis.ResidualCache)
+    resid_cache: ResidualCache = field(default_factory=ResidualCache, repr=False)
 
     @classmethod
     def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, **kw) -> "Engine":
