@@ -96,3 +96,15 @@ def test_search_by_atlas_matches_label_tokens(client_with_atlas, atlas):
     body = client_with_atlas.post("/api/search", json={"q": word, "mode": "atlas", "top": 50}).json()
     assert body["text"] is None
     assert f in [h["index"] for h in body["atlas"]["coarse"]]
+
+
+def test_health_reports_atlas_and_pair_independence(tiny_client, tiny_engine):
+    h = tiny_client.get("/health").json()
+    assert h["atlas"] == tiny_engine.atlas_status
+    C = tiny_engine.saes["coarse"].W_dec.detach().numpy()
+    F = tiny_engine.saes["fine"].W_dec.detach().numpy()
+    C, F = C / np.linalg.norm(C, axis=1, keepdims=True), F / np.linalg.norm(F, axis=1, keepdims=True)
+    p = h["pair_independence"]
+    assert p["mean_same_index_cosine"] == pytest.approx((C * F[: len(C)]).sum(1).mean(), abs=1e-5)
+    assert p["share_best_is_same"] == pytest.approx(((C @ F.T).argmax(1) == np.arange(len(C))).mean())
+    assert p["initialised_together"] is False and p["warning"] is None  # the tiny pair has distinct seeds
