@@ -108,3 +108,26 @@ def test_health_reports_atlas_and_pair_independence(tiny_client, tiny_engine):
     assert p["mean_same_index_cosine"] == pytest.approx((C * F[: len(C)]).sum(1).mean(), abs=1e-5)
     assert p["share_best_is_same"] == pytest.approx(((C @ F.T).argmax(1) == np.arange(len(C))).mean())
     assert p["initialised_together"] is False and p["warning"] is None  # the tiny pair has distinct seeds
+
+
+@pytest.mark.embedded
+def test_embedded_search_paris_finds_a_france_feature(embedded_engine):
+    """On SmolLM2 with its shipped atlas: a top result for "Paris" has top examples about France."""
+    import re
+
+    from app.api.features import SearchRequest, run_search
+    from app.settings import Settings
+
+    eng = embedded_engine
+    if eng.atlas is None:
+        pytest.skip(f"no embedded atlas: {eng.atlas_status}")
+    res = run_search(eng, Settings(), SearchRequest(q="Paris", mode="both", top=10))
+    france = re.compile(r"France|French|Paris|Lyon|Marseille|Seine", re.I)
+
+    def about_france(sae, index) -> bool:
+        ex = eng.atlas.feature(sae, index, left=24, right=8).examples[:6]
+        return sum(bool(france.search("".join(e.tokens))) for e in ex) >= max(1, len(ex) // 2)
+
+    found = [(h.sae, h.index) for mode in (res.text, res.atlas or {}) for hits in mode.values() for h in hits[:10]
+             if about_france(h.sae, h.index)]
+    assert found, "no top-10 result for 'Paris' has top examples about France"
