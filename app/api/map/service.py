@@ -1,0 +1,211 @@
+"""Map services: the functions the JSON routes, the HTML page/fragments and saved-exploration re-runs call."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from fastapi import HTTPException
+
+from app.api.analysis.service import encode_checked
+from app.api.errors import out_of_range, unprocessable
+from app.api.limits import enforce_limits
+from app.api.map.schemas import (DriftPointModel, LayoutInfo, MapRequest, MapResponse, MarkedModel, MovedModel, PathModel,
+                                 PathPointModel, PullModel, RegionModel, SteerModel, TopFeature)
+from app.engine import navigation as nav
+from app.engine.layout import Layout, load_layout
+from app.engine.prompts import encode_prompt
+
+PLACEMENT = ("Each token sits at the activation-weighted mean position of the features active at it (both SAEs): "
+             "x_t = Σ a_tf·x_f / Σ a_tf. No UMAP at request time, so a placement is exact arithmetic on the stored "
+             "map; a token whose features sit in two regions lands between them. Sinks get no place.")
+
+_cache: dict = {}
+_cache_lock = threading.Lock()
+_build_lock = threading.Lock()
+
+
+def map_folder(engine) -> Path:
+    from app.engine.atlas import default_atlas_dir
+
+    return Path(engine.atlas_dir) if getattr(engine, "atlas_dir", None) else default_atlas_dir(engine.profile)
+
+
+def expected_fingerprint(engine) -> str:
+    from app.engine.atlas import atlas_fingerprint
+
+    return atlas_fingerprint(engine.profile.name, engine.hook_name, engine.fingerprint)
+
+
+def build_command(engine) -> str:
+    return f"python -m app map --profile {engine.profile.name}"
+
+
+ON_DEMAND_MAX = 5_000  # SAE pairs this small (the tiny profile) get their map built in memory at first use
+
+
+def built_in_memory(engine) -> tuple[Layout | None, str]:
+    """A small SAE pair's map, built once per SAE weights and kept in memory (nothing written)."""
+    key = ("memory", engine.fingerprint)
+    with _build_lock:
+        if key not in _cache:
+            from app.engine.layout import build_layout
+
+            decs = {n: engine.saes[n].W_dec.detach().float().cpu().numpy() for n in ("coarse", "fine") if n in engine.saes}
+            atlas = getattr(engine, "atlas", None)
+            lay = build_layout(decs, seed=0, n_epochs=200, label_fn=atlas.label if atlas is not None else None,
+                               fingerprint=expected_fingerprint(engine))
+            _cache[key] = (lay, "ok (built in memory: small SAEs)")
+        return _cache[key]
+
+
+def layout_status(engine) -> tuple[Layout | None, str]:
+    """(layout, "ok") or (None, why there is none + the command that builds it); loaded once per file version."""
+    path = map_folder(engine) / "layout.npz"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        if sum(int(s.W_dec.shape[0]) for s in engine.saes.values()) <= ON_DEMAND_MAX:
+            return built_in_memory(engine)
+        return None, f"missing: no map in {path.parent}; build it with `{build_command(engine)}`"
+    key = (str(path), stamp, engine.fingerprint)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        try:
+            lay = load_layout(path.parent)
+            widths = tuple(int(engine.saes[n].W_dec.shape[0]) for n in lay.sae_names)
+            if lay.fingerprint != expected_fingerprint(engine) or widths != lay.widths:
+                got = (None, f"stale: the map in {path.parent} was built for other SAEs; rebuild it with "
+                             f"`{build_command(engine)}`")
+            else:
+                got = (lay, "ok")
+        except Exception as exc:  # a half-copied file must not take the server down
+            got = (None, f"unreadable: {type(exc).__name__}: {exc}; rebuild it with `{build_command(engine)}`")
+        for k in [k for k in _cache if k[0] != "memory"]:
+            del _cache[k]
+        _cache[key] = got
+        return got
+
+
+def layout_or_409(engine) -> Layout:
+    lay, status = layout_status(engine)
+    if lay is None:
+        raise HTTPException(409, detail=f"no map for these SAEs ({status})")
+    return lay
+
+
+def label_of(engine, sae: str, index: int) -> str:
+    atlas = getattr(engine, "atlas", None)
+    try:
+        return atlas.label(sae, index) if atlas is not None else ""
+    except Exception:
+        return ""
+
+
+def layout_info(lay: Layout) -> LayoutInfo:
+    return LayoutInfo(n_points=lay.n, widths=dict(zip(lay.sae_names, lay.widths)), n_regions=len(lay.regions),
+                      clustered_share=float((lay.cluster >= 0).mean()) if lay.n else 0.0,
+                      preservation=lay.preservation, params=lay.params, fingerprint=lay.fingerprint)
+
+
+def region_models(lay: Layout) -> list[RegionModel]:
+    return [RegionModel(id=r.id, label=r.label, size=r.size, n_coarse=r.n_coarse, centroid=r.centroid, hull=list(r.hull))
+            for r in lay.regions]
+
+
+def path_model(engine, name: str, path: nav.PromptPath) -> PathModel:
+    pts = [PathPointModel(position=p.position, token=p.token, x=None if p.xy is None else p.xy[0],
+                          y=None if p.xy is None else p.xy[1], sink=p.sink,
+                          top=[TopFeature(sae=s, index=i, activation=a, label=label_of(engine, s, i)) for s, i, a in p.top])
+           for p in path.points]
+    return PathModel(name=name, points=pts)
+
+
+def check_features(engine, req: MapRequest) -> None:
+    """404 naming the valid range for a steered or chosen feature outside its SAE."""
+    for j, f in enumerate(req.steer):
+        width = int(engine.saes[f.sae].W_dec.shape[0])
+        if f.index >= width:
+            raise out_of_range(["body", "steer", j, "index"],
+                               f"feature index {f.index} does not exist: SAE {f.sae} has {width} features (0..{width - 1})")
+    if req.feature:
+        sae, _, idx = req.feature.partition(":")
+        width = int(engine.saes[sae].W_dec.shape[0])
+        if int(idx) >= width:
+            raise out_of_range(["body", "feature"],
+                               f"feature index {idx} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+
+
+def run_map(engine, settings, req: MapRequest) -> MapResponse:
+    """The prompt's path on the map (+ without the system prompt, steered vs unsteered, drift as asked)."""
+    enforce_limits(req, settings.limits)
+    check_features(engine, req)
+    if req.drift_ks and not req.system_prompt:
+        raise unprocessable(["body", "drift_ks"], "drift needs a system prompt (the shift is the system prompt's)")
+    lay = layout_or_409(engine)
+    ids, _ = encode_checked(engine, settings, req)
+    tok = engine.tokenizer
+    sink_norm = engine.profile.sink_norm
+    paths, pull, steer, drift, note = [], None, None, [], None
+    plain_ids = None
+    if req.system_prompt and req.compare_system:
+        plain_ids = encode_prompt(tok, req.prompt, None, True if req.chat is None else req.chat).token_ids
+    with engine.session():
+        main, _, _ = nav.prompt_path(engine.model, engine.saes, engine.hook_name, ids, lay, sink_norm)
+        paths.append(path_model(engine, "prompt", main))
+        if plain_ids is not None:
+            sp = nav.system_pull(engine.model, engine.saes, engine.hook_name, lay, plain_ids, ids, sink_norm)
+            paths.append(path_model(engine, "without system prompt", sp.without))
+            pull = PullModel(moved=[MovedModel(sae=m.sae, index=m.index, label=label_of(engine, m.sae, m.index),
+                                               without=m.without, with_system=m.with_system, delta=round(m.delta, 5))
+                                    for m in sp.moved],
+                             feature_shift=sp.feature_shift, resid_shift=sp.resid_shift,
+                             map_shift=None if sp.map_shift != sp.map_shift else sp.map_shift)
+        if req.steer:
+            from app.engine.generation import stop_token_ids
+            from app.engine.steering import SteerFeature
+
+            feats = [SteerFeature(f.sae, f.index, "add", f.strength) for f in req.steer]
+            st = nav.steered_paths(engine.model, engine.saes, engine.hook_name, lay, ids, feats, req.max_new_tokens,
+                                   sink_norm, stop_token_ids(tok))
+            paths += [path_model(engine, "unsteered", st.unsteered), path_model(engine, "steered", st.steered)]
+            n = st.prompt_len
+            steer = SteerModel(prompt_len=n, unsteered_text=tok.decode(list(st.unsteered.token_ids[n:])),
+                               steered_text=tok.decode(list(st.steered.token_ids[n:])),
+                               marked=[MarkedModel(sae=s, index=i, x=xy[0], y=xy[1], label=label_of(engine, s, i))
+                                       for s, i, xy in st.marked])
+        if req.drift_ks:
+            pts = nav.drift(engine.model, engine.saes, engine.hook_name, tok, req.prompt, req.system_prompt,
+                            req.drift_ks, settings.limits.max_prompt_tokens)
+            drift = [DriftPointModel(k=d.k, n_tokens=d.n_tokens, feature_shift=d.feature_shift, resid_shift=d.resid_shift)
+                     for d in pts]
+            if len(pts) < len(req.drift_ks):
+                note = (f"k > {pts[-1].k if pts else -1} left out: the conversation would exceed "
+                        f"{settings.limits.max_prompt_tokens} tokens (max_prompt_tokens)")
+    return MapResponse(profile=engine.profile.name, hook_name=engine.hook_name, layout=layout_info(lay),
+                       regions=region_models(lay), paths=paths, pull=pull, steer=steer, drift=drift, drift_note=note)
+
+
+def feature_point(engine, sae: str, index: int) -> dict:
+    """What a click on a point shows: label, density, place, region and top atlas examples (no model work)."""
+    lay = layout_or_409(engine)
+    if sae not in lay.sae_names:
+        raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(lay.sae_names)}")
+    width = lay.widths[lay.sae_names.index(sae)]
+    if not 0 <= index < width:
+        raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+    row = lay.offset(sae) + index
+    cid = int(lay.cluster[row])
+    out = {"sae": sae, "index": index, "x": float(lay.xy[row, 0]), "y": float(lay.xy[row, 1]), "region": cid,
+           "region_label": lay.regions[cid].label if cid >= 0 else None, "label": label_of(engine, sae, index),
+           "density": None, "examples": []}
+    atlas = getattr(engine, "atlas", None)
+    if atlas is not None:
+        out["density"] = float(atlas.density[sae][index])
+        try:
+            fa = atlas.feature(sae, index, left=8, right=2)
+            out["examples"] = [{"tokens": list(e.tokens), "acts": [round(a, 3) for a in e.acts],
+                                "at": e.position - e.start} for e in fa.examples[:3]]
+        except Exception:
+            pass
+    return out

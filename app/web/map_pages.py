@@ -1,0 +1,214 @@
+"""The map page (/map), its htmx fragment (a prompt's paths) and the two small helpers map.js calls
+(/map/figure: the base map in another colouring; /map/feature/{sae}/{index}: a clicked point's card).
+
+templates/fragments/map.html is rendered from {inputs, result, kind} only (the saved-explorations contract); the
+page URL carries the inputs, so a copied address re-opens the same view (colouring and filter included).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import EngineDep, SettingsDep, StoreDep
+from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_status, run_map
+from app.engine.engine import EngineBusy
+from app.engine.layout import NEIGHBOURS, cosine_to
+from app.explorations_registry import inputs_to_query
+from app.viz.map import map_figure, point_table
+from app.web.forms import cap_url, errors_of, flag, last
+from app.web.templating import render_fragment, render_page
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+DEFAULTS = {k: (f.default if f.default_factory is None else f.default_factory()) for k, f in MapRequest.model_fields.items()}
+VIEW_FIELDS = ("color_by", "show", "feature", "discovery")
+JSON_FIELDS = ("steer", "drift_ks")
+
+_tables: dict = {}
+_figures: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+def parse_inputs(params) -> MapRequest:
+    """MapRequest from query or form fields (empty fields take their defaults; lists as JSON or '0,1,2')."""
+    raw: dict = {}
+    for name in MapRequest.model_fields:
+        v = last(params, name)
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        raw[name] = v
+    for k in ("chat", "compare_system"):
+        if k in raw:
+            raw[k] = flag(raw[k], None)
+    if "drift_ks" in raw and isinstance(raw["drift_ks"], str):
+        s = raw["drift_ks"].strip()
+        try:
+            raw["drift_ks"] = json.loads(s) if s.startswith("[") else [int(x) for x in s.replace(" ", "").split(",") if x]
+        except ValueError:
+            pass  # pydantic names the field
+    if "steer" in raw and isinstance(raw["steer"], str):
+        try:
+            raw["steer"] = json.loads(raw["steer"])
+        except ValueError:
+            pass
+    # the form's one steering row: steer_sae / steer_index / steer_strength
+    si, ss = last(params, "steer_index"), last(params, "steer_strength")
+    if "steer" not in raw and si not in (None, "") and ss not in (None, ""):
+        raw["steer"] = [{"sae": last(params, "steer_sae") or "coarse", "index": si, "strength": ss}]
+    return MapRequest.model_validate(raw)
+
+
+def page_url(inputs: dict) -> str | None:
+    """The address that reproduces this view (non-default inputs only)."""
+    q = {k: v for k, v in inputs.items() if k == "prompt" or (v is not None and v != DEFAULTS.get(k))}
+    return cap_url("/map?" + inputs_to_query(q))
+
+
+def map_view(engine, settings, params) -> dict:
+    try:
+        req = parse_inputs(params)
+    except ValidationError as exc:
+        return {"inputs": None, "result": None, "kind": KIND, "errors": errors_of(exc), "status": 422}
+    ctx = {"inputs": req.model_dump(), "result": None, "kind": KIND, "status": 200}
+    try:
+        ctx["result"] = run_map(engine, settings, req).model_dump()
+    except HTTPException as exc:
+        ctx.update(errors=errors_of(exc), status=exc.status_code)
+    except EngineBusy as exc:
+        ctx.update(errors=[str(exc)], status=503, retry_after=exc.retry_after)
+    return ctx
+
+
+def table_for(engine, lay) -> dict:
+    key = (id(lay), id(getattr(engine, "atlas", None)))
+    with _lock:
+        if key not in _tables:
+            _tables.clear()
+            _tables[key] = point_table(lay, getattr(engine, "atlas", None))
+        return _tables[key]
+
+
+def selectivity_values(store, lay, discovery: str | None) -> np.ndarray | None:
+    """[N] selectivity of the features a saved discovery scored (nan elsewhere); None when there is none."""
+    if not discovery:
+        return None
+    try:
+        doc = store.get(discovery)
+    except Exception:
+        doc = None
+    if not doc or doc.get("kind") != "discovery":
+        return None
+    v = np.full(lay.n, np.nan)
+    for sae, rows in ((doc.get("result") or {}).get("tables") or {}).items():
+        if sae not in lay.sae_names:
+            continue
+        off, width = lay.offset(sae), lay.widths[lay.sae_names.index(sae)]
+        for r in rows:
+            if 0 <= int(r["index"]) < width:
+                v[off + int(r["index"])] = float(r["selectivity"])
+    return v
+
+
+def figure_for(engine, store, lay, color_by: str, show: str, feature: str | None, discovery: str | None,
+               extra_rows=()) -> dict:
+    """The base map in this colouring (the last few are cached: building 18k points takes ~0.3 s)."""
+    key = (id(lay), id(getattr(engine, "atlas", None)), color_by, show, feature, discovery, tuple(extra_rows))
+    with _lock:
+        if key in _figures:
+            _figures.move_to_end(key)
+            return _figures[key]
+    values = None
+    if color_by == "cosine" and feature:
+        sae, _, idx = feature.partition(":")
+        if sae in engine.saes and int(idx) < engine.saes[sae].W_dec.shape[0]:
+            decs = {n: engine.saes[n].W_dec.detach().float().numpy() for n in lay.sae_names}
+            values = cosine_to(decs, sae, int(idx))
+    elif color_by == "selectivity":
+        values = selectivity_values(store, lay, discovery)
+    fig = map_figure(lay, table_for(engine, lay), color_by, show, values, extra_rows)
+    with _lock:
+        _figures[key] = fig
+        while len(_figures) > 6:
+            _figures.popitem(last=False)
+    return fig
+
+
+def prompt_rows(lay, result: dict | None) -> list[int]:
+    """Layout rows of the features the prompt's tokens show (kept by the level of detail on very wide SAEs)."""
+    rows = set()
+    for p in (result or {}).get("paths", []):
+        for q in p["points"]:
+            for t in q["top"]:
+                if t["sae"] in lay.sae_names:
+                    rows.add(lay.offset(t["sae"]) + int(t["index"]))
+    return sorted(rows)
+
+
+def honesty(lay) -> dict:
+    """The figures the page shows next to the map."""
+    return {"preservation": lay.preservation, "k": NEIGHBOURS, "random": NEIGHBOURS / max(1, lay.n - 1),
+            "clustered": float((lay.cluster >= 0).mean()), "n": lay.n, "regions": len(lay.regions),
+            "widths": dict(zip(lay.sae_names, lay.widths)), "params": lay.params, "d_model": None}
+
+
+@router.get("/map", response_class=HTMLResponse)
+def map_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+    """The map of both SAEs' features; with ?prompt=..., the prompt's path across it."""
+    lay, status_line = layout_status(engine)
+    ctx = {"engine": engine, "page": "map", "inputs": None, "result": None, "kind": KIND, "map_status": status_line,
+           "raw": dict(request.query_params), "placement": PLACEMENT, "honesty": None, "figure": None}
+    status = 200
+    if "prompt" in request.query_params:
+        view = map_view(engine, settings, request.query_params)
+        status = view.pop("status", 200)
+        view.pop("retry_after", None)
+        ctx.update(view)
+    if lay is not None:
+        try:
+            vs = parse_inputs({k: v for k, v in request.query_params.items() if k in VIEW_FIELDS} | {"prompt": "x"})
+        except ValidationError:
+            vs = MapRequest(prompt="x")
+        ctx["view"] = {k: getattr(vs, k) for k in VIEW_FIELDS}
+        ctx["honesty"] = honesty(lay)
+        ctx["honesty"]["d_model"] = int(next(iter(engine.saes.values())).W_dec.shape[1])
+        ctx["figure"] = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery,
+                                   prompt_rows(lay, ctx.get("result")) if lay.n > 60_000 else ())
+    return render_page(request, "map.html", ctx, status)
+
+
+@router.post("/fragments/map", response_class=HTMLResponse)
+async def map_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
+    form = await request.form()
+    ctx = await run_in_threadpool(map_view, engine, settings, form)
+    push = page_url(ctx["inputs"]) if ctx.get("result") else None
+    return render_fragment(request, "fragments/map.html", ctx, push)
+
+
+@router.get("/map/figure")
+def map_figure_json(request: Request, engine: EngineDep, store: StoreDep):
+    """The base map in another colouring / filter (map.js swaps it in and keeps the prompt's paths on top)."""
+    lay, status_line = layout_status(engine)
+    if lay is None:
+        raise HTTPException(409, detail=f"no map for these SAEs ({status_line})")
+    try:
+        vs = parse_inputs({k: v for k, v in request.query_params.items() if k in VIEW_FIELDS} | {"prompt": "x"})
+    except ValidationError as exc:
+        raise HTTPException(422, detail=json.loads(exc.json(include_url=False, include_input=False))) from None
+    fig = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery)
+    return Response(json.dumps(fig, separators=(",", ":")), media_type="application/json")
+
+
+@router.get("/map/feature/{sae}/{index}", response_class=HTMLResponse)
+def map_feature_card(request: Request, sae: str, index: int, engine: EngineDep):
+    """A clicked point: label, density, region, top atlas examples, links (fragment)."""
+    try:
+        card, status = feature_point(engine, sae, index), 200
+    except HTTPException as exc:
+        card, status = {"errors": errors_of(exc)}, exc.status_code
+    return render_page(request, "fragments/map_card.html", {"card": card}, status)

@@ -1,0 +1,125 @@
+// The map view: clicks open a feature's card, zooming in shows feature labels, the colour/filter controls swap the
+// base map (fetched from /map/figure), and the prompt's paths (from the result fragment) are drawn on top.
+(function () {
+  var LABELS_AT = 250; // show text labels when at most this many points are in view
+
+  function mapEl() { return document.getElementById('map-main'); }
+
+  function pathTraces() {
+    var s = document.getElementById('map-paths-data');
+    if (!s) return [];
+    try { return (JSON.parse(s.textContent).data || []); } catch (e) { return []; }
+  }
+
+  function baseTraces(el) {
+    return (el.data || []).filter(function (t) { return t.meta !== 'path' && t.meta !== 'labels'; });
+  }
+
+  function labels(el) {
+    var xr = el.layout && el.layout.xaxis && el.layout.xaxis.range, yr = el.layout && el.layout.yaxis && el.layout.yaxis.range;
+    if (!xr || !yr) return Promise.resolve();
+    var xs = [], ys = [], ts = [];
+    baseTraces(el).forEach(function (t) {
+      for (var i = 0; i < t.x.length; i++) {
+        if (t.x[i] >= xr[0] && t.x[i] <= xr[1] && t.y[i] >= yr[0] && t.y[i] <= yr[1]) {
+          xs.push(t.x[i]); ys.push(t.y[i]); ts.push(t.text ? t.text[i] : '');
+        }
+      }
+    });
+    var idx = [];
+    (el.data || []).forEach(function (t, i) { if (t.meta === 'labels') idx.push(i); });
+    var p = idx.length ? Plotly.deleteTraces(el, idx) : Promise.resolve();
+    if (xs.length === 0 || xs.length > LABELS_AT) { el.dataset.labels = '0'; return p; }
+    el.dataset.labels = String(xs.length);
+    return p.then(function () {
+      return Plotly.addTraces(el, { type: 'scatter', mode: 'text', x: xs, y: ys, text: ts, meta: 'labels', hoverinfo: 'skip',
+        showlegend: false, textfont: { size: 9, color: '#374151' }, textposition: 'top center' });
+    });
+  }
+
+  function setPaths(el) {
+    var idx = [];
+    (el.data || []).forEach(function (t, i) { if (t.meta === 'path') idx.push(i); });
+    var p = idx.length ? Plotly.deleteTraces(el, idx) : Promise.resolve();
+    var traces = pathTraces();
+    el.dataset.paths = String(traces.length);
+    return p.then(function () { return traces.length ? Plotly.addTraces(el, traces) : null; });
+  }
+
+  function viewParams() {
+    var form = document.getElementById('map-view');
+    var p = new URLSearchParams();
+    if (!form) return p;
+    new FormData(form).forEach(function (v, k) { if (v !== '') p.set(k, v); });
+    return p;
+  }
+
+  function swapBase() {
+    var el = mapEl();
+    if (!el) return;
+    var p = viewParams();
+    el.dataset.ready = '0';
+    fetch('/map/figure?' + p.toString()).then(function (r) { return r.ok ? r.json() : null; }).then(function (fig) {
+      if (!fig) return;
+      var layout = fig.layout;
+      if (el.layout && el.layout.xaxis && el.layout.xaxis.range) { // keep the zoom
+        layout.xaxis = Object.assign({}, layout.xaxis, { range: el.layout.xaxis.range });
+        layout.yaxis = Object.assign({}, layout.yaxis, { range: el.layout.yaxis.range });
+      }
+      return Plotly.react(el, fig.data.concat(pathTraces()), layout, fig.config)
+        .then(function () { return labels(el); })
+        .then(function () { el.dataset.color = p.get('color_by') || ''; el.dataset.ready = '1'; });
+    });
+    var q = new URLSearchParams(location.search);
+    ['color_by', 'show', 'feature', 'discovery'].forEach(function (k) { if (p.has(k)) q.set(k, p.get(k)); else q.delete(k); });
+    history.replaceState(null, '', '?' + q.toString());
+  }
+
+  function bind(el) {
+    if (el.dataset.bound) return;
+    el.dataset.bound = '1';
+    el.on('plotly_click', function (ev) {
+      var pt = ev.points && ev.points[0];
+      if (!pt || !pt.customdata || pt.data.meta === 'path') return;
+      var sae = pt.customdata[0], index = pt.customdata[1];
+      el.dataset.clicked = sae + ':' + index;
+      htmx.ajax('GET', '/map/feature/' + encodeURIComponent(sae) + '/' + index, { target: '#map-card', swap: 'innerHTML' });
+    });
+    el.on('plotly_relayout', function (ev) {
+      if (ev && (ev['xaxis.range[0]'] !== undefined || ev['xaxis.autorange'] !== undefined || ev['xaxis.range'])) labels(el);
+    });
+  }
+
+  function init() {
+    var el = mapEl();
+    if (!el || !window.Plotly) return;
+    var tries = 0;
+    (function wait() { // figures.js draws the base map (data-figure); the paths go on top of it
+      if (!el.data && tries++ < 100) { setTimeout(wait, 30); return; }
+      var start = el.data ? Promise.resolve() : (function () {
+        var fig = JSON.parse(document.getElementById('map-main-data').textContent);
+        return Plotly.react(el, fig.data, fig.layout, fig.config);
+      })();
+      start.then(function () { return setPaths(el); }).then(function () { bind(el); el.dataset.ready = '1'; });
+    })();
+    var form = document.getElementById('map-view');
+    if (form) {
+      form.addEventListener('change', swapBase);
+      form.addEventListener('submit', function (e) { e.preventDefault(); swapBase(); });
+    }
+  }
+
+  document.addEventListener('DOMContentLoaded', function () { setTimeout(init, 0); });
+  document.addEventListener('htmx:afterSettle', function (e) {
+    var el = mapEl();
+    if (e.target && e.target.id === 'map-result' && el && el.data) setPaths(el);
+  });
+  document.addEventListener('click', function (e) {
+    var a = e.target.closest && e.target.closest('a.map-cosine');
+    if (!a) return;
+    e.preventDefault();
+    document.getElementById('map-feature').value = a.dataset.feature;
+    document.getElementById('map-color').value = 'cosine';
+    swapBase();
+  });
+})();
