@@ -1,25 +1,23 @@
 """Views that can be saved, re-run and forked: kind -> (request model, compute function, page).
 
-A view author registers once, at import time of the view's API module:
+A leaf module (imports nothing from app.api / app.web). Views are registered in ONE place,
+`app/registration.py` `build_views()`, into a `ViewRegistry` that lives on `app.state.views`:
 
-    from app.explorations_registry import register_view
-    register_view("steering", SteerRequest, run_steering, "/generate",
-                  response_model=SteerResponse, example={"prompt": "hello", ...})
+    views.register("steering", SteerRequest, run_steer, "/generate",
+                   response_model=SteerResponse, example={"prompt": "hello", ...})
 
 `url_fn(inputs) -> str` (optional): the view's own address builder, if it has one (Fork uses it; the
-default is `page_path?` + `inputs_to_query(inputs)`). `run_fn(engine, settings, request) -> response` must be the same function the JSON route and the HTML
-fragment use (so a re-run on the same profile reproduces the saved result exactly; timing fields such as
-`seconds` / `tokens_per_s`, or those named in `volatile=`, are left out of that comparison). `example` is a small
-valid request (tiny profile) used by the tests that check save -> open -> identical rendering for every kind.
-
-Kinds that are not registered (or whose fragment template is missing) still render: the saved JSON is shown
-generically (templates/fragments/_generic.html).
+default is `page_path?` + `inputs_to_query(inputs)`). `run_fn(engine, settings, request) -> response` must be the
+same function the JSON route and the HTML fragment use (so a re-run on the same profile reproduces the saved
+result exactly; timing fields such as `seconds` / `tokens_per_s`, or those named in `volatile=`, are left out of
+that comparison). `example` is a small valid request (tiny profile) used by the tests that check save -> open ->
+identical rendering for every kind. Registering a kind twice raises.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -28,50 +26,76 @@ from urllib.parse import urlencode
 from pydantic import BaseModel
 
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-# Modules whose import registers views (each calls register_view at module level).
-VIEW_MODULES = ("app.api.analysis", "app.api.generate", "app.api.discover")
 
 
 @dataclass(frozen=True)
 class ViewSpec:
     kind: str
     request_model: type[BaseModel]
-    run_fn: Callable[[Any, Any, BaseModel], Any]
+    run_fn: Callable[[Any, Any, Any], Any]
     page_path: str
     response_model: type[BaseModel] | None = None
     example: dict | None = None
     label: str = ""
     url_fn: Callable[[dict], str | None] | None = None  # the view's own inputs -> page URL, if it has one
-    volatile: tuple[str, ...] = ()  # top-level result fields that differ run to run (timings): not compared
+    volatile: tuple[str, ...] = ()  # result fields that differ run to run (timings): not compared
 
 
-_VIEWS: dict[str, ViewSpec] = {}
-_loaded = False
+class ViewRegistry:
+    """kind -> ViewSpec for one app; filled once by app.registration.build_views."""
 
+    def __init__(self) -> None:
+        self._views: dict[str, ViewSpec] = {}
 
-def register_view(kind: str, request_model: type[BaseModel], run_fn: Callable, page_path: str, *,
-                  response_model: type[BaseModel] | None = None, example: dict | None = None,
-                  label: str | None = None, url_fn: Callable[[dict], str | None] | None = None,
-                  volatile: tuple[str, ...] = ()) -> ViewSpec:
-    """Make `kind` re-runnable and forkable. Registering the same kind again replaces it (module reloads)."""
-    if not KIND_RE.match(kind):
-        raise ValueError(f"bad kind {kind!r}: lowercase letters, digits and _ (at most 32)")
-    if not page_path.startswith("/"):
-        raise ValueError("page_path must be a path on this server, e.g. /generate")
-    spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example, label or kind.replace("_", " "), url_fn,
-                    tuple(volatile))
-    _VIEWS[kind] = spec
-    return spec
+    def register(self, kind: str, request_model: type[BaseModel], run_fn: Callable, page_path: str, *,
+                 response_model: type[BaseModel] | None = None, example: dict | None = None,
+                 label: str | None = None, url_fn: Callable[[dict], str | None] | None = None,
+                 volatile: tuple[str, ...] = ()) -> ViewSpec:
+        """Make `kind` re-runnable and forkable; ValueError for a bad kind or a kind registered already."""
+        if not KIND_RE.match(kind):
+            raise ValueError(f"bad kind {kind!r}: lowercase letters, digits and _ (at most 32)")
+        if not page_path.startswith("/"):
+            raise ValueError("page_path must be a path on this server, e.g. /generate")
+        if kind in self._views:
+            raise ValueError(f"view {kind!r} is registered twice")
+        spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example,
+                        label or kind.replace("_", " "), url_fn, tuple(volatile))
+        self._views[kind] = spec
+        return spec
+
+    def get(self, kind: str) -> ViewSpec | None:
+        return self._views.get(kind)
+
+    def all(self) -> dict[str, ViewSpec]:
+        return dict(self._views)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._views
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def compared_fields(self, kind: str, result: dict) -> dict:
+        spec = self._views.get(kind)
+        return compared_fields(result, spec.volatile if spec else ())
+
+    def compare(self, kind: str, saved: dict, rerun: dict) -> Comparison:
+        spec = self._views.get(kind)
+        return compare_results(saved, rerun, spec.volatile if spec else ())
+
+    def fork_url(self, kind: str, inputs: Mapping[str, Any]) -> str | None:
+        """The view's page pre-filled with these inputs, or None when the kind is not registered here."""
+        spec = self._views.get(kind)
+        return fork_url(spec, inputs) if spec is not None else None
 
 
 # Timing fields a result may carry: they differ on every run, so a re-run never compares them.
 DEFAULT_VOLATILE = frozenset({"seconds", "elapsed_s", "elapsed", "duration_s", "tokens_per_s", "wall_s", "load_seconds"})
 
 
-def compared_fields(kind: str, result: dict) -> dict:
+def compared_fields(result: dict, volatile: tuple[str, ...] = ()) -> dict:
     """The result without its volatile (timing) fields, at any depth: what a re-run must reproduce."""
-    spec = _VIEWS.get(kind)
-    skip = DEFAULT_VOLATILE | set(spec.volatile if spec else ())
+    skip = DEFAULT_VOLATILE | set(volatile)
 
     def strip(v):
         if isinstance(v, dict):
@@ -94,10 +118,10 @@ class Comparison:
     first_difference: str | None  # JSON path of the first mismatch, when not matching
 
 
-def compare_results(kind: str, saved: dict, rerun: dict) -> Comparison:
+def compare_results(saved: dict, rerun: dict, volatile: tuple[str, ...] = ()) -> Comparison:
     """Saved vs recomputed result, timing fields aside: structure, strings, ints and bools exactly; floats
     within a relative 1e-4 (the same model on another thread count rounds float32 sums differently)."""
-    a, b = compared_fields(kind, saved), compared_fields(kind, rerun)
+    a, b = compared_fields(saved, volatile), compared_fields(rerun, volatile)
     worst = 0.0
     first: list[str] = []
     stack = [(a, b, "result")]
@@ -130,37 +154,6 @@ def compare_results(kind: str, saved: dict, rerun: dict) -> Comparison:
     return Comparison(match=not first, exact=a == b, max_abs_diff=worst, first_difference=min(first) if first else None)
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in VIEW_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError:  # a view module that does not exist (yet) simply registers nothing
-            pass
-    if "analysis" not in _VIEWS:
-        from app.api.analysis import AnalyzeRequest, AnalyzeResponse, run_analysis
-
-        try:
-            from app.web.analysis_pages import page_url as analysis_url
-        except ImportError:
-            analysis_url = None
-        register_view("analysis", AnalyzeRequest, run_analysis, "/", response_model=AnalyzeResponse,
-                      example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis", url_fn=analysis_url)
-
-
-def views() -> dict[str, ViewSpec]:
-    _ensure_loaded()
-    return dict(_VIEWS)
-
-
-def get_view(kind: str) -> ViewSpec | None:
-    _ensure_loaded()
-    return _VIEWS.get(kind)
-
-
 # --- snapshot context -----------------------------------------------------------------------------------
 
 def to_jsonable(obj: Any) -> Any:
@@ -184,42 +177,6 @@ def snapshot_context(kind: str, inputs: Any, result: Any) -> dict:
     return {"inputs": to_jsonable(inputs), "result": to_jsonable(result), "kind": kind}
 
 
-def fragment_exists(kind: str) -> bool:
-    from jinja2 import TemplateNotFound
-
-    from app.web.templating import templates
-
-    if not KIND_RE.match(kind):
-        return False
-    try:
-        templates.env.get_template(f"fragments/{kind}.html")
-        return True
-    except TemplateNotFound:
-        return False
-
-
-def render_fragment(kind: str, inputs: dict, result: dict) -> tuple[str, bool]:
-    """(html, generic): the view's own fragment from {inputs, result, kind} only, or the generic rendering
-    of the saved JSON when the kind has no fragment template or its template cannot render this snapshot."""
-    from jinja2 import TemplateNotFound
-
-    from app.web.templating import templates
-
-    ctx = {"inputs": inputs, "result": result, "kind": kind}
-    problem = None
-    if KIND_RE.match(kind):
-        try:
-            return templates.env.get_template(f"fragments/{kind}.html").render(ctx), False
-        except TemplateNotFound:
-            problem = None
-        except Exception as exc:  # an old snapshot the current template no longer understands
-            problem = f"the current {kind} view cannot draw this snapshot ({type(exc).__name__}); showing the saved data"
-    pretty = {"inputs_json": json.dumps(inputs, indent=2, ensure_ascii=False),
-              "result_json": json.dumps(result, indent=2, ensure_ascii=False)}
-    html = templates.env.get_template("fragments/_generic.html").render(ctx | pretty | {"problem": problem})
-    return html, True
-
-
 # --- query strings ---------------------------------------------------------------------------------------
 
 def inputs_to_query(inputs: Mapping[str, Any]) -> str:
@@ -241,7 +198,7 @@ def _is_structured(annotation) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (list, tuple, dict, set):
         return True
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return any(_is_structured(a) for a in typing.get_args(annotation) if a is not type(None))
     if origin is typing.Annotated:
         return _is_structured(typing.get_args(annotation)[0])
@@ -267,11 +224,8 @@ def query_to_inputs(params: Mapping[str, str], request_model: type[BaseModel]) -
     return out
 
 
-def fork_url(kind: str, inputs: Mapping[str, Any]) -> str | None:
-    """The view's page pre-filled with these inputs, or None when the kind is not registered here."""
-    spec = get_view(kind)
-    if spec is None:
-        return None
+def fork_url(spec: ViewSpec, inputs: Mapping[str, Any]) -> str:
+    """The view's page pre-filled with these inputs: its own url_fn when it has one, else page_path?query."""
     if spec.url_fn is not None:
         try:
             url = spec.url_fn(dict(inputs))

@@ -1,24 +1,30 @@
-"""App factory: the Engine is built in the lifespan (nothing heavy at import time) and lives on app.state."""
+"""App factory: the Engine, store, job runner and stream registry are built in the lifespan (nothing heavy at
+import time) and live on app.state; routers, views and templates are registered in app.registration."""
 from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.api.streams import Streams
 from app.engine.engine import Engine, EngineBusy
-from app.settings import Settings, get_settings
+from app.jobs import runner_for
+from app.middleware import install as install_guards
+from app.registration import register_all
+from app.settings import ROOT, Settings, get_settings
+from app.store import open_store
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["create_app", "ROOT"]
 log = logging.getLogger("asn")
 
 
 def create_app(settings: Settings | None = None, engine_factory: Callable[[Settings], Engine] | None = None) -> FastAPI:
-    """Build the app; engine_factory lets tests inject a tiny engine."""
+    """Build the app; `settings` is the one source of limits (the environment only when none are given);
+    engine_factory lets tests inject a tiny engine."""
     settings = settings or get_settings()
 
     def default_factory(s: Settings) -> Engine:
@@ -29,33 +35,27 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.settings = settings
         app.state.engine = factory(settings)
         log.info("engine ready: %s in %.1fs", app.state.engine.profile.name, app.state.engine.load_seconds)
-        from app.store import open_store
-
         app.state.store = open_store(settings.store_url)
+        app.state.jobs = runner_for(settings, app.state.store)  # job state in the store: replicas share it
+        app.state.streams = Streams()
         try:
             yield
         finally:
+            app.state.streams.cancel_all()
+            app.state.jobs.shutdown()
             app.state.store.close()
 
     app = FastAPI(title="Activation Space Navigator", version="0.1.0", lifespan=lifespan,
                   description="Residual-stream features, logit lens, steering and concept discovery over a transformer and two SAEs.")
+    app.state.settings = settings
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
-
-    from app.middleware import install as install_guards
-
     install_guards(app, settings)  # body limit (413), CSP, OOM -> 503, non-finite JSON -> 422, OpenAPI errors
 
     @app.exception_handler(EngineBusy)
     async def busy_handler(request: Request, exc: EngineBusy):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
-    from app.api import analysis, discover, explorations, generate, health
-    from app.web import analysis_pages, discover_pages, exploration_pages, generate_pages, pages
-
-    for module in (health, analysis, generate, discover, explorations,
-                   pages, analysis_pages, generate_pages, discover_pages, exploration_pages):
-        app.include_router(module.router)
+    register_all(app)
     return app

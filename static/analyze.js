@@ -105,10 +105,6 @@
   document.addEventListener('DOMContentLoaded', function () {
       init();
   });
-  document.addEventListener('htmx:beforeSwap', function (e) {
-    var s = e.detail.xhr.status;
-    if (s === 422 || s === 404 || s === 503) { e.detail.shouldSwap = true; e.detail.isError = false; }
-  });
   document.addEventListener('htmx:afterSettle', function (e) {
     var t = e.target;
     if (!t || !t.closest) return;

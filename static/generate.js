@@ -8,11 +8,6 @@
   var rows = $('#feature-rows');
   var maxStrength = parseFloat(form.dataset.maxStrength || '500');
 
-  // htmx: show 422/503 fragments (they carry the error text) instead of dropping them.
-  document.body.addEventListener('htmx:beforeSwap', function (e) {
-    var s = e.detail.xhr.status;
-    if (s === 422 || s === 503 || s === 413) { e.detail.shouldSwap = true; e.detail.isError = false; }
-  });
   document.body.addEventListener('htmx:afterRequest', function () { syncAddress(); });
 
   function changed() { form.dispatchEvent(new CustomEvent('steer-change', { bubbles: true })); }

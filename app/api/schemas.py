@@ -6,9 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from app.settings import get_settings
-
-L = get_settings().limits
+from app.api.limits import Limit
 
 
 def check_text(v: str | None) -> str | None:
@@ -40,8 +38,8 @@ class PromptFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=L.max_prompt_chars, description=f"at most {L.max_prompt_chars} characters")
-    system_prompt: str | None = Field(default=None, max_length=L.max_system_prompt_chars)
+    prompt: Annotated[str, Limit("max_prompt_chars")] = Field(min_length=1, description="at most max_prompt_chars characters (/health limits)")
+    system_prompt: Annotated[str | None, Limit("max_system_prompt_chars")] = Field(default=None, description="at most max_system_prompt_chars characters")
     chat: bool | None = Field(default=None, description="use the chat template (default: when a system prompt is given)")
 
     @field_validator("prompt", "system_prompt", mode="after")

@@ -290,10 +290,15 @@ def logit_lens(model, token_ids, top: int = 5, positions=None, resid_cache: Resi
                      tuple(tuple(tuple(cell) for cell in row) for row in probs))
 
 
+def logit_direction(model, sae, index: int) -> torch.Tensor:
+    """The dose projection W_dec[index] @ W_U [d_vocab]: how much adding the feature's decoder direction (activation
+    1) raises each token's logit (no final norm: a direction, not a residual). The one definition."""
+    return sae.W_dec[index].float() @ model.W_U.float()
+
+
 def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids=None, hook_name: str | None = None) -> FeatureCard:
     """Decoder direction through the unembedding (no final norm: a direction, not a residual)."""
-    w = sae.W_dec[index].float()
-    logit_dir = w @ model.W_U.float()  # [vocab]
+    logit_dir = logit_direction(model, sae, index)  # [vocab]
     pv, pi = logit_dir.topk(top)
     nv, ni = (-logit_dir).topk(top)
     tok = model.tokenizer
@@ -301,7 +306,7 @@ def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids
     if token_ids is not None and hook_name is not None:
         acts = tuple(float(a) for a in feature_activations(model, sae, hook_name, token_ids, index))
     return FeatureCard(
-        sae=sae_name, index=index, decoder_norm=float(w.norm()),
+        sae=sae_name, index=index, decoder_norm=float(sae.W_dec[index].float().norm()),
         promoted=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
         suppressed=tuple((tok.decode([int(i)]), float(-v)) for v, i in zip(nv.tolist(), ni.tolist())),
         activations=acts, max_activation=max(acts) if acts else None,

@@ -109,14 +109,36 @@ def classify(corr: float, cos: float, cos_threshold: float = 0.3, corr_threshold
     return "grey"
 
 
-def go_no_go(scan: CosineScan, threshold: float = 0.3, need: int = 3) -> list[dict]:
-    """Per coarse feature: how many fine features have decoder cosine >= threshold (GO when >= need).
+@dataclass(frozen=True)
+class GoNoGoRow:
+    """GO/NO-GO for one coarse feature: GO when at least `need` fine features have decoder cosine >= threshold."""
 
-    Exact for threshold >= scan.floor (the matches hold every fine feature above the floor, up to the cap).
-    """
+    coarse: int
+    n_above: int
+    go: bool
+    above: tuple[tuple[int, float], ...]  # (fine, cosine) at or above the threshold, best first
+    top: tuple[tuple[int, float], ...]  # the best matches regardless of the threshold (up to 6)
+    max_cosine: float | None
+    exact: bool  # every fine feature at or above the threshold was kept by the scan (threshold >= floor, under the cap)
+
+
+GO_NEED = 3  # fine features at or above the cosine threshold for GO
+
+
+def go_no_go_rows(coarse, matches, max_cosine, floor: float, threshold: float = 0.3, need: int = GO_NEED,
+                  cap: int = SCAN_CAP) -> list[GoNoGoRow]:
+    """The one GO/NO-GO definition, from a scan's plain data (CosineScan fields or their JSON)."""
     out = []
-    for ci, m in zip(scan.coarse, scan.matches):
-        n = sum(1 for _, v in m if v >= threshold)
-        out.append({"coarse": ci, "n_above": n, "go": n >= need,
-                    "best": [[fi, v] for fi, v in m[:5]]})
+    for i, (ci, m) in enumerate(zip(coarse, matches)):
+        m = [(int(f), float(v)) for f, v in m]
+        above = tuple((f, v) for f, v in m if v >= threshold)
+        exact = threshold >= floor and (len(m) < cap or m[-1][1] < threshold)
+        best = float(max_cosine[i]) if max_cosine is not None and i < len(max_cosine) else None
+        out.append(GoNoGoRow(int(ci), len(above), len(above) >= need, above, tuple(m[:6]), best, exact))
     return out
+
+
+def go_no_go(scan: CosineScan, threshold: float = 0.3, need: int = GO_NEED) -> list[dict]:
+    """Per coarse feature of a scan: {coarse, n_above, go, best (top 5 matches)}; exact for threshold >= scan.floor."""
+    return [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.top[:5]]}
+            for r in go_no_go_rows(scan.coarse, scan.matches, scan.max_cosine, scan.floor, threshold, need)]

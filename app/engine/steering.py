@@ -16,11 +16,13 @@ tokens (the last prompt position onward).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
-from app.engine.generation import GenerationRun, PositionState, generate, next_token_logits
+from app.engine import generation
+from app.engine.analysis import logit_direction
+from app.engine.generation import GenerationRun, GenToken, Generation, PositionState, next_token_logits
 from app.engine.sampling import SamplingParams
 
 Mode = Literal["add", "clamp"]
@@ -109,12 +111,33 @@ def steering_hooks(hook_name: str, saes: dict, features, state: PositionState, o
 
 def steered_generate(model, saes: dict, hook_name: str, prompt_ids, features, params: SamplingParams, max_new_tokens: int,
                      stop_ids=(), opts: SteerOptions = SteerOptions(), cancel=None, run: GenerationRun | None = None,
-                     prefer_fast: bool = True):
-    """generate() with the steering hook attached for the whole run (prompt and every decode step)."""
+                     prefer_fast: bool = True, on_token: Callable[[int, GenToken], None] | None = None) -> Generation:
+    """generate() with the steering hook attached for the whole run (prompt and every decode step);
+    on_token(i, token) is called as each token is produced (streaming)."""
+    run = run if run is not None else GenerationRun()
     state = PositionState()
     hooks = steering_hooks(hook_name, saes, features, state, opts)
+    toks = []
     with model.hooks(fwd_hooks=hooks):
-        return generate(model, prompt_ids, max_new_tokens, params, stop_ids, cancel, state, run, prefer_fast)
+        # generation.iter_generate looked up per call (a test paces it to meet a running stream)
+        for i, t in enumerate(generation.iter_generate(model, prompt_ids, max_new_tokens, params, stop_ids, cancel, state, run, prefer_fast)):
+            toks.append(t)
+            if on_token is not None:
+                on_token(i, t)
+    text = model.tokenizer.decode([t.id for t in toks])
+    return Generation(tuple(int(i) for i in prompt_ids), tuple(toks), text, run.finish_reason, run.seconds, run.decoder)
+
+
+def divergence(a_ids, b_ids) -> tuple[list[bool], int | None]:
+    """Per generated position: do two runs' tokens differ (or has one run ended)? And the first such position."""
+    n = max(len(a_ids), len(b_ids))
+    diverged = [i >= len(a_ids) or i >= len(b_ids) or a_ids[i] != b_ids[i] for i in range(n)]
+    return diverged, next((i for i, d in enumerate(diverged) if d), None)
+
+
+def slider_span(typical_max: float, limit: float) -> float:
+    """Half-width of a feature's strength slider: 3x its typical max activation, capped at the strength limit."""
+    return min(3.0 * typical_max, limit)
 
 
 def steered_next_token_logits(model, saes: dict, hook_name: str, prompt_ids, features, opts: SteerOptions = SteerOptions()) -> torch.Tensor:
@@ -156,7 +179,6 @@ def feature_scale(model, saes: dict, hook_name: str, sae_name: str, index: int, 
             typical, source = float(fired.median()), "median max activation of the features that fire on the prompt (this one does not)"
         else:
             typical, source = 1.0, "default (no feature fires on the prompt)"
-        logit_dir = sae.W_dec[index].float() @ model.W_U.float()
-        pv, pi = logit_dir.topk(promoted_top)
+        pv, pi = logit_direction(model, sae, index).topk(promoted_top)
     tok = model.tokenizer
     return FeatureScale(mx, typical, source, tuple((int(i), tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)))

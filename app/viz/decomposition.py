@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from app.engine.decomposition import KIND_LABELS, SCAN_CAP, classify
+from app.engine.decomposition import KIND_LABELS, classify, go_no_go_rows
 
 COLORS = {"blue": "#1f6fd1", "orange": "#f08c00", "red": "#d62728", "grey": "#9aa0a6"}
 # cosine -> colour for graph links (same scale as the heatmap's positive half)
@@ -50,21 +50,14 @@ def pairs(inputs: dict, result: dict) -> list[dict]:
     return out
 
 
-def go_no_go(inputs: dict, result: dict, need: int = 3) -> list[dict]:
-    """Per mapped coarse feature: fine features with decoder cosine >= the threshold (from the full scan)."""
+def go_no_go(inputs: dict, result: dict) -> list[dict]:
+    """Per mapped coarse feature: fine features with decoder cosine >= the threshold (engine's go_no_go_rows)."""
     m = result.get("mapping")
     if not m:
         return []
-    ct = thresholds(inputs)[0]
-    floor = m["scan"]["floor"]
-    out = []
-    for c, matches, best in zip(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"]):
-        above = [(f, v) for f, v in matches if v >= ct]
-        # exact when every fine feature at or above the threshold was kept by the scan
-        exact = ct >= floor and (len(matches) < SCAN_CAP or matches[-1][1] < ct)
-        out.append({"coarse": c, "n_above": len(above), "go": len(above) >= need, "best": above[:6],
-                    "max_cosine": best, "exact": exact})
-    return out
+    rows = go_no_go_rows(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], thresholds(inputs)[0])
+    return [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.above[:6]],
+             "max_cosine": r.max_cosine, "exact": r.exact} for r in rows]
 
 
 def hist_coarse(inputs: dict, result: dict) -> int | None:

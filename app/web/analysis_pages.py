@@ -11,45 +11,28 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.api.analysis import AnalyzeRequest, run_analysis, run_feature
 from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import PromptFields
 from app.engine.engine import EngineBusy
-from app.viz.lens import lens_figure, visible
-from app.web.templating import errors_of, render_fragment, templates
+from app.web.forms import cap_url, errors_of, flag, last
+from app.web.templating import render_fragment, render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 KIND = "analysis"
-MAX_PUSHED_URL = 8_000  # longer addresses are not pushed (servers cap request lines at ~16 KB)
-templates.env.filters.setdefault("lens_figure", lens_figure)
-templates.env.filters.setdefault("visible", visible)
-
-TRUE, FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
-
-
-def _last(params, key: str):
-    """Last value of a form / query key (a checkbox after its hidden default wins)."""
-    vals = params.getlist(key) if hasattr(params, "getlist") else [params[key]] if key in params else []
-    return vals[-1] if vals else None
-
-
-def _flag(value, default: bool | None):
-    if value is None or value == "" or value == "auto":
-        return default
-    v = str(value).strip().lower()
-    return True if v in TRUE else False if v in FALSE else value  # anything else: pydantic names the field
 
 
 def parse_inputs(params) -> AnalyzeRequest:
     """AnalyzeRequest from query or form parameters (raises pydantic ValidationError naming the field)."""
-    raw = {"prompt": _last(params, "prompt") or "", "lens": _flag(_last(params, "lens"), True),
-           "include_sinks": _flag(_last(params, "include_sinks"), False)}
-    if sp := _last(params, "system_prompt"):
+    raw = {"prompt": last(params, "prompt") or "", "lens": flag(last(params, "lens"), True),
+           "include_sinks": flag(last(params, "include_sinks"), False)}
+    if sp := last(params, "system_prompt"):
         raw["system_prompt"] = sp
-    if (chat := _flag(_last(params, "chat"), None)) is not None:
+    if (chat := flag(last(params, "chat"), None)) is not None:
         raw["chat"] = chat
-    if (top_k := _last(params, "top_k")) not in (None, ""):
+    if (top_k := last(params, "top_k")) not in (None, ""):
         raw["top_k"] = top_k
     return AnalyzeRequest.model_validate(raw)
 
@@ -69,8 +52,7 @@ def page_url(inputs: dict, feature: str | None = None) -> str | None:
         q["lens"] = "0"
     if feature:
         q["feature"] = feature
-    url = "/?" + urlencode(q)
-    return url if len(url) <= MAX_PUSHED_URL else None
+    return cap_url("/?" + urlencode(q))
 
 
 def parse_feature(value: str | None, widths: dict) -> tuple[str, int] | None:
@@ -93,7 +75,7 @@ def analysis_view(engine, settings, params) -> dict:
     ctx = {"inputs": inputs, "result": None, "kind": KIND, "status": 200}
     try:
         ctx["result"] = run_analysis(engine, settings, req).model_dump()
-        feat = parse_feature(_last(params, "feature"), ctx["result"]["sae_widths"])
+        feat = parse_feature(last(params, "feature"), ctx["result"]["sae_widths"])
         if feat:
             ctx["card"] = feature_dict(engine, settings, feat[0], feat[1], inputs)
             ctx["feature"] = f"{feat[0]}:{feat[1]}"
@@ -110,14 +92,24 @@ def feature_dict(engine, settings, sae: str, index: int, inputs: dict) -> dict:
                        include_sinks=bool(inputs.get("include_sinks"))).model_dump()
 
 
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, engine: EngineDep, settings: SettingsDep):
+    """The analysis view; opened with ?prompt=... it runs the analysis (a copied address reproduces the view)."""
+    ctx = {"engine": engine, "page": "analyze", "inputs": None, "result": None, "kind": KIND,
+           "raw": dict(request.query_params)}
+    status = 200
+    if "prompt" in request.query_params:
+        view = analysis_view(engine, settings, request.query_params)
+        status = view.pop("status", 200)
+        view.pop("retry_after", None)
+        ctx.update(view)
+    return render_page(request, "index.html", ctx, status)
 
 
 @router.post("/fragments/analysis", response_class=HTMLResponse)
 async def analysis_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The form posts here; answers the analysis fragment and pushes the reproducing address."""
     form = await request.form()
-    from starlette.concurrency import run_in_threadpool
-
     ctx = await run_in_threadpool(analysis_view, engine, settings, form)
     push = page_url(ctx["inputs"]) if ctx.get("result") else None
     return render_fragment(request, "fragments/analysis.html", ctx, push)
@@ -127,7 +119,6 @@ async def analysis_fragment(request: Request, engine: EngineDep, settings: Setti
 async def feature_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """A feature card for (sae, index) with its activation on the analysed prompt."""
     form = await request.form()
-    from starlette.concurrency import run_in_threadpool
 
     def work():
         try:
@@ -135,7 +126,7 @@ async def feature_fragment(request: Request, engine: EngineDep, settings: Settin
         except ValidationError as exc:
             return {"card": None, "inputs": None, "errors": errors_of(exc), "status": 422}
         inputs = req.model_dump()
-        sae, idx = _last(form, "sae") or "", _last(form, "index") or ""
+        sae, idx = last(form, "sae") or "", last(form, "index") or ""
         if sae not in engine.saes or not idx.isdigit():
             return {"card": None, "inputs": inputs, "status": 422,
                     "errors": [f"sae/index: expected one of {', '.join(engine.saes)} and a feature index >= 0"]}

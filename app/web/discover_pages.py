@@ -14,22 +14,18 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
-from app.api.deps import EngineDep, SettingsDep
-from app.api.discover import KIND, DiscoverRequest, shipped_sets, start_job
+from app.api.deps import EngineDep, JobsDep, SettingsDep
+from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job
 from app.engine import discovery as disc
-from app.engine.engine import EngineBusy
-from app.jobs import get_runner
-from app.viz.decomposition import discovery_view
-from app.web.templating import templates
+from app.web.forms import cap_url, errors_of, last
+from app.web.templating import render_fragment, render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-templates.env.globals.setdefault("discovery_view", discovery_view)
 
 DEFAULTS = DiscoverRequest().model_dump()
 KNOBS = ("aggregate", "top_k", "min_fire_rate", "n_coarse", "n_fine", "cos_threshold", "corr_threshold",
          "cos_near_zero", "hist_coarse")
 VIEW_KNOBS = ("cos_threshold", "corr_threshold", "cos_near_zero", "hist_coarse")
-MAX_PUSHED_URL = 8_000
 
 _pasted: dict[str, list[str]] = {}  # sha -> prompts pasted on this server (so the URL can name them)
 _pasted_lock = threading.Lock()
@@ -44,11 +40,6 @@ def _remember(prompts: list[str]) -> str:
     return h
 
 
-def _last(params, key: str):
-    vals = params.getlist(key) if hasattr(params, "getlist") else ([params[key]] if key in params else [])
-    return vals[-1] if vals else None
-
-
 class FormError(ValueError):
     def __init__(self, errors: list[str]):
         super().__init__("; ".join(errors))
@@ -60,8 +51,8 @@ def parse_inputs(params) -> DiscoverRequest:
     one prompt per line) or 'sha:<hash>' (a set pasted earlier). Raises FormError naming the field."""
     raw, errors = {}, []
     for side in ("concept", "contrast"):
-        choice = (_last(params, f"{side}_set") or DEFAULTS[f"{side}_set"] or "").strip()
-        text = _last(params, f"{side}_text") or ""
+        choice = (last(params, f"{side}_set") or DEFAULTS[f"{side}_set"] or "").strip()
+        text = last(params, f"{side}_text") or ""
         if choice == "custom" or (not choice and text.strip()):
             raw[f"{side}_set"] = None
             raw[f"{side}_prompts"] = disc.parse_prompt_lines(text)
@@ -75,7 +66,7 @@ def parse_inputs(params) -> DiscoverRequest:
         else:
             raw[f"{side}_set"] = choice
     for k in KNOBS:
-        v = _last(params, k)
+        v = last(params, k)
         if v not in (None, ""):
             raw[k] = v
     if errors:
@@ -83,7 +74,7 @@ def parse_inputs(params) -> DiscoverRequest:
     try:
         return DiscoverRequest.model_validate(raw)
     except ValidationError as exc:
-        raise FormError([f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]) from None
+        raise FormError(errors_of(exc)) from None
 
 
 def page_url(inputs: dict) -> str | None:
@@ -99,13 +90,7 @@ def page_url(inputs: dict) -> str | None:
         if inputs.get(k) is not None and inputs.get(k) != DEFAULTS.get(k):
             q[k] = inputs[k]
     q["run"] = "1"
-    url = "/discover?" + urlencode(q)
-    return url if len(url) <= MAX_PUSHED_URL else None
-
-
-def _html(request: Request, name: str, ctx: dict, status: int = 200, push: str | None = None) -> HTMLResponse:
-    headers = {"HX-Push-Url": push} if push and status == 200 else {}
-    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
+    return cap_url("/discover?" + urlencode(q))
 
 
 def _form_values(params, inputs: dict | None) -> dict:
@@ -132,9 +117,9 @@ def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
         inputs = parse_inputs(params).model_dump()
     except FormError as exc:
         errors = exc.errors
-    run = _last(params, "run") in ("1", "true", "on") and not errors
-    return templates.TemplateResponse(request, "discover.html", {
-        "engine": engine, "limits": settings.limits, "page": "discover", "sets": shipped_sets(),
+    run = last(params, "run") in ("1", "true", "on") and not errors
+    return render_page(request, "discover.html", {
+        "engine": engine, "page": "discover", "sets": shipped_sets(),
         "form": _form_values(params, inputs), "errors": errors, "run": run,
         "widths": {n: int(s.cfg.d_sae) for n, s in engine.saes.items()},
         "neuronpedia": {engine.profile.coarse.name: engine.profile.coarse.neuronpedia,
@@ -143,67 +128,57 @@ def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 def _job_fragment(request: Request, job, push: str | None = None) -> HTMLResponse:
     if job.state == "done":
-        ctx = {"inputs": job.meta["inputs"], "result": job.result, "kind": KIND, "job_id": job.id,
-               "limits": request.app.state.settings.limits}
-        return _html(request, "fragments/discovery.html", ctx, push=push)
-    return _html(request, "fragments/discovery_progress.html", {"job": job, "status": job.status()}, push=push)
+        ctx = {"inputs": job.meta["inputs"], "result": job.result, "kind": KIND, "job_id": job.id}
+        return render_fragment(request, "fragments/discovery.html", ctx, push)
+    return render_fragment(request, "fragments/discovery_progress.html", {"job": job, "status": job.status()}, push)
+
+
+def _errors(request: Request, errors: list[str], status: int) -> HTMLResponse:
+    return render_fragment(request, "fragments/discovery_progress.html", {"errors": errors, "status": status})
 
 
 @router.post("/discover/run", response_class=HTMLResponse)
-async def discover_run(request: Request, engine: EngineDep, settings: SettingsDep):
+async def discover_run(request: Request, engine: EngineDep, settings: SettingsDep, jobs: JobsDep):
     """The form posts here: starts (or joins / reuses) the job; answers the progress bar or the result."""
     form = await request.form()
     try:
         req = parse_inputs(form)
-        job = start_job(get_runner(request.app), engine, settings, req)
+        job = start_job(jobs, engine, settings, req)
     except FormError as exc:
-        return _html(request, "fragments/discovery_progress.html", {"errors": exc.errors}, status=422)
+        return _errors(request, exc.errors, 422)
     except HTTPException as exc:
-        detail = exc.detail if isinstance(exc.detail, list) else [{"msg": str(exc.detail), "loc": ["input"]}]
-        return _html(request, "fragments/discovery_progress.html",
-                     {"errors": [f"{d['loc'][-1]}: {d['msg']}" for d in detail]}, status=exc.status_code)
+        return _errors(request, errors_of(exc), exc.status_code)
     return _job_fragment(request, job, push=page_url(req.model_dump()))
 
 
-def _job(request: Request, job_id: str):
-    job = get_runner(request.app).get(job_id)
-    if job is None or job.kind != KIND:
-        raise HTTPException(404, detail=f"no discovery job {job_id!r}")
-    return job
-
-
 @router.get("/discover/jobs/{job_id}/progress", response_class=HTMLResponse)
-def discover_progress(request: Request, job_id: str):
+def discover_progress(request: Request, job_id: str, jobs: JobsDep):
     """Polled by htmx every second while the job runs; swaps itself for the result when done."""
-    return _job_fragment(request, _job(request, job_id))
+    return _job_fragment(request, job_or_404(jobs, job_id))
 
 
 @router.post("/discover/jobs/{job_id}/cancel", response_class=HTMLResponse)
-def discover_cancel(request: Request, job_id: str):
-    job = _job(request, job_id)
-    get_runner(request.app).cancel(job_id)
+def discover_cancel(request: Request, job_id: str, jobs: JobsDep):
+    job = job_or_404(jobs, job_id)
+    jobs.cancel(job_id)
     return _job_fragment(request, job)
 
 
 @router.get("/discover/jobs/{job_id}/view", response_class=HTMLResponse)
-def discover_view(request: Request, job_id: str):
+def discover_view(request: Request, job_id: str, jobs: JobsDep):
     """Re-render a finished job's result with other thresholds / histogram feature (no recomputation)."""
-    job = _job(request, job_id)
+    job = job_or_404(jobs, job_id)
     if job.state != "done":
         return _job_fragment(request, job)
     inputs = dict(job.meta["inputs"])
     raw = dict(inputs)
     for k in VIEW_KNOBS:
-        v = _last(request.query_params, k)
+        v = last(request.query_params, k)
         if v not in (None, ""):
             raw[k] = v
     try:
         inputs = DiscoverRequest.model_validate(raw).model_dump()
     except ValidationError as exc:
-        return _html(request, "fragments/discovery_progress.html",
-                     {"errors": [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]}, status=422)
-    ctx = {"inputs": inputs, "result": job.result, "kind": KIND, "job_id": job.id, "limits": request.app.state.settings.limits}
-    return _html(request, "fragments/discovery.html", ctx, push=page_url(inputs))
-
-
-__all__ = ["router", "parse_inputs", "page_url", "EngineBusy"]
+        return _errors(request, errors_of(exc), 422)
+    ctx = {"inputs": inputs, "result": job.result, "kind": KIND, "job_id": job.id}
+    return render_fragment(request, "fragments/discovery.html", ctx, page_url(inputs))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -13,16 +12,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.api.explorations import (SaveRequest, build_document, get_document, live_profile, parse_import,
+from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
+from app.api.explorations import (KIND_PATTERN, SaveRequest, build_document, get_document, live_profile, parse_import,
                                   profile_differences, rerun_document, save_document)
-from app.explorations_registry import fork_url, get_view, render_fragment
+from app.settings import ROOT
 from app.store import valid_id
-from app.web.templating import templates
+from app.web.forms import errors_of
+from app.web.templating import render_page, render_snapshot, templates_of
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 PAGE_SIZE = 50
-STATIC = Path(__file__).resolve().parents[2] / "static"
+STATIC = ROOT / "static"
 
 
 def view_stylesheets() -> list[str]:
@@ -31,18 +31,12 @@ def view_stylesheets() -> list[str]:
 
 
 def _errors(exc: HTTPException | ValidationError) -> list[str]:
-    if isinstance(exc, ValidationError):
-        items = exc.errors()
-    elif isinstance(exc.detail, list):
-        items = exc.detail
-    else:
-        return [str(exc.detail)]
-    return [f"{'.'.join(str(x) for x in e.get('loc', []) if x != 'body') or 'document'}: {e.get('msg')}" for e in items]
+    return errors_of(exc, default="document")
 
 
 @router.get("/e", response_class=HTMLResponse)
 def list_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep,
-              offset: int = Query(0, ge=0, le=1_000_000), kind: str | None = Query(None, pattern=r"^[a-z][a-z0-9_]{0,31}$")):
+              offset: int = Query(0, ge=0, le=1_000_000), kind: str | None = Query(None, pattern=KIND_PATTERN)):
     return _list(request, engine, settings, store, offset, kind)
 
 
@@ -50,10 +44,10 @@ def _list(request, engine, settings, store, offset=0, kind=None, errors=None, st
     items = [dict(asdict(s),
                   when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"))
              for s in store.recent(limit=PAGE_SIZE, offset=offset, kind=kind)]
-    return templates.TemplateResponse(request, "explorations.html", {
-        "engine": engine, "limits": settings.limits, "page": "explorations", "items": items,
+    return render_page(request, "explorations.html", {
+        "engine": engine, "page": "explorations", "items": items,
         "total": store.count(kind=kind), "offset": offset, "page_size": PAGE_SIZE, "kind": kind,
-        "errors": errors or []}, status_code=status_code)
+        "errors": errors or []}, status_code)
 
 
 @router.post("/e/import")
@@ -74,7 +68,7 @@ async def import_page(request: Request, engine: EngineDep, settings: SettingsDep
 
 
 @router.post("/e/save")
-async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep, views: ViewsDep):
     """The Save button (templates/fragments/_save.html): htmx gets a small fragment with the link; a plain form
     post is redirected to the new exploration."""
     limit = settings.limits.max_exploration_bytes
@@ -91,26 +85,25 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
             if isinstance(exc, ValidationError):
                 raise HTTPException(422, detail=exc.errors(include_url=False, include_input=False, include_context=False)) from None
             raise HTTPException(422, detail=[{"loc": ["body"], "msg": f"inputs/result are not JSON: {exc}", "type": "json_invalid"}]) from None
-        saved = await run_in_threadpool(lambda: save_document(store, settings, build_document(req, engine)))
+        saved = await run_in_threadpool(lambda: save_document(store, settings, build_document(req, engine, settings, views)))
     except HTTPException as exc:
         if not htmx:
             raise
-        # htmx swaps only 2xx answers: the status line shows the problem (the JSON API answers 422).
-        return templates.TemplateResponse(request, "fragments/_save.html",
-                                          {"save_errors": _errors(exc), "save_only_status": True}, status_code=200)
+        # the error keeps its status; htmx swaps it in place (responseHandling in base.html)
+        return render_page(request, "fragments/_save.html", {"save_errors": _errors(exc), "save_only_status": True},
+                           exc.status_code)
     if htmx:
-        return templates.TemplateResponse(request, "fragments/_save.html",
-                                          {"saved": saved, "save_only_status": True}, status_code=201)
+        return render_page(request, "fragments/_save.html", {"saved": saved, "save_only_status": True}, 201)
     return RedirectResponse(saved.url, status_code=303)
 
 
 def _not_found(request, engine, settings):
-    return templates.TemplateResponse(request, "exploration.html", {"engine": engine, "limits": settings.limits,
-                                      "page": "explorations", "doc": None}, status_code=404)
+    return render_page(request, "exploration.html", {"engine": engine, "page": "explorations", "doc": None}, 404)
 
 
 @router.get("/e/{exploration_id}", response_class=HTMLResponse)
-def exploration_page(exploration_id: str, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+def exploration_page(exploration_id: str, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep,
+                     views: ViewsDep):
     """The snapshot exactly as saved (no model work), with Re-run / Fork / Export."""
     if not valid_id(exploration_id):
         return _not_found(request, engine, settings)
@@ -118,14 +111,14 @@ def exploration_page(exploration_id: str, request: Request, engine: EngineDep, s
         doc = get_document(store, exploration_id)
     except HTTPException:
         return _not_found(request, engine, settings)
-    html, generic = render_fragment(doc.kind, doc.inputs, doc.result)
+    html, generic = render_snapshot(templates_of(request), views, doc.kind, doc.inputs, doc.result)
     live = live_profile(engine)
-    spec = get_view(doc.kind)
-    return templates.TemplateResponse(request, "exploration.html", {
-        "engine": engine, "limits": settings.limits, "page": "explorations", "doc": doc, "id": exploration_id,
+    spec = views.get(doc.kind)
+    return render_page(request, "exploration.html", {
+        "engine": engine, "page": "explorations", "doc": doc, "id": exploration_id,
         # The fragment was rendered by an autoescaping template from the saved data: its model text is escaped.
         "fragment": Markup(html), "generic": generic, "differences": profile_differences(doc.profile, live),
-        "live": live, "view": spec, "fork_url": fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
+        "live": live, "view": spec, "fork_url": views.fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
         "inputs_rows": [(k, v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, ensure_ascii=False))
                         for k, v in doc.inputs.items()],
     })
@@ -143,15 +136,22 @@ def export(exploration_id: str, store: StoreDep):
 
 
 @router.post("/e/{exploration_id}/rerun", response_class=HTMLResponse)
-def rerun_fragment(exploration_id: str, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
+def rerun_fragment(exploration_id: str, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep,
+                   views: ViewsDep):
     """htmx: recompute with the live model and show it under the saved result, with what differs."""
-    htmx = request.headers.get("hx-request") == "true"
     try:
         doc = get_document(store, exploration_id)
-        rr = rerun_document(engine, settings, exploration_id, doc)
-        html, _ = render_fragment(doc.kind, doc.inputs, rr.result)
+        rr = rerun_document(engine, settings, views, exploration_id, doc)
+        html, _ = render_snapshot(templates_of(request), views, doc.kind, doc.inputs, rr.result)
         ctx, status = {"rr": rr, "fragment": Markup(html), "errors": []}, 200
-    except HTTPException as exc:
-        # htmx swaps only 2xx answers: the fragment shows the problem; other clients get the status.
-        ctx, status = {"rr": None, "errors": _errors(exc)}, (200 if htmx else exc.status_code)
-    return templates.TemplateResponse(request, "fragments/_rerun.html", ctx, status_code=status)
+    except HTTPException as exc:  # the error keeps its status; htmx swaps it in place (base.html responseHandling)
+        ctx, status = {"rr": None, "errors": _errors(exc)}, exc.status_code
+    return render_page(request, "fragments/_rerun.html", ctx, status)
+
+
+@router.get("/api/explorations/{exploration_id}/fragment")
+def snapshot_fragment(exploration_id: str, request: Request, store: StoreDep, views: ViewsDep):
+    """The saved view's fragment alone (HTML), as /e/<id> shows it."""
+    doc = get_document(store, exploration_id)
+    html, _ = render_snapshot(templates_of(request), views, doc.kind, doc.inputs, doc.result)
+    return HTMLResponse(html)

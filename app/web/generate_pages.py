@@ -18,46 +18,27 @@ from app.api.generate import (DoseRequest, GenerateRequest, SteerRequest, System
                               run_generate, run_steer, run_system_shift, run_temperature)
 from app.api.deps import EngineDep, SettingsDep
 from app.engine.engine import EngineBusy
-from app.viz.steering import dose_figure
-from app.viz.temperature import temperature_figure
-from app.web.templating import errors_of, render_fragment, templates
+from app.web.forms import cap_url, errors_of, flag, last, values
+from app.web.templating import render_fragment, render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-templates.env.filters.setdefault("dose_figure", dose_figure)
-templates.env.filters.setdefault("temperature_figure", temperature_figure)
-
-TRUE, FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
 GEN_VIEWS = {"generation": ("fragments/generation.html", GenerateRequest, run_generate),
              "steer": ("fragments/steering.html", SteerRequest, run_steer),
              "dose": ("fragments/dose.html", DoseRequest, run_dose)}
 KINDS = {"generation": "generation", "steer": "steering", "dose": "dose", "temperature": "temperature", "system_shift": "system_shift"}
 TEMP_VIEWS = {"temperature": ("fragments/temperature.html", TemperatureRequest, run_temperature),
               "system_shift": ("fragments/system_shift.html", SystemShiftRequest, run_system_shift)}
-MAX_URL = 8_000
-
-
-def _last(params, key):
-    vals = params.getlist(key) if hasattr(params, "getlist") else []
-    vals = [v for v in vals if v != ""]
-    return vals[-1] if vals else None
-
-
-def _flag(v, default):
-    if v is None or v in ("", "auto"):
-        return default
-    s = str(v).strip().lower()
-    return True if s in TRUE else False if s in FALSE else v
 
 
 def parse_features(params) -> list[dict]:
     """Feature rows from the form (f_sae/f_index/f_mode/f_value lists) or the address (f=sae:index:mode:value)."""
     feats = []
-    for s in params.getlist("f"):
+    for s in values(params, "f"):
         parts = s.split(":")
         if len(parts) >= 2 and s:
             feats.append({"sae": parts[0], "index": parts[1], "mode": parts[2] if len(parts) > 2 else "add",
                           "value": parts[3] if len(parts) > 3 else "0"})
-    cols = [params.getlist(k) for k in ("f_sae", "f_index", "f_mode", "f_value")]
+    cols = [values(params, k) for k in ("f_sae", "f_index", "f_mode", "f_value")]
     for sae, idx, mode, val in zip(*cols):
         if idx != "":
             feats.append({"sae": sae, "index": idx, "mode": mode, "value": val or "0"})
@@ -66,17 +47,17 @@ def parse_features(params) -> list[dict]:
 
 def raw_inputs(params) -> dict:
     """Common raw fields (strings; pydantic converts and names any bad field)."""
-    raw = {"prompt": _last(params, "prompt") or ""}
+    raw = {"prompt": last(params, "prompt") or ""}
     for k in ("system_prompt",):
-        if (v := _last(params, k)) is not None:
+        if (v := last(params, k)) is not None:
             raw[k] = v
-    if (c := _flag(_last(params, "chat"), None)) is not None:
+    if (c := flag(last(params, "chat"), None)) is not None:
         raw["chat"] = c
     for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "top_n"):
-        if (v := _last(params, k)) is not None:
+        if (v := last(params, k)) is not None:
             raw[k] = v
     for k in ("generated_only", "skip_sinks"):
-        if (v := _flag(_last(params, k), None)) is not None:
+        if (v := flag(last(params, k), None)) is not None:
             raw[k] = v
     return raw
 
@@ -88,7 +69,7 @@ def parse_gen(view: str, params):
         raw.pop("top_n", None)
         if feats:
             raw["feature"] = feats[0]
-        strengths = _last(params, "strengths")
+        strengths = last(params, "strengths")
         if strengths is not None:
             raw["strengths"] = [s.strip() for s in strengths.split(",") if s.strip()]
         return DoseRequest.model_validate(raw)
@@ -109,12 +90,12 @@ def parse_temp(view: str, params):
         raw.pop("top_k", None)
         raw.pop("top_p", None)
         for k in ("system_a", "system_b"):
-            if (v := _last(params, k)) is not None:
+            if (v := last(params, k)) is not None:
                 raw[k] = v
         if "chat" not in raw:
             raw["chat"] = True
         return SystemShiftRequest.model_validate(raw)
-    temps = params.getlist("t")
+    temps = values(params, "t")
     if len(temps) == 1 and "," in temps[0]:
         temps = temps[0].split(",")
     temps = [t.strip() for t in temps if t.strip()]
@@ -153,44 +134,41 @@ def page_url(path: str, view: str, params) -> str | None:
         q.append((k, v))
     q += [("f", f"{f['sae']}:{f['index']}:{f['mode']}:{f['value']}") for f in parse_features(params)]
     q.append(("view", view))
-    url = f"{path}?{urlencode(q)}"
-    return url if len(url) <= MAX_URL else None
-
-
+    return cap_url(f"{path}?{urlencode(q)}")
 
 
 def _form_values(params) -> dict:
     """Raw values to refill the page's form from its address."""
-    return {"raw": {k: _last(params, k) for k in params.keys()}, "features": parse_features(params),
-            "temps": params.getlist("t")}
+    return {"raw": {k: last(params, k) for k in params.keys()}, "features": parse_features(params),
+            "temps": values(params, "t")}
 
 
 @router.get("/generate", response_class=HTMLResponse)
 async def generate_page(request: Request, engine: EngineDep, settings: SettingsDep):
     params = request.query_params
-    view = _last(params, "view")
-    ctx = {"engine": engine, "limits": settings.limits, "page": "generate", **_form_values(params),
+    view = last(params, "view")
+    ctx = {"engine": engine, "page": "generate", **_form_values(params),
            "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
     status = 200
-    if view in GEN_VIEWS and _last(params, "prompt"):
+    if view in GEN_VIEWS and last(params, "prompt"):
         vctx = await run_in_threadpool(compute, engine, settings, view, params, GEN_VIEWS, parse_gen)
         status = vctx.pop("status", 200) if vctx.get("errors") else 200
         ctx.update(view=view, vctx=vctx, fragment=GEN_VIEWS[view][0])
-    return templates.TemplateResponse(request, "generate.html", ctx, status_code=status)
+    return render_page(request, "generate.html", ctx, status)
 
 
 @router.get("/temperature", response_class=HTMLResponse)
 async def temperature_page(request: Request, engine: EngineDep, settings: SettingsDep):
     params = request.query_params
-    view = _last(params, "view")
-    ctx = {"engine": engine, "limits": settings.limits, "page": "temperature", **_form_values(params),
+    view = last(params, "view")
+    ctx = {"engine": engine, "page": "temperature", **_form_values(params),
            "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
     status = 200
-    if view in TEMP_VIEWS and _last(params, "prompt"):
+    if view in TEMP_VIEWS and last(params, "prompt"):
         vctx = await run_in_threadpool(compute, engine, settings, view, params, TEMP_VIEWS, parse_temp)
         status = vctx.pop("status", 200) if vctx.get("errors") else 200
         ctx.update(view=view, vctx=vctx, fragment=TEMP_VIEWS[view][0])
-    return templates.TemplateResponse(request, "temperature.html", ctx, status_code=status)
+    return render_page(request, "temperature.html", ctx, status)
 
 
 async def _gen_fragment(request: Request, engine, settings, view: str):

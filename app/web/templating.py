@@ -1,14 +1,19 @@
-"""Jinja2 templates (autoescape on: model text is never marked safe)."""
+"""Jinja2 templates (autoescape on: model text is never marked safe); one environment per app, built by
+app.registration with every filter and global, kept on app.state.templates."""
 from __future__ import annotations
 
 import json
+import logging
+from typing import Callable, Mapping
 
+from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from jinja2 import UndefinedError
 
-from app.main import ROOT
+from app.explorations_registry import ViewRegistry
+from app.settings import ROOT
 
-templates = Jinja2Templates(directory=str(ROOT / "templates"))
-templates.env.autoescape = True
+log = logging.getLogger("asn")
 
 
 def to_json_attr(obj) -> str:
@@ -16,28 +21,69 @@ def to_json_attr(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-templates.env.filters["tojson_attr"] = to_json_attr
+def build_templates(filters: Mapping[str, Callable], globals_: Mapping[str, object]) -> Jinja2Templates:
+    """A fresh environment with exactly these filters and globals (a name given twice is a bug: raise)."""
+    templates = Jinja2Templates(directory=str(ROOT / "templates"))
+    env = templates.env
+    env.autoescape = True
+    own = {"tojson_attr": to_json_attr}
+    for name, fn in {**own, **filters}.items():
+        if name in env.filters and name not in own:
+            raise ValueError(f"Jinja filter {name!r} would replace a built-in or registered filter")
+        env.filters[name] = fn
+    for name, value in globals_.items():
+        if name in env.globals:
+            raise ValueError(f"Jinja global {name!r} is registered twice")
+        env.globals[name] = value
+    return templates
 
 
-def errors_of(exc) -> list[str]:
-    """Human lines ("prompt: ...") from a pydantic ValidationError or an HTTPException 422/404, for error fragments."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        return [f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()]
-    detail = getattr(exc, "detail", str(exc))
-    if isinstance(detail, list):
-        return [f"{'.'.join(str(x) for x in d.get('loc', ['input'])[1:]) or 'input'}: {d.get('msg')}" for d in detail]
-    return [str(detail)]
+def check_fragments(templates: Jinja2Templates, views: ViewRegistry) -> None:
+    """Every registered view has a fragment template that compiles (unknown filters fail at compile time)."""
+    for kind in views:
+        templates.env.get_template(f"fragments/{kind}.html")  # TemplateNotFound / TemplateAssertionError
 
 
-def render_fragment(request, name: str, ctx: dict, push: str | None = None):
-    """An htmx fragment: ctx["status"] as the HTTP status, HX-Push-Url on success, Retry-After on 503."""
+def templates_of(request: Request) -> Jinja2Templates:
+    return request.app.state.templates
+
+
+def render_page(request: Request, name: str, ctx: dict, status: int = 200, headers: dict | None = None):
+    """A full page (ctx gets the app's limits unless given)."""
+    ctx.setdefault("limits", request.app.state.settings.limits)
+    return templates_of(request).TemplateResponse(request, name, ctx, status_code=status, headers=headers)
+
+
+def render_fragment(request: Request, name: str, ctx: dict, push: str | None = None):
+    """An htmx fragment: ctx["status"] as the HTTP status (errors keep their 4xx/503; base.html's htmx
+    responseHandling swaps them in place), HX-Push-Url on success, Retry-After on 503."""
     status = ctx.pop("status", 200)
     headers = {}
-    if push and status == 200:
+    if push and 200 <= status < 300:
         headers["HX-Push-Url"] = push
     if status == 503:
         headers["Retry-After"] = str(ctx.get("retry_after", 2))
-    ctx.setdefault("limits", request.app.state.settings.limits)
-    return templates.TemplateResponse(request, name, ctx, status_code=status, headers=headers)
+    return render_page(request, name, ctx, status, headers)
+
+
+# Errors an old snapshot's data can raise in today's template (a shape the template no longer expects).
+DATA_ERRORS = (UndefinedError, TypeError, KeyError, ValueError, AttributeError, IndexError, ZeroDivisionError)
+
+
+def render_snapshot(templates: Jinja2Templates, views: ViewRegistry, kind: str, inputs: dict, result: dict) -> tuple[str, bool]:
+    """(html, generic): the view's own fragment from {inputs, result, kind} only; the generic rendering of the
+    saved JSON for a kind this server does not register, or when the template cannot draw this snapshot's
+    data. A registered kind without a working template is an error (raised), never a silent fallback."""
+    ctx = {"inputs": inputs, "result": result, "kind": kind}
+    problem = None
+    if kind in views:
+        template = templates.env.get_template(f"fragments/{kind}.html")  # missing/broken: raise (checked at start)
+        try:
+            return template.render(ctx), False
+        except DATA_ERRORS as exc:  # an old snapshot the current template no longer understands
+            log.warning("the %s fragment cannot draw a saved snapshot: %s: %s", kind, type(exc).__name__, exc)
+            problem = f"the current {kind} view cannot draw this snapshot ({type(exc).__name__}); showing the saved data"
+    pretty = {"inputs_json": json.dumps(inputs, indent=2, ensure_ascii=False),
+              "result_json": json.dumps(result, indent=2, ensure_ascii=False)}
+    html = templates.env.get_template("fragments/_generic.html").render(ctx | pretty | {"problem": problem})
+    return html, True

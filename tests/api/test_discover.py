@@ -230,8 +230,9 @@ def test_view_rerenders_with_new_thresholds(tiny_engine, client, done):
 
 
 def test_fragment_renders_from_inputs_result_kind_only(done):
-    from app.web import discover_pages  # noqa: F401  (registers the view helper on the template env)
-    from app.web.templating import templates
+    from app.registration import build_app_templates
+
+    templates = build_app_templates()
 
     _, res = done
     inputs = {**BODY, "aggregate": "max", "cos_threshold": 0.3, "corr_threshold": 0.3, "cos_near_zero": 0.1, "hist_coarse": None}

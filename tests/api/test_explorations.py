@@ -10,11 +10,23 @@ import numpy as np
 import pytest
 
 from app.api.explorations import SCHEMA_VERSION, migrate
-from app.explorations_registry import render_fragment, snapshot_context, views
+from app.explorations_registry import snapshot_context
 from app.settings import Limits
 from app.store import new_id
-from app.web.templating import templates
 from tests.conftest import make_client
+from app.registration import build_app_templates, build_views
+from app.web.templating import render_snapshot
+
+VIEWS, TEMPLATES = build_views(), build_app_templates()  # what create_app registers
+
+
+def render_fragment(kind, inputs, result):
+    return render_snapshot(TEMPLATES, VIEWS, kind, inputs, result)
+templates = TEMPLATES
+
+
+def views():
+    return VIEWS.all()
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 V1 = json.loads((FIXTURES / "exploration_v1_analysis.json").read_text())

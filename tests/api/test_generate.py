@@ -201,8 +201,7 @@ def test_stream_matches_generate(tiny_client, tiny_engine):
 
 
 def test_cancel_stops_a_stream(tiny_client, tiny_engine):
-    from app.api import generate as api
-
+    streams = tiny_client.app.state.streams
     body = {"prompt": PROMPT, "max_new_tokens": 128}
     run_id, done = None, None
     with tiny_client.stream("POST", "/api/generate/stream", json=body) as r:
@@ -217,7 +216,7 @@ def test_cancel_stops_a_stream(tiny_client, tiny_engine):
                 done = d["generation"]
     assert done["finish_reason"] == "cancelled" and done["n_new"] < 128
     deadline = time.time() + 30  # the worker leaves the session right after its last event
-    while (run_id in api.ACTIVE_RUNS or tiny_engine.busy) and time.time() < deadline:
+    while (streams.active(run_id) or tiny_engine.busy) and time.time() < deadline:
         time.sleep(0.02)
-    assert run_id not in api.ACTIVE_RUNS
+    assert not streams.active(run_id) and streams.finished(run_id) == ("cancelled", done["n_new"])
     assert not tiny_engine.busy and tiny_engine.attached_hooks() == 0

@@ -1,5 +1,5 @@
 """Model tokens are arbitrary strings: random and hostile token strings rendered through the real fragment templates
-(app.web.templating.templates via the explorations registry's render_fragment, for every registered view kind)
+(the app's Jinja environment via app.web.templating.render_snapshot, for every registered view kind)
 and the Plotly figures they embed, plus every figure builder in app/viz/ (found dynamically). An HTML parser finds
 no injected element or attribute, the figure JSON blocks stay intact, and no figure string carries raw markup
 that Plotly would interpret (<b>, <a href>, ...). Figures: test-artifacts/reliability/render_<n>.json.
@@ -107,8 +107,11 @@ def replace_strings(obj, make, key=None):
 @pytest.fixture(scope="module")
 def contexts(tiny_engine):
     """{kind: (inputs, result)} from running each registered view's example on the tiny model."""
-    from app.explorations_registry import to_jsonable, views
+    from app.explorations_registry import to_jsonable
+    from app.registration import build_views
     from app.settings import Settings
+
+    views = build_views().all
 
     s = Settings(profile="tiny")
     out = {}
@@ -145,7 +148,13 @@ def _call_builder(fn, inputs, result):
 
 
 def run_render(contexts, n: int) -> dict:
-    from app.explorations_registry import render_fragment
+    from app.registration import build_app_templates, build_views
+    from app.web.templating import render_snapshot
+
+    views, templates = build_views(), build_app_templates()
+
+    def render_fragment(kind, inputs, result):
+        return render_snapshot(templates, views, kind, inputs, result)
 
     kinds = {k: v for k, v in contexts.items() if not isinstance(v, Exception)}
     assert kinds, f"no view kind could run on the tiny profile: {contexts}"

@@ -98,7 +98,9 @@ def test_fragment_is_rendered_from_the_saved_dict_alone(tiny_client, tiny_engine
     from app.api.analysis import AnalyzeRequest, run_analysis
     from app.settings import Settings
     from app.web.analysis_pages import parse_inputs
-    from app.web.templating import templates
+    from app.registration import build_app_templates
+
+    templates = build_app_templates()
 
     inputs = parse_inputs({"prompt": PROMPT}).model_dump()
     result = run_analysis(tiny_engine, Settings(profile="tiny"), AnalyzeRequest(**inputs)).model_dump()

@@ -121,16 +121,19 @@ def test_temperature_page(live_server, browser):  # noqa: F811
     page.close()
 
 
-def test_client_disconnect_stops_generation(live_server, tiny_engine):  # noqa: F811
+def test_client_disconnect_stops_generation(tiny_engine):
     """Closing the SSE connection (no cancel call) stops the worker before its next token and frees the model."""
     import json
     import time
 
     import httpx
 
-    from app.api import generate as api
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import serve_app
 
-    with httpx.Client(timeout=120) as client:
+    app = create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)
+    with serve_app(app) as live_server, httpx.Client(timeout=120) as client:
         with client.stream("POST", f"{live_server}/api/generate/stream", json={"prompt": "Hello", "max_new_tokens": 128}) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
@@ -138,10 +141,11 @@ def test_client_disconnect_stops_generation(live_server, tiny_engine):  # noqa: 
                     run_id = json.loads(line[6:])["run_id"]
                     break
         # leaving the block closes the connection after the first event
-    deadline = time.time() + 60
-    while (run_id in api.ACTIVE_RUNS or tiny_engine.busy) and time.time() < deadline:
-        time.sleep(0.05)
-    assert run_id not in api.ACTIVE_RUNS and not tiny_engine.busy
-    reason, n = api.RECENT_RUNS[run_id]
+        streams = app.state.streams
+        deadline = time.time() + 60
+        while (streams.active(run_id) or tiny_engine.busy) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not streams.active(run_id) and not tiny_engine.busy
+        reason, n = streams.finished(run_id)
     assert reason == "cancelled" and n < 128
     assert tiny_engine.attached_hooks() == 0

@@ -10,11 +10,18 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from app.explorations_registry import (_VIEWS, fork_url, inputs_to_query, query_to_inputs, register_view,
-                                       render_fragment)
 from app.api.analysis import AnalyzeRequest
+from app.explorations_registry import ViewRegistry, inputs_to_query, query_to_inputs
 from app.settings import Limits
 from tests.conftest import make_client
+from app.registration import build_app_templates, build_views
+from app.web.templating import render_snapshot
+
+VIEWS, TEMPLATES = build_views(), build_app_templates()  # what create_app registers
+
+
+def render_fragment(kind, inputs, result):
+    return render_snapshot(TEMPLATES, VIEWS, kind, inputs, result)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -106,7 +113,7 @@ def test_save_with_htmx_answers_a_share_link(client):
 def test_save_errors_are_shown_and_nothing_is_stored(client):
     form = save_forms(live_analysis(client, "abc"))[0]
     r = submit(client, form, htmx=True, title="x" * 201)
-    assert r.status_code == 200 and "Not saved" in r.text and "200" in r.text
+    assert r.status_code == 422 and "Not saved" in r.text and "200" in r.text  # htmx swaps it (base.html)
     r = submit(client, form, htmx=True, result="{not json")
     assert "Not saved" in r.text and "not JSON" in r.text
     bad_inputs = json.loads(form["inputs"]) | {"top_k": 0}
@@ -154,7 +161,7 @@ def test_snapshot_without_a_registered_view(client):
     assert "generic-snapshot" in text and "Re-run" not in text and "Fork" not in text
     assert "&lt;i&gt;" in text and '&#34;y&#34;: [\n    1,\n    2.5\n  ]' in text
     r = client.post(f"/e/{i}/rerun", headers={"hx-request": "true"})
-    assert r.status_code == 200 and "Re-run failed" in r.text and "some_future_view" in r.text
+    assert r.status_code == 409 and "Re-run failed" in r.text and "some_future_view" in r.text
 
 
 def test_import_form(client):
@@ -247,17 +254,42 @@ def test_query_round_trip():
 
 
 def test_fork_url_default_and_view_specific():
-    try:
-        register_view("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate")
-        assert fork_url("zz_test_view", {"prompt": "hi", "seed": None, "features": [{"sae": "fine", "index": 1, "strength": 2.0}]}) == \
-            "/generate?prompt=hi&features=%5B%7B%22sae%22%3A%22fine%22%2C%22index%22%3A1%2C%22strength%22%3A2.0%7D%5D"
-        register_view("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate", url_fn=lambda inputs: "/custom?p=" + inputs["prompt"])
-        assert fork_url("zz_test_view", {"prompt": "hi"}) == "/custom?p=hi"
-    finally:
-        _VIEWS.pop("zz_test_view", None)
-    assert fork_url("not_registered", {"prompt": "x"}) is None
+    views = ViewRegistry()
+    views.register("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate")
+    assert views.fork_url("zz_test_view", {"prompt": "hi", "seed": None, "features": [{"sae": "fine", "index": 1, "strength": 2.0}]}) == \
+        "/generate?prompt=hi&features=%5B%7B%22sae%22%3A%22fine%22%2C%22index%22%3A1%2C%22strength%22%3A2.0%7D%5D"
+    other = ViewRegistry()
+    other.register("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate", url_fn=lambda inputs: "/custom?p=" + inputs["prompt"])
+    assert other.fork_url("zz_test_view", {"prompt": "hi"}) == "/custom?p=hi"
+    assert views.fork_url("not_registered", {"prompt": "x"}) is None
     with pytest.raises(ValueError):
-        register_view("Bad-Kind", SteerLike, lambda e, s, r: {}, "/x")
+        views.register("Bad-Kind", SteerLike, lambda e, s, r: {}, "/x")
+
+
+def test_registering_a_kind_twice_raises():
+    views = ViewRegistry()
+    views.register("zz", SteerLike, lambda e, s, r: {}, "/generate")
+    with pytest.raises(ValueError, match="registered twice"):
+        views.register("zz", SteerLike, lambda e, s, r: {}, "/generate")
+    assert list(views) == ["zz"]
+
+
+def test_a_registered_view_without_a_template_or_filter_is_an_error():
+    """A missing renderer fails loudly (at start: check_fragments), never a silent generic fallback."""
+    from jinja2 import TemplateAssertionError, TemplateNotFound
+
+    from app.web.templating import build_templates, check_fragments
+
+    views = ViewRegistry()
+    views.register("zz_no_template", SteerLike, lambda e, s, r: {}, "/generate")
+    with pytest.raises(TemplateNotFound):
+        check_fragments(TEMPLATES, views)
+    with pytest.raises(TemplateNotFound):
+        render_snapshot(TEMPLATES, views, "zz_no_template", {}, {})
+    with pytest.raises(TemplateAssertionError, match="lens_figure"):  # analysis.html without its filters
+        check_fragments(build_templates({}, {}), VIEWS)
+    with pytest.raises(ValueError):
+        build_templates({"lens_figure": str, "tojson": str}, {})
 
 
 def test_a_template_that_cannot_draw_an_old_snapshot_falls_back_to_the_saved_data():

@@ -81,7 +81,9 @@ def test_bad_form_gives_422_fragment_naming_the_field(tiny_client):
 ])
 def test_fragments_render_from_inputs_and_result_only(tiny_client, kind, endpoint, body):
     """The saved-explorations contract: the fragment renders from {inputs, result, kind} with no engine."""
-    from app.web.templating import templates
+    from app.registration import build_app_templates
+
+    templates = build_app_templates()
 
     result = tiny_client.post(endpoint, json=body).json()
     html = templates.get_template(f"fragments/{kind}.html").render(inputs=body | {"seed": 0, "temperature": 0, "top_k": 0, "top_p": 1.0,

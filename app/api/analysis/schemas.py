@@ -1,0 +1,74 @@
+"""Analysis view: requests and responses (per-token features, logit lens, feature cards)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel
+from app.api.schemas import PromptFields
+
+SaeName = Literal["coarse", "fine"]
+
+
+class AnalyzeRequest(PromptFields):
+    top_k: int = Field(default=10, ge=1, le=50, description="features listed per token and SAE (at most 50)")
+    include_sinks: bool = Field(default=False, description="rank features at position 0 / special / massive-norm tokens too")
+    lens: bool = Field(default=False, description="also run the logit lens (the `lens` field of the response)")
+
+
+class SAETokenModel(BaseModel):
+    indices: list[int]
+    values: list[float]
+    rel_error: float
+    cosine: float
+    l0: int
+
+
+class TokenModel(BaseModel):
+    position: int
+    token_id: int
+    token: str
+    sink: bool
+    resid_norm: float
+    saes: dict[str, SAETokenModel]
+
+
+class LensRequest(PromptFields):
+    top: int = Field(default=5, ge=1, le=10, description="tokens kept per layer and position (at most 10)")
+
+
+class LensResponse(BaseModel):
+    profile: str
+    layers: list[str] = Field(description='"embed", then "0" .. "n_layers-1" (each block\'s resid_post)')
+    tokens: list[str]
+    top_tokens: list[list[list[str]]] = Field(description="[layer][position] -> top tokens, most probable first")
+    top_probs: list[list[list[float]]] = Field(description="[layer][position] -> their probabilities")
+
+
+class AnalyzeResponse(BaseModel):
+    profile: str
+    hook_name: str
+    text: str
+    tokens: list[TokenModel]
+    explained_variance: dict[str, float | None]
+    next_tokens: list[tuple[str, float]]
+    sae_widths: dict[str, int] = Field(default_factory=dict)
+    lens: LensResponse | None = None
+
+
+class FeatureResponse(BaseModel):
+    sae: str
+    index: int
+    width: int
+    decoder_norm: float
+    promoted: list[tuple[str, float]] = Field(description="tokens whose logits the decoder direction raises most (W_dec[i] @ W_U)")
+    suppressed: list[tuple[str, float]] = Field(description="tokens whose logits it lowers most (value is the logit change, negative)")
+    neuronpedia_url: str | None = None
+    tokens: list[str] | None = Field(default=None, description="the prompt's tokens, when a prompt was given")
+    activations: list[float] | None = Field(default=None, description="the feature's activation at each position")
+    sink: list[bool] | None = None
+    max_activation: float | None = Field(default=None, description="max over positions (sinks left out unless include_sinks)")
+    max_position: int | None = None
+    atlas: FeatureAtlasModel | None = Field(default=None, description="corpus context from the feature atlas (none without one)")
+    atlas_status: AtlasStatusModel | None = Field(default=None, description="whether there is an atlas, else how to build it")

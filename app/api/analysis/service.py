@@ -1,0 +1,98 @@
+"""Analysis services: the functions the JSON routes, the HTML fragments and saved-exploration re-runs call."""
+from __future__ import annotations
+
+from fastapi import HTTPException
+
+from app.api.analysis.schemas import (AnalyzeRequest, AnalyzeResponse, FeatureResponse, LensRequest, LensResponse,
+                                      SAETokenModel, TokenModel)
+from app.api.errors import out_of_range, unprocessable
+from app.api.features.service import atlas_status, feature_atlas
+from app.api.limits import enforce_limits
+from app.api.schemas import PromptFields
+from app.engine import analysis as an
+from app.engine.prompts import encode_prompt
+
+NEURONPEDIA = "https://www.neuronpedia.org"
+
+
+def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...], str]:
+    """(token ids, rendered text) of a request's prompt, or 422 when it breaks a limit (characters, tokens)."""
+    enforce_limits(req, settings.limits)
+    ep = encode_prompt(engine.tokenizer, req.prompt, req.system_prompt, req.chat,
+                       prepend_bos=engine.profile.name == "gemma-2-2b")
+    limit = settings.limits.max_prompt_tokens
+    if len(ep.token_ids) > limit:
+        raise unprocessable(["body", "prompt"], f"prompt has {len(ep.token_ids)} tokens; the limit is {limit}", "too_long")
+    return ep.token_ids, ep.text
+
+
+def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
+    return LensResponse(profile=engine.profile.name, layers=list(lens.layers),
+                        tokens=[engine.tokenizer.decode([int(t)]) for t in ids],
+                        top_tokens=[[list(c) for c in row] for row in lens.top_tokens],
+                        top_probs=[[list(c) for c in row] for row in lens.top_probs])
+
+
+def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
+    """Shared by the JSON API and the HTML fragments."""
+    ids, text = encode_checked(engine, settings, req)
+    lens = None
+    with engine.session():
+        a = an.analyze(engine.model, engine.saes, engine.hook_name, ids, top_k=req.top_k, sink_norm=engine.profile.sink_norm)
+        if req.lens:
+            lens = an.logit_lens(engine.model, ids)
+    toks = []
+    for p, (tid, t) in enumerate(zip(a.token_ids, a.tokens)):
+        saes = {}
+        for name, views in a.per_sae.items():
+            v = views[p]
+            hide = a.sink[p] and not req.include_sinks
+            saes[name] = SAETokenModel(indices=[] if hide else list(v.indices), values=[] if hide else list(v.values),
+                                       rel_error=v.rel_error, cosine=v.cosine, l0=v.l0)
+        toks.append(TokenModel(position=p, token_id=tid, token=t, sink=a.sink[p], resid_norm=a.resid_norm[p], saes=saes))
+    ev = {k: (None if v != v else v) for k, v in a.explained_variance.items()}
+    return AnalyzeResponse(profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=toks,
+                           explained_variance=ev, next_tokens=list(a.next_token_top),
+                           sae_widths={k: int(s.cfg.d_sae) for k, s in engine.saes.items()},
+                           lens=_lens_response(engine, lens, ids) if lens is not None else None)
+
+
+def run_lens(engine, settings, req: LensRequest) -> LensResponse:
+    ids, _ = encode_checked(engine, settings, req)
+    with engine.session():
+        lens = an.logit_lens(engine.model, ids, top=req.top)
+    return _lens_response(engine, lens, ids)
+
+
+def neuronpedia_url(engine, sae: str, index: int) -> str | None:
+    spec = {"coarse": engine.profile.coarse, "fine": engine.profile.fine}.get(sae)
+    return f"{NEURONPEDIA}/{spec.neuronpedia}/{index}" if spec is not None and spec.neuronpedia else None
+
+
+def run_feature(engine, settings, sae: str, index: int, top: int = 10, prompt: PromptFields | None = None,
+                include_sinks: bool = False) -> FeatureResponse:
+    """A feature card; 404 when the index is outside the SAE's width (checked before any model work)."""
+    if sae not in engine.saes:
+        raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(engine.saes)}")
+    width = int(engine.saes[sae].cfg.d_sae)
+    if not 0 <= index < width:
+        raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+    ids = encode_checked(engine, settings, prompt)[0] if prompt is not None else None
+    with engine.session():
+        card = an.feature_card(engine.model, engine.saes[sae], sae, index, top=top)
+        acts = sink = None
+        if ids is not None:
+            a, s = an.feature_activations_and_sinks(engine.model, engine.saes[sae], engine.hook_name, ids, index,
+                                                    engine.profile.sink_norm)
+            acts, sink = [float(x) for x in a], [bool(x) for x in s]
+    resp = FeatureResponse(sae=sae, index=index, width=width, decoder_norm=card.decoder_norm,
+                           promoted=list(card.promoted), suppressed=list(card.suppressed),
+                           neuronpedia_url=neuronpedia_url(engine, sae, index))
+    resp.atlas, resp.atlas_status = feature_atlas(engine, sae, index), atlas_status(engine)
+    if acts is not None:
+        resp.tokens = [engine.tokenizer.decode([int(t)]) for t in ids]
+        resp.activations, resp.sink = acts, sink
+        ranked = [p for p in range(len(acts)) if include_sinks or not sink[p]] or list(range(len(acts)))
+        best = max(ranked, key=lambda p: acts[p])
+        resp.max_activation, resp.max_position = acts[best], best
+    return resp

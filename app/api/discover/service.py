@@ -1,0 +1,89 @@
+"""Concept discovery services: prompt sets in, per-SAE selectivity tables and the coarse -> fine mapping out.
+
+Long runs go through the background job runner (app/jobs.py): POST /api/discover/jobs starts (or joins, or
+answers from the cache) a job keyed by (profile, SAE fingerprint, prompt-set hash, analysis knobs); poll
+GET /api/discover/jobs/{id}; cancel with POST .../cancel; read GET .../result. POST /api/discover runs the
+same computation synchronously (scripts, saved-exploration re-runs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from app.api.discover.schemas import KIND, DiscoverRequest, DiscoveryResponse, JobStatus
+from app.api.health import pair_summary
+from app.api.limits import enforce_limits
+from app.engine import decomposition as dec
+from app.engine import discovery as disc
+from app.jobs import Job, JobRunner
+
+
+def params_of(req: DiscoverRequest) -> disc.DiscoveryParams:
+    return disc.DiscoveryParams(aggregate=req.aggregate, top_k=req.top_k, min_fire_rate=req.min_fire_rate,
+                                n_coarse=req.n_coarse, n_fine=req.n_fine)
+
+
+def collect_key(engine, set_hash: str) -> str:
+    return f"collect|{engine.profile.name}|{engine.hook_name}|{engine.fingerprint}|{set_hash}"
+
+
+def result_key(engine, set_hash: str, req: DiscoverRequest) -> str:
+    knobs = {k: v for k, v in req.model_dump().items() if k in ("aggregate", "top_k", "min_fire_rate", "n_coarse", "n_fine", "cos_threshold")}
+    h = hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
+    return f"discovery|{engine.profile.name}|{engine.fingerprint}|{set_hash}|{h}"
+
+
+def collect(engine, settings, concept: list[str], contrast: list[str], progress=None, batch_size: int = 16) -> disc.CollectedStats:
+    """Forward passes for both sets, the engine lock taken per batch (interactive requests interleave)."""
+    ids = disc.encode_prompt_set(engine.tokenizer, concept + contrast, prepend_bos=engine.profile.name == "gemma-2-2b",
+                                 max_tokens=settings.limits.max_prompt_tokens)
+    return disc.collect_stats(engine.model, engine.saes, engine.hook_name, ids, len(concept),
+                              sink_norm=engine.profile.sink_norm, batch_size=batch_size,
+                              batch_context=engine.background_session, progress=progress)
+
+
+def build_result(engine, collected: disc.CollectedStats, req: DiscoverRequest, set_hash: str, prompts=None) -> dict:
+    with engine.background_session():
+        res = disc.summarize(collected, engine.saes, params_of(req), prompts)
+    gng = []
+    if res["mapping"] is not None:
+        m = res["mapping"]
+        rows = dec.go_no_go_rows(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], req.cos_threshold)
+        gng = [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.top[:5]]} for r in rows]
+    res.update(profile=engine.profile.name, hook_name=engine.hook_name, fingerprint=engine.fingerprint, set_hash=set_hash,
+               go_no_go=gng, go=any(g["go"] for g in gng), pair_independence=pair_summary(engine.pair_check))
+    return DiscoveryResponse.model_validate(res).model_dump()
+
+
+def run_discovery(engine, settings, req: DiscoverRequest, progress=None, runner: JobRunner | None = None) -> DiscoveryResponse:
+    """Synchronous: collect (or reuse the runner's cached collection) then summarise."""
+    enforce_limits(req, settings.limits)
+    concept, contrast = req.resolve()
+    set_hash = disc.prompt_set_hash(concept, contrast)
+    ckey = collect_key(engine, set_hash)
+    collected = runner.cached(ckey) if runner is not None else None
+    if collected is None:
+        collected = collect(engine, settings, concept, contrast, progress)
+        if runner is not None:
+            runner.put_cache(ckey, collected)
+    return DiscoveryResponse.model_validate(build_result(engine, collected, req, set_hash, concept + contrast))
+
+
+def start_job(runner: JobRunner, engine, settings, req: DiscoverRequest) -> Job:
+    """Start (or join, or answer from the cache) the discovery job for these inputs."""
+    enforce_limits(req, settings.limits)
+    concept, contrast = req.resolve()
+    set_hash = disc.prompt_set_hash(concept, contrast)
+    key = result_key(engine, set_hash, req)
+
+    def work(job: Job):
+        return run_discovery(engine, settings, req, progress=job.progress, runner=runner).model_dump()
+
+    return runner.submit(key, work, kind=KIND, total=len(concept) + len(contrast),
+                         meta={"inputs": req.model_dump()})
+
+
+def status_of(job: Job) -> JobStatus:
+    s = job.status()
+    s["result_url"] = f"/api/discover/jobs/{job.id}/result" if job.state == "done" else None
+    return JobStatus.model_validate(s)

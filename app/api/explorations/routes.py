@@ -1,0 +1,69 @@
+"""Saved explorations JSON API: immutable snapshots of a view (profile + inputs + results as shown).
+
+A snapshot is the `Exploration` document below (schema_version 2). Older documents are upgraded on read by
+`migrate` (never rewritten in the store), so links made by an older app keep rendering. There is no route
+that changes or deletes a saved exploration.
+
+POST /api/explorations            save {kind, title, note, inputs, result} -> 201 {id, url}
+GET  /api/explorations            recent explorations on this server (newest first)
+GET  /api/explorations/{id}       the document (404 for an unknown id)
+POST /api/explorations/import     a document (exported from any server) -> 201 {id, url} under a new id
+POST /api/explorations/{id}/rerun recompute with the live model; says whether result and profile match
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
+from app.api.errors import unprocessable as err
+from app.api.explorations.document import KIND_PATTERN, Exploration, ListResponse, RerunResponse, SavedResponse, SaveRequest, SummaryModel
+from app.api.explorations.service import build_document, get_document, parse_import, rerun_document, save_document
+
+router = APIRouter(prefix="/api/explorations", tags=["explorations"])
+
+
+@router.post("", status_code=201, response_model=SavedResponse)
+def save(req: SaveRequest, engine: EngineDep, settings: SettingsDep, store: StoreDep, views: ViewsDep) -> SavedResponse:
+    """Save a view as an immutable exploration; the answer's url (/e/<id>) opens it anywhere."""
+    return save_document(store, settings, build_document(req, engine, settings, views))
+
+
+@router.get("", response_model=ListResponse)
+def recent(store: StoreDep, limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=1_000_000),
+           kind: str | None = Query(None, pattern=KIND_PATTERN)) -> ListResponse:
+    items = [SummaryModel(id=s.id, url=f"/e/{s.id}", kind=s.kind, title=s.title, profile=s.profile,
+                          created_at=s.created_at, schema_version=s.schema_version)
+             for s in store.recent(limit=limit, offset=offset, kind=kind)]
+    return ListResponse(total=store.count(kind=kind), items=items)
+
+
+@router.post("/import", status_code=201, response_model=SavedResponse,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+async def import_exploration(request: Request, settings: SettingsDep, store: StoreDep) -> SavedResponse:
+    """Import an exported document (any schema version this server reads); it gets a new id here."""
+    raw = await _read_capped(request, settings.limits.max_exploration_bytes)
+    doc = parse_import(raw, settings)
+    return await run_in_threadpool(save_document, store, settings, doc)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf.extend(chunk)
+        if len(buf) > limit:
+            raise err(["body"], f"the file is over {limit} bytes; the limit is {limit} bytes (max_exploration_bytes)",
+                      "too_large", limit=limit)
+    return bytes(buf)
+
+
+@router.get("/{exploration_id}", response_model=Exploration)
+def get_one(exploration_id: str, store: StoreDep) -> Exploration:
+    """The saved document (current schema; older ones are upgraded on the fly)."""
+    return get_document(store, exploration_id)
+
+
+@router.post("/{exploration_id}/rerun", response_model=RerunResponse)
+def rerun(exploration_id: str, engine: EngineDep, settings: SettingsDep, store: StoreDep, views: ViewsDep) -> RerunResponse:
+    """Recompute with the live model; compares the result and the profile with the saved ones."""
+    return rerun_document(engine, settings, views, exploration_id, get_document(store, exploration_id))

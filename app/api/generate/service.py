@@ -1,0 +1,160 @@
+"""Generation services: the functions the JSON routes, the HTML fragments, the stream and saved-exploration
+re-runs call. The maths is in app/engine (steering, sampling, generation)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from app.api.analysis.service import encode_checked
+from app.api.errors import unprocessable
+from app.api.generate.schemas import (DoseRequest, DoseResponse, FeatureInfoRequest, FeatureInfoResponse, GenerateRequest,
+                                      GenerateResponse, GenerationOut, PromotedOut, ShiftRowOut, SteerFeatureModel, SteerRequest,
+                                      SteerResponse, SystemShiftRequest, SystemShiftResponse, TemperatureRequest,
+                                      TemperatureResponse, TemperatureViewOut, TokenOut, TokenRef)
+from app.api.limits import enforce_limits
+from app.engine import generation as G
+from app.engine import sampling as S
+from app.engine import steering as ST
+from app.engine.analysis import logit_direction
+from app.engine.prompts import encode_prompt, token_strings
+
+
+def check_features(engine, feats: list[SteerFeatureModel], field: str = "steering") -> list[ST.SteerFeature]:
+    out = []
+    for i, f in enumerate(feats):
+        width = int(engine.saes[f.sae].cfg.d_sae)
+        if f.index >= width:
+            raise unprocessable(["body", field, i, "index"] if field == "steering" else ["body", field, "index"],
+                                 f"feature index {f.index} is out of range: the {f.sae} SAE has {width} features (0 .. {width - 1})")
+        out.append(ST.SteerFeature(f.sae, f.index, f.mode, f.value))
+    return out
+
+
+def steer_options(engine, generated_only: bool, skip_sinks: bool) -> ST.SteerOptions:
+    return ST.SteerOptions(generated_only=generated_only, skip_first=skip_sinks,
+                           sink_norm=engine.profile.sink_norm if skip_sinks else None)
+
+
+def gen_out(g: G.Generation) -> GenerationOut:
+    return GenerationOut(tokens=[TokenOut(id=t.id, text=t.text, prob=t.prob) for t in g.tokens], text=g.text,
+                         finish_reason=g.finish_reason, n_new=len(g.tokens), seconds=g.seconds,
+                         tokens_per_s=(g.tokens_per_s if g.seconds > 0 else None), decoder=g.decoder)
+
+
+def shift_rows(probs_a, probs_b, tokenizer, top_n) -> list[ShiftRowOut]:
+    return [ShiftRowOut(token_id=r.token_id, token=r.token, p_a=r.p_a, p_b=r.p_b, delta=r.delta, rank_a=r.rank_a, rank_b=r.rank_b)
+            for r in S.distribution_shift(probs_a, probs_b, tokenizer, top_n)]
+
+
+def run_generate(engine, settings, req: GenerateRequest, cancel=None,
+                 on_start: Callable[[tuple, str], None] | None = None,
+                 on_token: Callable[[int, G.GenToken], None] | None = None) -> GenerateResponse:
+    """One (optionally steered) generation. Streaming: on_start(ids, text) once the engine is ours, on_token(i, token)
+    per token; `cancel` (a threading.Event) stops it before the next token."""
+    ids, text = encode_checked(engine, settings, req)
+    feats = check_features(engine, req.steering)
+    stops = G.stop_token_ids(engine.tokenizer)
+    with engine.session():
+        if on_start is not None:
+            on_start(ids, text)
+        g = ST.steered_generate(engine.model, engine.saes, engine.hook_name, ids, feats, req.sampling(), req.max_new_tokens,
+                                stops, steer_options(engine, req.generated_only, req.skip_sinks), cancel=cancel,
+                                on_token=on_token)
+    return GenerateResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
+                            prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g))
+
+
+def run_steer(engine, settings, req: SteerRequest) -> SteerResponse:
+    """Unsteered and steered runs with the same seed and settings, their divergence, and the next-token shift."""
+    ids, text = encode_checked(engine, settings, req)
+    feats = check_features(engine, req.steering)
+    stops = G.stop_token_ids(engine.tokenizer)
+    opts = steer_options(engine, req.generated_only, req.skip_sinks)
+    ra, rb = G.GenerationRun(), G.GenerationRun()
+    with engine.session():
+        a = G.generate(engine.model, ids, req.max_new_tokens, req.sampling(), stops, run=ra)
+        b = ST.steered_generate(engine.model, engine.saes, engine.hook_name, ids, feats, req.sampling(), req.max_new_tokens,
+                                stops, opts, run=rb)
+    diverged, first = ST.divergence(a.ids, b.ids)
+    return SteerResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
+                         prompt_tokens=token_strings(engine.tokenizer, ids), unsteered=gen_out(a), steered=gen_out(b),
+                         diverged=diverged, first_divergence=first,
+                         shift=shift_rows(ra.first_logits.softmax(-1), rb.first_logits.softmax(-1), engine.tokenizer, req.top_n))
+
+
+def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
+    """One generation per strength; the next-token distribution of each run's prompt pass gives the curves."""
+    ids, text = encode_checked(engine, settings, req)
+    (feat,) = check_features(engine, [req.feature], field="feature")
+    stops = G.stop_token_ids(engine.tokenizer)
+    opts = steer_options(engine, req.generated_only, req.skip_sinks)
+    comps, probs = [], []
+    with engine.session():
+        sae = engine.saes[feat.sae]
+        pv, pi = logit_direction(engine.model, sae, feat.index).topk(req.promoted_top)
+        for s in req.strengths:
+            run = G.GenerationRun()
+            f = ST.SteerFeature(feat.sae, feat.index, feat.mode, float(s))
+            comps.append(ST.steered_generate(engine.model, engine.saes, engine.hook_name, ids, [f], req.sampling(),
+                                             req.max_new_tokens, stops, opts, run=run))
+            probs.append(run.first_logits.softmax(-1))
+    tok = engine.tokenizer
+    promoted = [PromotedOut(token_id=int(i), token=tok.decode([int(i)]), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
+                for v, i in zip(pv, pi)]
+    top_next = []
+    for p in probs:
+        j = int(p.argmax())
+        top_next.append(TokenOut(id=j, text=tok.decode([j]), prob=float(p[j])))
+    return DoseResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text, strengths=list(req.strengths),
+                        completions=[gen_out(c) for c in comps], promoted=promoted, top_next=top_next)
+
+
+def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureResponse:
+    """One forward pass (the generation decoder's prompt pass); re-softmaxed at each temperature."""
+    ids, text = encode_checked(engine, settings, req)
+    feats = check_features(engine, req.steering)
+    with engine.session():
+        logits = ST.steered_next_token_logits(engine.model, engine.saes, engine.hook_name, ids, feats,
+                                              steer_options(engine, req.generated_only, req.skip_sinks))
+    top = logits.topk(min(req.top_n, logits.shape[-1])).indices.tolist()
+    views = S.temperature_views(logits, req.temperatures, top, req.top_k, req.top_p)
+    tok = engine.tokenizer
+    return TemperatureResponse(
+        profile=engine.profile.name, prompt_text=text, tokens=[TokenRef(id=i, token=tok.decode([i])) for i in top],
+        views=[TemperatureViewOut(temperature=v.temperature, entropy_bits=v.entropy_bits, probs=list(v.probs), kept=list(v.kept),
+                                  renormalised=list(v.renormalised), n_kept=v.n_kept, entropy_kept_bits=v.entropy_kept_bits) for v in views],
+        top_k=req.top_k, top_p=req.top_p, steered=bool(feats))
+
+
+def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftResponse:
+    """The same user prompt under system prompt A and B (either may be none): next-token table with both
+    probabilities, the change and the rank movement (optionally both under the same steering)."""
+    enforce_limits(req, settings.limits)
+    feats = check_features(engine, req.steering)
+    encoded = []
+    for field, sys_prompt in (("system_a", req.system_a), ("system_b", req.system_b)):
+        ep = encode_prompt(engine.tokenizer, req.prompt, sys_prompt or None, req.chat,
+                           prepend_bos=engine.profile.name == "gemma-2-2b")
+        if len(ep.token_ids) > settings.limits.max_prompt_tokens:
+            raise unprocessable(["body", field], f"prompt with {field} has {len(ep.token_ids)} tokens; the limit is {settings.limits.max_prompt_tokens}")
+        encoded.append(ep)
+    opts = steer_options(engine, req.generated_only, req.skip_sinks)
+    with engine.session():
+        la, lb = [ST.steered_next_token_logits(engine.model, engine.saes, engine.hook_name, ep.token_ids, feats, opts) for ep in encoded]
+    pa, pb = la.softmax(-1), lb.softmax(-1)
+    return SystemShiftResponse(profile=engine.profile.name, text_a=encoded[0].text, text_b=encoded[1].text,
+                               rows=shift_rows(pa, pb, engine.tokenizer, req.top_n),
+                               entropy_a_bits=S.entropy_bits(pa), entropy_b_bits=S.entropy_bits(pb), steered=bool(feats))
+
+
+def run_feature_info(engine, settings, req: FeatureInfoRequest) -> FeatureInfoResponse:
+    ids, _ = encode_checked(engine, settings, req)
+    width = int(engine.saes[req.sae].cfg.d_sae)
+    if req.index >= width:
+        raise unprocessable(["body", "index"], f"feature index {req.index} is out of range: the {req.sae} SAE has {width} features (0 .. {width - 1})")
+    with engine.session():
+        fs = ST.feature_scale(engine.model, engine.saes, engine.hook_name, req.sae, req.index, ids,
+                              steer_options(engine, False, req.skip_sinks))
+    span = ST.slider_span(fs.typical_max, settings.limits.max_steering_strength)
+    return FeatureInfoResponse(sae=req.sae, index=req.index, width=int(engine.saes[req.sae].cfg.d_sae), max_on_prompt=fs.max_on_prompt,
+                               typical_max=fs.typical_max, source=fs.source, slider_min=-span, slider_max=span,
+                               promoted=[TokenRef(id=i, token=t) for i, t, _ in fs.promoted])

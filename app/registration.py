@@ -1,0 +1,108 @@
+"""The one registration block: every router, every saved-exploration view and every Jinja filter/global.
+
+Nothing registers itself on import; `create_app` calls `register_all(app)`, which builds a fresh view registry
+(app.state.views) and Jinja environment (app.state.templates) for that app and refuses to start when a
+registered view has no fragment template or a template uses a filter that is not registered here.
+How to add a view: docs/DEVELOPING.md.
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.api import analysis, discover, explorations, features, generate, health
+from app.api import attribution, splits
+from app.api import map as map_api
+from app.api import experiment
+from app.explorations_registry import ViewRegistry
+from app.viz.attribution import ablation_figure
+from app.viz.decomposition import discovery_view
+from app.viz.lens import lens_figure, visible
+from app.viz.map import drift_figure as map_drift_figure, paths_figure as map_paths_figure
+from app.viz.splits import children_figure, max_cosine_histogram
+from app.viz.steering import dose_figure
+from app.viz.temperature import temperature_figure
+from app.web import analysis_pages, discover_pages, exploration_pages, feature_pages, generate_pages
+from app.web import attribution_pages, splits_pages
+from app.web import map_pages
+from app.web import experiment_pages
+from app.viz.experiment import experiment_view
+from app.web.templating import build_templates, check_fragments
+
+# JSON API first, then the pages (order matters only for overlapping paths; there are none).
+ROUTERS = (health.router, analysis.router, generate.router, discover.router, explorations.router,
+           analysis_pages.router, generate_pages.router, discover_pages.router, exploration_pages.router,
+           features.router, feature_pages.router,
+           splits.router, attribution.router, splits_pages.router, attribution_pages.router,
+           map_api.router, map_pages.router,
+           experiment.router, experiment_pages.router)
+
+FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_figure,
+           "temperature_figure": temperature_figure,
+           "split_histogram": max_cosine_histogram, "split_children_figure": children_figure,
+           "attribution_figure": ablation_figure, "experiment_csv": experiment.to_csv}
+GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figure, "map_drift_figure": map_drift_figure,
+           "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url}
+
+_PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
+_FEATURE = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}
+_TIMINGS = ("seconds", "tokens_per_s")
+
+
+def build_views() -> ViewRegistry:
+    """Every view that can be saved, re-run and forked (examples are valid on the `tiny` profile)."""
+    views = ViewRegistry()
+    views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, "/", response_model=analysis.AnalyzeResponse,
+                   example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis", url_fn=analysis_pages.page_url)
+    views.register("generation", generate.GenerateRequest, generate.run_generate, "/generate",
+                   response_model=generate.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+    views.register("steering", generate.SteerRequest, generate.run_steer, "/generate", response_model=generate.SteerResponse,
+                   example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+    views.register("dose", generate.DoseRequest, generate.run_dose, "/generate", response_model=generate.DoseResponse,
+                   example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS)
+    views.register("temperature", generate.TemperatureRequest, generate.run_temperature, "/temperature",
+                   response_model=generate.TemperatureResponse,
+                   example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS)
+    views.register("system_shift", generate.SystemShiftRequest, generate.run_system_shift, "/temperature",
+                   response_model=generate.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
+                   example={"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."})
+    views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, "/discover",
+                   response_model=discover.DiscoveryResponse, label="concept discovery", url_fn=discover_pages.page_url,
+                   example={"concept_set": None, "contrast_set": None,
+                            "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
+                            "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
+                            "n_coarse": 2, "n_fine": 5, "top_k": 5})
+    views.register(splits.KIND, splits.SplitMapRequest, splits.run_split_map, "/splits", response_model=splits.SplitMapResponse,
+                   label="split map", url_fn=splits_pages.page_url,
+                   example={"coarse": 3, "top": 5, "prompt": "The cat sat on the mat."})
+    views.register(attribution.KIND, attribution.AttributionRequest, attribution.run_attribution, "/attribution",
+                   response_model=attribution.AttributionResponse, label="token attribution", url_fn=attribution_pages.page_url,
+                   example={"prompt": "The cat sat on the mat.", "top": 5, "n_validate": 3})
+    views.register(map_api.KIND, map_api.MapRequest, map_api.run_map, "/map", response_model=map_api.MapResponse,
+                   label="activation map", url_fn=map_pages.page_url,
+                   example={"prompt": "Tell me about cats.", "system_prompt": "You are a pirate.", "drift_ks": [0, 1],
+                            "steer": [{"sae": "coarse", "index": 3, "strength": 8.0}], "max_new_tokens": 3})
+    views.register(experiment.KIND, experiment.ExperimentRequest, experiment.run_experiment, "/experiment",
+                   response_model=experiment.ExperimentResponse, label="steering experiment", url_fn=experiment_pages.page_url,
+                   volatile=_TIMINGS + ("seconds_sets", "seconds_generate", "seconds_score"),
+                   example={"anchor": 3, "children": [7], "concept_set": None, "contrast_set": None, "eval_set": None,
+                            "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
+                            "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
+                            "eval_prompts": ["My favourite place is", "For dinner I cook"], "strengths": [4.0],
+                            "max_new_tokens": 4})
+    return views
+
+
+def build_app_templates():
+    """The Jinja environment with every filter and global the templates use."""
+    return build_templates(FILTERS, GLOBALS)
+
+
+def register_all(app: FastAPI) -> None:
+    """Routers, views and templates for this app; raises when a view cannot be rendered."""
+    views = build_views()
+    templates = build_app_templates()
+    check_fragments(templates, views)
+    app.state.views = views
+    app.state.templates = templates
+    for router in ROUTERS:
+        app.include_router(router)

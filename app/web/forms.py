@@ -1,0 +1,58 @@
+"""The one way pages read form / query fields, flags and URL caps, and turn errors into lines."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+MAX_URL = 8_000  # longer page addresses are not pushed (servers cap request lines at ~16 KB)
+TRUE, FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
+LOC_ROOTS = ("body", "query", "path", "form")
+
+
+def values(params, key: str) -> list[str]:
+    """Every value of a key (form data, query params, or a plain dict)."""
+    if hasattr(params, "getlist"):
+        return list(params.getlist(key))
+    return [params[key]] if key in params else []
+
+
+def last(params, key: str) -> Any:
+    """Last non-empty value of a form / query key (a checkbox after its hidden default wins), else None."""
+    vals = [v for v in values(params, key) if v != ""]
+    return vals[-1] if vals else None
+
+
+def flag(value, default: bool | None):
+    """'1/true/on/yes' -> True, '0/false/off/no' -> False, None/''/'auto' -> default; anything else is passed
+    on unchanged so that pydantic names the field."""
+    if value is None or value == "" or value == "auto":
+        return default
+    v = str(value).strip().lower()
+    return True if v in TRUE else False if v in FALSE else value
+
+
+def cap_url(url: str) -> str | None:
+    """The address, or None when it is too long to push into the history."""
+    return url if len(url) <= MAX_URL else None
+
+
+def errors_of(exc, default: str = "input") -> list[str]:
+    """Human lines ("prompt: ...") from a pydantic ValidationError, an HTTPException (422/404, detail list or
+    text) or any exception, for error fragments."""
+    if isinstance(exc, ValidationError):
+        items: list = exc.errors()
+    else:
+        detail = getattr(exc, "detail", None)
+        if detail is None:
+            return [str(exc)]
+        if not isinstance(detail, list):
+            return [str(detail)]
+        items = detail
+    out = []
+    for e in items:
+        loc = [str(x) for x in e.get("loc", ())]
+        if loc and loc[0] in LOC_ROOTS:
+            loc = loc[1:]
+        out.append(f"{'.'.join(loc) or default}: {e.get('msg')}")
+    return out
