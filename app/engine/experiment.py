@@ -490,7 +490,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     verdicts = [verdict_from_records(records, agg, cfg, family, len(eval_ids)) for family in families(cfg)]
     control = control_check(agg, cfg)
     secs = time.perf_counter() - t0
-    return {
+    return json_safe({
         "anchor": cfg.anchor, "children": list(children), "hook_name": hook_name,
         "probe": {"layer": probe_layer, "hook": probe_hook, "holdout_accuracy": probe.holdout_accuracy,
                   "n_train": probe.n_train, "c": probe.c},
@@ -504,7 +504,18 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         "generations": [{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in rec.items()} for rec in records],
         "seconds": round(secs, 3), "seconds_sets": round(t_sets, 3), "seconds_generate": round(t_gen, 3),
         "seconds_score": round(t_score, 3), "tokens_per_s": round(n_tokens / t_gen, 1) if t_gen > 0 else None,
-    }
+    })
+
+
+def json_safe(obj):
+    """Non-finite floats -> None, tuples -> lists, recursively (the result is stored and served as JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def families(cfg: ExperimentConfig) -> list[tuple[str, str]]:
@@ -670,7 +681,9 @@ def format_report(result: dict) -> str:
         sae = "-" if r["sae"] is None else f"{r['sae']:.3f}"
         lp = "-" if r["logprob"] is None else f"{r['logprob']:.3f}"
         vn = "clamp" if r["vector_norm"] is None else f"{r['vector_norm']:.1f}"
-        lines.append(f"{r['condition']:34s} {conc:24s} {sae:>6s} {lp:>8s} {r['fluency_ratio']:8.3f} {r['distinct2']:6.3f} {vn:>8s}")
+        fl = "-" if r["fluency_ratio"] is None else f"{r['fluency_ratio']:.3f}"
+        d2 = "-" if r["distinct2"] is None else f"{r['distinct2']:.3f}"
+        lines.append(f"{r['condition']:34s} {conc:24s} {sae:>6s} {lp:>8s} {fl:>8s} {d2:>6s} {vn:>8s}")
     lines.append("")
     for v in result["verdicts"]:
         lines.append("VERDICT " + v["text"])
