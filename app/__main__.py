@@ -25,10 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     from app import atlas_cli
 
     atlas_cli.add_parser(sub)
+    from app import map_cli
+
+    map_cli.add_parser(sub)
     args = ap.parse_args(argv)
 
     if args.cmd == "atlas":
         return atlas_cli.run(args)
+
+    if args.cmd == "map":
+        return map_cli.run(args)
 
     if args.cmd == "fetch":
         from app.engine.profiles import get_profile, is_cached
