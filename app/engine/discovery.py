@@ -139,34 +139,143 @@ def resid_at_hook(model, hook_name: str, batch_ids: Sequence[Sequence[int]], pad
     return cache[hook_name]
 
 
+PACK_ROW_TOKENS = 128  # packed row length: longer rows spend more attention on (masked) cross-prompt pairs
+PACK_ROWS_PER_BATCH = 2  # rows per forward (~256 tokens: the engine lock is held ~ as long as a 16-prompt batch)
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """First-fit decreasing: prompt indices per row, each row <= row_tokens tokens (a longer prompt gets a row
+    of its own); empty prompts are left out."""
+    order = sorted((i for i in range(len(lengths)) if lengths[i] > 0), key=lambda i: -lengths[i])
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = lengths[i]
+        for r, left in enumerate(room):
+            if left >= n:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(row_tokens - n)
+    return rows
+
+
+def can_pack(model) -> bool:
+    """Packing needs per-token positions: rotary (re-rotated in hooks) or learned absolute position embeddings."""
+    cfg = model.cfg
+    if getattr(cfg, "use_dynamic_ntk_rope", False) or getattr(cfg, "use_logn_attn", False):
+        return False
+    return cfg.positional_embedding_type in ("rotary", "standard")
+
+
+def make_capture_hook(store: dict, key):
+    def hook_fn(act, hook):
+        store[key] = act
+    return hook_fn
+
+
+def make_rotary_hook(attn, store: dict, key, positions: torch.Tensor):
+    """Replaces hook_rot_q/k's input (rotated at row positions 0..T-1) by the un-rotated q/k (kept by
+    make_capture_hook) rotated at each token's own position in its prompt: the same table entries and
+    elementwise ops as the prompt's unpacked forward."""
+    def hook_fn(act, hook):
+        x = store.pop(key).to(act.device)
+        r = attn.cfg.rotary_dim
+        x_rot, x_pass = x[..., :r], x[..., r:]
+        cos = attn.rotary_cos[positions][:, :, None, :]
+        sin = attn.rotary_sin[positions][:, :, None, :]
+        return torch.cat([x_rot * cos + attn.rotate_every_two(x_rot) * sin, x_pass], dim=-1)
+    return hook_fn
+
+
+def make_segment_mask_hook(allowed: torch.Tensor):
+    """Attention scores [B, H, T, T] -> -inf wherever query and key belong to different prompts of a row."""
+    def hook_fn(scores, hook):
+        return scores.masked_fill(~allowed[:, None], float("-inf"))
+    return hook_fn
+
+
+def make_pos_embed_hook(W_pos: torch.Tensor, positions: torch.Tensor):
+    def hook_fn(act, hook):
+        return W_pos[positions].to(act.dtype)
+    return hook_fn
+
+
+def packed_resid_at_hook(model, hook_name: str, rows: Sequence[Sequence[Sequence[int]]],
+                         pad_id: int = 0) -> list[list[torch.Tensor]]:
+    """Residual at the hook [n_i, d] of each prompt of each packed row (prompts side by side in one row).
+
+    Positions restart at 0 for every prompt and attention never crosses prompts (block-diagonal causal mask),
+    so each prompt's residual is its unpacked forward's, up to float summation order.
+    """
+    device = model.cfg.device
+    T = max(sum(len(ids) for ids in row) for row in rows)
+    B = len(rows)
+    toks = torch.full((B, T), pad_id, dtype=torch.int64)
+    pos = torch.zeros((B, T), dtype=torch.int64)
+    seg = torch.full((B, T), -1, dtype=torch.int64)  # pads: segment -1 (they see only pads)
+    spans = []
+    for b, row in enumerate(rows):
+        o, sp = 0, []
+        for j, ids in enumerate(row):
+            n = len(ids)
+            toks[b, o:o + n] = torch.as_tensor(list(ids), dtype=torch.int64)
+            pos[b, o:o + n] = torch.arange(n)
+            seg[b, o:o + n] = j
+            sp.append((o, n))
+            o += n
+        spans.append(sp)
+    pos, seg = pos.to(device), seg.to(device)
+    allowed = seg[:, :, None] == seg[:, None, :]  # [B, T, T]; TL's own causal mask still applies
+    layer = int(hook_name.split(".")[1])
+    store: dict = {}
+    hooks = [(hook_name, make_capture_hook(store, "resid"))]
+    if model.cfg.positional_embedding_type == "standard":
+        hooks.append(("hook_pos_embed", make_pos_embed_hook(model.W_pos, pos)))
+    for li in range(layer + 1):
+        attn = model.blocks[li].attn
+        a = f"blocks.{li}.attn"
+        if model.cfg.positional_embedding_type == "rotary":
+            hooks += [(f"{a}.hook_q", make_capture_hook(store, (li, "q"))),
+                      (f"{a}.hook_k", make_capture_hook(store, (li, "k"))),
+                      (f"{a}.hook_rot_q", make_rotary_hook(attn, store, (li, "q"), pos)),
+                      (f"{a}.hook_rot_k", make_rotary_hook(attn, store, (li, "k"), pos))]
+        hooks.append((f"{a}.hook_attn_scores", make_segment_mask_hook(allowed)))
+    with model.hooks(fwd_hooks=hooks):
+        model(toks.to(device), stop_at_layer=layer + 1)
+    resid = store["resid"]
+    return [[resid[b, o:o + n] for o, n in sp] for b, sp in enumerate(spans)]
+
+
 def stats_from_resid(saes: dict, segments: Sequence[torch.Tensor], encode_chunk: int = 4096) -> dict:
     """Per-prompt max/mean of every SAE feature from each prompt's kept residual rows [n_i, d].
 
     Returns name -> (local prompt idx, feature, max, mean) CPU tensors of the features that fired.
-    All kept rows of the batch go through each SAE in one encode (chunked by encode_chunk rows).
+    All kept rows of the batch go through each SAE in one encode per chunk of encode_chunk rows, reduced into
+    [prompts, F] max / sum accumulators as they come (the [rows, F] activations of the batch are never held).
     """
-    lengths = [int(s.shape[0]) for s in segments]
+    lengths = torch.tensor([int(s.shape[0]) for s in segments], dtype=torch.int64)
     out = {}
     nonempty = [s for s in segments if s.shape[0] > 0]
+    P = len(segments)
     for name, sae in saes.items():
         if not nonempty:
             empty = torch.zeros(0, dtype=torch.int64)
             out[name] = (empty, empty, torch.zeros(0), torch.zeros(0))
             continue
         x = torch.cat(nonempty).to(sae.W_dec.dtype)
-        acts = torch.cat([sae.encode(x[i:i + encode_chunk]) for i in range(0, x.shape[0], encode_chunk)])
-        acts = acts.float().clamp_min_(0)
-        maxes, sums, row = [], [], 0
-        for n in lengths:
-            if n == 0:
-                maxes.append(torch.zeros(acts.shape[-1], device=acts.device))
-                sums.append(torch.zeros(acts.shape[-1], device=acts.device))
-                continue
-            seg = acts[row:row + n]
-            maxes.append(seg.amax(0))
-            sums.append(seg.sum(0) / n)
-            row += n
-        mx, mn = torch.stack(maxes), torch.stack(sums)
+        owner = torch.repeat_interleave(torch.arange(P), lengths).to(x.device)  # row -> local prompt
+        F = int(sae.W_dec.shape[0])
+        mx = torch.zeros(P, F, device=x.device)
+        sm = torch.zeros(P, F, device=x.device)
+        for i in range(0, x.shape[0], encode_chunk):
+            acts = sae.encode(x[i:i + encode_chunk]).float().clamp_min_(0)
+            o = owner[i:i + encode_chunk]
+            mx.index_reduce_(0, o, acts, "amax", include_self=True)
+            sm.index_add_(0, o, acts)
+        mn = sm / lengths.to(sm.device).clamp_min(1)[:, None]
         p, f = (mx > 0).nonzero(as_tuple=True)
         out[name] = (p.cpu(), f.cpu(), mx[p, f].cpu(), mn[p, f].cpu())
     return out
@@ -175,28 +284,45 @@ def stats_from_resid(saes: dict, segments: Sequence[torch.Tensor], encode_chunk:
 def collect_stats(model, saes: dict, hook_name: str, id_lists: Sequence[Sequence[int]], n_concept: int,
                   sink_norm: float | None = None, batch_size: int = 16,
                   batch_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                  progress: Callable[[int, int], None] | None = None, encode_chunk: int = 4096) -> CollectedStats:
-    """Run every prompt to the hook in batches (similar lengths together) and aggregate per prompt.
+                  progress: Callable[[int, int], None] | None = None, encode_chunk: int = 4096,
+                  pack_tokens: int | None = PACK_ROW_TOKENS, rows_per_batch: int = PACK_ROWS_PER_BATCH) -> CollectedStats:
+    """Run every prompt to the hook and aggregate per prompt (streaming: one batch's statistics at a time).
 
+    With pack_tokens (and a model whose positions can be set per token), short prompts are packed side by side
+    into rows of <= pack_tokens tokens, rows_per_batch rows per forward (`packed_resid_at_hook`); otherwise
+    batches of batch_size prompts of similar lengths, right-padded. Both give the same statistics.
     batch_context() wraps each batch (the job passes engine.session so interactive requests interleave);
     progress(done, total) is called after each batch and may raise (a job runner's cancel) to stop it.
     """
     t0 = time.perf_counter()
     n = len(id_lists)
-    order = sorted(range(n), key=lambda i: len(id_lists[i]))
     widths = {name: int(sae.W_dec.shape[0]) for name, sae in saes.items()}
     parts = {name: [] for name in saes}
-    n_pos = n_used = done = 0
+    n_pos = n_used = 0
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
-    for start in range(0, n, batch_size):
-        idx = [i for i in order[start:start + batch_size] if len(id_lists[i]) > 0]
+    packed = pack_tokens is not None and can_pack(model)
+    if packed:
+        rows = pack_rows([len(ids) for ids in id_lists], pack_tokens)
+        batches = [rows[s:s + rows_per_batch] for s in range(0, len(rows), rows_per_batch)]
+    else:
+        order = sorted(range(n), key=lambda i: len(id_lists[i]))
+        batches = [[[i for i in order[s:s + batch_size] if len(id_lists[i]) > 0]] for s in range(0, n, batch_size)]
+    n_empty = sum(1 for ids in id_lists if len(ids) == 0)
+    done = n_empty if packed else 0
+    for bi, batch in enumerate(batches):
+        idx = [i for row in batch for i in row]
         if idx:
             with batch_context(), torch.inference_mode():
-                batch = [id_lists[i] for i in idx]
-                resid = resid_at_hook(model, hook_name, batch, pad_id)
+                if packed:
+                    per_row = packed_resid_at_hook(model, hook_name, [[id_lists[i] for i in row] for row in batch], pad_id)
+                    resids = [r for row in per_row for r in row]
+                else:
+                    full = resid_at_hook(model, hook_name, [id_lists[i] for i in idx], pad_id)
+                    resids = [full[b, : len(id_lists[i])] for b, i in enumerate(idx)]
                 segments = []
-                for b, ids in enumerate(batch):
-                    r = resid[b, : len(ids)].float()
+                for i, r in zip(idx, resids):
+                    ids = id_lists[i]
+                    r = r.float()
                     keep = ~sink_mask(model, ids, r, sink_norm).to(r.device)
                     segments.append(r[keep])
                     n_pos += len(ids)
@@ -205,14 +331,17 @@ def collect_stats(model, saes: dict, hook_name: str, id_lists: Sequence[Sequence
             g = torch.as_tensor(idx, dtype=torch.int64)
             for name, (p, f, mx, mn) in per.items():
                 parts[name].append((g[p], f, mx, mn))
-        done = min(n, start + batch_size)
+        done = done + len(idx) if packed else min(n, (bi + 1) * batch_size)
         if progress is not None:
             progress(done, n)
+    if progress is not None and not batches:
+        progress(n, n)
     per_sae = {}
     for name, ps in parts.items():
         cat = (lambda k, dt: torch.cat([q[k] for q in ps]) if ps else torch.zeros(0, dtype=dt))
-        per_sae[name] = SparsePromptStats(n, widths[name], cat(0, torch.int64), cat(1, torch.int64),
-                                          cat(2, torch.float32), cat(3, torch.float32))
+        pr, fe, mx, mn = cat(0, torch.int64), cat(1, torch.int64), cat(2, torch.float32), cat(3, torch.float32)
+        o = torch.argsort(pr * widths[name] + fe)  # (prompt, feature) order: the same COO however prompts were batched
+        per_sae[name] = SparsePromptStats(n, widths[name], pr[o], fe[o], mx[o], mn[o])
     return CollectedStats(n_concept, n - n_concept, n_pos, n_used, per_sae, time.perf_counter() - t0)
 
 

@@ -84,11 +84,64 @@ def test_parse_and_hash():
     assert h != disc.prompt_set_hash(["a"], ["b", "c"])  # the split between the sets matters
 
 
-def test_progress_called_per_batch(collected, small_sets):
-    _, st, calls = collected
+def test_progress_called_per_batch(tiny_engine, collected, small_sets):
+    ids, st, calls = collected
     n = sum(map(len, small_sets))
-    assert calls == [(4, n), (8, n), (12, n), (16, n)]
+    rows = disc.pack_rows([len(i) for i in ids], disc.PACK_ROW_TOKENS)
+    n_batches = -(-len(rows) // disc.PACK_ROWS_PER_BATCH)
+    assert len(calls) == n_batches > 1 and calls[-1] == (n, n)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and all(t == n for _, t in calls)
     assert st.n_concept == 9 and st.n_contrast == 7
+    unpacked = []
+    disc.collect_stats(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, ids, 9, batch_size=4,
+                       pack_tokens=None, progress=lambda d, t: unpacked.append((d, t)))
+    assert unpacked == [(4, n), (8, n), (12, n), (16, n)]
+
+
+def test_pack_rows_first_fit_decreasing():
+    rows = disc.pack_rows([5, 0, 3, 9, 2, 4, 12], 10)
+    assert rows == [[6], [3], [0, 5], [2, 4]]  # 12 > 10 gets a row of its own; the empty prompt is left out
+    assert sorted(i for r in rows for i in r) == [0, 2, 3, 4, 5, 6]
+
+
+def test_packed_residuals_equal_each_prompt_alone(tiny_engine, small_sets):
+    """Positions restart per prompt and attention stays inside it: each packed prompt's residual at the hook
+    equals its own unpadded forward."""
+    e = tiny_engine
+    ids = disc.encode_prompt_set(e.tokenizer, small_sets[0][:5], max_tokens=40)
+    with torch.inference_mode():
+        got = disc.packed_resid_at_hook(e.model, e.hook_name, [ids[:3], ids[3:]])
+        for row, row_ids in zip(got, [ids[:3], ids[3:]]):
+            for r, one in zip(row, row_ids):
+                _, cache = e.model.run_with_cache(torch.tensor([list(one)]), names_filter=e.hook_name)
+                ref = cache[e.hook_name][0]
+                assert r.shape == ref.shape
+                torch.testing.assert_close(r, ref, rtol=1e-5, atol=1e-5)
+    assert sum(len(i) for i in ids[:3]) > 64  # the row is long enough that unrestarted positions would differ
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_packed_tables_equal_unpacked(tiny_engine, collected, small_sets, aggregate):
+    """The packed collection gives today's (padded batches of 16) statistics and tables."""
+    ids, st, _ = collected
+    e = tiny_engine
+    ref = disc.collect_stats(e.model, e.saes, e.hook_name, ids, 9, batch_size=16, pack_tokens=None)
+    assert (st.n_positions, st.n_tokens_used) == (ref.n_positions, ref.n_tokens_used)
+    for name in e.saes:
+        a, b = st.per_sae[name], ref.per_sae[name]
+        np.testing.assert_allclose(a.dense(range(a.width), aggregate).numpy(), b.dense(range(b.width), aggregate).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    prompts = small_sets[0] + small_sets[1]
+    params = disc.DiscoveryParams(aggregate=aggregate, top_k=10, min_fire_rate=0.2)
+    got, want = disc.summarize(st, e.saes, params, prompts), disc.summarize(ref, e.saes, params, prompts)
+    for name in e.saes:
+        assert [r["index"] for r in got["tables"][name]] == [r["index"] for r in want["tables"][name]]
+        assert [r["top_prompt"] for r in got["tables"][name]] == [r["top_prompt"] for r in want["tables"][name]]
+        for r, w in zip(got["tables"][name], want["tables"][name]):
+            assert r["selectivity"] == pytest.approx(w["selectivity"], rel=1e-5, abs=1e-6)
+            assert r["mean_concept"] == pytest.approx(w["mean_concept"], rel=1e-5, abs=1e-6)
+    assert got["mapping"]["coarse"] == want["mapping"]["coarse"] and got["mapping"]["fine"] == want["mapping"]["fine"]
+    np.testing.assert_allclose(got["mapping"]["corr"], want["mapping"]["corr"], atol=1e-4)
 
 
 @pytest.mark.parametrize("aggregate", ["max", "mean"])
