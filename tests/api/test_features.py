@@ -131,3 +131,22 @@ def test_embedded_search_paris_finds_a_france_feature(embedded_engine):
     found = [(h.sae, h.index) for mode in (res.text, res.atlas or {}) for hits in mode.values() for h in hits[:10]
              if about_france(h.sae, h.index)]
     assert found, "no top-10 result for 'Paris' has top examples about France"
+
+
+def test_discovery_warns_when_the_pair_was_initialised_together(tiny_engine, tiny_client, monkeypatch):
+    from app.api.discover import DiscoverRequest, run_discovery
+    from app.engine.atlas import PairIndependence
+    from app.settings import Settings
+
+    req = DiscoverRequest(concept_prompts=["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
+                          contrast_prompts=["The cat sat down.", "Water is wet.", "A box of pens"], n_coarse=2, n_fine=5, top_k=5)
+    ok = run_discovery(tiny_engine, Settings(profile="tiny"), req)
+    assert ok.pair_independence["initialised_together"] is False and ok.pair_independence["warning"] is None
+    monkeypatch.setattr(tiny_engine, "pair_check", PairIndependence(0.41, 0.42, 64, 0.1))
+    res = run_discovery(tiny_engine, Settings(profile="tiny"), req)
+    assert "initialised together" in res.pair_independence["warning"] and "0.41" in res.pair_independence["warning"]
+    templates = tiny_client.app.state.templates
+    html = templates.env.get_template("fragments/discovery.html").render(
+        inputs=req.model_dump(), result=res.model_dump(), kind="discovery")
+    if res.go_no_go:
+        assert "Caution:" in html and "42%" in html
