@@ -25,15 +25,16 @@ from app.training.evaluate import ce_loss_recovered, reconstruction_metrics
 from app.training.topk_trainer import TrainConfig, train_topk_sae
 
 PLANS = {
-    # name: (d_sae, k, lr, training tokens; None = one pass over every collected training activation)
-    "smollm2-135m": {"coarse": (2048, 32, 6e-4, None), "fine": (16384, 32, 4e-4, None)},
+    # name: (d_sae, k, lr, training tokens as an int, or as a float: passes over the collected activations)
+    "smollm2-135m": {"coarse": (2048, 32, 6e-4, 1.5), "fine": (16384, 32, 4e-4, 1.4)},
     "tiny": {"coarse": (64, 4, 3e-3, 20_000), "fine": (512, 4, 3e-3, 20_000)},
 }
 CTX = 128
 HELDOUT_DIVISOR = 20  # 1/20 of the windows is held out: never trained on; metrics and the atlas read it
 MAX_EPOCHS = 2  # each training activation is seen at most twice
 # Trainer settings other than PLANS' (d_sae, k, lr, tokens); the tiny profile trains in a second or two.
-TRAIN_OVERRIDES = {"tiny": {"batch_size": 256, "warmup_steps": 5}}
+TRAIN_OVERRIDES = {"tiny": {"batch_size": 256, "warmup_steps": 5},
+                   "smollm2-135m": {"select_dtype": "bfloat16"}}
 
 
 def save_sae(sae, folder: Path, metrics: dict) -> None:
@@ -129,8 +130,11 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
         d_sae, k, lr, total = plan[name]
         # Distinct seeds: with one seed the fine SAE's first d_sae(coarse) decoder rows would start equal to the
         # coarse SAE's and leave an init-shared cosine between same-index features (the shipped pair has this).
-        total = acts.shape[0] if total is None else min(int(total * (scale if profile_name != "tiny" else 1)),
-                                                         MAX_EPOCHS * acts.shape[0])
+        if isinstance(total, float):
+            total = int(total * acts.shape[0])
+        else:
+            total = int(total * (scale if profile_name != "tiny" else 1))
+        total = min(total, MAX_EPOCHS * acts.shape[0])
         cfg = TrainConfig(d_sae=d_sae, k=k, lr=lr, total_tokens=total,
                           seed=0 if name == "coarse" else 1, **TRAIN_OVERRIDES.get(profile_name, {}))
         init, before = None, {"tokens_trained": 0, "wall_seconds": 0.0}

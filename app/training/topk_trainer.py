@@ -29,6 +29,9 @@ class TrainConfig:
     warmup_steps: int = 50
     decay_frac: float = 0.2
     seed: int = 0
+    # dtype of the dense encoder matmul that only *selects* the top-k latents; the selected pre-activations are
+    # then recomputed exactly in fp32. bfloat16 runs the matmul ~2.3x faster on CPUs with avx512_bf16.
+    select_dtype: str = "float32"
 
 
 @dataclass
@@ -70,18 +73,26 @@ def _sparse_mm(idx: torch.Tensor, vals: torch.Tensor, W: torch.Tensor) -> torch.
     return torch.sparse.mm(S, W)
 
 
-def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux_coeff: float):
+def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux_coeff: float,
+              select_dtype: torch.dtype = torch.float32):
     """Loss gradients for a TopK SAE (MSE / var + aux_coeff * AuxK), computed sparsely.
 
     x: [B, d]; params: (W_enc [d, F], b_enc [F], W_dec [F, d], b_dec [d]).
+    select_dtype: dtype of the dense matmul that picks the top-k (and AuxK) latents; their values are exact fp32.
     Returns ((gW_enc, gb_enc, gW_dec, gb_dec), (fvu, latents that fired, n_dead)).
     """
     W_enc, b_enc, W_dec, b_dec = params
     B = x.shape[0]
     F = W_dec.shape[0]
     xc = x - b_dec
-    pre = torch.addmm(b_enc, xc, W_enc)  # [B, F] dense: the one expensive matmul
-    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    if select_dtype == torch.float32:
+        pre = torch.addmm(b_enc, xc, W_enc)  # [B, F] dense: the one expensive matmul
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+    else:
+        pre = torch.addmm(b_enc.to(select_dtype), xc.to(select_dtype), W_enc.to(select_dtype))
+        _, idx = pre.topk(k, dim=-1, sorted=False)
+        W_enc_t = W_enc.T.contiguous()
+        vals = _gather_dot(W_enc_t, idx, xc) + b_enc[idx]  # exact pre-activations of the selected latents
     a = vals.relu()
     x_hat = _sparse_mm(idx, a, W_dec) + b_dec
     err = x_hat - x
@@ -98,6 +109,8 @@ def sae_grads(x, params, k: int, var: float, dead: torch.Tensor, k_aux: int, aux
     if n_dead > 0 and aux_coeff > 0:
         ka = min(k_aux, n_dead)
         av, ai = pre.masked_fill(~dead, float("-inf")).topk(ka, dim=-1, sorted=False)
+        if select_dtype != torch.float32:
+            av = _gather_dot(W_enc_t, ai, xc) + b_enc[ai]
         aa = av.relu()
         resid = (x - x_hat).detach()  # what the main latents missed
         e_aux = _sparse_mm(ai, aa, W_dec) - resid
@@ -163,7 +176,8 @@ def train_topk_sae(acts: np.ndarray, cfg: TrainConfig, hook_name: str, progress=
         x = torch.from_numpy(np.asarray(acts[idx_rows], dtype=np.float32))
         B = x.shape[0]
 
-        grads, stats = sae_grads(x, params, cfg.k, var, dead_mask(last_fired, tokens + B, cfg.dead_after_tokens), cfg.k_aux, cfg.aux_coeff)
+        grads, stats = sae_grads(x, params, cfg.k, var, dead_mask(last_fired, tokens + B, cfg.dead_after_tokens),
+                                 cfg.k_aux, cfg.aux_coeff, select_dtype=getattr(torch, cfg.select_dtype))
         gW_enc, gb_enc, gW_dec, gb_dec = grads
         fvu, idx_fired, n_dead = stats
         tokens += B

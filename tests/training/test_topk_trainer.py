@@ -87,3 +87,24 @@ def test_make_topk_sae_roundtrip():
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
     assert sae.cfg.k == 2 and sae.cfg.d_sae == 8 and sae.cfg.d_in == 4
     torch.testing.assert_close(sae.W_dec, W_dec)
+
+
+def test_bf16_selection_gives_the_fp32_gradients_when_it_picks_the_same_latents():
+    """select_dtype=bfloat16 only picks the top-k; values and gradients are fp32, so with clear winners they match."""
+    g = torch.Generator().manual_seed(3)
+    B, d, F, k = 128, 64, 48, 4
+    W_dec = torch.linalg.qr(torch.randn(d, d, generator=g))[0][:F].contiguous()  # orthonormal rows: clear winners
+    planted = torch.stack([torch.randperm(F, generator=g)[:k] for _ in range(B)])
+    coef = 6 + 4 * torch.rand(B, k, generator=g)
+    x = (coef.unsqueeze(-1) * W_dec[planted]).sum(1) + 0.01 * torch.randn(B, d, generator=g)
+    params = [W_dec.T.clone() * 0.8, torch.zeros(F), W_dec, 0.05 * torch.randn(d, generator=g)]  # imperfect: nonzero grads
+    var = float(((x - x.mean(0)) ** 2).sum(-1).mean())
+    dead = torch.zeros(F, dtype=torch.bool)
+    ref, (fvu_ref, fired_ref, _) = sae_grads(x, [p.clone() for p in params], k, var, dead, 8, 1 / 32)
+    low, (fvu_low, fired_low, _) = sae_grads(x, [p.clone() for p in params], k, var, dead, 8, 1 / 32,
+                                             select_dtype=torch.bfloat16)
+    assert set(fired_ref.tolist()) == set(fired_low.tolist()) == set(planted.unique().tolist())
+    assert fvu_low == pytest.approx(fvu_ref, rel=1e-5)
+    for a, b in zip(ref, low):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert ref[0].abs().max() > 1e-4  # not vacuous
