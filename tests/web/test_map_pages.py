@@ -1,0 +1,95 @@
+"""The map page and its fragment (tiny profile): the figure carries every feature, the honesty figure is the
+layout's, the fragment's address re-opens the same view, the form's fields parse like the JSON body."""
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlencode
+
+import pytest
+
+from app.api.map import service
+from app.web.map_pages import page_url, parse_inputs
+
+
+@pytest.fixture(scope="module")
+def tiny_layout(tiny_engine):
+    lay, status = service.layout_status(tiny_engine)
+    assert lay is not None, status
+    return lay
+
+
+def figure_of(html: str, fid: str) -> dict:
+    m = re.search(rf'data-figure="{fid}"[^>]*>(.*?)</script>', html, re.S)
+    assert m, fid
+    return json.loads(m.group(1))
+
+
+def test_map_page_has_every_feature_and_the_honesty_figure(tiny_client, tiny_layout):
+    r = tiny_client.get("/map")
+    assert r.status_code == 200
+    fig = figure_of(r.text, "map-main")
+    pts = {(t["customdata"][i][0], t["customdata"][i][1]): (t["x"][i], t["y"][i]) for t in fig["data"] for i in range(len(t["x"]))}
+    assert len(pts) == 64 + 512
+    assert pts[("fine", 10)] == pytest.approx(tuple(tiny_layout.xy[64 + 10]), abs=1e-3)
+    assert all(t["type"] == "scattergl" for t in fig["data"])
+    assert len(fig["layout"]["shapes"]) == sum(1 for reg in tiny_layout.regions if len(reg.hull) >= 3)
+    assert f"{100 * tiny_layout.preservation:.1f} %" in r.text
+    assert "not</b> cosines" in r.text
+    fine_only = figure_of(tiny_client.get("/map?show=fine&color_by=density").text, "map-main")
+    assert sum(len(t["x"]) for t in fine_only["data"]) == 512
+
+
+def test_figure_json_colour_by_cosine(tiny_client, tiny_engine, tiny_layout):
+    import numpy as np
+
+    r = tiny_client.get("/map/figure?color_by=cosine&feature=coarse:2")
+    assert r.status_code == 200
+    fig = r.json()
+    W = np.vstack([tiny_engine.saes[n].W_dec.detach().float().numpy() for n in ("coarse", "fine")])
+    v = W[2] / np.linalg.norm(W[2])
+    cos = W @ v / np.linalg.norm(W, axis=1)
+    got = fig["data"][0]["marker"]["color"] + fig["data"][1]["marker"]["color"]
+    np.testing.assert_allclose(got, cos, atol=2e-3)
+    assert tiny_client.get("/map/figure?color_by=purple").status_code == 422
+
+
+def test_fragment_and_its_address(tiny_client, tiny_layout):
+    form = {"prompt": "Tell me about cats.", "system_prompt": "You are a pirate.", "compare_system": "1",
+            "drift_ks": "0,1", "color_by": "density", "steer_sae": "coarse", "steer_index": "", "steer_strength": ""}
+    r = tiny_client.post("/fragments/map", data=form)
+    assert r.status_code == 200, r.text[:500]
+    push = r.headers["HX-Push-Url"]
+    assert push.startswith("/map?") and "color_by=density" in push and "drift_ks=%5B0%2C1%5D" in push
+    assert 'id="map-pull"' in r.text and 'id="map-drift"' in r.text and 'class="save-box"' in r.text
+    page = tiny_client.get(push)
+    assert page.status_code == 200
+    a = figure_of(r.text, "map-paths-fig")
+    b = figure_of(page.text, "map-paths-fig")
+    assert a == b and [t["name"] for t in a["data"]] == ["prompt", "without system prompt"]
+    assert 'value="density" selected>fire density' in page.text
+
+
+def test_form_fields_parse_like_the_json_body():
+    req = parse_inputs({"prompt": "hi", "steer_sae": "fine", "steer_index": "4", "steer_strength": "-2.5",
+                        "drift_ks": "4, 0,2", "compare_system": "0"})
+    assert req.steer[0].sae == "fine" and req.steer[0].index == 4 and req.steer[0].strength == -2.5
+    assert req.drift_ks == [0, 2, 4] and req.compare_system is False
+    url = page_url(req.model_dump())
+    again = parse_inputs(_query(url))
+    assert again == req
+
+
+def _query(url: str) -> dict:
+    from urllib.parse import parse_qsl, urlparse
+
+    return dict(parse_qsl(urlparse(url).query))
+
+
+def test_bad_form_is_a_422_fragment(tiny_client, tiny_layout):
+    r = tiny_client.post("/fragments/map", data={"prompt": "x", "drift_ks": "1,2,x"})
+    assert r.status_code == 422 and "drift_ks" in r.text
+    r = tiny_client.get("/map/feature/fine/600")
+    assert r.status_code == 404 and "(0..511)" in r.text
+    r = tiny_client.get("/map?" + urlencode({"prompt": "x", "steer": json.dumps([{"sae": "coarse", "index": 70, "strength": 1}])}))
+    assert r.status_code == 404 and "(0..63)" in r.text
