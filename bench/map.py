@@ -4,6 +4,7 @@ prompt path latency.
     .venv/bin/python bench/map.py layout [--baseline] [--json out.json]    # build time for 2,048 + 16,384 points
     .venv/bin/python bench/map.py page --layout DIR [--reps 5] [--json out.json]
     .venv/bin/python bench/map.py path --layout DIR [--reps 15] [--json out.json]
+    .venv/bin/python bench/map.py web --layout DIR          # page + path, one server (one model load)
 
 layout: our build (exact cosine kNN by blocked matmul -> UMAP on that graph -> HDBSCAN regions -> neighbour
 preservation@10) on the shipped SAEs' decoders (random decoders of the same shapes when they are missing);
@@ -98,55 +99,46 @@ def serve(layout_root: Path):
     return engine, serve_app(create_app(settings, engine_factory=lambda s: engine), start_timeout_s=300)
 
 
-def bench_page(args) -> dict:
+def bench_page(args, engine, base) -> dict:
     import httpx
     from playwright.sync_api import sync_playwright
 
-    root = Path(tempfile.mkdtemp(prefix="asn-map-bench-"))
-    (root / PROFILE).mkdir()
-    shutil.copy(Path(args.layout) / PROFILE / "layout.npz", root / PROFILE / "layout.npz")
-    engine, server = serve(root)
     out: dict = {}
-    with server as base:
-        html = httpx.get(base + "/map", timeout=120).content
-        assert b'id="map-main"' in html, html[:400]
-        out["map_html_bytes"] = len(html)
-        out["map_html_gzip_bytes"] = len(gzip.compress(html, 6))
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            times = {"map": [], "analyze": []}
+    html = httpx.get(base + "/map", timeout=120).content
+    assert b'id="map-main"' in html, html[:400]
+    out["map_html_bytes"] = len(html)
+    out["map_html_gzip_bytes"] = len(gzip.compress(html, 6))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        times = {"map": [], "analyze": []}
 
-            def load_map():
-                page.goto(base + "/map", wait_until="commit")
-                page.wait_for_selector('#map-main[data-ready="1"]', timeout=120_000)
-                return page.evaluate("performance.now()") / 1000
+        def load_map():
+            page.goto(base + "/map", wait_until="commit")
+            page.wait_for_selector('#map-main[data-ready="1"]', timeout=120_000)
+            # map.js stamps the moment the WebGL map and the paths are drawn (ms since navigation start)
+            return float(page.evaluate("document.getElementById('map-main').dataset.readyAt")) / 1000
 
-            def load_analyze():
-                page.goto(base + "/", wait_until="load")
-                return page.evaluate("performance.now()") / 1000
+        def load_analyze():
+            page.goto(base + "/", wait_until="load")
+            return page.evaluate("performance.now()") / 1000
 
-            load_map()  # warm: server-side figure cache, browser cache of plotly.min.js
-            for _ in range(args.reps):
-                times["map"].append(load_map())
-                times["analyze"].append(load_analyze())
-            browser.close()
+        load_map()  # warm: server-side figure cache, browser cache of plotly.min.js
+        for _ in range(args.reps):
+            times["map"].append(load_map())
+            times["analyze"].append(load_analyze())
+        browser.close()
     out.update({k: {"p50_s": round(statistics.median(v), 3), "runs_s": [round(x, 3) for x in v]} for k, v in times.items()})
     out["ratio_p50"] = round(out["map"]["p50_s"] / out["analyze"]["p50_s"], 2)
     out["points"] = sum(int(s.W_dec.shape[0]) for s in engine.saes.values())
-    shutil.rmtree(root, ignore_errors=True)
     return out
 
 
-def bench_path(args) -> dict:
+def bench_path(args, engine, base) -> dict:
     import httpx
 
-    root = Path(tempfile.mkdtemp(prefix="asn-map-bench-"))
-    (root / PROFILE).mkdir()
-    shutil.copy(Path(args.layout) / PROFILE / "layout.npz", root / PROFILE / "layout.npz")
-    engine, server = serve(root)
-    with server as base, httpx.Client(base_url=base, timeout=120) as c:
+    with httpx.Client(base_url=base, timeout=120) as c:
         n_tok = len(engine.tokenizer.encode(PROMPT, add_special_tokens=False))
 
         def path():
@@ -159,14 +151,13 @@ def bench_path(args) -> dict:
 
         path(), analyze()
         res = summary(interleave({"analyze": analyze, "map_path": path}, args.reps), "analyze")
-    shutil.rmtree(root, ignore_errors=True)
     res["tokens"] = n_tok
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["layout", "page", "path"])
+    ap.add_argument("part", choices=["layout", "page", "path", "web"], help="web = page + path with one server")
     ap.add_argument("--baseline", action="store_true", help="layout: also time plain umap-learn (minutes)")
     ap.add_argument("--out", default=None, help="layout: folder to write <profile>/layout.npz into")
     ap.add_argument("--layout", default=None, help="page/path: folder holding <profile>/layout.npz")
@@ -177,7 +168,20 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    res = {"layout": bench_layout, "page": bench_page, "path": bench_path}[args.part](args)
+    if args.part == "layout":
+        res = bench_layout(args)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="asn-map-bench-"))
+        (root / PROFILE).mkdir()
+        shutil.copy(Path(args.layout) / PROFILE / "layout.npz", root / PROFILE / "layout.npz")
+        engine, server = serve(root)
+        res = {}
+        with server as base:
+            if args.part in ("page", "web"):
+                res["page"] = bench_page(args, engine, base)
+            if args.part in ("path", "web"):
+                res["path"] = bench_path(args, engine, base)
+        shutil.rmtree(root, ignore_errors=True)
     text = json.dumps(res, indent=2)
     print(text)
     if args.json:

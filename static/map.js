@@ -100,7 +100,9 @@
         var fig = JSON.parse(document.getElementById('map-main-data').textContent);
         return Plotly.react(el, fig.data, fig.layout, fig.config);
       })();
-      start.then(function () { return setPaths(el); }).then(function () { bind(el); el.dataset.ready = '1'; });
+      start.then(function () { return setPaths(el); }).then(function () {
+        bind(el); el.dataset.readyAt = String(performance.now()); el.dataset.ready = '1';
+      });
     })();
     var form = document.getElementById('map-view');
     if (form) {
