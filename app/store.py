@@ -45,22 +45,40 @@ class Summary:
     schema_version: int
 
 
+@dataclass(frozen=True)
+class Record:
+    """A stored document and what is kept beside it."""
+
+    doc: dict
+    owner: str | None
+    signature: str | None
+
+
 class StoreError(RuntimeError):
     pass
 
 
 @runtime_checkable
 class Store(Protocol):
-    def put(self, doc: dict) -> str:
-        """Store a new document under a fresh id and return the id once it is durable."""
+    def put(self, doc: dict, owner: str | None = None, signature: str | None = None) -> str:
+        """Store a new document under a fresh id and return the id once it is durable.
+
+        owner: who may list it (a hash of the saving browser's owner token); signature: the server's signature of
+        the result (app/provenance.py). Both are kept beside the document, never inside it."""
 
     def get(self, exploration_id: str) -> dict | None:
         """The stored document exactly as written, or None."""
 
-    def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None) -> list[Summary]:
-        """Newest first."""
+    def get_record(self, exploration_id: str) -> Record | None:
+        """The document with its owner and signature, or None."""
 
-    def count(self, kind: str | None = None) -> int: ...
+    def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None, owner: str | None = None) -> list[Summary]:
+        """Newest first; owner=None: everyone's (operator listing), else only that owner's."""
+
+    def count(self, kind: str | None = None, owner: str | None = None) -> int: ...
+
+    def shared_secret(self, name: str) -> str:
+        """A random secret created once per store, the same for every replica on it."""
 
     def close(self) -> None: ...
 
@@ -72,6 +90,7 @@ def _summary_fields(doc: dict) -> tuple[str, str, str, int]:
     return str(doc.get("kind", "")), str(doc.get("title", "")), prof_name, int(version) if isinstance(version, int) else 0
 
 
+OWNER_INDEX = "CREATE INDEX IF NOT EXISTS explorations_owner ON explorations (owner, created_at DESC)"
 JOB_COLUMNS = ("id", "key", "kind", "state", "done", "total", "created", "started", "finished", "heartbeat", "replica",
                "cancel_requested", "cached", "error", "meta", "result")
 
@@ -102,7 +121,10 @@ class _SQLStore:
         " error TEXT, meta TEXT NOT NULL, result TEXT)",
         "CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, created)",
         "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, heartbeat)",
+        "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     )
+    # Columns added after the first release (unlisted links, server-signed results): added to older databases on open.
+    LATER_COLUMNS = (("owner", "TEXT"), ("signature", "TEXT"))
 
     # --- to implement per backend
     def _conn(self):  # pragma: no cover - abstract
@@ -119,15 +141,15 @@ class _SQLStore:
     def _q(self, sql: str) -> str:
         return sql.replace("?", self.ph)
 
-    def put(self, doc: dict) -> str:
+    def put(self, doc: dict, owner: str | None = None, signature: str | None = None) -> str:
         kind, title, prof, version = _summary_fields(doc)
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         for _ in range(5):  # a collision of 144 random bits will not happen; the loop is for form's sake
             exploration_id = new_id()
             try:
-                self._write(self._q("INSERT INTO explorations (id, created_at, kind, title, profile, schema_version, doc)"
-                                    " VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                            (exploration_id, time.time(), kind, title, prof, version, body))
+                self._write(self._q("INSERT INTO explorations (id, created_at, kind, title, profile, schema_version, doc,"
+                                    " owner, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                            (exploration_id, time.time(), kind, title, prof, version, body, owner, signature))
                 return exploration_id
             except self._integrity_errors():
                 continue
@@ -139,18 +161,40 @@ class _SQLStore:
         rows = self._read(self._q("SELECT doc FROM explorations WHERE id = ?"), (exploration_id,))
         return json.loads(rows[0][0]) if rows else None
 
-    def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None) -> list[Summary]:
-        where, params = ("WHERE kind = ? ", (kind,)) if kind else ("", ())
+    def get_record(self, exploration_id: str) -> Record | None:
+        if not valid_id(exploration_id):
+            return None
+        rows = self._read(self._q("SELECT doc, owner, signature FROM explorations WHERE id = ?"), (exploration_id,))
+        return Record(json.loads(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    @staticmethod
+    def _where(kind: str | None, owner: str | None) -> tuple[str, tuple]:
+        conds, params = [], []
+        if kind:
+            conds.append("kind = ?")
+            params.append(kind)
+        if owner is not None:
+            conds.append("owner = ?")
+            params.append(owner)
+        return ("WHERE " + " AND ".join(conds) + " ") if conds else "", tuple(params)
+
+    def recent(self, limit: int = 50, offset: int = 0, kind: str | None = None, owner: str | None = None) -> list[Summary]:
+        where, params = self._where(kind, owner)
         rows = self._read(self._q(f"SELECT id, kind, title, created_at, profile, schema_version FROM explorations "
                                   f"{where}ORDER BY created_at DESC, id LIMIT ? OFFSET ?"), (*params, int(limit), int(offset)))
         return [Summary(*row) for row in rows]
 
-    def count(self, kind: str | None = None) -> int:
-        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+    def count(self, kind: str | None = None, owner: str | None = None) -> int:
+        where, params = self._where(kind, owner)
         return int(self._read(self._q(f"SELECT COUNT(*) FROM explorations {where}"), params)[0][0])
 
     def _integrity_errors(self) -> tuple:
         return (sqlite3.IntegrityError,)
+
+    def shared_secret(self, name: str) -> str:
+        self._write(self._q("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
+                    (name, secrets.token_hex(32)))
+        return self._read(self._q("SELECT value FROM secrets WHERE name = ?"), (name,))[0][0]
 
     # --- jobs (app/jobs.py) ---------------------------------------------------------------------------------
     def job_insert(self, row: dict) -> None:
@@ -209,6 +253,17 @@ class SQLiteStore(_SQLStore):
             "CREATE TRIGGER IF NOT EXISTS explorations_no_delete BEFORE DELETE ON explorations"
             " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
         ) + self.EXTRA_DDL)
+        conn.execute("BEGIN IMMEDIATE")  # look and add in one write transaction: two processes opening at once
+        try:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(explorations)")}
+            for c, t in self.LATER_COLUMNS:
+                if c not in have:
+                    conn.execute(f"ALTER TABLE explorations ADD COLUMN {c} {t}")
+            conn.execute(OWNER_INDEX)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
@@ -322,7 +377,8 @@ class PostgresStore(_SQLStore):
         self._all: list = []
         self._all_lock = threading.Lock()
         conn = self._conn()
-        self._guard(self._write_script, conn, self.DDL + PG_IMMUTABLE + self.EXTRA_DDL)
+        self._guard(self._write_script, conn, self.DDL + PG_IMMUTABLE + self.EXTRA_DDL + tuple(
+            f"ALTER TABLE explorations ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in self.LATER_COLUMNS) + (OWNER_INDEX,))
 
     def _connect(self):
         try:

@@ -291,3 +291,47 @@ def test_postgres_lost_connection_is_store_unavailable_then_recovers(pg_url, pg_
         s.get(i)
     assert s.get(i) == doc(1)  # the next call reconnects
     s.close()
+
+
+def test_owner_and_signature_are_kept_beside_the_document(store):
+    mine = [store.put(doc(n), owner="alice", signature=f"sig{n}") for n in range(3)]
+    time.sleep(0.002)
+    theirs = store.put(doc(9, kind="steering"), owner="bob")
+    anon = store.put(doc(10))
+    assert [r.id for r in store.recent(owner="alice")] == mine[::-1]
+    assert [r.id for r in store.recent(owner="bob")] == [theirs]
+    assert store.recent(owner="carol") == [] and store.count(owner="carol") == 0
+    assert store.count(owner="alice") == 3 and store.count(owner="alice", kind="steering") == 0
+    assert store.count(owner="bob", kind="steering") == 1
+    assert store.count() == 5 and {r.id for r in store.recent()} == {*mine, theirs, anon}  # operator: everything
+    rec = store.get_record(mine[1])
+    assert rec.doc == doc(1) and rec.owner == "alice" and rec.signature == "sig1"
+    assert store.get(mine[1]) == doc(1)  # the document itself carries neither
+    assert store.get_record(anon).owner is None and store.get_record(anon).signature is None
+    assert store.get_record(new_id()) is None and store.get_record("bad id") is None
+
+
+def test_shared_secret_is_created_once_and_shared(store_url):
+    a, b = open_store(store_url), open_store(store_url)
+    k = a.shared_secret("signing")
+    assert len(k) == 64 and b.shared_secret("signing") == k and a.shared_secret("signing") == k
+    assert a.shared_secret("other") != k
+    a.close()
+    b.close()
+
+
+def test_an_old_database_gets_the_new_columns(tmp_path):
+    """A data/explorations.db made before owner/signature existed opens, keeps its rows, and takes new ones."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE explorations (id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,"
+                 " title TEXT NOT NULL, profile TEXT NOT NULL, schema_version INTEGER NOT NULL, doc TEXT NOT NULL)")
+    old_id = new_id()
+    conn.execute("INSERT INTO explorations VALUES (?, 1.0, 'analysis', 't', 'tiny', 2, ?)", (old_id, json.dumps(doc(1))))
+    conn.commit()
+    conn.close()
+    s = SQLiteStore(path)
+    assert s.get(old_id) == doc(1) and s.get_record(old_id).owner is None
+    i = s.put(doc(2), owner="o")
+    assert [r.id for r in s.recent(owner="o")] == [i] and s.count() == 2
+    s.close()
