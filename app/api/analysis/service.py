@@ -33,14 +33,23 @@ def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
                         top_probs=[[list(c) for c in row] for row in lens.top_probs])
 
 
+def _resid_cache(engine, ids):
+    """The engine's residual cache and this prompt's key in it (None, None for an engine without one)."""
+    cache = getattr(engine, "resid_cache", None)
+    return (cache, cache.key(engine.fingerprint, ids)) if cache is not None else (None, None)
+
+
 def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
     """Shared by the JSON API and the HTML fragments."""
     ids, text = encode_checked(engine, settings, req)
     lens = None
     with engine.session():
-        a = an.analyze(engine.model, engine.saes, engine.hook_name, ids, top_k=req.top_k, sink_norm=engine.profile.sink_norm)
+        # the same forward keeps every layer's residual: the lens (now or in a follow-up /api/lens) runs no forward
+        cache, key = _resid_cache(engine, ids)
+        a = an.analyze(engine.model, engine.saes, engine.hook_name, ids, top_k=req.top_k, sink_norm=engine.profile.sink_norm,
+                       resid_cache=cache, cache_key=key)
         if req.lens:
-            lens = an.logit_lens(engine.model, ids)
+            lens = an.logit_lens(engine.model, ids, resid_cache=cache, cache_key=key)
     toks = []
     for p, (tid, t) in enumerate(zip(a.token_ids, a.tokens)):
         saes = {}
@@ -60,7 +69,8 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
 def run_lens(engine, settings, req: LensRequest) -> LensResponse:
     ids, _ = encode_checked(engine, settings, req)
     with engine.session():
-        lens = an.logit_lens(engine.model, ids, top=req.top)
+        cache, key = _resid_cache(engine, ids)
+        lens = an.logit_lens(engine.model, ids, top=req.top, resid_cache=cache, cache_key=key)
     return _lens_response(engine, lens, ids)
 
 
