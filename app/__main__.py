@@ -1,4 +1,6 @@
-"""CLI: `python -m app serve --profile smollm2-135m --host 127.0.0.1 --port 8000`, `python -m app fetch`."""
+"""CLI: `python -m app serve --profile smollm2-135m --host 127.0.0.1 --port 8000` (or an ad hoc profile:
+`--model NAME_OR_PATH --hook HOOK --coarse RELEASE:ID|PATH --fine RELEASE:ID|PATH`), `python -m app fetch`,
+`python -m app profiles`."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--auth-token", default=None, metavar="TOKEN",
                        help="require this token on every route but /health (bearer header or sign-in page); "
                             "default ASN_AUTH_TOKEN, else none")
+    serve.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                       help="ad hoc profile (no file): transformer-lens name, local HF folder or .gguf file")
+    serve.add_argument("--hook", default=None, help="ad hoc profile: hook point, e.g. blocks.8.hook_resid_pre")
+    serve.add_argument("--coarse", default=None, metavar="RELEASE:ID|PATH", help="ad hoc profile: coarse SAE")
+    serve.add_argument("--fine", default=None, metavar="RELEASE:ID|PATH", help="ad hoc profile: fine (wider) SAE")
+    sub.add_parser("profiles", help="list the profiles in profiles/ and what each lacks on this machine")
     fetch = sub.add_parser("fetch", help="fetch and convert a profile's model (idempotent)")
     fetch.add_argument("--profile", default="smollm2-135m")
     from app import atlas_cli
@@ -35,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "map":
         return map_cli.run(args)
+
+    if args.cmd == "profiles":
+        return list_profiles()
 
     if args.cmd == "fetch":
         from app.engine.profiles import get_profile, is_cached
@@ -72,9 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     from app.main import create_app
     from app.settings import Settings
 
-    settings = Settings(profile=args.profile, host=args.host, port=args.port, device=args.device, **extra)
+    from app.engine.profiles import ProfileError, adhoc_profile, get_profile
+
+    adhoc = [args.model, args.hook, args.coarse, args.fine]
+    try:  # a bad profile name / file / ad hoc value: one line
+        if any(adhoc):
+            if not all(adhoc):
+                raise ProfileError("an ad hoc profile needs --model, --hook, --coarse and --fine")
+            profile = adhoc_profile(args.model, args.hook, args.coarse, args.fine)
+        else:
+            profile = get_profile(args.profile)
+    except (ProfileError, KeyError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    settings = Settings(profile=profile.name if any(adhoc) else args.profile, host=args.host, port=args.port,
+                        device=args.device, **extra)
     try:  # fail before uvicorn starts, with one clear line instead of a traceback
-        engine = Engine.build(settings.profile, settings.device, max_waiting=settings.max_waiting,
+        engine = Engine.build(profile, settings.device, max_waiting=settings.max_waiting,
                               wait_timeout_s=settings.wait_timeout_s, atlas_root=settings.atlas_root)
     except ProfileUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -82,6 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, engine_factory=lambda s: engine)
     print(f"serving {settings.profile} at http://{args.host}:{args.port}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def list_profiles() -> int:
+    """`python -m app profiles`: every profile file, its model / hook / SAEs, and what is missing here."""
+    from app.engine.profiles import PROFILES_DIR, load_profiles, missing_parts
+
+    for name, p in load_profiles(PROFILES_DIR).items():
+        missing = missing_parts(p)
+        print(f"{name:16s} {'ready' if not missing else 'missing':8s} {p.model_name} @ {p.hook_name}; "
+              f"SAEs {p.coarse.source} / {p.fine.source}")
+        for m in missing:
+            print(f"{'':25s}needs {m}")
+    print(f"(files in {PROFILES_DIR}; ad hoc: python -m app serve --model NAME_OR_PATH --hook HOOK "
+          f"--coarse RELEASE:ID|PATH --fine RELEASE:ID|PATH)")
     return 0
 
 

@@ -148,3 +148,10 @@ def neuronpedia_id(release: str, sae_id: str) -> str | None:
     """The Neuronpedia id sae-lens records for release/sae_id (None when it has none)."""
     entry = pretrained_sae_entry(release)
     return (entry or {}).get("neuronpedia", {}).get(sae_id) if entry else None
+
+
+def tl_official_name(model_name: str) -> str:
+    """transformer-lens's official HF name for a model name or alias (ValueError when TL does not know it)."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    return get_official_model_name(model_name)
