@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         prompts = fr[: n // 2] + ne[: n - n // 2]
-        ids = disc.encode_prompt_set(eng.tokenizer, prompts, prepend_bos=eng.profile.name == "gemma-2-2b", max_tokens=256)
+        ids = disc.encode_prompt_set(eng.tokenizer, prompts, prepend_bos=eng.profile.prepend_bos, max_tokens=256)
         ntok = sum(map(len, ids))
         best_f = best_e = float("inf")
         for _ in range(a.repeat):

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     print(f"profile {eng.profile.name} · hook {eng.hook_name} · SAEs "
           + ", ".join(f"{n} {s.cfg.d_sae}" for n, s in eng.saes.items())
           + f" · {len(concept)} concept ({a.concept.name}) vs {len(contrast)} contrast ({a.contrast.name}) prompts")
-    ids = disc.encode_prompt_set(eng.tokenizer, concept + contrast, prepend_bos=eng.profile.name == "gemma-2-2b", max_tokens=256)
+    ids = disc.encode_prompt_set(eng.tokenizer, concept + contrast, prepend_bos=eng.profile.prepend_bos, max_tokens=256)
 
     def progress(done, total):
         print(f"\r  {done}/{total} prompts", end="", file=sys.stderr, flush=True)

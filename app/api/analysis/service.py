@@ -19,7 +19,7 @@ def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...]
     """(token ids, rendered text) of a request's prompt, or 422 when it breaks a limit (characters, tokens)."""
     enforce_limits(req, settings.limits)
     ep = encode_prompt(engine.tokenizer, req.prompt, req.system_prompt, req.chat,
-                       prepend_bos=engine.profile.name == "gemma-2-2b")
+                       prepend_bos=engine.profile.prepend_bos)
     limit = settings.limits.max_prompt_tokens
     if len(ep.token_ids) > limit:
         raise unprocessable(["body", "prompt"], f"prompt has {len(ep.token_ids)} tokens; the limit is {limit}", "too_long")

@@ -35,7 +35,7 @@ def result_key(engine, set_hash: str, req: DiscoverRequest) -> str:
 
 def collect(engine, settings, concept: list[str], contrast: list[str], progress=None, batch_size: int = 16) -> disc.CollectedStats:
     """Forward passes for both sets, the engine lock taken per batch (interactive requests interleave)."""
-    ids = disc.encode_prompt_set(engine.tokenizer, concept + contrast, prepend_bos=engine.profile.name == "gemma-2-2b",
+    ids = disc.encode_prompt_set(engine.tokenizer, concept + contrast, prepend_bos=engine.profile.prepend_bos,
                                  max_tokens=settings.limits.max_prompt_tokens)
     return disc.collect_stats(engine.model, engine.saes, engine.hook_name, ids, len(concept),
                               sink_norm=engine.profile.sink_norm, batch_size=batch_size,

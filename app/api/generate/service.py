@@ -133,7 +133,7 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
     encoded = []
     for field, sys_prompt in (("system_a", req.system_a), ("system_b", req.system_b)):
         ep = encode_prompt(engine.tokenizer, req.prompt, sys_prompt or None, req.chat,
-                           prepend_bos=engine.profile.name == "gemma-2-2b")
+                           prepend_bos=engine.profile.prepend_bos)
         if len(ep.token_ids) > settings.limits.max_prompt_tokens:
             raise unprocessable(["body", field], f"prompt with {field} has {len(ep.token_ids)} tokens; the limit is {settings.limits.max_prompt_tokens}")
         encoded.append(ep)
