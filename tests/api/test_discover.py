@@ -56,7 +56,7 @@ def done(client):
 
 
 def test_prompt_sets(client):
-    assert client.get("/api/discover/prompt-sets").json() == {"france": 200, "neutral": 200}
+    assert client.get("/api/discover/prompt-sets").json() == {"eval_neutral": 40, "france": 200, "neutral": 200}
 
 
 def test_tables_match_independent_recomputation(tiny_engine, done):

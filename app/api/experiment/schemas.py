@@ -1,0 +1,187 @@
+"""The steering experiment: request (anchor, children, prompt sets, sweep), response (table, verdicts, generations)."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.api.discover.schemas import JobStatus, PromptSet, load_set, shipped_sets
+from app.api.errors import unprocessable
+from app.api.limits import Limit
+from app.api.schemas import FiniteModel
+
+KIND = "experiment"
+
+
+class ExperimentRequest(FiniteModel):
+    """Coarse anchor + fine children, the prompt sets (shipped by name or pasted) and the sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: int = Field(ge=0, description="coarse feature index (the anchor)")
+    children: Annotated[list[int] | None, Limit("max_experiment_children")] = Field(
+        default=None, description="fine feature indices; default: the anchor's blue matches (decoder cosine >= 0.3, selective)")
+    concept_set: str | None = Field(default="france", description="shipped set the probe learns as the concept")
+    contrast_set: str | None = Field(default="neutral", description="shipped set the probe learns as the contrast")
+    concept_prompts: PromptSet = Field(default=None, description="pasted concept prompts (instead of concept_set)")
+    contrast_prompts: PromptSet = Field(default=None, description="pasted contrast prompts (instead of contrast_set)")
+    eval_set: str | None = Field(default="eval_neutral", description="shipped evaluation prompts (not used in discovery)")
+    eval_prompts: Annotated[list[str] | None, Limit("max_experiment_prompts"), Limit("max_prompt_chars", "each_len")] = Field(
+        default=None, description="pasted evaluation prompts (instead of eval_set)")
+    n_prompts: Annotated[int, Limit("max_experiment_prompts", "max")] = Field(default=16, ge=1, description="the first N evaluation prompts")
+    strengths: Annotated[list[float], Limit("max_experiment_strengths"), Limit("max_steering_strength", "each_abs")] = Field(
+        default=[2.0, 4.0, 8.0], min_length=1, description="multiples of each feature's typical activation")
+    modes: list[Literal["add", "clamp"]] = Field(default=["add"], min_length=1, max_length=2)
+    matched_norm: bool = Field(default=True, description="also compare every arm at the coarse arm's steering-vector norm")
+    max_new_tokens: Annotated[int, Limit("max_new_tokens", "max")] = Field(default=32, ge=1)
+    temperature: Annotated[float, Limit("max_temperature", "max")] = Field(default=0.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n_seeds: Annotated[int, Limit("max_experiment_seeds", "max")] = Field(default=1, ge=1, description="sampled generations per prompt (temperature > 0)")
+    seed: Annotated[int, Limit("max_seed", "max")] = Field(default=0, ge=0)
+    words: list[Annotated[str, Field(max_length=64)]] = Field(default=[], max_length=50, description="optional concept words")
+    probe_layer: int | None = Field(default=None, ge=0, description="layer of the probe's residual (default: a later layer than the SAE's)")
+    chat: bool = Field(default=False, description="wrap evaluation prompts in the chat template")
+
+    @field_validator("concept_set", "contrast_set", "eval_set")
+    @classmethod
+    def _known_set(cls, v):
+        if v is not None and v not in shipped_sets():
+            raise ValueError(f"unknown prompt set {v!r}; shipped: {', '.join(shipped_sets())}")
+        return v
+
+    @field_validator("concept_prompts", "contrast_prompts", "eval_prompts")
+    @classmethod
+    def _prompts(cls, v):
+        if v is None:
+            return v
+        v = [p.strip() for p in v if p and p.strip()]
+        if len(v) < 2:
+            raise ValueError("give at least 2 non-empty prompts")
+        return v
+
+    def resolve(self) -> tuple[list[str], list[str], list[str]]:
+        """(concept, contrast, evaluation prompts); 422 naming the field when a side has none."""
+        out = []
+        for side in ("concept", "contrast", "eval"):
+            prompts = getattr(self, f"{side}_prompts")
+            if prompts is None:
+                name = getattr(self, f"{side}_set")
+                if name is None:
+                    raise unprocessable(["body", f"{side}_prompts"], f"give {side}_prompts or a shipped {side}_set", "missing")
+                prompts = load_set(name)
+            out.append(prompts)
+        out[2] = out[2][: self.n_prompts]
+        return out[0], out[1], out[2]
+
+
+class TypicalModel(BaseModel):
+    sae: str
+    index: int
+    value: float
+    source: str
+
+
+class ProbeModel(BaseModel):
+    layer: int
+    hook: str
+    holdout_accuracy: float | None
+    n_train: int
+    c: float
+
+
+Interval = list[float | None]
+
+
+class TableRow(BaseModel):
+    condition: str
+    arm: str
+    mode: str
+    scale: str
+    strength: float
+    vector_norm: float | None
+    concept: float | None
+    concept_ci: Interval
+    sae: float | None
+    sae_ci: Interval
+    logprob: float | None
+    logprob_ci: Interval
+    distinct2: float | None
+    distinct2_ci: Interval
+    words: float | None = None
+    words_ci: Interval | None = None
+    fluency_ratio: float | None
+    fluency_ratio_ci: Interval
+
+
+class VerdictModel(BaseModel):
+    mode: str
+    scale: str
+    label: str
+    target: float | None
+    fluency: dict[str, float | None]
+    best: str | None
+    runner_up: str | None
+    diff: float | None
+    diff_ci: Interval | None
+    detectable: bool
+    text: str
+    defined_fraction: float | None = None
+
+
+class ControlModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    none: float | None
+    none_ci: Interval
+    text: str | None = None
+    random_raises: bool | None = None
+
+
+class GenerationRecord(BaseModel):
+    prompt: int
+    seed: int
+    condition: str
+    arm: str
+    mode: str
+    scale: str
+    strength: float
+    text: str
+    n_tokens: int
+    finish: str
+    concept: float | None
+    sae: float | None
+    words: float | None
+    logprob: float | None
+    distinct2: float
+    token_ids: list[int]
+
+
+class ExperimentResponse(BaseModel):
+    profile: str
+    fingerprint: str
+    hook_name: str
+    anchor: int
+    children: list[int]
+    eval_prompts: list[str]
+    probe: ProbeModel
+    typical: list[TypicalModel]
+    selectivity: dict[str, dict[str, float]]
+    conditions: list[str]
+    n_prompts: int
+    n_seeds: int
+    n_generations: int
+    n_tokens: int
+    decoder: str
+    table: list[TableRow]
+    verdicts: list[VerdictModel]
+    verdict: str
+    control: ControlModel
+    generations: list[GenerationRecord]
+    seconds: float
+    seconds_sets: float
+    seconds_generate: float
+    seconds_score: float
+    tokens_per_s: float | None
+
+
+ExperimentJobStatus = JobStatus  # the job runner's status (same shape as discovery's)

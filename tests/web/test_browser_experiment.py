@@ -1,0 +1,87 @@
+"""The steering experiment in a real browser (tiny profile): start from a discovery result ("Test steering"),
+watch the progress bar, see the curves and the verdict, save the result and reopen it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.web.test_browser_analysis import CHROMIUM, LAUNCH_ARGS, browser, live_server  # noqa: F401  (fixtures)
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+
+CONCEPT = "\n".join(["Paris is the capital of France.", "I ate a croissant in Lyon.", "The Eiffel Tower at night.",
+                     "French wine from Bordeaux.", "Marseille is a port on the Mediterranean.", "The Louvre holds the Mona Lisa."])
+CONTRAST = "\n".join(["The cat sat on the mat.", "Water boils at 100 degrees.", "A triangle has three sides.",
+                      "The bus was late again.", "She bought a new umbrella.", "Spiders have eight legs."])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_experiment_from_discovery_save_and_reopen(live_server, browser):  # noqa: F811
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_default_timeout(120_000)
+    page.goto(live_server + "/discover")
+    for side, text in (("concept", CONCEPT), ("contrast", CONTRAST)):
+        page.select_option(f"select[name={side}_set]", "custom")
+        page.fill(f"textarea[name={side}_text]", text)
+    page.fill("input[name=n_coarse]", "2")
+    page.fill("input[name=min_fire_rate]", "0.1")
+    page.click("#discover-form button.primary")
+    page.wait_for_selector(".discovery a.test-steering", timeout=240_000)
+    page.locator(".discovery a.test-steering").first.click()
+
+    page.wait_for_url("**/experiment?**")
+    anchor = page.locator("input[name=anchor]").input_value()
+    assert anchor.isdigit()
+    page.fill("input[name=n_prompts]", "3")
+    page.fill("input[name=max_new_tokens]", "8")
+    page.fill("input[name=strengths]", "2, 6")
+    page.click("#experiment-form button.primary")
+    page.wait_for_selector(".job-progress progress, .experiment", timeout=60_000)
+    if page.locator(".job-progress progress").count():
+        assert "steps" in page.locator(".job-progress").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "experiment-progress.png"))
+    page.wait_for_selector(".experiment .verdict.headline", timeout=300_000)
+    assert "run=1" in page.url and f"anchor={anchor}" in page.url
+    verdict = page.locator(".experiment .verdict.headline").inner_text()
+    assert verdict.startswith("matched vector norm, add:")
+    page.wait_for_selector("#exp-add-norm .main-svg", timeout=30_000)  # curves drawn by Plotly
+    page.wait_for_selector("#exp-add-activation .main-svg", timeout=30_000)
+    n_rows = page.locator("table.experiment-table tbody tr").count()
+    assert n_rows == 1 + 4 * 2 + 4 * 2
+    page.locator("details.condition[data-condition='coarse|add|activation|6'] summary").click()
+    assert page.locator("details.condition[data-condition='coarse|add|activation|6'] li").count() == 3
+    page.screenshot(path=str(ARTIFACTS / "experiment-result.png"), full_page=True)
+
+    box = page.locator(".experiment form.save-box")
+    box.locator("input[name=title]").fill("France steering test")
+    with page.expect_response(lambda r: r.url.endswith("/e/save")) as resp:
+        box.locator("button.save-button").click()
+    assert resp.value.status == 201
+    link = box.locator(".save-status a.saved-link")
+    link.wait_for()
+    href = link.get_attribute("href")
+
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.on("pageerror", lambda e: errors.append(str(e)))
+    assert other.goto(live_server + href).status == 200
+    assert other.locator("#saved-fragment .experiment .verdict.headline").inner_text() == verdict
+    assert other.locator("#saved-fragment table.experiment-table tbody tr").count() == n_rows
+    other.wait_for_selector("#saved-fragment #exp-add-norm .main-svg", timeout=30_000)
+    other.screenshot(path=str(ARTIFACTS / "experiment-saved.png"), full_page=True)
+    assert errors == []
