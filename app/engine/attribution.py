@@ -225,23 +225,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     from app.engine.engine import Engine
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     engine = Engine.build(args.profile, device="cpu")
-    labels = None
-    atlas = getattr(engine, "atlas", None)
-    if atlas is None:
-        try:  # the atlas module may not exist in this checkout
-            from app.engine import atlas as atlas_mod
-
-            loader = getattr(atlas_mod, "load_atlas", None)
-            atlas = loader(engine) if loader is not None else None
-        except Exception:  # noqa: BLE001 - labels are optional in the report
-            atlas = None
-    if atlas is not None and hasattr(atlas, "label"):
-        labels = atlas.label
+    atlas = getattr(engine, "atlas", None)  # Engine.build loads the profile's atlas when it is current
+    labels = atlas.label if atlas is not None else None
     print(report(engine, args.prompt, args.target or None, args.top, args.validate, labels))
     if labels is None:
-        print("(no atlas: no labels)")
+        print(f"(no atlas labels: {getattr(engine, 'atlas_status', 'no atlas')})")
 
 
 if __name__ == "__main__":
