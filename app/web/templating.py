@@ -8,7 +8,7 @@ from typing import Callable, Mapping
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
-from jinja2 import UndefinedError
+from jinja2 import UndefinedError, nodes
 
 from app.explorations_registry import ViewRegistry
 from app.settings import ROOT
@@ -38,10 +38,37 @@ def build_templates(filters: Mapping[str, Callable], globals_: Mapping[str, obje
     return templates
 
 
+def template_problems(templates: Jinja2Templates) -> list[str]:
+    """Filters / tests / called globals that some template uses and the environment does not have. (Jinja only
+    fails on an unknown filter when the branch using it runs, so this walks every template's syntax tree.)"""
+    env = templates.env
+    problems = []
+    for name in env.list_templates(extensions=["html"]):
+        tree = env.parse(env.loader.get_source(env, name)[0])
+        local = {n.name for n in tree.find_all(nodes.Macro)} | {t.name for n in tree.find_all((nodes.Assign, nodes.For))
+                                                                for t in n.target.find_all(nodes.Name)}
+        local |= {(a[1] if isinstance(a, tuple) else a) for n in tree.find_all(nodes.FromImport) for a in n.names}
+        for f in tree.find_all(nodes.Filter):
+            if f.name not in env.filters:
+                problems.append(f"{name}: filter {f.name!r} is not registered")
+        for t in tree.find_all(nodes.Test):
+            if t.name not in env.tests:
+                problems.append(f"{name}: test {t.name!r} is not registered")
+        for c in tree.find_all(nodes.Call):
+            if isinstance(c.node, nodes.Name) and c.node.name not in env.globals and c.node.name not in local \
+                    and c.node.name not in ("caller", "super"):
+                problems.append(f"{name}: {c.node.name}() is not a registered global")
+    return problems
+
+
 def check_fragments(templates: Jinja2Templates, views: ViewRegistry) -> None:
-    """Every registered view has a fragment template that compiles (unknown filters fail at compile time)."""
+    """Every registered view has a fragment template, and every template's filters and globals are registered:
+    a missing renderer stops the app at start (TemplateNotFound / ValueError), not a snapshot at render time."""
+    problems = template_problems(templates)
+    if problems:
+        raise ValueError("templates use what is not registered in app/registration.py: " + "; ".join(problems))
     for kind in views:
-        templates.env.get_template(f"fragments/{kind}.html")  # TemplateNotFound / TemplateAssertionError
+        templates.env.get_template(f"fragments/{kind}.html")  # TemplateNotFound
 
 
 def templates_of(request: Request) -> Jinja2Templates:

@@ -276,7 +276,7 @@ def test_registering_a_kind_twice_raises():
 
 def test_a_registered_view_without_a_template_or_filter_is_an_error():
     """A missing renderer fails loudly (at start: check_fragments), never a silent generic fallback."""
-    from jinja2 import TemplateAssertionError, TemplateNotFound
+    from jinja2 import TemplateNotFound
 
     from app.web.templating import build_templates, check_fragments
 
@@ -286,8 +286,10 @@ def test_a_registered_view_without_a_template_or_filter_is_an_error():
         check_fragments(TEMPLATES, views)
     with pytest.raises(TemplateNotFound):
         render_snapshot(TEMPLATES, views, "zz_no_template", {}, {})
-    with pytest.raises(TemplateAssertionError, match="lens_figure"):  # analysis.html without its filters
-        check_fragments(build_templates({}, {}), VIEWS)
+    with pytest.raises(ValueError, match="fragments/analysis.html: filter 'lens_figure' is not registered"):
+        check_fragments(build_templates({}, {}), VIEWS)  # analysis.html without its filters
+    with pytest.raises(ValueError, match=r"discovery_view\(\) is not a registered global"):
+        check_fragments(build_templates({"lens_figure": str, "visible": str}, {}), VIEWS)
     with pytest.raises(ValueError):
         build_templates({"lens_figure": str, "tojson": str}, {})
 
