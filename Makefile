@@ -50,10 +50,16 @@ atlas: fetch
 train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)
 
+# Ratios against in-process baselines; ends with one summary table (bench/summary.py), also written as
+# bench/results/<UTC time>-<commit>[-BENCH_LABEL].json. Raw per-benchmark JSON goes to bench/results/raw/.
+BENCH_RAW := bench/results/raw
 bench: fetch
-	$(BIN)/python bench/analyze.py
+	mkdir -p $(BENCH_RAW)
+	$(BIN)/python bench/analyze.py --json $(BENCH_RAW)/analyze.json
 	$(BIN)/python bench/generate.py
-	$(BIN)/python bench/discover.py
+	$(BIN)/python bench/discover.py --json $(BENCH_RAW)/discover.json
+	$(BIN)/python bench/serve.py --json $(BENCH_RAW)/serve.json
+	$(BIN)/python bench/summary.py $(BENCH_RAW)
 
 # Long load runs (8 users x 120 s with a discovery job, then 40 users x 60 s) against uvicorn on 127.0.0.1, tiny
 # profile; figures in test-artifacts/reliability/load_full.json. Short versions run in `make test`.
