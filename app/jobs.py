@@ -324,7 +324,8 @@ class JobRunner:
         for job in mine:
             self.store.job_update(job.id, {"done": int(job.done), "total": int(job.total), "heartbeat": now})
             row = self.store.job_get(job.id)
-            if row is not None and (row["cancel_requested"] or row["state"] == "cancelled"):
+            # cancelled through another replica, or given up as lost (this replica was too slow to beat): stop it
+            if row is not None and (row["cancel_requested"] or row["state"] not in ("queued", "running")):
                 self.cancel(job.id)
         self._expire()
 
