@@ -48,19 +48,23 @@ def main(argv: list[str] | None = None) -> int:
         return list_profiles()
 
     if args.cmd == "fetch":
-        from app.engine.profiles import get_profile, is_cached
+        from app.engine.profiles import ProfileError, get_profile, is_cached
 
-        if is_cached(get_profile(args.profile)):  # idempotent: a second `make run` starts in seconds
+        try:
+            fetch_profile = get_profile(args.profile)
+        except (KeyError, ProfileError) as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        if is_cached(fetch_profile):  # idempotent: a second `make run` starts in seconds
             print(f"{args.profile}: model and SAEs already cached")
             return 0
         from app.engine.engine import Engine
         from app.engine.loading import ProfileUnavailable
 
         try:
-            eng = Engine.build(args.profile, "cpu")
+            eng = Engine.build(fetch_profile, "cpu")
         except ProfileUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return _fail(exc)
         print(f"{args.profile}: model and SAEs ready ({eng.load_seconds:.1f}s, fingerprint {eng.fingerprint})")
         return 0
 
@@ -102,12 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine.build(profile, settings.device, max_waiting=settings.max_waiting,
                               wait_timeout_s=settings.wait_timeout_s, atlas_root=settings.atlas_root)
     except ProfileUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     app = create_app(settings, engine_factory=lambda s: engine)
     print(f"serving {settings.profile} at http://{args.host}:{args.port}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _fail(exc: Exception) -> int:
+    """One line on stderr, exit 2 at once: a failed hub lookup (transformer-lens / huggingface_hub, offline) can
+    leave a non-daemon thread behind that would keep the process alive after main() returns."""
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
 
 
 def list_profiles() -> int:

@@ -13,6 +13,7 @@ from app.api import analysis, discover, explorations, features, generate, health
 from app.api import attribution, splits
 from app.api import map as map_api
 from app.api import experiment
+from app.api import profile as profile_api
 from app.explorations_registry import ViewRegistry
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
@@ -25,6 +26,7 @@ from app.web import analysis_pages, discover_pages, exploration_pages, feature_p
 from app.web import attribution_pages, splits_pages
 from app.web import map_pages
 from app.web import experiment_pages
+from app.web import profile_pages
 from app.viz.experiment import experiment_view
 from app.web.templating import build_templates, check_fragments
 
@@ -34,7 +36,8 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            features.router, feature_pages.router,
            splits.router, attribution.router, splits_pages.router, attribution_pages.router,
            map_api.router, map_pages.router,
-           experiment.router, experiment_pages.router)
+           experiment.router, experiment_pages.router,
+           profile_api.router, profile_pages.router)
 
 FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,

@@ -1,0 +1,64 @@
+"""What a loaded profile is: model, hook, both SAEs (architecture, width, d_in, source, dtype, memory), decoder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SAEInfo:
+    name: str  # "coarse" | "fine"
+    display: str
+    architecture: str  # sae-lens's: standard, gated, jumprelu, topk, ...
+    d_sae: int
+    d_in: int
+    hook_name: str | None
+    source: str  # folder, or release:id
+    dtype: str
+    bytes: int  # parameters and buffers
+    neuronpedia: str | None
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    name: str
+    display: str
+    loader: str
+    model_name: str
+    architecture: str  # transformer-lens cfg.original_architecture
+    n_layers: int
+    d_model: int
+    d_vocab: int
+    model_params: int
+    model_bytes: int
+    model_dtype: str
+    hook_name: str
+    prepend_bos: bool
+    decoder: str  # the generation decoder class used when no foreign hook is attached
+    saes: tuple[SAEInfo, ...]
+    source_file: str | None
+
+
+def _nbytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def describe(profile, model, saes: dict) -> ProfileInfo:
+    """ProfileInfo of a loaded model + SAE pair (sizes from the tensors themselves)."""
+    from app.engine.decoders import fast_decoder_class
+    from app.engine.loading import sae_hook_name
+
+    infos = []
+    for spec in (profile.coarse, profile.fine):
+        sae = saes[spec.name]
+        arch = sae.cfg.architecture() if callable(getattr(sae.cfg, "architecture", None)) else type(sae).__name__
+        infos.append(SAEInfo(spec.name, spec.display, str(arch), int(sae.cfg.d_sae), int(sae.cfg.d_in), sae_hook_name(sae),
+                             spec.source, str(sae.W_dec.dtype).replace("torch.", ""), _nbytes(sae), spec.neuronpedia))
+    cls = fast_decoder_class(model)
+    cfg = model.cfg
+    return ProfileInfo(
+        name=profile.name, display=profile.display, loader=profile.loader, model_name=profile.model_name,
+        architecture=str(cfg.original_architecture or "custom"), n_layers=int(cfg.n_layers), d_model=int(cfg.d_model),
+        d_vocab=int(cfg.d_vocab), model_params=sum(p.numel() for p in model.parameters()), model_bytes=_nbytes(model),
+        model_dtype=str(model.W_E.dtype).replace("torch.", ""), hook_name=profile.hook_name,
+        prepend_bos=profile.prepend_bos, decoder=cls.__name__ if cls is not None else "TLDecoder",
+        saes=tuple(infos), source_file=str(profile.source_file) if profile.source_file else None)

@@ -1,0 +1,25 @@
+"""GET /api/profile: the loaded profile's model, hook and SAE pair, checked against the tensors themselves."""
+from __future__ import annotations
+
+
+def test_profile_json_matches_the_loaded_tensors(tiny_client, tiny_engine):
+    r = tiny_client.get("/api/profile")
+    assert r.status_code == 200
+    p = r.json()
+    m = tiny_engine.model
+    assert (p["name"], p["hook_name"], p["loader"]) == ("tiny", "blocks.1.hook_resid_post", "random")
+    assert (p["n_layers"], p["d_model"], p["architecture"]) == (m.cfg.n_layers, m.cfg.d_model, "LlamaForCausalLM")
+    assert p["model_params"] == sum(t.numel() for t in m.parameters())
+    assert p["decoder"] == "FastLlamaDecoder" and p["prepend_bos"] is False
+    saes = {s["name"]: s for s in p["saes"]}
+    for name, sae in tiny_engine.saes.items():
+        s = saes[name]
+        assert (s["architecture"], s["d_sae"], s["d_in"], s["dtype"]) == ("topk", sae.cfg.d_sae, m.cfg.d_model, "float32")
+        n = sum(t.numel() for t in list(sae.parameters()) + list(sae.buffers()))
+        assert s["bytes"] == 4 * n and s["hook_name"] == "blocks.1.hook_resid_post"
+    assert saes["fine"]["d_sae"] > saes["coarse"]["d_sae"]
+    others = {o["name"]: o for o in p["profiles"]}
+    assert {"smollm2-135m", "gemma-2-2b", "gpt2-small", "llama-3.1-8b", "tiny"} <= set(others)
+    assert others["tiny"]["missing"] == [] and others["gpt2-small"]["command"] == "make run PROFILE=gpt2-small"
+    assert p["pair_independence"] is None or "mean_same_index_cosine" in p["pair_independence"]
+    assert "--coarse RELEASE:ID|PATH" in p["adhoc_command"]
