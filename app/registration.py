@@ -86,7 +86,7 @@ def build_views() -> ViewRegistry:
                             "steer": [{"sae": "coarse", "index": 3, "strength": 8.0}], "max_new_tokens": 3})
     views.register(experiment.KIND, experiment.ExperimentRequest, experiment.run_experiment, "/experiment",
                    response_model=experiment.ExperimentResponse, label="steering experiment", url_fn=experiment_pages.page_url,
-                   volatile=_TIMINGS + ("seconds_sets", "seconds_generate", "seconds_score"),
+                   volatile=_TIMINGS,
                    example={"anchor": 3, "children": [7], "concept_set": None, "contrast_set": None, "eval_set": None,
                             "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
                             "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],

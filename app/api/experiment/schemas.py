@@ -177,10 +177,7 @@ class ExperimentResponse(BaseModel):
     verdict: str
     control: ControlModel
     generations: list[GenerationRecord]
-    seconds: float
-    seconds_sets: float
-    seconds_generate: float
-    seconds_score: float
+    seconds: float  # the phases' times (seconds_sets / _generate / _score) are in the engine result and the CLI only
     tokens_per_s: float | None
 
 
