@@ -20,6 +20,7 @@ import html
 import json
 import math
 import re
+import secrets
 import threading
 import time
 from typing import Callable
@@ -231,3 +232,61 @@ class RateLimitMiddleware:
                                      f"(rate_limit_per_minute={self.buckets.rate * 60:g}, "
                                      f"rate_limit_burst={self.buckets.burst})"}).encode()
         await _send(send, 429, body, "application/json", [(b"retry-after", str(retry).encode())])
+
+
+# --- owner token: which saved explorations this browser may list ------------------------------------------
+
+OWNER_COOKIE = "asn_owner"
+OWNER_SCOPE_KEY = "asn.owner"
+_OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+
+
+class OwnerCookieMiddleware:
+    """Gives every browser a random owner token (HttpOnly, SameSite=Lax cookie) and puts it in the scope.
+
+    Saved explorations record a hash of it; /e and GET /api/explorations list only the caller's. Opening /e/<id>
+    needs only the id. A request without a (valid) cookie gets a fresh token, set on its response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        token = _cookies(headers.get(b"cookie", b"")).get(OWNER_COOKIE)
+        fresh = token is None or not _OWNER_RE.match(token)
+        if fresh:
+            token = secrets.token_urlsafe(32)
+        scope[OWNER_SCOPE_KEY] = token
+        if not fresh:
+            await self.app(scope, receive, send)
+            return
+        secure = scope.get("scheme") == "https" or headers.get(b"x-forwarded-proto", b"") == b"https"
+        cookie = (f"{OWNER_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={10 * 365 * 24 * 3600}"
+                  + ("; Secure" if secure else "")).encode()
+
+        async def send_with_cookie(msg):
+            if msg["type"] == "http.response.start":
+                msg = {**msg, "headers": [*(msg.get("headers") or []), (b"set-cookie", cookie)]}
+            await send(msg)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def owner_of(request) -> str:
+    """The caller's owner id as stored with its explorations: a SHA-256 of the owner token (never the token)."""
+    token = request.scope.get(OWNER_SCOPE_KEY) or request.cookies.get(OWNER_COOKIE)
+    if not token:  # no owner token at all: an owner nobody shares (its saves are listed to no one)
+        return "none:" + secrets.token_hex(16)
+    return hashlib.sha256(f"asn-owner:{token}".encode()).hexdigest()
+
+
+def is_admin(request, settings) -> bool:
+    """The operator: X-Admin-Token equal (constant time) to Settings.admin_token, when one is set."""
+    configured = getattr(settings, "admin_token", None)
+    if configured is None or not configured.get_secret_value():
+        return False
+    given = request.headers.get("x-admin-token", "")
+    return hmac.compare_digest(given.encode(), configured.get_secret_value().encode())

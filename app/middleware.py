@@ -283,8 +283,9 @@ def install(app: FastAPI, settings) -> None:
     limits = settings.limits
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=limits.max_body_bytes,
                        max_json_depth=getattr(limits, "max_json_depth", 32))
-    from app.auth import AuthMiddleware, RateLimitMiddleware
+    from app.auth import AuthMiddleware, OwnerCookieMiddleware, RateLimitMiddleware
 
+    app.add_middleware(OwnerCookieMiddleware)  # which saved explorations this browser may list
     if settings.rate_limit_per_minute > 0:  # inside auth: strangers never use up a client's budget
         app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute,
                            burst=settings.rate_limit_burst, routes=settings.rate_limit_routes)

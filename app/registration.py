@@ -15,6 +15,7 @@ from app.api import map as map_api
 from app.api import experiment
 from app.api import profile as profile_api
 from app.explorations_registry import ViewRegistry
+from app.provenance import remember_result
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
 from app.viz.lens import lens_figure, visible
@@ -44,7 +45,8 @@ FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_f
            "split_histogram": max_cosine_histogram, "split_children_figure": children_figure,
            "attribution_figure": ablation_figure, "experiment_csv": experiment.to_csv}
 GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figure, "map_drift_figure": map_drift_figure,
-           "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url}
+           "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
+           "remember_result": remember_result}  # results shown with a Save form count as computed (app/provenance.py)
 
 _PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
 _FEATURE = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     rate_limit_per_minute: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=10, ge=1)
     rate_limit_routes: str = DEFAULT_RATE_LIMIT_ROUTES
+    # operator listing of every saved exploration (GET /api/explorations?scope=all with X-Admin-Token); none: off
+    admin_token: SecretStr | None = None
+    # key signing computed results (app/provenance.py); none: a random key kept in the store, shared by replicas
+    signing_key: SecretStr | None = None
     limits: Limits = Field(default_factory=Limits)
     # feature atlases live in <atlas_root>/<profile>/ (default: data/atlas for the embedded profile, else data/cache/atlas)
     atlas_root: Path | None = None

@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
 from app.api.explorations import (KIND_PATTERN, SaveRequest, build_document, get_document, live_profile, parse_import,
                                   profile_differences, rerun_document, save_document)
+from app.auth import owner_of
+from app.provenance import is_computed, signature_for_save
 from app.settings import ROOT
 from app.store import valid_id
 from app.web.forms import errors_of
@@ -41,12 +43,13 @@ def list_page(request: Request, engine: EngineDep, settings: SettingsDep, store:
 
 
 def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200):
+    owner = owner_of(request)  # links are unlisted: this browser sees only what it saved
     items = [dict(asdict(s),
                   when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"))
-             for s in store.recent(limit=PAGE_SIZE, offset=offset, kind=kind)]
+             for s in store.recent(limit=PAGE_SIZE, offset=offset, kind=kind, owner=owner)]
     return render_page(request, "explorations.html", {
         "engine": engine, "page": "explorations", "items": items,
-        "total": store.count(kind=kind), "offset": offset, "page_size": PAGE_SIZE, "kind": kind,
+        "total": store.count(kind=kind, owner=owner), "offset": offset, "page_size": PAGE_SIZE, "kind": kind,
         "errors": errors or []}, status_code)
 
 
@@ -61,7 +64,7 @@ async def import_page(request: Request, engine: EngineDep, settings: SettingsDep
             raise HTTPException(422, detail=[{"loc": ["body", "file"], "msg": "choose an exported .json file", "type": "missing"}])
         raw = await upload.read(limit + 1)
         doc = parse_import(raw, settings)
-        saved = await run_in_threadpool(save_document, store, settings, doc)
+        saved = await run_in_threadpool(save_document, store, settings, doc, owner_of(request), None)  # never signed
     except HTTPException as exc:
         return await run_in_threadpool(_list, request, engine, settings, store, 0, None, _errors(exc), 422)
     return RedirectResponse(saved.url, status_code=303)
@@ -85,7 +88,14 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
             if isinstance(exc, ValidationError):
                 raise HTTPException(422, detail=exc.errors(include_url=False, include_input=False, include_context=False)) from None
             raise HTTPException(422, detail=[{"loc": ["body"], "msg": f"inputs/result are not JSON: {exc}", "type": "json_invalid"}]) from None
-        saved = await run_in_threadpool(lambda: save_document(store, settings, build_document(req, engine, settings, views)))
+        owner = owner_of(request)
+
+        def save_signed():
+            doc = build_document(req, engine, settings, views)
+            sig = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
+            return save_document(store, settings, doc, owner=owner, signature=sig)
+
+        saved = await run_in_threadpool(save_signed)
     except HTTPException as exc:
         if not htmx:
             raise
@@ -114,11 +124,12 @@ def exploration_page(exploration_id: str, request: Request, engine: EngineDep, s
     html, generic = render_snapshot(templates_of(request), views, doc.kind, doc.inputs, doc.result)
     live = live_profile(engine)
     spec = views.get(doc.kind)
+    computed = is_computed(request.app, store.get_record(exploration_id))  # else: imported - not computed here
     return render_page(request, "exploration.html", {
         "engine": engine, "page": "explorations", "doc": doc, "id": exploration_id,
         # The fragment was rendered by an autoescaping template from the saved data: its model text is escaped.
         "fragment": Markup(html), "generic": generic, "differences": profile_differences(doc.profile, live),
-        "live": live, "view": spec, "fork_url": views.fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
+        "live": live, "view": spec, "computed": computed, "fork_url": views.fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
         "inputs_rows": [(k, v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, ensure_ascii=False))
                         for k, v in doc.inputs.items()],
     })

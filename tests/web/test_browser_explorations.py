@@ -103,14 +103,10 @@ def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
     assert other.locator(".export-link").get_attribute("href") == f"{href}/export"
     other.screenshot(path=str(ARTIFACTS / "explorations-opened.png"), full_page=True)
 
-    # the list page of this server has it, and its link opens the same snapshot
+    # links are unlisted (issue 18): this other browser's list page does not show what the first one saved
     other.goto(f"{server}/e")
-    row = other.locator("table.explorations a", has_text="Feature coarse#5 at +40")
-    assert row.count() == 1 and row.get_attribute("href") == href
+    assert other.locator("table.explorations a", has_text="Feature coarse#5 at +40").count() == 0
     other.screenshot(path=str(ARTIFACTS / "explorations-list.png"), full_page=True)
-    row.click()
-    other.wait_for_url(f"**{href}")
-    assert columns(other) == (unsteered, steered)
     ctx_b.close()
     assert not errors, errors
 

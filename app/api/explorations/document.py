@@ -66,6 +66,8 @@ class SavedResponse(BaseModel):
     url: str
     kind: str
     title: str
+    computed: bool = Field(default=True, description="the result is one this server computed (signed); false: shown "
+                                                     "as imported - not computed here")
 
 
 class SummaryModel(BaseModel):

@@ -4,38 +4,53 @@ A snapshot is the `Exploration` document below (schema_version 2). Older documen
 `migrate` (never rewritten in the store), so links made by an older app keep rendering. There is no route
 that changes or deletes a saved exploration.
 
-POST /api/explorations            save {kind, title, note, inputs, result} -> 201 {id, url}
-GET  /api/explorations            recent explorations on this server (newest first)
+POST /api/explorations            save {kind, title, note, inputs, result} -> 201 {id, url, computed}
+GET  /api/explorations            the caller's saved explorations, newest first (links are unlisted: the owner
+                                  token cookie says whose; ?scope=all with X-Admin-Token lists everyone's)
 GET  /api/explorations/{id}       the document (404 for an unknown id)
 POST /api/explorations/import     a document (exported from any server) -> 201 {id, url} under a new id
 POST /api/explorations/{id}/rerun recompute with the live model; says whether result and profile match
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
 from app.api.errors import unprocessable as err
 from app.api.explorations.document import KIND_PATTERN, Exploration, ListResponse, RerunResponse, SavedResponse, SaveRequest, SummaryModel
 from app.api.explorations.service import build_document, get_document, parse_import, rerun_document, save_document
+from app.auth import is_admin, owner_of
+from app.provenance import is_computed, signature_for_save
 
 router = APIRouter(prefix="/api/explorations", tags=["explorations"])
 
 
 @router.post("", status_code=201, response_model=SavedResponse)
-def save(req: SaveRequest, engine: EngineDep, settings: SettingsDep, store: StoreDep, views: ViewsDep) -> SavedResponse:
-    """Save a view as an immutable exploration; the answer's url (/e/<id>) opens it anywhere."""
-    return save_document(store, settings, build_document(req, engine, settings, views))
+def save(req: SaveRequest, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep,
+         views: ViewsDep) -> SavedResponse:
+    """Save a view as an immutable exploration; the answer's url (/e/<id>) opens it anywhere. The result is signed
+    as computed here if this replica showed it, or recomputing the view gives the same result (app/provenance.py)."""
+    doc = build_document(req, engine, settings, views)
+    signature = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
+    return save_document(store, settings, doc, owner=owner_of(request), signature=signature)
 
 
-@router.get("", response_model=ListResponse)
-def recent(store: StoreDep, limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=1_000_000),
-           kind: str | None = Query(None, pattern=KIND_PATTERN)) -> ListResponse:
+@router.get("", response_model=ListResponse, responses={403: {"description": "scope=all without the operator's token"}})
+def recent(request: Request, store: StoreDep, settings: SettingsDep, limit: int = Query(50, ge=1, le=200),
+           offset: int = Query(0, ge=0, le=1_000_000), kind: str | None = Query(None, pattern=KIND_PATTERN),
+           scope: Literal["mine", "all"] = Query("mine", description="all: every saved exploration (operator; "
+                                                                     "needs the X-Admin-Token header)")) -> ListResponse:
+    """The caller's saved explorations (those saved with its owner cookie), newest first."""
+    if scope == "all" and not is_admin(request, settings):
+        raise HTTPException(403, detail="scope=all needs the operator's X-Admin-Token")
+    owner = None if scope == "all" else owner_of(request)
     items = [SummaryModel(id=s.id, url=f"/e/{s.id}", kind=s.kind, title=s.title, profile=s.profile,
                           created_at=s.created_at, schema_version=s.schema_version)
-             for s in store.recent(limit=limit, offset=offset, kind=kind)]
-    return ListResponse(total=store.count(kind=kind), items=items)
+             for s in store.recent(limit=limit, offset=offset, kind=kind, owner=owner)]
+    return ListResponse(total=store.count(kind=kind, owner=owner), items=items)
 
 
 @router.post("/import", status_code=201, response_model=SavedResponse,
@@ -44,7 +59,8 @@ async def import_exploration(request: Request, settings: SettingsDep, store: Sto
     """Import an exported document (any schema version this server reads); it gets a new id here."""
     raw = await _read_capped(request, settings.limits.max_exploration_bytes)
     doc = parse_import(raw, settings)
-    return await run_in_threadpool(save_document, store, settings, doc)
+    # an imported document is never signed: it is shown as "imported - not computed here" (Re-run offered)
+    return await run_in_threadpool(save_document, store, settings, doc, owner_of(request), None)
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -58,9 +74,12 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 
 
 @router.get("/{exploration_id}", response_model=Exploration)
-def get_one(exploration_id: str, store: StoreDep) -> Exploration:
-    """The saved document (current schema; older ones are upgraded on the fly)."""
-    return get_document(store, exploration_id)
+def get_one(exploration_id: str, request: Request, response: Response, store: StoreDep) -> Exploration:
+    """The saved document (current schema; older ones are upgraded on the fly). Header X-ASN-Provenance:
+    computed (signed by this server) or imported (not computed here)."""
+    doc = get_document(store, exploration_id)
+    response.headers["X-ASN-Provenance"] = "computed" if is_computed(request.app, store.get_record(exploration_id)) else "imported"
+    return doc
 
 
 @router.post("/{exploration_id}/rerun", response_model=RerunResponse)

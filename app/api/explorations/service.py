@@ -121,11 +121,13 @@ def build_document(req: SaveRequest, engine, settings, views: ViewRegistry) -> E
                        profile=live_profile(engine), inputs=inputs, result=result)
 
 
-def save_document(store, settings, doc: Exploration) -> SavedResponse:
+def save_document(store, settings, doc: Exploration, owner: str | None = None, signature: str | None = None) -> SavedResponse:
+    """Store the document; owner (who may list it) and signature (app/provenance.py) are kept beside it."""
     d = doc.model_dump(mode="json")
     check_size(d, settings, ["body"])
-    exploration_id = store.put(d)
-    return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title)
+    exploration_id = store.put(d, owner=owner, signature=signature)
+    return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title,
+                         computed=signature is not None)
 
 
 def parse_import(raw: bytes, settings) -> Exploration:
