@@ -55,10 +55,9 @@ def main() -> None:
         with torch.inference_mode():
             return attr.validate_by_ablation(model, saes, hook, attribution(), 10, profile.sink_norm)
 
-    for _ in range(2):
-        attribution_validated()  # warm-up
+    attribution_validated()  # warm-up
     times = interleave({"forward": forward, "attribution": attribution}, args.reps)
-    times_v = interleave({"forward": forward, "attribution+validate10": attribution_validated}, max(2, args.reps // 3))
+    times_v = interleave({"forward": forward, "attribution+validate10": attribution_validated}, max(1, args.reps // 3))
     res = summary(times, baseline="forward")
     res_v = summary(times_v, baseline="forward")
     res["runs"]["attribution+validate10"] = res_v["runs"]["attribution+validate10"]

@@ -52,7 +52,7 @@ def synthetic_codes(n_tokens: int, width: int, k: int, rng) -> sp.csr_matrix:
 def synthetic_atlas(saes, tokenizer, n_tokens: int, ctx: int = 128, seed: int = 0):
     rng = np.random.default_rng(seed)
     n_tokens = n_tokens // ctx * ctx
-    vocab = len(tokenizer) if tokenizer is not None else 49152
+    vocab = len(tokenizer) if tokenizer is not None else 49152  # SmolLM2's vocabulary
     tokens = rng.integers(0, vocab, n_tokens).astype(np.int32)
     valid = np.ones(n_tokens, dtype=bool)
     valid[::ctx] = False
@@ -74,18 +74,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from bench.analyze import load_saes
-    from app.engine.loading import load_model
 
     profile = get_profile("smollm2-135m")
-    lm = load_model(profile, "cpu")
-    saes, sae_kind = load_saes(profile, lm.model.cfg.d_model)
-    eng = Engine(profile, lm.model, lm.tokenizer, saes)
+    # No model: a split map without a prompt reads only the decoders and the atlas (d_model 576 for SmolLM2-135M).
+    saes, sae_kind = load_saes(profile, 576)
+    eng = Engine(profile, None, None, saes)
     eng.fingerprint = weights_fingerprint(*saes.values())
     fp = at.atlas_fingerprint(profile.name, profile.hook_name, eng.fingerprint)
     atlas, status = at.load_for_engine(at.default_atlas_dir(profile), fp, profile.name)
     t0 = time.perf_counter()
     if atlas is None:
-        atlas, source = synthetic_atlas(saes, lm.tokenizer, args.tokens), f"synthetic ({status.split(':')[0]} real atlas)"
+        atlas, source = synthetic_atlas(saes, None, args.tokens), f"synthetic ({status.split(':')[0]} real atlas)"
     else:
         source = "the embedded profile's atlas"
     made_s = time.perf_counter() - t0
