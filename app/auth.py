@@ -280,6 +280,11 @@ def owner_of(request) -> str:
     token = request.scope.get(OWNER_SCOPE_KEY) or request.cookies.get(OWNER_COOKIE)
     if not token:  # no owner token at all: an owner nobody shares (its saves are listed to no one)
         return "none:" + secrets.token_hex(16)
+    return owner_id(token)
+
+
+def owner_id(token: str) -> str:
+    """What the store records for an owner token (a hash: the store never holds the token itself)."""
     return hashlib.sha256(f"asn-owner:{token}".encode()).hexdigest()
 
 

@@ -186,9 +186,13 @@ def test_import_form_size_limit(tiny_engine, tmp_path):
 
 
 def test_list_page(client):
+    from app.auth import OWNER_COOKIE, owner_id
+
     store = client.app.state.store
+    client.get("/e")  # /e lists only what this browser saved (unlisted links, issue 18): take its owner cookie
+    owner = owner_id(client.cookies[OWNER_COOKIE])
     ids = [store.put({"schema_version": 2, "kind": "analysis" if n % 2 else "steering", "title": f"<t{n}>",
-                      "profile": {"name": "tiny"}, "inputs": {}, "result": {}}) for n in range(53)]
+                      "profile": {"name": "tiny"}, "inputs": {}, "result": {}}, owner=owner) for n in range(53)]
     r = client.get("/e")
     assert r.status_code == 200
     assert "&lt;t52&gt;" in r.text and "<t52>" not in r.text
