@@ -37,10 +37,12 @@ def synthetic_codes(n_tokens: int, width: int, k: int, rng) -> sp.csr_matrix:
     pop = 1.0 / np.arange(1, width + 1) ** 0.8  # skewed popularity
     pop = rng.permutation(pop / pop.sum())
     idx = np.empty((n_tokens, k), dtype=np.int32)
-    for s in range(0, n_tokens, 10_000):
-        n = min(10_000, n_tokens - s)
+    logp = np.log(pop).astype(np.float32)
+    for s in range(0, n_tokens, 1_000):  # [1000, width] floats at a time
+        n = min(1_000, n_tokens - s)
         # k distinct features per token (Gumbel top-k of the popularity)
-        g = np.log(pop)[None, :] - np.log(-np.log(rng.random((n, width), dtype=np.float32)))
+        u = 1.0 - rng.random((n, width), dtype=np.float32)  # in (0, 1]
+        g = logp[None, :] - np.log(-np.log(np.clip(u, 1e-7, 1 - 1e-7)))
         idx[s:s + n] = np.argpartition(-g, k, axis=1)[:, :k]
     vals = rng.exponential(2.0, size=(n_tokens, k)).astype(np.float32) + 0.1
     indptr = np.arange(0, n_tokens * k + 1, k, dtype=np.int64)
