@@ -173,16 +173,21 @@ def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_
     """One forward pass (caching only the hook; only the last position is unembedded); both SAEs encoded.
 
     With a resid_cache, the same forward also keeps every layer's residual there under cache_key (the lens's
-    input: a follow-up `logit_lens(..., resid_cache, cache_key)` then runs no forward at all).
+    input: a follow-up `logit_lens(..., resid_cache, cache_key)` then runs no forward at all); when the cache
+    already holds this prompt's residuals, no forward runs here either (SAE encodes and next tokens only).
     """
     names = [hook_name]
-    if resid_cache is not None:
-        names = lens_hook_names(model.cfg.n_layers)[:-1]
-        names += [hook_name] if hook_name not in names else []
-    final, store = _forward_capture(model, token_ids, names)
-    if resid_cache is not None:
-        resid_cache.put(cache_key, _lens_stack(model, store, final))
-    resid = store[hook_name][0].float()
+    lens_names = lens_hook_names(model.cfg.n_layers)
+    stack = resid_cache.get(cache_key) if resid_cache is not None and hook_name in lens_names else None
+    if stack is not None:  # this prompt's forward already ran: its residuals are all we need
+        resid, final = stack[lens_names.index(hook_name)], stack[-1][None]
+    else:
+        if resid_cache is not None:
+            names = lens_names[:-1] + ([hook_name] if hook_name not in lens_names[:-1] else [])
+        final, store = _forward_capture(model, token_ids, names)
+        if resid_cache is not None:
+            resid_cache.put(cache_key, _lens_stack(model, store, final))
+        resid = store[hook_name][0].float()
     sink = sink_mask(model, token_ids, resid, sink_norm)
     keep = ~sink.to(resid.device)
     per_sae, ev = {}, {}

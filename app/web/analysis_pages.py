@@ -65,8 +65,18 @@ def parse_feature(value: str | None, widths: dict) -> tuple[str, int] | None:
     return sae, int(idx)
 
 
-def analysis_view(engine, settings, params) -> dict:
-    """Context for the analysis part of the page: {inputs, result, kind[, card][, errors]} (+ status)."""
+def lens_vals(inputs: dict) -> dict:
+    """The form fields that ask for the same analysis again (no nulls: a form field is text)."""
+    out = {k: v for k, v in inputs.items() if v is not None}
+    return {k: ("1" if v else "0") if isinstance(v, bool) else v for k, v in out.items()}
+
+
+def analysis_view(engine, settings, params, defer_lens: bool = False) -> dict:
+    """Context for the analysis part of the page: {inputs, result, kind[, card][, errors]} (+ status).
+
+    defer_lens: compute the features only; the fragment then asks /fragments/analysis/lens for the lens
+    (`lens_vals` in the context), which reads the residuals this forward kept (engine.resid_cache).
+    """
     try:
         req = parse_inputs(params)
     except ValidationError as exc:
@@ -74,7 +84,11 @@ def analysis_view(engine, settings, params) -> dict:
     inputs = req.model_dump()
     ctx = {"inputs": inputs, "result": None, "kind": KIND, "status": 200}
     try:
-        ctx["result"] = run_analysis(engine, settings, req).model_dump()
+        if defer_lens and req.lens:
+            ctx["result"] = run_analysis(engine, settings, req.model_copy(update={"lens": False})).model_dump()
+            ctx["lens_vals"] = lens_vals(inputs)
+        else:
+            ctx["result"] = run_analysis(engine, settings, req).model_dump()
         feat = parse_feature(last(params, "feature"), ctx["result"]["sae_widths"])
         if feat:
             ctx["card"] = feature_dict(engine, settings, feat[0], feat[1], inputs)
@@ -110,9 +124,18 @@ def index(request: Request, engine: EngineDep, settings: SettingsDep):
 async def analysis_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The form posts here; answers the analysis fragment and pushes the reproducing address."""
     form = await request.form()
-    ctx = await run_in_threadpool(analysis_view, engine, settings, form)
+    ctx = await run_in_threadpool(analysis_view, engine, settings, form, True)  # features first, the lens after
     push = page_url(ctx["inputs"]) if ctx.get("result") else None
     return render_fragment(request, "fragments/analysis.html", ctx, push)
+
+
+@router.post("/fragments/analysis/lens", response_class=HTMLResponse)
+async def analysis_lens_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
+    """The lens of an analysis fragment, asked for once its features are drawn: no forward when the features'
+    residuals are still cached; the Save box comes again (out of band) with the complete result."""
+    form = await request.form()
+    ctx = await run_in_threadpool(analysis_view, engine, settings, form)
+    return render_fragment(request, "fragments/analysis_lens.html", ctx)
 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)

@@ -94,3 +94,23 @@ def test_residual_cache_is_bounded_lru():
     for k in range(3):
         c2.put(k, t[k])
     assert c2.get(0) is None and len(c2) == 2
+
+
+def test_analysis_from_cached_residuals_runs_no_forward_and_equals_fresh(tiny):
+    eng, ids = tiny
+    cache = an.ResidualCache()
+    key = cache.key(eng.fingerprint, ids)
+    fresh = an.analyze(eng.model, eng.saes, eng.hook_name, ids, top_k=8)
+    first = an.analyze(eng.model, eng.saes, eng.hook_name, ids, top_k=8, resid_cache=cache, cache_key=key)
+    calls = []
+    with eng.model.hooks(fwd_hooks=[("hook_embed", lambda a, hook: calls.append(1))]):
+        again = an.analyze(eng.model, eng.saes, eng.hook_name, ids, top_k=8, resid_cache=cache, cache_key=key)
+    assert calls == []
+    for a in (first, again):
+        assert a.sink == fresh.sink and a.tokens == fresh.tokens
+        assert [t for t, _ in a.next_token_top] == [t for t, _ in fresh.next_token_top]
+        assert [p for _, p in a.next_token_top] == pytest.approx([p for _, p in fresh.next_token_top], abs=1e-6)
+        assert a.resid_norm == pytest.approx(fresh.resid_norm, rel=1e-6)
+        for name in eng.saes:
+            assert [v.indices for v in a.per_sae[name]] == [v.indices for v in fresh.per_sae[name]]
+            assert a.explained_variance[name] == pytest.approx(fresh.explained_variance[name], abs=1e-6)
