@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow install fetch browser postgres train bench load clean
+.PHONY: run test lint test-slow install fetch browser postgres train bench load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ run: fetch
 
 test: fetch browser postgres
 	$(BIN)/python -m pytest -n 2 -q
+
+# ruff (pyflakes, isort, bugbear, pycodestyle errors) and mypy on the engine and the API; config in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench && $(BIN)/mypy app/engine app/api
 
 test-slow: fetch browser postgres
 	$(BIN)/python -m pytest -q -m "slow"

@@ -84,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.engine.engine import Engine
     from app.engine.loading import ProfileUnavailable
+    from app.engine.profiles import ProfileError, adhoc_profile, get_profile
     from app.main import create_app
     from app.settings import Settings
-
-    from app.engine.profiles import ProfileError, adhoc_profile, get_profile
 
     adhoc = [args.model, args.hook, args.coarse, args.fine]
     try:  # a bad profile name / file / ad hoc value: one line

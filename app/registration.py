@@ -9,26 +9,32 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.api import analysis, discover, explorations, features, generate, health
-from app.api import attribution, splits
+from app.api import analysis, attribution, discover, experiment, explorations, features, generate, health, splits
 from app.api import map as map_api
-from app.api import experiment
 from app.api import profile as profile_api
 from app.explorations_registry import ViewRegistry
 from app.provenance import remember_result
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
+from app.viz.experiment import experiment_view
 from app.viz.lens import lens_figure, visible
-from app.viz.map import drift_figure as map_drift_figure, paths_figure as map_paths_figure
+from app.viz.map import drift_figure as map_drift_figure
+from app.viz.map import paths_figure as map_paths_figure
 from app.viz.splits import children_figure, max_cosine_histogram
 from app.viz.steering import dose_figure
 from app.viz.temperature import temperature_figure
-from app.web import analysis_pages, discover_pages, exploration_pages, feature_pages, generate_pages
-from app.web import attribution_pages, splits_pages
-from app.web import map_pages
-from app.web import experiment_pages
-from app.web import profile_pages
-from app.viz.experiment import experiment_view
+from app.web import (
+    analysis_pages,
+    attribution_pages,
+    discover_pages,
+    experiment_pages,
+    exploration_pages,
+    feature_pages,
+    generate_pages,
+    map_pages,
+    profile_pages,
+    splits_pages,
+)
 from app.web.templating import build_templates, check_fragments
 
 # JSON API first, then the pages (order matters only for overlapping paths; there are none).

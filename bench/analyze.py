@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 from app.engine import analysis as an  # noqa: E402
 from app.engine.loading import ProfileUnavailable, load_model, load_sae  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
+from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 
 TEXT = ("The capital of France is Paris. Paris is the largest city in France and sits on the banks of the Seine. "
         "The Eiffel Tower was built for the 1889 World's Fair, and the Louvre is the most visited museum in the "
@@ -119,8 +119,8 @@ def main() -> None:
         _, lens = view_lens()
         _, _, top, _ = notebook_way(model, saes, hook, toks)
         nb_top1 = top.indices[:, 0, :, 0]
-        agree = sum(tok.decode([int(nb_top1[l, p])]) == lens.top_tokens[l][p][0]
-                    for l in range(nb_top1.shape[0]) for p in range(nb_top1.shape[1])) / nb_top1.numel()
+        agree = sum(tok.decode([int(nb_top1[li, p])]) == lens.top_tokens[li][p][0]
+                    for li in range(nb_top1.shape[0]) for p in range(nb_top1.shape[1])) / nb_top1.numel()
         max_dp = float((torch.tensor(lens.top_probs) - top.values[:, 0]).abs().max())
         times = interleave({"notebook": lambda: notebook_way(model, saes, hook, toks), "features": features,
                             "lens (cached)": lens_cached, "view+lens": view_lens,

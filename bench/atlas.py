@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 from app.engine import atlas as at  # noqa: E402
 from app.engine.profiles import DATA_DIR  # noqa: E402
+from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 
 TEXT = ("The capital of France is Paris. Paris sits on the Seine; the Louvre and the Eiffel Tower are there. "
         "def main(argv): return 0  # a Python function. Water boils at 100 degrees Celsius at sea level. ")

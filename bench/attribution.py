@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.analyze import TEXT, load_saes  # noqa: E402
-from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 from app.engine import attribution as attr  # noqa: E402
 from app.engine.loading import load_model  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
+from bench.analyze import TEXT, load_saes  # noqa: E402
+from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 
 
 def main() -> None:

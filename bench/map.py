@@ -40,8 +40,8 @@ PROFILE = "smollm2-135m"
 
 
 def decoders():
-    from app.map_cli import load_decoders
     from app.engine.loading import ProfileUnavailable
+    from app.map_cli import load_decoders
 
     try:
         decs, fp, profile = load_decoders(PROFILE)
@@ -53,8 +53,8 @@ def decoders():
 
 def bench_layout(args) -> dict:
     from app.engine.layout import build_layout, save_layout
-    from app.map_cli import map_fingerprint
     from app.engine.profiles import get_profile
+    from app.map_cli import map_fingerprint
 
     decs, fp, kind = decoders()
     n = sum(d.shape[0] for d in decs.values())
@@ -88,11 +88,10 @@ def bench_layout(args) -> dict:
 
 def serve(layout_root: Path):
     """The app on the embedded engine with its atlas root at layout_root (context manager -> base URL)."""
-    from tests.conftest import serve_app
-
     from app.engine.engine import Engine
     from app.main import create_app
     from app.settings import Settings
+    from tests.conftest import serve_app
 
     engine = Engine.build(PROFILE, "cpu", atlas_root=layout_root)
     settings = Settings(profile=PROFILE, atlas_root=layout_root, store_url=f"sqlite:///{layout_root / 'bench.db'}")

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from app.store import ID_RE, PostgresStore, SQLiteStore, Store, StoreError, StoreUnavailable, new_id, open_store, valid_id
+from app.store import (
+    ID_RE,
+    PostgresStore,
+    SQLiteStore,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    new_id,
+    open_store,
+    valid_id,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

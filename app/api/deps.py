@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.engine.engine import Engine
 from app.api.streams import Streams
+from app.engine.engine import Engine
 from app.explorations_registry import ViewRegistry
 from app.jobs import JobRunner
 from app.settings import Settings

@@ -21,8 +21,16 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from app.engine.generation import (Generation, GenToken, PositionState, _fast_weights, _rms, fast_path_supported,
-                                   generate, hooks_outside_fast_path)
+from app.engine.generation import (
+    Generation,
+    GenToken,
+    PositionState,
+    _fast_weights,
+    _rms,
+    fast_path_supported,
+    generate,
+    hooks_outside_fast_path,
+)
 from app.engine.sampling import SamplingParams, make_generator, sample_next
 from app.engine.steering import SteerFeature, SteerOptions
 

@@ -1,9 +1,9 @@
 """The one place that imports transformer-lens / sae-lens symbols that move between versions."""
 from __future__ import annotations
 
+from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig  # noqa: F401
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: F401
 from transformer_lens.pretrained.weight_conversions import convert_llama_weights  # noqa: F401
-from sae_lens import SAE, TopKSAE, TopKSAEConfig, JumpReLUSAE, JumpReLUSAEConfig  # noqa: F401
 
 
 def load_sae_from_disk(path, device: str = "cpu", dtype: str | None = None):

@@ -338,7 +338,8 @@ def collect_stats(model, saes: dict, hook_name: str, id_lists: Sequence[Sequence
         progress(n, n)
     per_sae = {}
     for name, ps in parts.items():
-        cat = (lambda k, dt: torch.cat([q[k] for q in ps]) if ps else torch.zeros(0, dtype=dt))
+        def cat(k, dt, ps=ps):
+            return torch.cat([q[k] for q in ps]) if ps else torch.zeros(0, dtype=dt)
         pr, fe, mx, mn = cat(0, torch.int64), cat(1, torch.int64), cat(2, torch.float32), cat(3, torch.float32)
         o = torch.argsort(pr * widths[name] + fe)  # (prompt, feature) order: the same COO however prompts were batched
         per_sae[name] = SparsePromptStats(n, widths[name], pr[o], fe[o], mx[o], mn[o])

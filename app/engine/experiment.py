@@ -27,7 +27,7 @@ import contextlib
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np

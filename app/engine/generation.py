@@ -169,7 +169,7 @@ class FastLlamaDecoder:
         return x * cos + flip * sin
 
     def step(self, new_ids) -> torch.Tensor:
-        m, cfg = self.model, self.cfg
+        m = self.model
         p0, n = self.pos, len(new_ids)
         if p0 + n > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions; {p0 + n} needed")

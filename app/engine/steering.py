@@ -22,7 +22,7 @@ import torch
 
 from app.engine import generation
 from app.engine.analysis import logit_direction
-from app.engine.generation import GenerationRun, GenToken, Generation, PositionState, next_token_logits
+from app.engine.generation import Generation, GenerationRun, GenToken, PositionState, next_token_logits
 from app.engine.sampling import SamplingParams
 
 Mode = Literal["add", "clamp"]

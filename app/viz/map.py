@@ -108,7 +108,7 @@ def region_shapes(regions) -> tuple[list, list]:
             shapes.append({"type": "path", "path": path, "fillcolor": c, "opacity": 0.07, "line": {"width": 0.6, "color": c},
                            "layer": "below"})
     for r in list(regions)[:REGION_LABELS]:
-        get = (lambda k: r[k]) if isinstance(r, dict) else (lambda k: getattr(r, k))
+        get = (lambda k, r=r: r[k]) if isinstance(r, dict) else (lambda k, r=r: getattr(r, k))
         cx, cy = get("centroid")
         notes.append({"x": cx, "y": cy, "text": esc(get("label")), "showarrow": False,
                       "font": {"size": 10, "color": "#374151"}, "bgcolor": "rgba(255,255,255,0.6)"})

@@ -14,8 +14,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
-from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.api.discover import shipped_sets
+from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.engine.discovery import parse_prompt_lines
 from app.web.forms import cap_url, errors_of, last
 from app.web.templating import render_fragment, render_page

@@ -13,8 +13,17 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
-from app.api.explorations import (KIND_PATTERN, SaveRequest, build_document, get_document, live_profile, parse_import,
-                                  profile_differences, rerun_document, save_document)
+from app.api.explorations import (
+    KIND_PATTERN,
+    SaveRequest,
+    build_document,
+    get_document,
+    live_profile,
+    parse_import,
+    profile_differences,
+    rerun_document,
+    save_document,
+)
 from app.auth import owner_of
 from app.provenance import is_computed, signature_for_save
 from app.settings import ROOT

@@ -14,9 +14,19 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.generate import (DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest, run_dose,
-                              run_generate, run_steer, run_system_shift, run_temperature)
 from app.api.deps import EngineDep, SettingsDep
+from app.api.generate import (
+    DoseRequest,
+    GenerateRequest,
+    SteerRequest,
+    SystemShiftRequest,
+    TemperatureRequest,
+    run_dose,
+    run_generate,
+    run_steer,
+    run_system_shift,
+    run_temperature,
+)
 from app.engine.engine import EngineBusy
 from app.web.forms import cap_url, errors_of, flag, last, values
 from app.web.templating import render_fragment, render_page

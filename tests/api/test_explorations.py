@@ -11,11 +11,11 @@ import pytest
 
 from app.api.explorations import SCHEMA_VERSION, migrate
 from app.explorations_registry import snapshot_context
+from app.registration import build_app_templates, build_views
 from app.settings import Limits
 from app.store import new_id
-from tests.conftest import make_client
-from app.registration import build_app_templates, build_views
 from app.web.templating import render_snapshot
+from tests.conftest import make_client
 
 VIEWS, TEMPLATES = build_views(), build_app_templates()  # what create_app registers
 

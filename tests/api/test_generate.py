@@ -178,8 +178,8 @@ def test_feature_info(tiny_client, tiny_engine):
 def sse_events(text):
     out = []
     for block in text.strip().split("\n\n"):
-        ev = [l[7:] for l in block.split("\n") if l.startswith("event: ")][0]
-        data = json.loads("".join(l[6:] for l in block.split("\n") if l.startswith("data: ")))
+        ev = [ln[7:] for ln in block.split("\n") if ln.startswith("event: ")][0]
+        data = json.loads("".join(ln[6:] for ln in block.split("\n") if ln.startswith("data: ")))
         out.append((ev, data))
     return out
 

@@ -51,7 +51,7 @@ def test_preservation_equals_sklearn(built):
     k = 10
     hi = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(X).kneighbors(X, return_distance=False)
     lo = NearestNeighbors(n_neighbors=k + 1).fit(lay.xy.astype(np.float64)).kneighbors(lay.xy.astype(np.float64), return_distance=False)
-    share = np.mean([len(set(h[1:]) & set(l[1:])) / k for h, l in zip(hi, lo)])
+    share = np.mean([len(set(h[1:]) & set(lw[1:])) / k for h, lw in zip(hi, lo)])
     assert lay.preservation == pytest.approx(share, abs=1e-9)
     assert 0.0 < lay.preservation < 1.0
 

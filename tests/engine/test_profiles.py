@@ -14,8 +14,15 @@ import pytest
 import torch
 
 from app.engine import compat
-from app.engine.profiles import (PROFILES_DIR, ProfileError, SAESpec, adhoc_profile, get_profile, load_profile_file,
-                                 load_profiles, missing_parts)
+from app.engine.profiles import (
+    PROFILES_DIR,
+    ProfileError,
+    adhoc_profile,
+    get_profile,
+    load_profile_file,
+    load_profiles,
+    missing_parts,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {"smollm2-135m", "gemma-2-2b", "gemma-2-2b-65k", "gpt2-small", "llama-3.1-8b", "tiny"}

@@ -11,9 +11,8 @@ import collections
 import time
 
 import hypothesis
-from hypothesis import HealthCheck, Phase, given, settings
-
 import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import status_code_conformance
 

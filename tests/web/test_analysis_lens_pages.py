@@ -6,8 +6,6 @@ import html
 import json
 import re
 
-import pytest
-
 PROMPT = "The cat sat"
 
 

@@ -96,9 +96,9 @@ def test_fragment_is_rendered_from_the_saved_dict_alone(tiny_client, tiny_engine
     """The saved-explorations contract: {inputs, result, kind} after a JSON round trip renders the same fragment,
     with no engine, request or settings in the context."""
     from app.api.analysis import AnalyzeRequest, run_analysis
+    from app.registration import build_app_templates
     from app.settings import Settings
     from app.web.analysis_pages import parse_inputs
-    from app.registration import build_app_templates
 
     templates = build_app_templates()
 

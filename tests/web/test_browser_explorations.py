@@ -7,7 +7,6 @@ import os
 import pytest
 
 from tests.conftest import serve_app
-
 from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api
 
 pytestmark = [pytest.mark.browser,

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser,
 PROMPT = "Once upon a time"
 
 
-def new_page(browser, height):
+def new_page(browser, height):  # noqa: F811 (a parameter, not the fixture)
     page = browser.new_page(viewport={"width": 1300, "height": height})
     page.set_default_timeout(120_000)  # 2 shared cores under a training job: plotly.js alone takes a while to parse
     page.set_default_navigation_timeout(120_000)
@@ -133,7 +133,7 @@ def test_client_disconnect_stops_generation(tiny_engine):
     from tests.conftest import serve_app
 
     app = create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)
-    with serve_app(app) as live_server, httpx.Client(timeout=120) as client:
+    with serve_app(app) as live_server, httpx.Client(timeout=120) as client:  # noqa: F811
         with client.stream("POST", f"{live_server}/api/generate/stream", json={"prompt": "Hello", "max_new_tokens": 128}) as r:
             assert r.status_code == 200
             for line in r.iter_lines():

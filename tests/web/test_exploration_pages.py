@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 
 from app.api.analysis import AnalyzeRequest
 from app.explorations_registry import ViewRegistry, inputs_to_query, query_to_inputs
-from app.settings import Limits
-from tests.conftest import make_client
 from app.registration import build_app_templates, build_views
+from app.settings import Limits
 from app.web.templating import render_snapshot
+from tests.conftest import make_client
 
 VIEWS, TEMPLATES = build_views(), build_app_templates()  # what create_app registers
 

@@ -1,7 +1,6 @@
 """The feature page, the search page, the header search box and the atlas part of the analysis card (tiny engine)."""
 from __future__ import annotations
 
-import html
 import re
 
 import numpy as np

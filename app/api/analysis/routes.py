@@ -5,7 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from app.api.analysis.schemas import AnalyzeRequest, AnalyzeResponse, FeatureResponse, LensRequest, LensResponse, SaeName
+from app.api.analysis.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    FeatureResponse,
+    LensRequest,
+    LensResponse,
+    SaeName,
+)
 from app.api.analysis.service import run_analysis, run_feature, run_lens
 from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import PromptFields

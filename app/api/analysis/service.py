@@ -3,8 +3,15 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
-from app.api.analysis.schemas import (AnalyzeRequest, AnalyzeResponse, FeatureResponse, LensRequest, LensResponse,
-                                      SAETokenModel, TokenModel)
+from app.api.analysis.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    FeatureResponse,
+    LensRequest,
+    LensResponse,
+    SAETokenModel,
+    TokenModel,
+)
 from app.api.errors import out_of_range, unprocessable
 from app.api.features.service import atlas_status, feature_atlas
 from app.api.limits import enforce_limits

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import math
 
-from app.api.attribution.schemas import (AttributionEntryModel, AttributionPositionModel, AttributionRequest,
-                                         AttributionResponse, AttributionTermModel)
+from app.api.attribution.schemas import (
+    AttributionEntryModel,
+    AttributionPositionModel,
+    AttributionRequest,
+    AttributionResponse,
+    AttributionTermModel,
+)
 from app.api.errors import out_of_range, unprocessable
 from app.engine import attribution as attr
 

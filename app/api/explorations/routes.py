@@ -20,7 +20,15 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
 from app.api.errors import unprocessable as err
-from app.api.explorations.document import KIND_PATTERN, Exploration, ListResponse, RerunResponse, SavedResponse, SaveRequest, SummaryModel
+from app.api.explorations.document import (
+    KIND_PATTERN,
+    Exploration,
+    ListResponse,
+    RerunResponse,
+    SavedResponse,
+    SaveRequest,
+    SummaryModel,
+)
 from app.api.explorations.service import build_document, get_document, parse_import, rerun_document, save_document
 from app.auth import is_admin, owner_of
 from app.provenance import is_computed, signature_for_save

@@ -8,10 +8,20 @@ from fastapi import HTTPException
 from pydantic import ValidationError
 
 from app.api.errors import unprocessable as err
-from app.api.explorations.document import (Exploration, ProfileInfo, RerunResponse, SAEInfo, SavedResponse, SaveRequest,
-                                           doc_version, load_document, migrate)
+from app.api.explorations.document import (
+    Exploration,
+    ProfileInfo,
+    RerunResponse,
+    SAEInfo,
+    SavedResponse,
+    SaveRequest,
+    doc_version,
+    load_document,
+    migrate,
+)
 from app.api.limits import enforce_limits
 from app.explorations_registry import ViewRegistry, to_jsonable
+
 
 def _json_depth(obj) -> int:
     depth, stack = 0, [(obj, 1)]

@@ -6,8 +6,14 @@ from dataclasses import asdict
 from fastapi import HTTPException
 
 from app.api.errors import out_of_range, unprocessable
-from app.api.features.schemas import (AtlasStatusModel, FeatureAtlasModel, FeatureAtlasResponse, SearchHitModel,
-                                      SearchRequest, SearchResponse)
+from app.api.features.schemas import (
+    AtlasStatusModel,
+    FeatureAtlasModel,
+    FeatureAtlasResponse,
+    SearchHitModel,
+    SearchRequest,
+    SearchResponse,
+)
 from app.api.limits import enforce_limits
 from app.engine import atlas as at
 

@@ -4,11 +4,29 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 
 from app.api.deps import EngineDep, SettingsDep, StreamsDep
-from app.api.generate.schemas import (CancelResponse, DoseRequest, DoseResponse, FeatureInfoRequest, FeatureInfoResponse,
-                                      GenerateRequest, GenerateResponse, SteerRequest, SteerResponse, SystemShiftRequest,
-                                      SystemShiftResponse, TemperatureRequest, TemperatureResponse)
-from app.api.generate.service import (run_dose, run_feature_info, run_generate, run_steer, run_system_shift,
-                                      run_temperature)
+from app.api.generate.schemas import (
+    CancelResponse,
+    DoseRequest,
+    DoseResponse,
+    FeatureInfoRequest,
+    FeatureInfoResponse,
+    GenerateRequest,
+    GenerateResponse,
+    SteerRequest,
+    SteerResponse,
+    SystemShiftRequest,
+    SystemShiftResponse,
+    TemperatureRequest,
+    TemperatureResponse,
+)
+from app.api.generate.service import (
+    run_dose,
+    run_feature_info,
+    run_generate,
+    run_steer,
+    run_system_shift,
+    run_temperature,
+)
 from app.api.generate.stream import stream_generation
 
 router = APIRouter(prefix="/api", tags=["generation"])

@@ -6,10 +6,27 @@ from typing import Callable
 
 from app.api.analysis.service import encode_checked
 from app.api.errors import unprocessable
-from app.api.generate.schemas import (DoseRequest, DoseResponse, FeatureInfoRequest, FeatureInfoResponse, GenerateRequest,
-                                      GenerateResponse, GenerationOut, PromotedOut, ShiftRowOut, SteerFeatureModel, SteerRequest,
-                                      SteerResponse, SystemShiftRequest, SystemShiftResponse, TemperatureRequest,
-                                      TemperatureResponse, TemperatureViewOut, TokenOut, TokenRef)
+from app.api.generate.schemas import (
+    DoseRequest,
+    DoseResponse,
+    FeatureInfoRequest,
+    FeatureInfoResponse,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationOut,
+    PromotedOut,
+    ShiftRowOut,
+    SteerFeatureModel,
+    SteerRequest,
+    SteerResponse,
+    SystemShiftRequest,
+    SystemShiftResponse,
+    TemperatureRequest,
+    TemperatureResponse,
+    TemperatureViewOut,
+    TokenOut,
+    TokenRef,
+)
 from app.api.limits import enforce_limits
 from app.engine import generation as G
 from app.engine import sampling as S

@@ -18,6 +18,7 @@ from app.api.streams import Streams
 from app.engine.engine import EngineBusy
 from app.engine.prompts import token_strings
 
+
 def sse(event: str, data) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 

@@ -9,8 +9,20 @@ from fastapi import HTTPException
 from app.api.analysis.service import encode_checked
 from app.api.errors import out_of_range, unprocessable
 from app.api.limits import enforce_limits
-from app.api.map.schemas import (DriftPointModel, LayoutInfo, MapRequest, MapResponse, MarkedModel, MovedModel, PathModel,
-                                 PathPointModel, PullModel, RegionModel, SteerModel, TopFeature)
+from app.api.map.schemas import (
+    DriftPointModel,
+    LayoutInfo,
+    MapRequest,
+    MapResponse,
+    MarkedModel,
+    MovedModel,
+    PathModel,
+    PathPointModel,
+    PullModel,
+    RegionModel,
+    SteerModel,
+    TopFeature,
+)
 from app.engine import navigation as nav
 from app.engine.layout import Layout, load_layout
 from app.engine.prompts import encode_prompt

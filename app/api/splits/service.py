@@ -10,8 +10,17 @@ import numpy as np
 from app.api.errors import out_of_range
 from app.api.limits import enforce_limits
 from app.api.schemas import PromptFields
-from app.api.splits.schemas import (ContextModel, DictionaryModel, FineMatchModel, HoleModel, MetaModel, MetaTermModel,
-                                    SplitMapRequest, SplitMapResponse, StitchingModel)
+from app.api.splits.schemas import (
+    ContextModel,
+    DictionaryModel,
+    FineMatchModel,
+    HoleModel,
+    MetaModel,
+    MetaTermModel,
+    SplitMapRequest,
+    SplitMapResponse,
+    StitchingModel,
+)
 from app.engine import splits
 
 _LOCK = threading.Lock()
