@@ -2,6 +2,43 @@
 // base map (fetched from /map/figure), and the prompt's paths (from the result fragment) are drawn on top.
 (function () {
   var LABELS_AT = 250; // show text labels when at most this many points are in view
+  // Without WebGL (no GPU, blocked driver) scattergl draws nothing: fall back to SVG scatter (slower, same look).
+  var WEBGL = (function () {
+    try { var c = document.createElement('canvas'); return !!(c.getContext('webgl') || c.getContext('experimental-webgl')); }
+    catch (e) { return false; }
+  })();
+
+  function forRenderer(traces) {
+    if (WEBGL) return traces;
+    return (traces || []).map(function (t) { return t.type === 'scattergl' ? Object.assign({}, t, { type: 'scatter' }) : t; });
+  }
+
+  // runs before DOMContentLoaded (deferred script), so figures.js draws the base map with the right trace type, at the
+  // height map.css gives the box (640 px, 420 px on phones) rather than the figure's fixed one
+  (function () {
+    var s = document.getElementById('map-main-data'), el = mapEl();
+    if (el) el.dataset.renderer = WEBGL ? 'webgl' : 'svg';
+    if (!s) return;
+    try {
+      var fig = JSON.parse(s.textContent);
+      fig.data = forRenderer(fig.data);
+      if (fig.layout) delete fig.layout.height;
+      s.textContent = JSON.stringify(fig);
+    } catch (e) { /* leave it */ }
+  })();
+
+  // a context that the check above got may still fail inside Plotly (driver blocklist, too many contexts): then
+  // Plotly shows its "WebGL is not supported" box instead of the points; redraw as SVG
+  function svgIfGlFailed(el) {
+    if (!el.querySelector('.no-webgl')) return Promise.resolve();
+    WEBGL = false;
+    el.dataset.renderer = 'svg';
+    var data = forRenderer(el.data), layout = el.layout, s = document.getElementById('map-main-data'), config = {};
+    try { config = JSON.parse(s.textContent).config || {}; } catch (e) { /* defaults */ }
+    Plotly.purge(el);
+    el.dataset.bound = '';
+    return Plotly.newPlot(el, data, layout, Object.assign({ responsive: true, displaylogo: false }, config));
+  }
 
   function mapEl() { return document.getElementById('map-main'); }
 
@@ -62,12 +99,14 @@
     fetch('/map/figure?' + p.toString()).then(function (r) { return r.ok ? r.json() : null; }).then(function (fig) {
       if (!fig) return;
       var layout = fig.layout;
+      delete layout.height; // the box's CSS height
       if (el.layout && el.layout.xaxis && el.layout.xaxis.range) { // keep the zoom
         layout.xaxis = Object.assign({}, layout.xaxis, { range: el.layout.xaxis.range });
         layout.yaxis = Object.assign({}, layout.yaxis, { range: el.layout.yaxis.range });
       }
-      return Plotly.react(el, fig.data.concat(pathTraces()), layout, fig.config)
-        .then(function () { return labels(el); })
+      return Plotly.react(el, forRenderer(fig.data).concat(pathTraces()), layout, fig.config)
+        .then(function () { return svgIfGlFailed(el); })
+        .then(function () { bind(el); return labels(el); })
         .then(function () { el.dataset.color = p.get('color_by') || ''; el.dataset.ready = '1'; });
     });
     var q = new URLSearchParams(location.search);
@@ -98,9 +137,9 @@
       if (!el.data && tries++ < 100) { setTimeout(wait, 30); return; }
       var start = el.data ? Promise.resolve() : (function () {
         var fig = JSON.parse(document.getElementById('map-main-data').textContent);
-        return Plotly.react(el, fig.data, fig.layout, fig.config);
+        return Plotly.react(el, forRenderer(fig.data), fig.layout, fig.config);
       })();
-      start.then(function () { return setPaths(el); }).then(function () {
+      start.then(function () { return svgIfGlFailed(el); }).then(function () { return setPaths(el); }).then(function () {
         bind(el); el.dataset.readyAt = String(performance.now()); el.dataset.ready = '1';
       });
     })();
