@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from app.engine import compat
+from app.engine.decoder_common import _fast_weights
 from app.engine.sampling import SamplingParams, make_generator, sample_next
 
 FAST_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
@@ -103,35 +104,6 @@ def hooks_outside_fast_path(model, extra: tuple[str, ...] = ()) -> list[str]:
         ):
             out.append(name)
     return out
-
-
-@dataclass
-class _FastWeights:
-    key: tuple
-    qkv: list = field(default_factory=list)  # per layer [d, (H + 2K) * dh]
-    b_qkv: list = field(default_factory=list)
-
-
-def _fast_weights(model) -> _FastWeights:
-    """Fused Q/K/V per layer, rebuilt only when a weight tensor changed (data_ptr / in-place version)."""
-    params = []
-    for b in model.blocks:
-        a = b.attn
-        params += [a.W_Q, a._W_K if hasattr(a, "_W_K") else a.W_K, a._W_V if hasattr(a, "_W_V") else a.W_V,
-                   a.b_Q, a._b_K if hasattr(a, "_b_K") else a.b_K, a._b_V if hasattr(a, "_b_V") else a.b_V]
-    key = tuple((p.data_ptr(), p._version) for p in params)
-    cached = getattr(model, "_asn_fast_weights", None)
-    if cached is not None and cached.key == key:
-        return cached
-    fw = _FastWeights(key)
-    with torch.no_grad():
-        for i in range(len(model.blocks)):
-            W_Q, W_K, W_V, b_Q, b_K, b_V = params[6 * i: 6 * i + 6]
-            d = W_Q.shape[1]
-            fw.qkv.append(torch.cat([w.permute(1, 0, 2).reshape(d, -1) for w in (W_Q, W_K, W_V)], dim=1).contiguous())
-            fw.b_qkv.append(torch.cat([b.reshape(-1) for b in (b_Q, b_K, b_V)]).contiguous())
-    model._asn_fast_weights = fw
-    return fw
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -232,12 +204,22 @@ class TLDecoder:
         return logits[0, -1]
 
 
+def fast_decoder_class(model):
+    """The fast decoder class for the model's architecture and options, or None (-> transformer-lens's forward)."""
+    from app.engine.decoders import gemma2, gpt2
+
+    if fast_path_supported(model):
+        return FastLlamaDecoder
+    for mod in (gpt2, gemma2):
+        if mod.supported(model):
+            return mod.DECODER
+    return None
+
+
 def make_decoder(model, max_len: int, position_state: PositionState | None = None, prefer_fast: bool = True):
     """The architecture's fast decoder (Llama-style, GPT-2, Gemma 2: app/engine/decoders/) unless a hook sits on a
     point it does not call; transformer-lens's forward otherwise."""
     if prefer_fast:
-        from app.engine.decoders import fast_decoder_class
-
         cls = fast_decoder_class(model)
         if cls is not None and not hooks_outside_fast_path(model, getattr(cls, "extra_hooks", ())):
             return cls(model, max_len, position_state)

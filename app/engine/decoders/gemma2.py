@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from app.engine.decoders import common_flags_ok
+from app.engine.decoder_common import _fast_weights, common_flags_ok
 
 ACTS = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
 
@@ -37,8 +37,6 @@ class FastGemma2Decoder:
     extra_hooks = ()
 
     def __init__(self, model, max_len: int, position_state=None):
-        from app.engine.generation import _fast_weights
-
         cfg = model.cfg
         self.model, self.cfg = model, cfg
         self.w = _fast_weights(model)

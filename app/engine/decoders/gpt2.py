@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from app.engine.decoders import common_flags_ok
+from app.engine.decoder_common import _fast_weights, common_flags_ok
 
 ACTS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
@@ -31,8 +31,6 @@ class FastGPT2Decoder:
     extra_hooks = ("hook_pos_embed",)
 
     def __init__(self, model, max_len: int, position_state=None):
-        from app.engine.generation import _fast_weights
-
         cfg = model.cfg
         if max_len > cfg.n_ctx:
             raise ValueError(f"GPT-2 has {cfg.n_ctx} learned positions; {max_len} needed")
