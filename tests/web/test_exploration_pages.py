@@ -2,6 +2,7 @@
 re-run fragment, export; query-string helpers."""
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -65,6 +66,23 @@ def live_analysis(client, prompt="Tom & <Jerry>", top_k="4"):
     return r.text
 
 
+def lens_reply(client, live: str) -> str:
+    """The second step of the live view: the features fragment asks /fragments/analysis/lens (hx-vals of #lens-slot);
+    its reply carries the lens and, out of band, the Save box with the complete result."""
+    m = re.search(r'<div id="lens-slot" hx-post="/fragments/analysis/lens"[^>]*hx-vals="([^"]*)"', live)
+    assert m, "the features fragment asks for the lens"
+    r = client.post("/fragments/analysis/lens", data=json.loads(html.unescape(m.group(1))))
+    assert r.status_code == 200 and 'hx-swap-oob="innerHTML:#analysis .save-slot"' in r.text
+    return r.text
+
+
+def live_save_form(client, prompt="Tom & <Jerry>", top_k="4") -> dict:
+    """The Save form the user sees once the lens arrived (the features-only one is replaced by it)."""
+    forms = save_forms(lens_reply(client, live_analysis(client, prompt, top_k)))
+    assert len(forms) == 1
+    return forms[0]
+
+
 def submit(client, form, htmx=False, **fields):
     data = {k: v for k, v in form.items() if not k.startswith("_")} | fields
     files = {k: (None, v) for k, v in data.items()}  # multipart, as hx-encoding / enctype say
@@ -73,27 +91,33 @@ def submit(client, form, htmx=False, **fields):
 
 
 def test_save_button_round_trip_from_the_live_analysis_view(client):
-    live = live_analysis(client)
-    forms = save_forms(live)
+    live = live_analysis(client)  # step 1: the features; the lens is asked for afterwards
+    assert len(save_forms(live)) == 1
+    lens = lens_reply(client, live)  # step 2: the lens, and the Save box again with the complete result
+    forms = save_forms(lens)
     assert len(forms) == 1
     form = forms[0]
     assert form["_action"] == form["_hx"] == "/e/save" and form["_enctype"] == "multipart/form-data"
     assert form["kind"] == "analysis"
+    assert json.loads(form["result"])["lens"] is not None
     r = submit(client, form, title="Tom <and> Jerry", note="line one\nline two")
     assert r.status_code == 303
     url = r.headers["location"]
     assert re.fullmatch(r"/e/[A-Za-z0-9_-]{22,}", url)
     i = url.rsplit("/", 1)[1]
     doc = client.get(f"/api/explorations/{i}").json()
-    # what was saved is what the view computed: the same as the JSON API answer for these inputs
+    # what was saved is what the view showed once complete: the same as the JSON API answer for these inputs
     api = client.post("/api/analyze", json=doc["inputs"]).json()
     assert doc["inputs"]["prompt"] == "Tom & <Jerry>" and doc["inputs"]["top_k"] == 4
     assert doc["result"] == api
     assert doc["title"] == "Tom <and> Jerry" and doc["note"] == "line one\nline two"
-    # and it renders exactly as the live view did
-    assert client.get(f"/api/explorations/{i}/fragment").text == live
+    # and it renders as the complete live view: the analysis fragment from the saved dicts, with the lens drawn
+    saved = client.get(f"/api/explorations/{i}/fragment").text
+    assert saved == render_fragment("analysis", doc["inputs"], doc["result"])
+    lens_panel = lens[:lens.index('<div hx-swap-oob=')].strip()
+    assert lens_panel and lens_panel in saved and "lens-slot" not in saved
     page = client.get(url)
-    assert page.status_code == 200 and live in page.text
+    assert page.status_code == 200 and saved in page.text
     assert "Tom &lt;and&gt; Jerry" in page.text and "<and>" not in page.text
     # the saved page's own Save box is hidden; the saved fragment carries the same hidden fields
     assert save_forms(page.text)[0] == form
@@ -146,7 +170,7 @@ def test_snapshot_page_actions(client):
 
 
 def test_rerun_fragment(client):
-    url = submit(client, save_forms(live_analysis(client, "abc"))[0], title="t").headers["location"]
+    url = submit(client, live_save_form(client, "abc"), title="t").headers["location"]
     r = client.post(url + "/rerun", headers={"hx-request": "true"})
     assert r.status_code == 200
     assert "Live profile is the saved one" in r.text
@@ -290,7 +314,7 @@ def test_a_registered_view_without_a_template_or_filter_is_an_error():
         check_fragments(TEMPLATES, views)
     with pytest.raises(TemplateNotFound):
         render_snapshot(TEMPLATES, views, "zz_no_template", {}, {})
-    with pytest.raises(ValueError, match="fragments/analysis.html: filter 'lens_figure' is not registered"):
+    with pytest.raises(ValueError, match=r"fragments/attribution\.html: filter 'attribution_figure' is not registered"):
         check_fragments(build_templates({}, {}), VIEWS)  # analysis.html without its filters
     with pytest.raises(ValueError, match=r"discovery_view\(\) is not a registered global"):
         check_fragments(build_templates({"lens_figure": str, "visible": str}, {}), VIEWS)

@@ -28,13 +28,14 @@ def finished(jobs: JobRunner, job_id: str) -> Job:
     return job
 
 
-@router.post("", response_model=ExperimentResponse)
+@router.post("", response_model=ExperimentResponse, responses={404: {"description": "feature index out of range"}})
 def experiment(req: ExperimentRequest, engine: EngineDep, settings: SettingsDep) -> ExperimentResponse:
     """Run the experiment synchronously (small runs and scripts; the page uses the jobs)."""
     return run_experiment(engine, settings, req)
 
 
-@router.post("/jobs", response_model=ExperimentJobStatus, status_code=202)
+@router.post("/jobs", response_model=ExperimentJobStatus, status_code=202,
+             responses={404: {"description": "feature index out of range"}})
 def create_job(req: ExperimentRequest, engine: EngineDep, settings: SettingsDep, jobs: JobsDep) -> ExperimentJobStatus:
     """Start a background experiment (or join the running one / answer from the cache)."""
     return status_of(start_job(jobs, engine, settings, req))
