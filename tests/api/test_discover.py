@@ -217,7 +217,8 @@ def test_view_rerenders_with_new_thresholds(tiny_engine, client, done):
     Wf = tiny_engine.saes["fine"].W_dec.detach().double().numpy()
     for t in ("0.1", "0.45"):
         html = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": t}).text
-        cells = re.findall(r"<td>C-(\d+)</td><td class=\"num\">(\d+)(\*?)<", html)
+        # the coarse cell links to the split map and a 'Test steering' experiment
+        cells = re.findall(r"<tr><td>(?:(?!</td>).)*?>C-(\d+)<(?:(?!</td>).)*</td><td class=\"num\">(\d+)(\*?)<", html)
         assert len(cells) == 3
         for c, n, star in cells:
             allcos = Wf @ Wc[int(c)] / np.linalg.norm(Wf, axis=1) / np.linalg.norm(Wc[int(c)])
