@@ -113,7 +113,7 @@ def test_save_button_round_trip_from_the_live_analysis_view(client):
     assert doc["title"] == "Tom <and> Jerry" and doc["note"] == "line one\nline two"
     # and it renders as the complete live view: the analysis fragment from the saved dicts, with the lens drawn
     saved = client.get(f"/api/explorations/{i}/fragment").text
-    assert saved == render_fragment("analysis", doc["inputs"], doc["result"])
+    assert saved == render_fragment("analysis", doc["inputs"], doc["result"])[0]
     lens_panel = lens[:lens.index('<div hx-swap-oob=')].strip()
     assert lens_panel and lens_panel in saved and "lens-slot" not in saved
     page = client.get(url)
