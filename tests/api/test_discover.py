@@ -119,7 +119,8 @@ def test_second_submit_is_cached_and_sync_endpoint_agrees(client, done):
     # other analysis knobs reuse the cached forward passes: same per-feature numbers
     other = client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()
     assert other["tables"]["coarse"] == res["tables"]["coarse"][:3] or other["tables"]["coarse"][0] == res["tables"]["coarse"][0]
-    assert other["seconds"] == res["seconds"]  # same collection object (not re-run)
+    # same collection object (not re-run); the job's copy went through the store, whose JSON keeps ms rounding
+    assert other["seconds"] == pytest.approx(res["seconds"], abs=1.5e-3)
 
 
 def test_cancel_and_409(client):
