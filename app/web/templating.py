@@ -83,8 +83,9 @@ def render_page(request: Request, name: str, ctx: dict, status: int = 200, heade
 
 def render_fragment(request: Request, name: str, ctx: dict, push: str | None = None):
     """An htmx fragment: ctx["status"] as the HTTP status (errors keep their 4xx/503; base.html's htmx
-    responseHandling swaps them in place), HX-Push-Url on success, Retry-After on 503."""
-    status = ctx.pop("status", 200)
+    responseHandling swaps them in place), HX-Push-Url on success, Retry-After on 503.
+    A non-int ctx["status"] (a job's status dict, for the progress fragments) stays in ctx for the template."""
+    status = ctx.pop("status") if isinstance(ctx.get("status"), int) else 200
     headers = {}
     if push and 200 <= status < 300:
         headers["HX-Push-Url"] = push
