@@ -15,6 +15,36 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    # Before any fixture runs: an app a module- or session-scoped fixture builds reads Settings() before the
+    # per-test store below exists, and would otherwise default to the user's data/explorations.db.
+    import tempfile
+
+    session_dir = tempfile.mkdtemp(prefix="asn-test-store-")
+    config._asn_session_store = session_dir
+    os.environ["ASN_STORE_URL"] = f"sqlite:///{session_dir}/explorations.db"
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    session_dir = getattr(config, "_asn_session_store", None)
+    if session_dir:
+        shutil.rmtree(session_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_store(tmp_path_factory):
+    """Each test module's own empty store for the apps its module-scoped fixtures build (autouse fixtures run
+    first within their scope): one module's finished jobs are never another module's cached results."""
+    from app.settings import get_settings
+
+    mp = pytest.MonkeyPatch()
+    db = tmp_path_factory.mktemp("module-store") / "explorations.db"
+    mp.setenv("ASN_STORE_URL", f"sqlite:///{db}")
+    get_settings.cache_clear()
+    yield db
+    mp.undo()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +158,21 @@ def serve_app(app, start_timeout_s: float = 120.0):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_js(page, expression: str, timeout_s: float = 60.0, poll_s: float = 0.1):
+    """Wait until a JS expression is truthy in the page, polled from Python.
+
+    Playwright's wait_for_function polls with eval inside the page, which the app's CSP (script-src 'self')
+    refuses whenever the first check is false; page.evaluate goes through the debugger and is not subject to it.
+    """
+    import time
+
+    end = time.time() + timeout_s
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.time() > end:
+            raise AssertionError(f"still false after {timeout_s:.0f} s: {expression}")
+        time.sleep(poll_s)

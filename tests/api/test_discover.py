@@ -121,8 +121,6 @@ def test_second_submit_is_cached_and_sync_endpoint_agrees(client, done):
     assert other["tables"]["coarse"] == res["tables"]["coarse"][:3] or other["tables"]["coarse"][0] == res["tables"]["coarse"][0]
 
 
-@pytest.mark.xfail(strict=False, reason="known regression since job state moved into the store: the sync endpoint "
-                   "sometimes re-runs the collection a finished job already made (same tables, extra time)")
 def test_other_knobs_reuse_the_jobs_collection(client, done):
     s, res = done
     other = client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()

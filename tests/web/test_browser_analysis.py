@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.conftest import serve_app
+from tests.conftest import serve_app, wait_js
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -119,7 +119,7 @@ def test_analyse_click_token_and_feature(live_server, browser):
 
     # back button: the address without the feature, and the view still there
     page.go_back()
-    page.wait_for_function("!location.search.includes('feature=')")
+    wait_js(page, "!location.search.includes('feature=')")
     page.wait_for_selector(".strip .tok")
     assert errors == []
     page.close()

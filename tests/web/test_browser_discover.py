@@ -24,8 +24,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 12/18 follow-up): since jobs moved into the store, "
-                   "POST /discover/run answers ~3 s late with the finished result instead of the progress bar")
 def test_shipped_france_experiment_end_to_end(live_server, browser):  # noqa: F811
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
