@@ -16,6 +16,7 @@ Definitions (the tests recompute each one by brute force over the dense activati
   rank bands (strongest first); `per_quantile` evenly spaced ranks in each band;
 - histogram: `n_bins` equal bins over [0, max_act] of the non-zero activations (the max in the last bin);
 - top tokens: token ids by firing count, then summed activation, then id.
+- label: see token_label (selective top tokens by count x log lift; topic tokens of the top windows).
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ class Atlas:
         return self.token_strings.get(int(token_id), f"<{int(token_id)}>")
 
     def label(self, sae: str, index: int) -> str:
-        """Honest token label from the tokens it fires on most, e.g. "France · French · Paris"."""
+        """Label from the tokens it fires on more than the corpus does (see token_label), memoised."""
         key = ("label", sae)
         if key not in self._cache:
             self._cache[key] = {}
@@ -200,21 +201,67 @@ class Atlas:
                             top_tokens=toks, examples=ex, quantiles=tuple(bands), neighbours=nbs)
 
 
-def token_label(atlas: Atlas, sae: str, index: int, max_parts: int = 3, min_share: float = 0.05) -> str:
-    """Up to three token strings (stripped, merged when equal) each carrying >= 5 % of the feature's firings."""
+def token_base_rates(atlas: Atlas) -> np.ndarray:
+    """[max token id + 1] share of the atlas's valid positions holding each token (memoised)."""
+    if "base_rates" not in atlas._cache:
+        counts = np.bincount(atlas.tokens[atlas.valid], minlength=int(atlas.tokens.max()) + 1).astype(np.float64)
+        atlas._cache["base_rates"] = counts / max(counts.sum(), 1.0)
+    return atlas._cache["base_rates"]
+
+
+def _token_key(raw: str) -> str:
+    return raw.strip() or (raw.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅")
+
+
+def token_label(atlas: Atlas, sae: str, index: int, max_parts: int = 3, min_count: int = 3, min_lift: float = 4.0,
+                max_context: int = 2, min_window_share: float = 1 / 3, min_window_lift: float = 5.0) -> str:
+    """A label from what the feature fires on *more than the corpus does*, e.g. "au · French · Roman (in: France)".
+
+    Tokens: among the feature's top tokens, those with >= min_count firings and lift >= min_lift, where lift =
+    (share of the feature's firings on the token) / (share of the corpus's valid positions holding it); ranked by
+    count x log(lift), so punctuation a feature merely co-fires on ("." on every sentence end) does not name it.
+    Context: tokens present in >= min_window_share of its top-example windows and >= min_window_lift times as
+    often as in a random window, for features that track a topic rather than a token.
+    """
     s = atlas.summaries[sae]
     n = int(s["n_firing"][index])
     if n == 0:
         return "(never fires on the atlas corpus)"
-    merged: dict[str, int] = {}
+    base = token_base_rates(atlas)
+    scored: dict[str, list[float]] = {}  # key -> [count, score]; equal strings (" the" / "the") merged
     for t, c in zip(s["tok_ids"][index], s["tok_counts"][index]):
-        if c <= 0:
+        if c <= 0 or t < 0 or t >= len(base) or base[t] <= 0:
             continue
-        raw = atlas.tok(t)
-        key = raw.strip() or (raw.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅")
-        merged[key] = merged.get(key, 0) + int(c)
-    parts = [k for k, c in sorted(merged.items(), key=lambda kv: -kv[1]) if c / n >= min_share][:max_parts]
-    return " · ".join(parts) if parts else "(no dominant token)"
+        lift = (c / n) / base[t]
+        key = _token_key(atlas.tok(t))
+        if key in scored:
+            scored[key][0] += c
+            scored[key][1] = max(scored[key][1], lift)
+        else:
+            scored[key] = [float(c), lift]
+    parts = [k for k, (c, lift) in sorted(scored.items(), key=lambda kv: -kv[1][0] * np.log(max(kv[1][1], 1.0)))
+             if c >= min_count and lift >= min_lift][:max_parts]
+    windows = np.unique(np.asarray(s["top_rows"][index])[np.asarray(s["top_rows"][index]) >= 0] // atlas.ctx)
+    context: list[str] = []
+    if len(windows) >= 3:
+        rows = (windows[:, None] * atlas.ctx + np.arange(atlas.ctx)[None, :]).ravel()
+        toks = np.where(atlas.valid[rows], atlas.tokens[rows], -1).reshape(len(windows), atlas.ctx)
+        toks.sort(axis=1)  # distinct tokens per window: the first of each run in the sorted row
+        first = np.ones_like(toks, dtype=bool)
+        first[:, 1:] = toks[:, 1:] != toks[:, :-1]
+        ids, k = np.unique(toks[first & (toks >= 0)], return_counts=True)
+        share = k / len(windows)
+        chance = -np.expm1(atlas.ctx * np.log1p(-np.minimum(base[ids], 1 - 1e-12)))  # a random window holds it
+        lift = share / np.maximum(chance, 1e-12)
+        keep = (share >= min_window_share) & (lift >= min_window_lift)
+        for t in ids[keep][np.argsort(-lift[keep], kind="stable")]:
+            key = _token_key(atlas.tok(t))
+            if key not in parts and key not in context and any(ch.isalnum() for ch in key):
+                context.append(key)
+            if len(context) == max_context:
+                break
+    label = " · ".join(parts) if parts else "(no selective token)"
+    return f"{label} (in: {' · '.join(context)})" if context else label
 
 
 # ---------------------------------------------------------------------------------------------- building

@@ -130,6 +130,92 @@ def test_summaries_equal_brute_force(built, corpus):
     assert checked_fire > 100  # most features fire on the corpus: the comparison is not vacuous
 
 
+def brute_label(built, b: dict, tokens: np.ndarray, valid: np.ndarray, min_count=3, min_lift=4.0,
+                min_window_share=1 / 3, min_window_lift=5.0) -> str:
+    """The label rule written out with Counters and loops over the brute-force summary (not the code under test)."""
+    if b["n_firing"] == 0:
+        return "(never fires on the atlas corpus)"
+    n_valid = int(valid.sum())
+    corpus = Counter(tokens[valid].tolist())
+
+    def key(t):
+        raw = built.tok(t)
+        return raw.strip() or (raw.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅")
+
+    merged: dict = {}
+    for t, c, _ in b["tokens"]:
+        lift = (c / b["n_firing"]) / (corpus[t] / n_valid)
+        k = key(t)
+        c0, l0 = merged.get(k, (0, 0.0))
+        merged[k] = (c0 + c, max(l0, lift))
+    ranked = sorted(merged, key=lambda k: -merged[k][0] * np.log(max(merged[k][1], 1.0)))
+    parts = [k for k in ranked if merged[k][0] >= min_count and merged[k][1] >= min_lift][:3]
+    wins = sorted({r // CTX for r in b["top_rows"]})
+    context = []
+    if len(wins) >= 3:
+        present = Counter(t for w in wins for t in set(tokens[w * CTX:(w + 1) * CTX][valid[w * CTX:(w + 1) * CTX]].tolist()))
+        cands = []
+        for t, k in present.items():
+            chance = 1 - (1 - corpus[t] / n_valid) ** CTX
+            if k / len(wins) >= min_window_share and (k / len(wins)) / chance >= min_window_lift:
+                cands.append(((k / len(wins)) / chance, t))
+        for _, t in sorted(cands, key=lambda x: -x[0]):
+            k = key(t)
+            if k not in parts and k not in context and any(ch.isalnum() for ch in k):
+                context.append(k)
+        context = context[:2]
+    label = " · ".join(parts) if parts else "(no selective token)"
+    return f"{label} (in: {' · '.join(context)})" if context else label
+
+
+def test_labels_name_selective_tokens_equal_brute_force(built, corpus):
+    windows, _, valid, dense = corpus
+    tokens = np.asarray(windows).reshape(-1)
+    kinds = Counter()
+    for n, d in dense.items():
+        for f in range(d.shape[1]):
+            b = brute_force(d, tokens, valid, f)
+            want = brute_label(built, b, tokens, valid)
+            assert built.label(n, f) == want, (n, f)
+            kinds["context" if "(in:" in want else "tokens" if not want.startswith("(") else "none"] += 1
+    assert kinds["tokens"] > 50 and kinds["none"] > 0, kinds  # both outcomes of the token rule are exercised
+    # a token on nearly every position (the most common in the corpus) never names a feature by count alone
+    common = built.tok(Counter(tokens[valid].tolist()).most_common(1)[0][0]).strip()
+    assert sum(common in built.label("fine", f).split(" (in:")[0].split(" · ") for f in range(dense["fine"].shape[1])) \
+        < sum(common == built.tok(t).strip() for f in range(dense["fine"].shape[1])
+              for t in built.summaries["fine"]["tok_ids"][f][:1])
+
+
+def test_label_context_names_a_topic_token_of_the_top_windows():
+    """A feature that fires on common tokens, but only in windows about one topic: labelled by the topic."""
+    rng = np.random.default_rng(1)
+    ctx, n_win = 16, 60
+    tokens = rng.integers(10, 40, size=n_win * ctx).astype(np.int32)  # filler ids 10..39
+    topic = [0, 3, 5, 8, 11, 14]
+    for w in topic:
+        tokens[w * ctx + 4] = 7  # "Paris": only in the topic windows
+    tokens[9 * ctx + 2] = 7  # once elsewhere
+    tokens[::ctx] = 2  # position 0 of every window: a BOS, not counted
+    valid = np.ones_like(tokens, dtype=bool)
+    valid[::ctx] = False
+    strings = {i: f" w{i}" for i in range(10, 40)} | {7: " Paris", 2: "<s>"}
+    rows = np.array([w * ctx + 9 for w in topic], dtype=np.int64)  # fires at position 9 (a filler token)
+    fired_tok = tokens[rows]
+    ids, counts = np.unique(fired_tok, return_counts=True)
+    summ = {"n_firing": np.array([len(rows)]), "top_rows": rows[None, :],
+            "tok_ids": ids[None, :], "tok_counts": counts[None, :]}
+    atlas = at.Atlas(fingerprint="x", tokens=tokens, ctx=ctx, valid=valid, codes={}, density={}, mean_when_firing={},
+                     max_act={}, summaries={"fine": summ}, token_strings=strings)
+    label = atlas.label("fine", 0)
+    assert label.endswith("(in: Paris)"), label
+    # the same feature without the topic token in its windows: no context part
+    tokens2 = tokens.copy()
+    tokens2[tokens2 == 7] = 11
+    atlas2 = at.Atlas(fingerprint="x", tokens=tokens2, ctx=ctx, valid=valid, codes={}, density={}, mean_when_firing={},
+                      max_act={}, summaries={"fine": summ}, token_strings=strings)
+    assert "(in:" not in atlas2.label("fine", 0)
+
+
 def test_neighbours_equal_numpy_cosine_topk(built, tiny_engine):
     W = {n: s.W_dec.detach().numpy().astype(np.float64) for n, s in tiny_engine.saes.items()}
     U = {n: w / np.linalg.norm(w, axis=1, keepdims=True) for n, w in W.items()}
