@@ -607,9 +607,13 @@ def verdict_from_records(records, table, cfg: ExperimentConfig, family: tuple[st
     pp = {k: (_per_prompt(records, k, "concept", n_prompts), _per_prompt(records, k, "logprob", n_prompts))
           for a in arms for k in keys[a]}
     point, boot = {}, {}
+    curves = {a: ([float(np.nanmean(pp[k][0])) for k in keys[a]], [float(np.nanmean(pp[k][1])) for k in keys[a]])
+              for a in arms}
+    # the target from these unrounded means: the table's rounded one can sit a hair above the weakest arm's own
+    # maximum, which then "never reaches" it (NaN fluency for the arm that defines the target)
+    target = min(max(c) for c, _ in curves.values())
     for a in arms:
-        c = [float(np.nanmean(pp[k][0])) for k in keys[a]]
-        f = [float(np.nanmean(pp[k][1])) for k in keys[a]]
+        c, f = curves[a]
         point[a] = fluency_at(c, f, target)
         cb = np.stack([np.nanmean(pp[k][0][idx], 1) for k in keys[a]], 1)  # [B, points]
         fb = np.stack([np.nanmean(pp[k][1][idx], 1) for k in keys[a]], 1)

@@ -206,3 +206,27 @@ def test_verdict_detects_a_clear_winner():
     recs2 = [{**r, "logprob": -2.0 - 0.5 * float(r["condition"] != "none") + 0.3 * rng.normal()} for r in recs]
     v2 = X.verdict_from_records(recs2, X.aggregate(recs2, conds, 20, cfg, steers), cfg, ("add", "activation"), 20)
     assert not v2["detectable"] and "no difference detectable at this sample size" in v2["text"]
+
+
+def test_verdict_arm_that_defines_the_target_has_its_fluency():
+    """The weakest arm's top concept score is the common target: its fluency there is its last point's, not NaN
+    (the table's rounded concept used to sit a hair above the arm's own unrounded maximum)."""
+    cfg = X.ExperimentConfig(anchor=0, children=(1,), eval_prompts=("a",) * 7, concept_prompts=(), contrast_prompts=(),
+                             strengths=(1.0, 2.0), matched_norm=False, n_boot=200)
+    conds = X.conditions_for(cfg)
+    rng = np.random.default_rng(3)
+    recs = []
+    for c in conds:
+        for p in range(7):
+            gain = {"coarse": 0.1, "fine": 0.3, "coarse+fine": 0.3, "random": 0.0}.get(c.arm, 0.0)
+            conc = 0.2 + gain * c.strength + 1e-3 * rng.random() / 3  # thirds: means with more than 6 decimals
+            recs.append({"condition": c.key, "prompt": p, "seed": 0, "concept": conc, "sae": 0.0,
+                         "logprob": -1.0 - c.strength * 0.1 + 0.01 * rng.normal(), "distinct2": 1.0, "words": None})
+    steers = {c.key: (None, 1.0) for c in conds}
+    table = X.aggregate(recs, conds, 7, cfg, steers)
+    v = X.verdict_from_records(recs, table, cfg, ("add", "activation"), 7)
+    coarse_top = float(np.mean([r["concept"] for r in recs if r["condition"] == "coarse|add|activation|2"]))
+    assert v["target"] == pytest.approx(coarse_top, abs=1e-6)
+    coarse_last = float(np.mean([r["logprob"] for r in recs if r["condition"] == "coarse|add|activation|2"]))
+    assert v["fluency"]["coarse"] == pytest.approx(coarse_last, abs=1e-6)
+    assert "nan" not in v["text"]
