@@ -111,6 +111,11 @@ def main() -> None:
             v, i = logits.topk(5, dim=-1)
             (v - lse).exp()
 
+    def unembed_floor():  # the least any exact fp32 lens does: ln_final + one [rows, d] @ [d, vocab] matmul
+        stack = cache.get(key)
+        x = model.ln_final(stack.reshape(1, -1, stack.shape[-1]))[0]
+        return x @ model.W_U
+
     with torch.inference_mode():
         for _ in range(2):
             view_lens()  # warm-up (also the peak of our path alone)
@@ -124,7 +129,8 @@ def main() -> None:
         max_dp = float((torch.tensor(lens.top_probs) - top.values[:, 0]).abs().max())
         times = interleave({"notebook": lambda: notebook_way(model, saes, hook, toks), "features": features,
                             "lens (cached)": lens_cached, "view+lens": view_lens,
-                            "view+lens, 2 forwards": view_lens_two_forwards, "lens, logsumexp": lens_logsumexp}, args.reps)
+                            "view+lens, 2 forwards": view_lens_two_forwards, "lens, logsumexp": lens_logsumexp,
+                            "unembed matmul alone": unembed_floor}, args.reps)
     res = summary(times, baseline="notebook")
     res.update({"tokens": args.tokens, "threads": args.threads, "saes": sae_kind, "lens_top1_agreement": agree,
                 "lens_max_abs_prob_diff": max_dp,

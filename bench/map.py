@@ -4,7 +4,7 @@ prompt path latency.
     .venv/bin/python bench/map.py layout [--baseline] [--json out.json]    # build time for 2,048 + 16,384 points
     .venv/bin/python bench/map.py page --layout DIR [--reps 5] [--json out.json]
     .venv/bin/python bench/map.py path --layout DIR [--reps 15] [--json out.json]
-    .venv/bin/python bench/map.py web --layout DIR          # page + path, one server (one model load)
+    .venv/bin/python bench/map.py web [--layout DIR]        # page + path, one server (default DIR: data/atlas)
 
 layout: our build (exact cosine kNN by blocked matmul -> UMAP on that graph -> HDBSCAN regions -> neighbour
 preservation@10) on the shipped SAEs' decoders (random decoders of the same shapes when they are missing);
@@ -159,7 +159,9 @@ def main() -> None:
     ap.add_argument("part", choices=["layout", "page", "path", "web"], help="web = page + path with one server")
     ap.add_argument("--baseline", action="store_true", help="layout: also time plain umap-learn (minutes)")
     ap.add_argument("--out", default=None, help="layout: folder to write <profile>/layout.npz into")
-    ap.add_argument("--layout", default=None, help="page/path: folder holding <profile>/layout.npz")
+    ap.add_argument("--layout", default=str(ROOT / "data" / "atlas"),
+                    help="page/path: folder holding <profile>/layout.npz (default: the shipped atlas, whose other files "
+                         "come along so the map shows its labels)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
@@ -172,7 +174,11 @@ def main() -> None:
     else:
         root = Path(tempfile.mkdtemp(prefix="asn-map-bench-"))
         (root / PROFILE).mkdir()
-        shutil.copy(Path(args.layout) / PROFILE / "layout.npz", root / PROFILE / "layout.npz")
+        src = Path(args.layout) / PROFILE
+        for f in src.iterdir():  # the atlas beside the layout (labels, density), linked, not copied
+            if f.is_file() and f.name != "layout.npz":
+                (root / PROFILE / f.name).symlink_to(f.resolve())
+        shutil.copy(src / "layout.npz", root / PROFILE / "layout.npz")
         engine, server = serve(root)
         res = {}
         with server as base:

@@ -47,6 +47,10 @@ def rows_of(raw: Path) -> list[dict]:
             c, u = r["lens (cached)"], r["lens, logsumexp"]
             add("  lens from cached residuals: fused vs logsumexp", round(c["p50_ms"], 1), round(u["p50_ms"], 1),
                 round(c["p50_ms"] / u["p50_ms"], 3), "-", None, "ms")
+        if "unembed matmul alone" in r:
+            fl = r["unembed matmul alone"]
+            add("  floor: ln_final + the fp32 unembed matmul alone", round(fl["p50_ms"], 1), round(nb, 1),
+                round(fl["ratio_p50"], 3), "-", None, "ms")
         add("lens top-1 agreement with the notebook", a["lens_top1_agreement"], 1.0, None, "1.0",
             a["lens_top1_agreement"] == 1.0)
         if "lens_max_abs_prob_diff" in a:
