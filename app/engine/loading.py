@@ -161,9 +161,41 @@ def _in_hf_cache(repo: str) -> bool:
         return False
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connect (offline mode counts as unreachable)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return False
+        url = urlparse(constants.ENDPOINT)
+        host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except Exception:
+        return False
+
+
+def _repo_cached(repo: str) -> bool:
+    """Whether anything of a hub repo is in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import constants
+
+        return (Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}").is_dir()
+    except Exception:
+        return False
+
+
 def _pretrained_model(profile: Profile, device: str) -> LoadedModel:
     t0 = time.perf_counter()
     dtype = getattr(torch, profile.dtype_for(device))
+    repo = profile.hf_repo or profile.model_name
+    # Without the weights and without the hub, stop at once: the hub client would retry for ~50 s first.
+    if not (_in_hf_cache(repo) or _repo_cached(repo)) and not _hub_reachable():
+        raise _missing_weights(profile, ConnectionError("hub unreachable"))
     if profile.gated and not _has_hf_token() and not (profile.hf_repo and _in_hf_cache(profile.hf_repo)):
         raise ProfileUnavailable(
             f"profile {profile.name}: {profile.hf_repo or profile.model_name} is a gated model, not in the Hugging Face "
@@ -301,12 +333,17 @@ def load_sae(spec: SAESpec, profile: Profile, device: str = "cpu"):
             )
         return compat.load_sae_from_disk(spec.path, device=device, dtype=dtype)
     if spec.release is not None:
+        repo = compat.release_repo(spec.release) or spec.release
+        if not _repo_cached(repo) and not _hub_reachable():
+            raise ProfileUnavailable(
+                f"profile {profile.name}: SAE {spec.release}/{spec.sae_id} is not in the Hugging Face cache and the "
+                f"hub is unreachable; run `huggingface-cli download {repo}` on a machine with hub access."
+            )
         try:
             overrides = (profile.options.get("sae_cfg_overrides") or {}).get(spec.name)
             return compat.load_sae_from_release(spec.release, spec.sae_id, device=device, cfg_overrides=overrides,
                                                 dtype=dtype)
         except Exception as exc:
-            repo = compat.release_repo(spec.release) or spec.release
             raise ProfileUnavailable(
                 f"profile {profile.name}: SAE {spec.release}/{spec.sae_id} is not in the Hugging Face cache "
                 f"({type(exc).__name__}); run `huggingface-cli download {repo}` on a machine with hub access."

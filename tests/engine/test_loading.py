@@ -115,3 +115,28 @@ def test_second_load_comes_from_cache(tmp_path, models):
     with torch.inference_mode():
         assert torch.equal(first.model(toks), second.model(toks))
         assert torch.equal(second.model(toks), models[0].model(toks))
+
+
+def test_missing_hub_weights_stop_at_once_without_the_hub(monkeypatch, tmp_path):
+    """A hub profile whose weights are not cached, with no hub to reach: one ProfileUnavailable naming the repo,
+    before any download attempt (the hub client would retry for ~50 s first)."""
+    from huggingface_hub import constants
+
+    from app.engine import compat
+    from app.engine.profiles import get_profile
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout_s=3.0: False)
+
+    def no_download(*a, **kw):
+        raise AssertionError("tried the hub")
+
+    monkeypatch.setattr(compat.HookedTransformer, "from_pretrained_no_processing", no_download)
+    prof = get_profile("gpt2-small")
+    with pytest.raises(loading.ProfileUnavailable, match=r"not in the Hugging Face cache \(ConnectionError\); run `huggingface-cli download gpt2`"):
+        loading.load_model(prof)
+    # the same repo present in the cache: the loader goes on to load it (here: reaches the stubbed hub call)
+    (tmp_path / "models--gpt2").mkdir()
+    assert loading._repo_cached("gpt2") and not loading._repo_cached("openai/other")
+    with pytest.raises(loading.ProfileUnavailable, match=r"\(AssertionError\)"):
+        loading.load_model(prof)
