@@ -39,7 +39,7 @@ def test_steering_fragment_matches_api_and_pushes_address(tiny_client):
     assert steered_col.count('class="gtok div') == n_div == unsteered_col.count('class="gtok div')
     assert steered_col.count(" first") == (1 if api["first_divergence"] is not None else 0)
     q = parse_qs(urlparse(r.headers["HX-Push-Url"]).query)
-    assert q["f"] == ["fine:7:clamp:4"] and q["view"] == ["steer"] and q["prompt"] == [PROMPT]
+    assert q["f"] == ["fine:7:clamp:4.0"] and q["view"] == ["steer"] and q["prompt"] == [PROMPT]
     assert 'name="kind" value="steering"' in r.text or "save" in r.text.lower()
 
 
