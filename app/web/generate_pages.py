@@ -11,17 +11,20 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import EngineDep, SettingsDep
+from app.api.deps import EngineDep, SettingsDep, StreamsDep
 from app.api.generate import (
+    GenerateRequest,
     run_dose,
     run_generate,
     run_steer,
     run_system_shift,
     run_temperature,
 )
+from app.api.generate.stream import stream_generation
 from app.engine.engine import EngineBusy
+from app.explorations_registry import snapshot_context
 from app.web.forms import errors_of, last, values
-from app.web.templating import render_fragment, render_page
+from app.web.templating import render_fragment, render_page, templates_of
 from app.web.urls import KIND_OF_VIEW as KINDS
 from app.web.urls import from_query, parse_features, to_url
 
@@ -125,3 +128,15 @@ async def temperature_fragment(request: Request, engine: EngineDep, settings: Se
 @router.post("/fragments/system_shift", response_class=HTMLResponse)
 async def system_shift_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     return await _temp_fragment(request, engine, settings, "system_shift")
+
+
+@router.post("/fragments/generation/stream")
+async def generation_stream(req: GenerateRequest, request: Request, engine: EngineDep, settings: SettingsDep,
+                            streams: StreamsDep):
+    """The page's streamed generation: the events of /api/generate/stream plus `save` {html}, the Save box of the
+    finished generation (kind "generation"), sent before `done`."""
+    def save_box(resp) -> dict:
+        ctx = snapshot_context("generation", req, resp) | {"request": request, "limits": settings.limits}
+        return {"save": {"html": templates_of(request).env.get_template("fragments/_save.html").render(ctx)}}
+
+    return await stream_generation(streams, engine, settings, req, extra=save_box)
