@@ -103,8 +103,9 @@
     var feat = e.target.closest('button.feat');
     if (feat) { openFeature(feat.dataset.sae, feat.dataset.index); return; }
     if (e.target.closest('#fcard-close')) {
-      var slot = $('#feature-card');
+      var slot = $('#feature-card'), save = $('#analysis .save-slot');
       if (slot) slot.innerHTML = '<p class="muted hint">Click a feature (#index) to see its card here.</p>';
+      if (save && plainSave !== null) { save.innerHTML = plainSave; htmx.process(save); }  // Save without the card again
       clearColours(); markFeature();
     }
   });
@@ -129,15 +130,26 @@
     var t = e.target;
     if (!t || !t.closest) return;
     if (t.closest('#feature-card')) { $('#feature-card').classList.remove('loading'); colour(); }
-    else if (t.id === 'result' || (t.querySelector && t.querySelector('#analysis'))) { init(); }
+    else if (t.id === 'result' || (t.querySelector && t.querySelector('#analysis'))) { plainSave = null; init(); }
   });
-  // A Save box without a feature arriving late (the deferred lens) must not replace the one of the open card.
+  // The analysis' Save box comes again with each card (feature in its inputs, card in its result). One without a
+  // feature arriving late (the deferred lens) must not replace the open card's; it is kept for when the card closes.
+  var plainSave = null;
+  function featureIn(root) {
+    var field = root && root.querySelector && root.querySelector('input[name=inputs]');
+    try { return field ? JSON.parse(field.value).feature || null : null; } catch (err) { return null; }
+  }
   document.addEventListener('htmx:oobBeforeSwap', function (e) {
-    var d = e.detail, card = $('#fcard');
-    if (!card || !d.target || !d.target.classList || !d.target.classList.contains('save-slot') || !d.fragment) return;
-    var field = d.fragment.querySelector && d.fragment.querySelector('input[name=inputs]'), got = null;
-    try { got = field ? JSON.parse(field.value).feature : null; } catch (err) { got = null; }
-    if (!got) d.shouldSwap = false;
+    var d = e.detail;
+    if (!d.target || !d.target.classList || !d.target.classList.contains('save-slot') || !d.fragment) return;
+    if (featureIn(d.fragment)) {
+      if (!featureIn(d.target)) plainSave = d.target.innerHTML;
+      return;
+    }
+    var box = document.createElement('div');
+    box.appendChild(d.fragment.cloneNode(true));
+    plainSave = box.innerHTML;
+    if ($('#fcard')) d.shouldSwap = false;
   });
   document.addEventListener('htmx:historyRestore', function () {
     restoreForm();

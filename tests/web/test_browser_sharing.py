@@ -137,21 +137,33 @@ def test_saved_analysis_keeps_the_card_and_deep_links_select_the_peak(live_serve
     page.goto(f"{live_server}/?prompt={quote(prompt)}&feature=fine:{idx}")
     page.wait_for_selector(f"#fcard[data-index='{idx}']")
     assert selected(page) == peak and page.locator(f"#tokpanel-{peak}").is_visible()
-    # the live view: analyse, open the feature, Save -> the saved page has the card, at the peak
+    # the live view: analyse, open the feature, Save -> the saved page has the card, at the peak. The deferred lens
+    # (whose reply brings a Save box without the feature) is held until the card is open: it must not replace it.
+    held = []
+    page.route("**/fragments/analysis/lens", lambda route: held.append(route))
     page.goto(live_server + "/")
     page.fill("#prompt", prompt)
     page.click("#analyze-btn")
     wait_js(page, analysed(page, prompt))
-    page.wait_for_selector("#lens")
-    settle(page)
     page.click(f"#tok-{listed}")
     page.click(f"#tokpanel-{listed} button.feat[data-sae=fine][data-index='{idx}']")
     page.wait_for_selector(f"#fcard[data-index='{idx}']")
-    wait_js(page, "JSON.parse(document.querySelector('#analysis .save-slot input[name=inputs]').value).feature === "
-                  f"'fine:{idx}'", timeout_s=30)
+    has_card = ("JSON.parse(document.querySelector('#analysis .save-slot input[name=inputs]').value).feature === "
+                f"'fine:{idx}'")
+    wait_js(page, has_card, timeout_s=30)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_selector("#lens .main-svg, #lens-fig .main-svg")
     settle(page)
+    assert page.evaluate(has_card)
     page.click("#analysis .save-slot .save-button")
     link = page.wait_for_selector("#analysis .saved-link").get_attribute("href")
+    # closing the card: the Save box is the analysis' own again (no feature, the lens kept)
+    page.click("#fcard-close")
+    slot = "JSON.parse(document.querySelector('#analysis .save-slot input[name=%s]').value)"
+    assert page.evaluate(slot % "inputs")["feature"] is None
+    result = page.evaluate(slot % "result")
+    assert result["card"] is None and result["lens"] is not None
     page.goto(live_server + link)
     page.wait_for_selector(f"#saved-fragment #fcard[data-index='{idx}']")
     assert selected(page) == peak
