@@ -7,6 +7,8 @@ How to add a view: docs/DEVELOPING.md.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from app.api import analysis, attribution, discover, experiment, explorations, features, generate, health, splits
@@ -34,6 +36,7 @@ from app.web import (
     map_pages,
     profile_pages,
     splits_pages,
+    urls,
 )
 from app.web.templating import build_templates, check_fragments
 
@@ -65,16 +68,20 @@ def build_views() -> ViewRegistry:
     views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, "/", response_model=analysis.AnalyzeResponse,
                    example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis", url_fn=analysis_pages.page_url)
     views.register("generation", generate.GenerateRequest, generate.run_generate, "/generate",
-                   response_model=generate.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+                   response_model=generate.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS,
+                   url_fn=partial(urls.to_url, "generation"))
     views.register("steering", generate.SteerRequest, generate.run_steer, "/generate", response_model=generate.SteerResponse,
-                   example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+                   example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS, url_fn=partial(urls.to_url, "steering"))
     views.register("dose", generate.DoseRequest, generate.run_dose, "/generate", response_model=generate.DoseResponse,
-                   example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS)
+                   example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS,
+                   url_fn=partial(urls.to_url, "dose"))
     views.register("temperature", generate.TemperatureRequest, generate.run_temperature, "/temperature",
                    response_model=generate.TemperatureResponse,
-                   example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS)
+                   example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS,
+                   url_fn=partial(urls.to_url, "temperature"))
     views.register("system_shift", generate.SystemShiftRequest, generate.run_system_shift, "/temperature",
                    response_model=generate.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
+                   url_fn=partial(urls.to_url, "system_shift"),
                    example={"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."})
     views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, "/discover",
                    response_model=discover.DiscoveryResponse, label="concept discovery", url_fn=discover_pages.page_url,

@@ -25,9 +25,29 @@
   }
   api.select = select;
 
+  // the token where the open feature peaks (a deep link or a saved analysis with a card), else the last one
   function selectDefault() {
-    var toks = $$('.strip .tok');
-    if (toks.length) select(+toks[toks.length - 1].dataset.pos);
+    var toks = $$('.strip .tok'), card = $('#fcard'), peak = card ? card.dataset.maxPos : '';
+    if (peak && document.getElementById('tok-' + peak)) select(+peak);
+    else if (toks.length) select(+toks[toks.length - 1].dataset.pos);
+  }
+
+  // Back / Forward: htmx restores the page's HTML but not what the boxes held; refill the form from the inputs
+  // of the analysis shown (or the address), so the next Analyze asks for what is on screen.
+  function restoreForm() {
+    var form = $('#analyze-form');
+    if (!form) return;
+    var q = new URLSearchParams(location.search), inp = $('#analysis') ? inputs() : null;
+    var v = inp || { prompt: q.get('prompt') || '', system_prompt: q.get('system_prompt'),
+      chat: q.get('chat') === 'on' ? true : q.get('chat') === 'off' ? false : null, top_k: q.get('top_k') || 10,
+      include_sinks: q.get('include_sinks') === '1', lens: q.get('lens') !== '0' };
+    form.elements.prompt.value = v.prompt || '';
+    form.elements.system_prompt.value = v.system_prompt || '';
+    if (v.system_prompt) form.elements.system_prompt.closest('details').open = true;
+    form.elements.chat.value = v.chat === true ? 'on' : v.chat === false ? 'off' : 'auto';
+    form.elements.top_k.value = v.top_k || 10;
+    form.querySelector('input[type=checkbox][name=include_sinks]').checked = !!v.include_sinks;
+    form.querySelector('input[type=checkbox][name=lens]').checked = v.lens !== false;
   }
 
   // ---- feature colouring
@@ -83,8 +103,9 @@
     var feat = e.target.closest('button.feat');
     if (feat) { openFeature(feat.dataset.sae, feat.dataset.index); return; }
     if (e.target.closest('#fcard-close')) {
-      var slot = $('#feature-card');
+      var slot = $('#feature-card'), save = $('#analysis .save-slot');
       if (slot) slot.innerHTML = '<p class="muted hint">Click a feature (#index) to see its card here.</p>';
+      if (save && plainSave !== null) { save.innerHTML = plainSave; htmx.process(save); }  // Save without the card again
       clearColours(); markFeature();
     }
   });
@@ -109,9 +130,29 @@
     var t = e.target;
     if (!t || !t.closest) return;
     if (t.closest('#feature-card')) { $('#feature-card').classList.remove('loading'); colour(); }
-    else if (t.id === 'result' || (t.querySelector && t.querySelector('#analysis'))) { init(); }
+    else if (t.id === 'result' || (t.querySelector && t.querySelector('#analysis'))) { plainSave = null; init(); }
+  });
+  // The analysis' Save box comes again with each card (feature in its inputs, card in its result). One without a
+  // feature arriving late (the deferred lens) must not replace the open card's; it is kept for when the card closes.
+  var plainSave = null;
+  function featureIn(root) {
+    var field = root && root.querySelector && root.querySelector('input[name=inputs]');
+    try { return field ? JSON.parse(field.value).feature || null : null; } catch (err) { return null; }
+  }
+  document.addEventListener('htmx:oobBeforeSwap', function (e) {
+    var d = e.detail;
+    if (!d.target || !d.target.classList || !d.target.classList.contains('save-slot') || !d.fragment) return;
+    if (featureIn(d.fragment)) {
+      if (!featureIn(d.target)) plainSave = d.target.innerHTML;
+      return;
+    }
+    var box = document.createElement('div');
+    box.appendChild(d.fragment.cloneNode(true));
+    plainSave = box.innerHTML;
+    if ($('#fcard')) d.shouldSwap = false;
   });
   document.addEventListener('htmx:historyRestore', function () {
+    restoreForm();
     $$('[data-figure]').forEach(function (s) { var el = document.getElementById(s.dataset.figure); if (el) el.innerHTML = ''; });
     if (window.asnDrawFigures) window.asnDrawFigures(document);
     init();

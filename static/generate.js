@@ -8,7 +8,7 @@
   var rows = $('#feature-rows');
   var maxStrength = parseFloat(form.dataset.maxStrength || '500');
 
-  document.body.addEventListener('htmx:afterRequest', function () { syncAddress(); });
+  // After an htmx request the server pushes the address of what it computed (HX-Push-Url, view= included).
 
   function changed() { form.dispatchEvent(new CustomEvent('steer-change', { bubbles: true })); }
 
@@ -84,11 +84,11 @@
   function done(msg) { $('#stream-status').textContent = msg; stopBtn.disabled = true; streamBtn.disabled = false; ctrl = null; runId = null; }
   streamBtn.addEventListener('click', function () {
     var out = $('#stream-out'), status = $('#stream-status');
-    $('#stream-section').hidden = false; out.textContent = ''; status.textContent = 'starting…';
+    $('#stream-section').hidden = false; out.textContent = ''; status.textContent = 'starting…'; $('#stream-save').innerHTML = '';
     streamBtn.disabled = true; stopBtn.disabled = false;
     ctrl = new AbortController();
     syncAddress('generation');
-    fetch('/api/generate/stream', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body()), signal: ctrl.signal })
+    fetch('/fragments/generation/stream', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body()), signal: ctrl.signal })
       .then(function (r) {
         if (!r.ok) return r.json().then(function (j) {
           var d = j.detail; done('error: ' + (Array.isArray(d) ? d.map(function (x) { return x.loc.slice(1).join('.') + ': ' + x.msg; }).join('; ') : d));
@@ -103,6 +103,7 @@
           var d = JSON.parse(data);
           if (ev === 'start') { runId = d.run_id; status.textContent = 'generating…'; }
           else if (ev === 'token') { var s = document.createElement('span'); s.className = 'gtok'; s.textContent = d.text; s.title = 'p=' + d.prob.toFixed(4); out.appendChild(s); n++; status.textContent = n + ' tokens…'; }
+          else if (ev === 'save') { var box = $('#stream-save'); box.innerHTML = d.html; htmx.process(box); }  // server-rendered, escaped
           else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); }
           else if (ev === 'error') { done('error: ' + d.detail); }
         }

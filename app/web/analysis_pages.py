@@ -1,11 +1,13 @@
 """The analysis view's htmx fragments (token strip + per-token SAE panels + logit lens, feature cards).
 
 Fragments are rendered from plain dicts only (the saved-explorations contract): analysis.html from
-{inputs, result, kind}; feature_card.html from {card, inputs}. The page URL carries the inputs
-(`/?prompt=...&system_prompt=...&feature=fine:123`), pushed with HX-Push-Url after each htmx request.
+{inputs, result, kind} (an open feature is `inputs.feature`, its card `result.card`); feature_card.html from
+{card, inputs}. The page URL carries the inputs (`/?prompt=...&system_prompt=...&feature=fine:123`), pushed with
+HX-Push-Url after each htmx request.
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
@@ -13,15 +15,16 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.analysis import AnalyzeRequest, run_analysis, run_feature
+from app.api.analysis import AnalyzeRequest, run_analysis
+from app.api.analysis.schemas import FEATURE_PATTERN
 from app.api.deps import EngineDep, SettingsDep
-from app.api.schemas import PromptFields
 from app.engine.engine import EngineBusy
 from app.web.forms import cap_url, errors_of, flag, last
 from app.web.templating import render_fragment, render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 KIND = "analysis"
+FEATURE_RE = re.compile(FEATURE_PATTERN)
 
 
 def parse_inputs(params) -> AnalyzeRequest:
@@ -34,10 +37,18 @@ def parse_inputs(params) -> AnalyzeRequest:
         raw["chat"] = chat
     if (top_k := last(params, "top_k")) not in (None, ""):
         raw["top_k"] = top_k
+    if (feature := last(params, "feature")) and FEATURE_RE.match(feature):  # a malformed one is ignored
+        raw["feature"] = feature
     return AnalyzeRequest.model_validate(raw)
 
 
-def page_url(inputs: dict, feature: str | None = None) -> str | None:
+def known_feature(engine, feature: str | None) -> bool:
+    """'sae:index' names a feature of this engine's SAEs."""
+    sae, _, idx = (feature or "").partition(":")
+    return sae in engine.saes and idx.isdigit() and int(idx) < int(engine.saes[sae].cfg.d_sae)
+
+
+def page_url(inputs: dict) -> str | None:
     """The address that reproduces this view (only non-default inputs); None when too long to push."""
     q = {"prompt": inputs["prompt"]}
     if inputs.get("system_prompt"):
@@ -50,19 +61,9 @@ def page_url(inputs: dict, feature: str | None = None) -> str | None:
         q["include_sinks"] = "1"
     if not inputs.get("lens", True):
         q["lens"] = "0"
-    if feature:
-        q["feature"] = feature
+    if inputs.get("feature"):
+        q["feature"] = inputs["feature"]
     return cap_url("/?" + urlencode(q))
-
-
-def parse_feature(value: str | None, widths: dict) -> tuple[str, int] | None:
-    """'fine:123' -> ("fine", 123); None for anything malformed or out of range."""
-    if not value or ":" not in value:
-        return None
-    sae, _, idx = value.partition(":")
-    if sae not in widths or not idx.isdigit() or not 0 <= int(idx) < widths[sae]:
-        return None
-    return sae, int(idx)
 
 
 def lens_vals(inputs: dict) -> dict:
@@ -71,16 +72,19 @@ def lens_vals(inputs: dict) -> dict:
     return {k: ("1" if v else "0") if isinstance(v, bool) else v for k, v in out.items()}
 
 
-def analysis_view(engine, settings, params, defer_lens: bool = False) -> dict:
-    """Context for the analysis part of the page: {inputs, result, kind[, card][, errors]} (+ status).
+def analysis_view(engine, settings, params, defer_lens: bool = False, strict_feature: bool = False) -> dict:
+    """Context for the analysis part of the page: {inputs, result, kind[, errors]} (+ status).
 
     defer_lens: compute the features only; the fragment then asks /fragments/analysis/lens for the lens
     (`lens_vals` in the context), which reads the residuals this forward kept (engine.resid_cache).
+    strict_feature: a `feature` outside the SAE is an error (404), not left out as in a pasted address.
     """
     try:
         req = parse_inputs(params)
     except ValidationError as exc:
         return {"inputs": None, "result": None, "kind": KIND, "errors": errors_of(exc), "status": 422}
+    if req.feature and not strict_feature and not known_feature(engine, req.feature):  # an address naming no feature opens no card
+        req = req.model_copy(update={"feature": None})
     inputs = req.model_dump()
     ctx = {"inputs": inputs, "result": None, "kind": KIND, "status": 200}
     try:
@@ -89,21 +93,11 @@ def analysis_view(engine, settings, params, defer_lens: bool = False) -> dict:
             ctx["lens_vals"] = lens_vals(inputs)
         else:
             ctx["result"] = run_analysis(engine, settings, req).model_dump()
-        feat = parse_feature(last(params, "feature"), ctx["result"]["sae_widths"])
-        if feat:
-            ctx["card"] = feature_dict(engine, settings, feat[0], feat[1], inputs)
-            ctx["feature"] = f"{feat[0]}:{feat[1]}"
     except HTTPException as exc:
         ctx.update(errors=errors_of(exc), status=exc.status_code)
     except EngineBusy as exc:
         ctx.update(errors=[str(exc)], status=503, retry_after=exc.retry_after)
     return ctx
-
-
-def feature_dict(engine, settings, sae: str, index: int, inputs: dict) -> dict:
-    prompt = PromptFields(prompt=inputs["prompt"], system_prompt=inputs.get("system_prompt"), chat=inputs.get("chat"))
-    return run_feature(engine, settings, sae, index, top=12, prompt=prompt,
-                       include_sinks=bool(inputs.get("include_sinks"))).model_dump()
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -140,26 +134,16 @@ async def analysis_lens_fragment(request: Request, engine: EngineDep, settings: 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)
 async def feature_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    """A feature card for (sae, index) with its activation on the analysed prompt."""
+    """A feature card for (sae, index) on the analysed prompt, and the analysis' Save box again (out of band) with
+    the feature in its inputs and the card in its result, so a save keeps the open card."""
     form = await request.form()
-
-    def work():
-        try:
-            req = parse_inputs(form)
-        except ValidationError as exc:
-            return {"card": None, "inputs": None, "errors": errors_of(exc), "status": 422}
-        inputs = req.model_dump()
-        sae, idx = last(form, "sae") or "", last(form, "index") or ""
-        if sae not in engine.saes or not idx.isdigit():
-            return {"card": None, "inputs": inputs, "status": 422,
-                    "errors": [f"sae/index: expected one of {', '.join(engine.saes)} and a feature index >= 0"]}
-        try:
-            return {"card": feature_dict(engine, settings, sae, int(idx), inputs), "inputs": inputs, "status": 200}
-        except HTTPException as exc:
-            return {"card": None, "inputs": inputs, "errors": errors_of(exc), "status": exc.status_code}
-        except EngineBusy as exc:
-            return {"card": None, "inputs": inputs, "errors": [str(exc)], "status": 503, "retry_after": exc.retry_after}
-
-    ctx = await run_in_threadpool(work)
-    push = page_url(ctx["inputs"], f"{ctx['card']['sae']}:{ctx['card']['index']}") if ctx.get("card") else None
-    return render_fragment(request, "fragments/feature_card.html", ctx, push)
+    sae, idx = last(form, "sae") or "", last(form, "index") or ""
+    if sae not in engine.saes or not idx.isdigit():
+        ctx = {"card": None, "inputs": None, "status": 422,
+               "errors": [f"sae/index: expected one of {', '.join(engine.saes)} and a feature index >= 0"]}
+        return render_fragment(request, "fragments/feature_card.html", ctx)
+    params = {k: last(form, k) for k in form.keys()} | {"feature": f"{sae}:{idx}"}
+    ctx = await run_in_threadpool(analysis_view, engine, settings, params, False, True)  # out of range: 404
+    ctx["card"] = (ctx.get("result") or {}).get("card")
+    ctx["save_oob"] = True
+    return render_fragment(request, "fragments/feature_card.html", ctx, page_url(ctx["inputs"]) if ctx["card"] else None)

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
-from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job
+from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job, with_threshold
 from app.engine import discovery as disc
 from app.web.forms import cap_url, errors_of, last
 from app.web.templating import render_fragment, render_page
@@ -180,5 +180,7 @@ def discover_view(request: Request, job_id: str, jobs: JobsDep):
         inputs = DiscoverRequest.model_validate(raw).model_dump()
     except ValidationError as exc:
         return _errors(request, errors_of(exc), 422)
-    ctx = {"inputs": inputs, "result": job.result, "kind": KIND, "job_id": job.id}
+    # GO/NO-GO recomputed at the threshold shown, so a saved view is what a re-run with these inputs returns
+    result = with_threshold(job.result, inputs["cos_threshold"])
+    ctx = {"inputs": inputs, "result": result, "kind": KIND, "job_id": job.id}
     return render_fragment(request, "fragments/discovery.html", ctx, page_url(inputs))

@@ -61,10 +61,10 @@ def parse_inputs(params) -> ExperimentRequest:
         if ev and ev.strip():
             raw["eval_prompts"] = parse_prompt_lines(ev)
             raw["eval_set"] = None
-        ep = last(params, "eval_prompts")
-        if ep:
-            raw["eval_prompts"] = json.loads(ep)
-            raw["eval_set"] = None
+        for side in ("eval", "concept", "contrast"):  # prompts given as a list (a forked view's address) win
+            if ep := last(params, f"{side}_prompts"):
+                raw[f"{side}_prompts"] = json.loads(ep)
+                raw[f"{side}_set"] = None
     except (ValueError, TypeError) as exc:
         raise FormError([f"input: {exc}"]) from None
     if "anchor" not in raw:
@@ -80,7 +80,7 @@ def page_url(inputs: dict) -> str | None:
     q = {}
     base = ExperimentRequest(anchor=0).model_dump()
     for k, v in inputs.items():
-        if v is None or k in ("concept_prompts", "contrast_prompts") or (k != "anchor" and v == base.get(k)):
+        if v is None or (k != "anchor" and v == base.get(k)):
             continue
         q[k] = json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else (str(v).lower() if isinstance(v, bool) else v)
     q["run"] = "1"

@@ -2,124 +2,46 @@
 system-prompt views), with their htmx fragments.
 
 Fragments are rendered from {inputs, result, kind} only (saved-explorations contract). Page addresses carry
-the inputs: `/generate?prompt=...&f=coarse:12:add:8&view=steer` (f = sae:index:mode:value, repeatable;
-view = generation | steer | dose) and `/temperature?prompt=...&t=0.2&t=1.0&view=temperature|system_shift`.
+the inputs in the grammar of app/web/urls.py (`/generate?prompt=...&f=coarse:12:add:8&view=steer`).
 """
 from __future__ import annotations
-
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import EngineDep, SettingsDep
+from app.api.deps import EngineDep, SettingsDep, StreamsDep
 from app.api.generate import (
-    DoseRequest,
     GenerateRequest,
-    SteerRequest,
-    SystemShiftRequest,
-    TemperatureRequest,
     run_dose,
     run_generate,
     run_steer,
     run_system_shift,
     run_temperature,
 )
+from app.api.generate.stream import stream_generation
 from app.engine.engine import EngineBusy
-from app.web.forms import cap_url, errors_of, flag, last, values
-from app.web.templating import render_fragment, render_page
+from app.explorations_registry import snapshot_context
+from app.web.forms import errors_of, last, values
+from app.web.templating import render_fragment, render_page, templates_of
+from app.web.urls import KIND_OF_VIEW as KINDS
+from app.web.urls import from_query, parse_features, to_url
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-GEN_VIEWS = {"generation": ("fragments/generation.html", GenerateRequest, run_generate),
-             "steer": ("fragments/steering.html", SteerRequest, run_steer),
-             "dose": ("fragments/dose.html", DoseRequest, run_dose)}
-KINDS = {"generation": "generation", "steer": "steering", "dose": "dose", "temperature": "temperature", "system_shift": "system_shift"}
-TEMP_VIEWS = {"temperature": ("fragments/temperature.html", TemperatureRequest, run_temperature),
-              "system_shift": ("fragments/system_shift.html", SystemShiftRequest, run_system_shift)}
+GEN_VIEWS = {"generation": ("fragments/generation.html", run_generate),
+             "steer": ("fragments/steering.html", run_steer),
+             "dose": ("fragments/dose.html", run_dose)}
+TEMP_VIEWS = {"temperature": ("fragments/temperature.html", run_temperature),
+              "system_shift": ("fragments/system_shift.html", run_system_shift)}
 
 
-def parse_features(params) -> list[dict]:
-    """Feature rows from the form (f_sae/f_index/f_mode/f_value lists) or the address (f=sae:index:mode:value)."""
-    feats = []
-    for s in values(params, "f"):
-        parts = s.split(":")
-        if len(parts) >= 2 and s:
-            feats.append({"sae": parts[0], "index": parts[1], "mode": parts[2] if len(parts) > 2 else "add",
-                          "value": parts[3] if len(parts) > 3 else "0"})
-    cols = [values(params, k) for k in ("f_sae", "f_index", "f_mode", "f_value")]
-    for sae, idx, mode, val in zip(*cols):
-        if idx != "":
-            feats.append({"sae": sae, "index": idx, "mode": mode, "value": val or "0"})
-    return feats
-
-
-def raw_inputs(params) -> dict:
-    """Common raw fields (strings; pydantic converts and names any bad field)."""
-    raw = {"prompt": last(params, "prompt") or ""}
-    for k in ("system_prompt",):
-        if (v := last(params, k)) is not None:
-            raw[k] = v
-    if (c := flag(last(params, "chat"), None)) is not None:
-        raw["chat"] = c
-    for k in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "top_n"):
-        if (v := last(params, k)) is not None:
-            raw[k] = v
-    for k in ("generated_only", "skip_sinks"):
-        if (v := flag(last(params, k), None)) is not None:
-            raw[k] = v
-    return raw
-
-
-def parse_gen(view: str, params):
-    raw = raw_inputs(params)
-    feats = parse_features(params)
-    if view == "dose":
-        raw.pop("top_n", None)
-        if feats:
-            raw["feature"] = feats[0]
-        strengths = last(params, "strengths")
-        if strengths is not None:
-            raw["strengths"] = [s.strip() for s in strengths.split(",") if s.strip()]
-        return DoseRequest.model_validate(raw)
-    raw["steering"] = feats
-    if view == "generation":
-        raw.pop("top_n", None)
-        return GenerateRequest.model_validate(raw)
-    return SteerRequest.model_validate(raw)
-
-
-def parse_temp(view: str, params):
-    raw = raw_inputs(params)
-    for k in ("max_new_tokens", "temperature", "seed"):
-        raw.pop(k, None)
-    raw["steering"] = parse_features(params)
-    if view == "system_shift":
-        raw.pop("system_prompt", None)
-        raw.pop("top_k", None)
-        raw.pop("top_p", None)
-        for k in ("system_a", "system_b"):
-            if (v := last(params, k)) is not None:
-                raw[k] = v
-        if "chat" not in raw:
-            raw["chat"] = True
-        return SystemShiftRequest.model_validate(raw)
-    temps = values(params, "t")
-    if len(temps) == 1 and "," in temps[0]:
-        temps = temps[0].split(",")
-    temps = [t.strip() for t in temps if t.strip()]
-    if temps:
-        raw["temperatures"] = temps
-    return TemperatureRequest.model_validate(raw)
-
-
-def compute(engine, settings, view: str, params, table: dict, parser) -> dict:
-    """{inputs, result, kind} (+ errors, status) for one view."""
-    _, _, runner = table[view]
+def compute(engine, settings, view: str, params, table: dict) -> dict:
+    """{inputs, result, kind} (+ errors, status) for one view, its request read by the page's grammar."""
+    _, runner = table[view]
     ctx = {"inputs": None, "result": None, "kind": KINDS[view], "status": 200}
     try:
-        req = parser(view, params)
+        req = from_query(KINDS[view], params)
     except ValidationError as exc:
         ctx.update(errors=errors_of(exc), status=422)
         return ctx
@@ -133,18 +55,6 @@ def compute(engine, settings, view: str, params, table: dict, parser) -> dict:
     except IndexError as exc:  # defensive: never a 500 for an out-of-range index
         ctx.update(errors=[str(exc)], status=422)
     return ctx
-
-
-def page_url(path: str, view: str, params) -> str | None:
-    """The address that reproduces a view (form fields flattened; features as f=sae:index:mode:value)."""
-    q: list[tuple[str, str]] = []
-    for k, v in params.multi_items():
-        if k in ("f_sae", "f_index", "f_mode", "f_value", "f") or v == "":
-            continue
-        q.append((k, v))
-    q += [("f", f"{f['sae']}:{f['index']}:{f['mode']}:{f['value']}") for f in parse_features(params)]
-    q.append(("view", view))
-    return cap_url(f"{path}?{urlencode(q)}")
 
 
 def _form_values(params) -> dict:
@@ -161,7 +71,7 @@ async def generate_page(request: Request, engine: EngineDep, settings: SettingsD
            "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
     status = 200
     if view in GEN_VIEWS and last(params, "prompt"):
-        vctx = await run_in_threadpool(compute, engine, settings, view, params, GEN_VIEWS, parse_gen)
+        vctx = await run_in_threadpool(compute, engine, settings, view, params, GEN_VIEWS)
         status = vctx.pop("status", 200) if vctx.get("errors") else 200
         ctx.update(view=view, vctx=vctx, fragment=GEN_VIEWS[view][0])
     return render_page(request, "generate.html", ctx, status)
@@ -175,7 +85,7 @@ async def temperature_page(request: Request, engine: EngineDep, settings: Settin
            "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
     status = 200
     if view in TEMP_VIEWS and last(params, "prompt"):
-        vctx = await run_in_threadpool(compute, engine, settings, view, params, TEMP_VIEWS, parse_temp)
+        vctx = await run_in_threadpool(compute, engine, settings, view, params, TEMP_VIEWS)
         status = vctx.pop("status", 200) if vctx.get("errors") else 200
         ctx.update(view=view, vctx=vctx, fragment=TEMP_VIEWS[view][0])
     return render_page(request, "temperature.html", ctx, status)
@@ -183,15 +93,15 @@ async def temperature_page(request: Request, engine: EngineDep, settings: Settin
 
 async def _gen_fragment(request: Request, engine, settings, view: str):
     form = await request.form()
-    ctx = await run_in_threadpool(compute, engine, settings, view, form, GEN_VIEWS, parse_gen)
-    push = page_url("/generate", view, form) if ctx.get("result") else None
+    ctx = await run_in_threadpool(compute, engine, settings, view, form, GEN_VIEWS)
+    push = to_url(ctx["kind"], ctx["inputs"]) if ctx.get("result") else None
     return render_fragment(request, GEN_VIEWS[view][0], ctx, push)
 
 
 async def _temp_fragment(request: Request, engine, settings, view: str):
     form = await request.form()
-    ctx = await run_in_threadpool(compute, engine, settings, view, form, TEMP_VIEWS, parse_temp)
-    push = page_url("/temperature", view, form) if ctx.get("result") else None
+    ctx = await run_in_threadpool(compute, engine, settings, view, form, TEMP_VIEWS)
+    push = to_url(ctx["kind"], ctx["inputs"]) if ctx.get("result") else None
     return render_fragment(request, TEMP_VIEWS[view][0], ctx, push)
 
 
@@ -218,3 +128,15 @@ async def temperature_fragment(request: Request, engine: EngineDep, settings: Se
 @router.post("/fragments/system_shift", response_class=HTMLResponse)
 async def system_shift_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     return await _temp_fragment(request, engine, settings, "system_shift")
+
+
+@router.post("/fragments/generation/stream")
+async def generation_stream(req: GenerateRequest, request: Request, engine: EngineDep, settings: SettingsDep,
+                            streams: StreamsDep):
+    """The page's streamed generation: the events of /api/generate/stream plus `save` {html}, the Save box of the
+    finished generation (kind "generation"), sent before `done`."""
+    def save_box(resp) -> dict:
+        ctx = snapshot_context("generation", req, resp) | {"request": request, "limits": settings.limits}
+        return {"save": {"html": templates_of(request).env.get_template("fragments/_save.html").render(ctx)}}
+
+    return await stream_generation(streams, engine, settings, req, extra=save_box)

@@ -249,3 +249,36 @@ def test_fragment_renders_from_inputs_result_kind_only(done):
         assert f"disc-{fid}-" in html
     for r in res["tables"]["coarse"]:
         assert f"C-{r['index']}<" in html
+
+
+def save_form_fields(html: str) -> dict:
+    """The hidden fields of a fragment's Save form (kind, inputs, result), as the browser would post them."""
+    import html as html_lib
+    import json
+
+    out = {}
+    for name in ("kind", "inputs", "result"):
+        raw = html_lib.unescape(re.search(rf'<input type="hidden" name="{name}" value="([^"]*)"', html).group(1))
+        out[name] = raw if name == "kind" else json.loads(raw)
+    return out
+
+
+def test_view_at_another_threshold_saves_what_a_rerun_gives(client, done):
+    """Re-render at a new cosine threshold, save, re-run: the saved GO/NO-GO is the one at the threshold shown."""
+    html, _ = run_fragment(client, form_of(BODY))
+    jid = re.search(r"/discover/jobs/([0-9a-f]+)/view", html).group(1)
+    _, res = done
+    matches = res["mapping"]["scan"]["matches"][0]
+    # a threshold between the first coarse feature's best matches, so its count differs from the default 0.3
+    cos = sorted({v for _, v in matches if v >= res["mapping"]["scan"]["floor"]}, reverse=True)
+    t = next(c for c in cos if sum(v >= c for _, v in matches) != res["go_no_go"][0]["n_above"])
+    shown = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": str(t)}).text
+    fields = save_form_fields(shown)
+    assert fields["inputs"]["cos_threshold"] == t
+    want = sum(v >= t for _, v in matches)
+    assert fields["result"]["go_no_go"][0]["n_above"] == want != res["go_no_go"][0]["n_above"]
+    saved = client.post("/api/explorations", json={**fields, "title": "t"})
+    assert saved.status_code == 201, saved.text
+    rr = client.post(f"/api/explorations/{saved.json()['id']}/rerun").json()
+    assert rr["result_matches"], rr["first_difference"]
+    assert rr["result"]["go_no_go"][0]["n_above"] == want

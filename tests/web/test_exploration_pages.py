@@ -7,6 +7,7 @@ import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from pydantic import BaseModel, Field
@@ -325,3 +326,29 @@ def test_a_registered_view_without_a_template_or_filter_is_an_error():
 def test_a_template_that_cannot_draw_an_old_snapshot_falls_back_to_the_saved_data():
     html, generic = render_fragment("analysis", {"prompt": "p"}, {"tokens": "not a list of tokens", "next_tokens": 5})
     assert generic and "cannot draw this snapshot" in html and "not a list of tokens" in html
+
+
+def test_saving_an_analysis_keeps_the_open_feature_card(client):
+    """Open a feature on the live analysis, Save: the saved page shows that card; Fork reopens it; Re-run matches."""
+    live = live_analysis(client, "The cat sat", "5")
+    lens_reply(client, live)
+    vals = json.loads(html.unescape(re.search(r"data-inputs='([^']*)'", live).group(1)))
+    data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in vals.items() if v is not None}
+    card = client.post("/fragments/feature", data=data | {"sae": "fine", "index": "7"})
+    assert card.status_code == 200 and 'id="fcard" data-sae="fine" data-index="7"' in card.text
+    # the card's answer carries the analysis' Save box (out of band) with the feature and its card
+    assert 'hx-swap-oob="innerHTML:#analysis .save-slot"' in card.text
+    forms = save_forms(card.text)
+    assert len(forms) == 1
+    inputs, result = json.loads(forms[0]["inputs"]), json.loads(forms[0]["result"])
+    assert inputs["feature"] == "fine:7" and result["card"]["index"] == 7 and result["lens"] is not None
+    r = submit(client, forms[0], title="with a card")
+    assert r.status_code == 303
+    i = r.headers["location"].rsplit("/", 1)[1]
+    page = client.get(f"/e/{i}").text
+    assert 'id="fcard" data-sae="fine" data-index="7"' in page and "provenance-warning" not in page
+    api = client.get("/api/features/fine/7", params={"prompt": "The cat sat", "top": 12}).json()
+    assert f'data-max-pos="{api["max_position"]}"' in page  # the page selects the token where it peaks
+    assert client.post(f"/api/explorations/{i}/rerun").json()["result_matches"]
+    fork = re.search(r'class="fork-link" href="([^"]*)"', page).group(1)
+    assert parse_qs(urlparse(html.unescape(fork)).query)["feature"] == ["fine:7"]

@@ -2,6 +2,9 @@
 saved-explorations contract (fragments render from {inputs, result, kind} alone), 422 fragments."""
 from __future__ import annotations
 
+import html
+import json
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -39,7 +42,7 @@ def test_steering_fragment_matches_api_and_pushes_address(tiny_client):
     assert steered_col.count('class="gtok div') == n_div == unsteered_col.count('class="gtok div')
     assert steered_col.count(" first") == (1 if api["first_divergence"] is not None else 0)
     q = parse_qs(urlparse(r.headers["HX-Push-Url"]).query)
-    assert q["f"] == ["fine:7:clamp:4"] and q["view"] == ["steer"] and q["prompt"] == [PROMPT]
+    assert q["f"] == ["fine:7:clamp:4.0"] and q["view"] == ["steer"] and q["prompt"] == [PROMPT]
     assert 'name="kind" value="steering"' in r.text or "save" in r.text.lower()
 
 
@@ -92,3 +95,36 @@ def test_fragments_render_from_inputs_and_result_only(tiny_client, kind, endpoin
                                                                    result=result, kind=kind)
     assert f'data-kind="{kind}"' in html
     assert "<b>there</b>" not in html
+
+
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_page_stream_ends_with_a_save_box_that_saves_the_streamed_generation(tiny_client):
+    body = {"prompt": PROMPT, "max_new_tokens": 6, "temperature": 0.8, "seed": 3,
+            "steering": [{"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}]}
+    r = tiny_client.post("/fragments/generation/stream", json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "start" and kinds[-2:] == ["save", "done"] and kinds.count("token") == 6
+    done = events[-1][1]
+    streamed = "".join(d["text"] for k, d in events if k == "token")
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', events[-2][1]["html"]))
+    form = {k: html.unescape(v) for k, v in form.items()}
+    assert form["kind"] == "generation" and json.loads(form["result"]) == done
+    saved = tiny_client.post("/e/save", files={k: (None, v) for k, v in form.items()}, follow_redirects=False)
+    assert saved.status_code == 303
+    i = saved.headers["location"].rsplit("/", 1)[1]
+    doc = tiny_client.get(f"/api/explorations/{i}").json()
+    assert doc["kind"] == "generation" and doc["inputs"]["steering"][0]["index"] == 5
+    assert "".join(t["text"] for t in doc["result"]["generation"]["tokens"]) == streamed
+    page = tiny_client.get(f"/e/{i}").text
+    assert "provenance-warning" not in page and 'data-kind="generation"' in page  # signed: computed here
+    # the JSON stream is unchanged: no save event
+    assert "save" not in [k for k, _ in sse_events(tiny_client.post("/api/generate/stream", json=body).text)]

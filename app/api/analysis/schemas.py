@@ -9,12 +9,15 @@ from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel
 from app.api.schemas import PromptFields
 
 SaeName = Literal["coarse", "fine"]
+FEATURE_PATTERN = r"^(coarse|fine):\d{1,9}$"  # 'sae:index' of a feature
 
 
 class AnalyzeRequest(PromptFields):
     top_k: int = Field(default=10, ge=1, le=50, description="features listed per token and SAE (at most 50)")
     include_sinks: bool = Field(default=False, description="rank features at position 0 / special / massive-norm tokens too")
     lens: bool = Field(default=False, description="also run the logit lens (the `lens` field of the response)")
+    feature: str | None = Field(default=None, pattern=FEATURE_PATTERN,
+                                description="'sae:index' of a feature whose card comes with the result (`card`)")
 
 
 class SAETokenModel(BaseModel):
@@ -55,6 +58,7 @@ class AnalyzeResponse(BaseModel):
     next_tokens: list[tuple[str, float]]
     sae_widths: dict[str, int] = Field(default_factory=dict)
     lens: LensResponse | None = None
+    card: FeatureResponse | None = Field(default=None, description="the card of the requested `feature` on this prompt")
 
 
 class FeatureResponse(BaseModel):

@@ -20,6 +20,7 @@ from app.engine import analysis as an
 from app.engine.prompts import encode_prompt
 
 NEURONPEDIA = "https://www.neuronpedia.org"
+CARD_TOP = 12  # promoted / suppressed tokens on a feature card
 
 
 def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...], str]:
@@ -70,7 +71,19 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
     return AnalyzeResponse(profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=toks,
                            explained_variance=ev, next_tokens=list(a.next_token_top),
                            sae_widths={k: int(s.cfg.d_sae) for k, s in engine.saes.items()},
-                           lens=_lens_response(engine, lens, ids) if lens is not None else None)
+                           lens=_lens_response(engine, lens, ids) if lens is not None else None,
+                           card=_card(engine, settings, req))
+
+
+def _card(engine, settings, req: AnalyzeRequest) -> FeatureResponse | None:
+    """The card of req.feature on the prompt (the card an open feature shows); 404 naming the width when out of range."""
+    if req.feature is None:
+        return None
+    sae, _, idx = req.feature.partition(":")
+    width = int(engine.saes[sae].cfg.d_sae)
+    if int(idx) >= width:
+        raise out_of_range(["body", "feature"], f"feature index {idx} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+    return run_feature(engine, settings, sae, int(idx), top=CARD_TOP, prompt=req, include_sinks=req.include_sinks)
 
 
 def run_lens(engine, settings, req: LensRequest) -> LensResponse:

@@ -45,14 +45,19 @@ def collect(engine, settings, concept: list[str], contrast: list[str], progress=
 def build_result(engine, collected: disc.CollectedStats, req: DiscoverRequest, set_hash: str, prompts=None) -> dict:
     with engine.background_session():
         res = disc.summarize(collected, engine.saes, params_of(req), prompts)
-    gng = []
-    if res["mapping"] is not None:
-        m = res["mapping"]
-        rows = dec.go_no_go_rows(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], req.cos_threshold)
-        gng = [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.top[:5]]} for r in rows]
     res.update(profile=engine.profile.name, hook_name=engine.hook_name, fingerprint=engine.fingerprint, set_hash=set_hash,
-               go_no_go=gng, go=any(g["go"] for g in gng), pair_independence=pair_summary(engine.pair_check))
-    return DiscoveryResponse.model_validate(res).model_dump()
+               pair_independence=pair_summary(engine.pair_check))
+    return DiscoveryResponse.model_validate(with_threshold(res, req.cos_threshold)).model_dump()
+
+
+def with_threshold(result: dict, cos_threshold: float) -> dict:
+    """The result with GO/NO-GO (go_no_go, go) for this cosine threshold: what a run at that threshold returns."""
+    gng = []
+    if result.get("mapping") is not None:
+        m = result["mapping"]
+        rows = dec.go_no_go_rows(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], cos_threshold)
+        gng = [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.top[:5]]} for r in rows]
+    return {**result, "go_no_go": gng, "go": any(g["go"] for g in gng)}
 
 
 def run_discovery(engine, settings, req: DiscoverRequest, progress=None, runner: JobRunner | None = None) -> DiscoveryResponse:

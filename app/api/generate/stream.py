@@ -8,11 +8,12 @@ import asyncio
 import json
 import threading
 import uuid
+from typing import Callable
 
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
-from app.api.generate.schemas import GenerateRequest
+from app.api.generate.schemas import GenerateRequest, GenerateResponse
 from app.api.generate.service import run_generate
 from app.api.streams import Streams
 from app.engine.engine import EngineBusy
@@ -23,9 +24,11 @@ def sse(event: str, data) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def stream_generation(streams: Streams, engine, settings, req: GenerateRequest) -> StreamingResponse:
+async def stream_generation(streams: Streams, engine, settings, req: GenerateRequest,
+                            extra: Callable[[GenerateResponse], dict] | None = None) -> StreamingResponse:
     """`start` {run_id, prompt_text, prompt_tokens}, one `token` {i, id, text, prob} per token, then `done` (the
-    GenerateResponse) or `error`. Bad input raises (422) before anything streams; a busy engine raises 503."""
+    GenerateResponse) or `error`. Bad input raises (422) before anything streams; a busy engine raises 503.
+    extra(response) -> {event: data}: more events sent just before `done` (the page's Save box)."""
     run_id = uuid.uuid4().hex
     loop = asyncio.get_running_loop()
     q: asyncio.Queue = asyncio.Queue()
@@ -46,6 +49,8 @@ async def stream_generation(streams: Streams, engine, settings, req: GenerateReq
         try:
             resp = run_generate(engine, settings, req, cancel=cancel, on_start=on_start, on_token=on_token)
             reason, n = resp.generation.finish_reason, resp.generation.n_new
+            for event, data in (extra(resp) if extra is not None else {}).items():
+                put(event, data)
             put("done", resp.model_dump())
         except EngineBusy as exc:
             put("busy", exc)
