@@ -95,6 +95,7 @@ def parse_temp(view: str, params):
     for k in ("max_new_tokens", "temperature", "seed"):
         raw.pop(k, None)
     raw["steering"] = parse_features(params)
+    raw.setdefault("chat", True)  # one meaning of "no system prompt" in both views: the page's chat selector, default on
     if view == "system_shift":
         raw.pop("system_prompt", None)
         raw.pop("top_k", None)
@@ -102,8 +103,6 @@ def parse_temp(view: str, params):
         for k in ("system_a", "system_b"):
             if (v := last(params, k)) is not None:
                 raw[k] = v
-        if "chat" not in raw:
-            raw["chat"] = True
         return SystemShiftRequest.model_validate(raw)
     temps = values(params, "t")
     if len(temps) == 1 and "," in temps[0]:
