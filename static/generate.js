@@ -30,7 +30,7 @@
         info.textContent = 'max on prompt ' + j.max_on_prompt.toFixed(2) + ' · scale ' + j.typical_max.toFixed(2) +
           ' · promotes ' + j.promoted.map(function (p) { return JSON.stringify(p.token); }).join(' ');
         info.title = j.source;
-      }).catch(function () { info.textContent = ''; });
+      }).catch(function () { info.textContent = 'the server could not be reached; try again'; });
   }
 
   // A strength the slider cannot show pins the slider at its end: say so next to it.
