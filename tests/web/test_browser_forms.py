@@ -10,21 +10,12 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, api, browser, live_server  # noqa: F401  (fixtures)
+from tests.web.test_browser_discover import _one_thread  # noqa: F401  (autouse: one torch thread for the in-process server)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
 PROMPT = "Once upon a time"
 T = 120_000  # 2 shared cores
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the server runs in this process; 2 shared, oversubscribed cores
-    yield
-    torch.set_num_threads(n)
 
 
 def new_page(browser):  # noqa: F811 (a parameter, not the fixture)
