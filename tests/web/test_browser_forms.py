@@ -89,6 +89,14 @@ def test_token_limit_stated_and_counted_as_you_type(live_server, browser):  # no
     page.fill("#prompt", "x" * 9000)
     expect(count).to_contain_text("8000")
     expect(count).to_contain_text("max_prompt_chars")
+    # the temperature page counts with its chat selector (default on: the chat template)
+    page.goto(f"{live_server}/temperature")
+    page.fill("#temp-prompt", "Hi")
+    on = api(page, "POST", f"{live_server}/api/tokenize", {"prompt": "Hi", "chat": True})["n_tokens"]
+    assert on > 2
+    expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text(f"{on} / 256 tokens")
+    page.select_option("#temp-chat", "off")
+    expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text("2 / 256 tokens")
     page.close()
 
 
