@@ -53,7 +53,7 @@
   // ---- feature colouring
   function clearColours() {
     $$('.strip .tok').forEach(function (t) {
-      t.style.background = ''; t.classList.remove('on', 'hot'); t.querySelector('.a').textContent = '';
+      t.style.background = ''; t.classList.remove('on', 'hot', 'sinkact'); t.querySelector('.a').textContent = '';
     });
     var note = $('#colour-note'); if (note) note.textContent = '';
   }
@@ -65,11 +65,18 @@
     if (!card) return;
     var acts = JSON.parse(card.dataset.acts || '[]');
     var sink = JSON.parse(card.dataset.sink || '[]');
-    var max = parseFloat(card.dataset.max) || 0;
+    var max = parseFloat(card.dataset.max) || 0, withSinks = card.dataset.includeSinks === '1', nSink = 0;
     if (!acts.length) return;
     $$('.strip .tok').forEach(function (t) {
       var p = +t.dataset.pos, a = acts[p] || 0;
-      if (a <= 0 || max <= 0) return;
+      if (a <= 0) return;
+      if (sink[p] && !withSinks) {  // outside the scale (max leaves sinks out): outlined, never a full-scale fill
+        t.classList.add('sinkact'); nSink++;
+        t.querySelector('.a').textContent = a >= 100 ? a.toFixed(0) : a.toFixed(a >= 10 ? 1 : 2);
+        t.title = t.title.replace(/ · activation .*$/, '') + ' · activation ' + a.toFixed(2) + ' (sink: outside the colour scale)';
+        return;
+      }
+      if (max <= 0) return;
       var x = Math.min(1, a / max);
       t.style.background = 'rgba(234, 88, 12, ' + (0.12 + 0.78 * x).toFixed(3) + ')';
       t.classList.add('on'); if (x > 0.6) t.classList.add('hot');
@@ -77,7 +84,8 @@
     });
     var note = $('#colour-note');
     if (note) note.textContent = 'Coloured by ' + card.dataset.sae + ' #' + card.dataset.index +
-      (max > 0 ? ' (0 – ' + max.toFixed(2) + ').' : ': not active on this prompt.');
+      (max > 0 ? ' (0 – ' + max.toFixed(2) + ').' : ': not active on this prompt.') +
+      (nSink ? ' Outlined: sink positions, left out of the scale.' : '');
   }
   api.colour = colour;
 

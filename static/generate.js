@@ -19,30 +19,47 @@
     if (idx === '' || !prompt) { info.textContent = ''; return; }
     fetch('/api/steer/feature', { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ prompt: prompt, sae: sae, index: parseInt(idx, 10) }) })
-      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j, status: r.status }; }); })
       .then(function (res) {
-        if (!res.ok) { info.textContent = (res.j.detail && res.j.detail[0] && res.j.detail[0].msg) || 'error'; return; }
-        var j = res.j, sl = $('.f-slider', row);
+        if (!res.ok) { info.textContent = window.asnForms ? window.asnForms.detailLines(res.j, res.status).join('; ') : 'error'; return; }
+        var j = res.j, sl = $('.f-slider', row), num = $('.f-value', row);
         sl.min = j.slider_min.toFixed(2); sl.max = j.slider_max.toFixed(2);
         sl.step = Math.max((j.slider_max - j.slider_min) / 200, 0.01).toFixed(3);
+        sl.value = num.value;  // the new range may now hold the typed value (or pin it: rangeHint says so)
+        rangeHint(row);
         info.textContent = 'max on prompt ' + j.max_on_prompt.toFixed(2) + ' · scale ' + j.typical_max.toFixed(2) +
           ' · promotes ' + j.promoted.map(function (p) { return JSON.stringify(p.token); }).join(' ');
         info.title = j.source;
-      }).catch(function () { info.textContent = ''; });
+      }).catch(function () { info.textContent = 'the server could not be reached; try again'; });
+  }
+
+  // A strength the slider cannot show pins the slider at its end: say so next to it.
+  function rangeHint(row, clampedFrom) {
+    var sl = $('.f-slider', row), num = $('.f-value', row), hint = $('.f-hint', row);
+    if (!hint) {
+      hint = document.createElement('span'); hint.className = 'f-hint'; hint.setAttribute('role', 'status');
+      num.insertAdjacentElement('afterend', hint);
+    }
+    var v = parseFloat(num.value) || 0, lo = parseFloat(sl.min), hi = parseFloat(sl.max), msg = '';
+    if (clampedFrom !== undefined) msg = clampedFrom + ' is beyond the strength limit ±' + maxStrength + ': set to ' + v + '. ';
+    if (v < lo || v > hi) msg += v + ' is beyond the slider\'s range (' + lo + ' … ' + hi + '): the slider is pinned at its end; the number box is what is used.';
+    hint.textContent = msg;
+    hint.hidden = !msg;
   }
 
   function wire(row) {
     var sl = $('.f-slider', row), num = $('.f-value', row);
-    sl.addEventListener('input', function () { num.value = sl.value; });
-    sl.addEventListener('change', function () { num.value = sl.value; changed(); });
+    sl.addEventListener('input', function () { num.value = sl.value; rangeHint(row); });
+    sl.addEventListener('change', function () { num.value = sl.value; rangeHint(row); changed(); });
     num.addEventListener('change', function () {
-      var v = Math.max(-maxStrength, Math.min(maxStrength, parseFloat(num.value) || 0));
-      num.value = v; sl.value = v; changed();
+      var typed = parseFloat(num.value) || 0, v = Math.max(-maxStrength, Math.min(maxStrength, typed));
+      num.value = v; sl.value = v; rangeHint(row, v !== typed ? typed : undefined); changed();
     });
     $('.f-index', row).addEventListener('change', function () { featureInfo(row); });
     $('select[name=f_sae]', row).addEventListener('change', function () { featureInfo(row); });
     $('select[name=f_mode]', row).addEventListener('change', changed);
     $('.f-remove', row).addEventListener('click', function () { row.remove(); changed(); });
+    rangeHint(row);
     featureInfo(row);
   }
   $all('.frow', rows).forEach(wire);
@@ -90,8 +107,8 @@
     syncAddress('generation');
     fetch('/fragments/generation/stream', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body()), signal: ctrl.signal })
       .then(function (r) {
-        if (!r.ok) return r.json().then(function (j) {
-          var d = j.detail; done('error: ' + (Array.isArray(d) ? d.map(function (x) { return x.loc.slice(1).join('.') + ': ' + x.msg; }).join('; ') : d));
+        if (!r.ok) return window.asnForms.responseLines(r).then(function (lines) {
+          window.asnForms.show(out, lines, 'Could not generate'); done('');
         });
         var reader = r.body.getReader(), dec = new TextDecoder(), buf = '', n = 0;
         function handle(block) {
@@ -105,7 +122,7 @@
           else if (ev === 'token') { var s = document.createElement('span'); s.className = 'gtok'; s.textContent = d.text; s.title = 'p=' + d.prob.toFixed(4); out.appendChild(s); n++; status.textContent = n + ' tokens…'; }
           else if (ev === 'save') { var box = $('#stream-save'); box.innerHTML = d.html; htmx.process(box); }  // server-rendered, escaped
           else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); }
-          else if (ev === 'error') { done('error: ' + d.detail); }
+          else if (ev === 'error') { window.asnForms.show(out, [String(d.detail)], 'Generation stopped with an error'); done(''); }
         }
         function pump() {
           return reader.read().then(function (res) {
@@ -118,7 +135,10 @@
         }
         return pump();
       })
-      .catch(function (e) { if (e.name === 'AbortError') done($('#stream-out').childNodes.length + ' tokens · stopped'); else done('error: ' + e); });
+      .catch(function (e) {
+        if (e.name === 'AbortError') { done($('#stream-out').childNodes.length + ' tokens · stopped'); return; }
+        window.asnForms.show(out, ['the server could not be reached (is it running?); try again'], 'Could not generate'); done('');
+      });
   });
   stopBtn.addEventListener('click', function () {
     var id = runId, c = ctrl;

@@ -96,7 +96,15 @@
     if (!el) return;
     var p = viewParams();
     el.dataset.ready = '0';
-    fetch('/map/figure?' + p.toString()).then(function (r) { return r.ok ? r.json() : null; }).then(function (fig) {
+    var errBox = document.getElementById('map-view-error');
+    if (!errBox) { errBox = document.createElement('div'); errBox.id = 'map-view-error'; el.parentNode.insertBefore(errBox, el); }
+    errBox.replaceChildren();
+    fetch('/map/figure?' + p.toString()).then(function (r) {
+      if (r.ok) return r.json();
+      return window.asnForms.responseLines(r).then(function (lines) { window.asnForms.show(errBox, lines, 'Could not redraw the map'); return null; });
+    }).catch(function () {
+      window.asnForms.show(errBox, ['the server could not be reached (is it running?); try again'], 'Could not redraw the map'); return null;
+    }).then(function (fig) {
       if (!fig) return;
       var layout = fig.layout;
       delete layout.height; // the box's CSS height

@@ -135,6 +135,14 @@ def divergence(a_ids, b_ids) -> tuple[list[bool], int | None]:
     return diverged, next((i for i, d in enumerate(diverged) if d), None)
 
 
+def most_moved_tokens(probs, k: int) -> tuple[list[int], list[float]]:
+    """The k tokens whose probability moved most across a sweep (one [vocab] tensor per strength): ids, max - min."""
+    p = torch.stack([q.float() for q in probs])
+    spread = p.max(0).values - p.min(0).values
+    top = spread.topk(min(k, spread.shape[-1]))
+    return [int(i) for i in top.indices], [float(v) for v in top.values]
+
+
 def slider_span(typical_max: float, limit: float) -> float:
     """Half-width of a feature's strength slider: 3x its typical max activation, capped at the strength limit."""
     return min(3.0 * typical_max, limit)

@@ -49,10 +49,18 @@ def errors_of(exc, default: str = "input") -> list[str]:
         if not isinstance(detail, list):
             return [str(detail)]
         items = detail
-    out = []
-    for e in items:
-        loc = [str(x) for x in e.get("loc", ())]
-        if loc and loc[0] in LOC_ROOTS:
-            loc = loc[1:]
-        out.append(f"{'.'.join(loc) or default}: {e.get('msg')}")
-    return out
+    return [readable(e, default) for e in items]
+
+
+def readable(e: dict, default: str = "input") -> str:
+    """One error item as "field: what is wrong" in plain words (the field, and the limit where there is one)."""
+    loc = [str(x) for x in e.get("loc", ())]
+    if loc and loc[0] in LOC_ROOTS:
+        loc = loc[1:]
+    kind, ctx, msg = e.get("type", ""), e.get("ctx") or {}, str(e.get("msg", ""))
+    msg = msg.removeprefix("Value error, ")
+    if kind == "missing" or (kind == "string_too_short" and ctx.get("min_length") == 1):
+        msg = "required: it is empty"
+    elif kind == "string_too_long" and "max_length" in ctx:
+        msg = f"too long: at most {ctx['max_length']:,} characters"
+    return f"{'.'.join(loc) or default}: {msg}"

@@ -53,6 +53,10 @@ def parse_features(params) -> list[dict]:
     return feats
 
 
+# the temperature page's views read a missing chat field as on (its selector's default); "auto" stays auto
+CHAT_ON_BY_DEFAULT = ("temperature", "system_shift")
+
+
 def _list(params, key: str) -> list[str]:
     """Repeated values, or one comma-separated value."""
     vals = values(params, key)
@@ -66,6 +70,8 @@ def to_query(kind: str, inputs: Mapping[str, Any]) -> list[tuple[str, str]]:
     q = [(k, str(inputs[k])) for k in TEXT if inputs.get(k) is not None]
     if inputs.get("chat") is not None:
         q.append(("chat", "on" if inputs["chat"] else "off"))
+    elif kind in CHAT_ON_BY_DEFAULT:
+        q.append(("chat", "auto"))  # an older snapshot's "auto": the page's default would read it as on
     q += [(k, str(inputs[k])) for k in NUMBERS if inputs.get(k) is not None]
     q += [(k, "on" if inputs[k] else "off") for k in FLAGS if inputs.get(k) is not None]
     feats = inputs.get("steering") or ([inputs["feature"]] if inputs.get("feature") else [])
@@ -96,6 +102,8 @@ def from_query(kind: str, params) -> BaseModel:
             raw["strengths"] = _list({"strengths": s}, "strengths")
     else:
         raw["steering"] = feats
+    if kind in CHAT_ON_BY_DEFAULT and last(params, "chat") is None:
+        raw["chat"] = True  # one meaning of "no system prompt" in both views: the chat selector, default on
     if kind == "temperature" and (temps := _list(params, "t")):
         raw["temperatures"] = temps
     return model.model_validate({k: v for k, v in raw.items() if k in model.model_fields})

@@ -131,6 +131,20 @@ def test_rerun_equals_saved_on_the_same_profile(client, tiny_engine, kind):
     assert "differs" not in page
 
 
+def test_a_result_field_added_after_saving_does_not_fail_the_rerun(client, tiny_engine):
+    """A dose snapshot saved before `moved` existed re-runs as matching (what was saved is compared); a saved
+    field the re-run lacks, or a changed value, still fails."""
+    ctx, _ = live("dose", tiny_engine, client.app.state.settings)
+    old = {k: v for k, v in ctx["result"].items() if k != "moved"}
+    saved = save(client, kind="dose", title="t", inputs=ctx["inputs"], result=old)
+    rr = client.post(f"/api/explorations/{saved['id']}/rerun").json()
+    assert rr["result_matches"] is True and rr["first_difference"] is None and rr["result"]["moved"]
+    forged = copy.deepcopy(old)
+    forged["promoted"][0]["token_id"] += 1
+    rr = client.post(f"/api/explorations/{save(client, kind='dose', title='t', inputs=ctx['inputs'], result=forged)['id']}/rerun").json()
+    assert rr["result_matches"] is False and rr["first_difference"] == "result.promoted[0].token_id"
+
+
 def test_rerun_matches_an_independent_api_call(client):
     inputs = {"prompt": "abc def", "top_k": 2}
     api = client.post("/api/analyze", json=inputs).json()

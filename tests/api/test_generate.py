@@ -100,6 +100,41 @@ def test_dose_response(tiny_client, tiny_engine):
     assert [t["id"] for t in j["completions"][1]["tokens"]] == naive(tiny_engine, ids, 4)
 
 
+def test_dose_chart_plots_the_tokens_that_moved_most(tiny_client, tiny_engine):
+    """The chart's tokens are the top max - min of the next-token probability over the strengths (numpy over full
+    reference distributions); the decoder-promoted tokens stay available behind the chart's second button."""
+    from app.viz.steering import dose_figure
+
+    W = tiny_engine.saes["coarse"].W_dec.detach()
+    strengths = [-30.0, -10.0, 0.0, 10.0, 30.0]
+    body = {"prompt": PROMPT, "max_new_tokens": 1, "feature": {"sae": "coarse", "index": 5, "mode": "add"},
+            "strengths": strengths, "moved_top": 4}
+    r = tiny_client.post("/api/dose", json=body)
+    assert r.status_code == 200, r.text
+    j = r.json()
+    ids, hook = ids_of(tiny_engine), tiny_engine.hook_name
+    P = np.stack([full_logits(tiny_engine, ids, [(hook, make_add_hook(s * W[5]))]).softmax(-1).numpy() for s in strengths])
+    spread = P.max(0) - P.min(0)
+    want = np.argsort(-spread, kind="stable")[:4]
+    assert [m["token_id"] for m in j["moved"]] == [int(i) for i in want]
+    for m in j["moved"]:
+        assert m["spread"] == pytest.approx(float(spread[m["token_id"]]), abs=1e-5)
+        np.testing.assert_allclose(m["probs"], P[:, m["token_id"]], atol=1e-5)
+        assert m["spread"] == pytest.approx(max(m["probs"]) - min(m["probs"]), abs=1e-6)
+    assert j["moved"][0]["spread"] > 0.01  # a real shift, not the ~1e-8 wiggles of unlikely tokens
+    # the figure: the moved tokens shown, the promoted ones one button away
+    fig = dose_figure(j, body)
+    shown = [t["y"] for t in fig["data"] if t["visible"] is True]
+    assert shown == [m["probs"] for m in j["moved"]]
+    hidden = [t["y"] for t in fig["data"] if t["visible"] is False]
+    assert hidden == [p["probs"] for p in j["promoted"]]
+    labels = [b["label"] for b in fig["layout"]["updatemenus"][0]["buttons"]]
+    assert labels == ["most moved", "decoder-promoted"]
+    # a snapshot saved before `moved` existed still draws its promoted tokens
+    old = {k: v for k, v in j.items() if k != "moved"}
+    assert [t["y"] for t in dose_figure(old, body)["data"] if t["visible"] is True] == [p["probs"] for p in j["promoted"]]
+
+
 def test_temperature_view_matches_numpy(tiny_client, tiny_engine):
     temps = [0.2, 0.7, 1.0, 1.5]
     r = tiny_client.post("/api/temperature", json={"prompt": PROMPT, "temperatures": temps, "top_k": 5, "top_p": 0.8, "top_n": 8})
@@ -144,6 +179,16 @@ def test_system_shift(tiny_client, tiny_engine):
         assert row["delta"] == pytest.approx(float(pb[i] - pa[i]), abs=1e-5)
         assert row["rank_b"] == int((pb > pb[i]).sum()) + 1
     assert "terse" in j["text_b"] and "terse" not in j["text_a"]
+
+
+@pytest.mark.parametrize("a, b, why", [(None, None, "both are empty"), ("", "", "both are empty"),
+                                       ("Be brief.", "Be brief.", "same text")])
+def test_system_shift_refuses_identical_arms(tiny_client, a, b, why):
+    """None vs none would show a table of +0.0000 rows as if it were a result: 422 on system_b instead."""
+    r = tiny_client.post("/api/system-shift", json={"prompt": PROMPT, "system_a": a, "system_b": b})
+    assert r.status_code == 422, r.text
+    (d,) = r.json()["detail"]
+    assert d["loc"] == ["body", "system_b"] and "A and B are the same" in d["msg"] and why in d["msg"]
 
 
 @pytest.mark.parametrize("body, field", [

@@ -153,7 +153,7 @@ def test_feature_fragment_and_address(tiny_client):
 
 
 @pytest.mark.parametrize("data,needle", [
-    ({"prompt": ""}, "prompt: String should have at least 1 character"),
+    ({"prompt": ""}, "prompt: required: it is empty"),
     ({"prompt": "a", "top_k": "99"}, "top_k: Input should be less than or equal to 50"),
     ({"prompt": "a", "top_k": "x"}, "top_k: Input should be a valid integer"),
     ({"prompt": "a", "include_sinks": "maybe"}, "include_sinks"),

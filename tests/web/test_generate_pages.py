@@ -128,3 +128,59 @@ def test_page_stream_ends_with_a_save_box_that_saves_the_streamed_generation(tin
     assert "provenance-warning" not in page and 'data-kind="generation"' in page  # signed: computed here
     # the JSON stream is unchanged: no save event
     assert "save" not in [k for k, _ in sse_events(tiny_client.post("/api/generate/stream", json=body).text)]
+
+
+def _saved_result(html_text: str) -> dict:
+    """The result JSON a fragment's Save form carries (exactly what was rendered)."""
+    import html
+    import json
+    import re
+
+    m = re.search(r'name="result" value="([^"]*)"', html_text)
+    assert m, "the fragment has a Save form"
+    return json.loads(html.unescape(m.group(1)))
+
+
+def test_steer_and_dose_results_have_headings_and_labelled_save_buttons(tiny_client):
+    form = {"prompt": PROMPT, "max_new_tokens": "2", "f_sae": "coarse", "f_index": "2", "f_mode": "add", "f_value": "3",
+            "strengths": "-5, 5"}
+    steer = tiny_client.post("/fragments/steering", data=form)
+    dose = tiny_client.post("/fragments/dose", data=form)
+    assert steer.status_code == dose.status_code == 200
+    assert '<h2 class="result-h">Steered vs unsteered</h2>' in steer.text
+    assert '<h2 class="result-h">Dose-response: coarse #2 (add)</h2>' in dose.text
+    assert '<button type="submit" class="save-button">Save steered vs unsteered</button>' in steer.text
+    assert '<button type="submit" class="save-button">Save dose-response</button>' in dose.text
+
+
+@pytest.mark.parametrize("endpoint, data", [
+    ("/fragments/steering", {"prompt": ""}),
+    ("/fragments/temperature", {"prompt": ""}),
+    ("/fragments/dose", {"prompt": "", "f_sae": "coarse", "f_index": "1", "strengths": "0, 1"}),
+])
+def test_error_fragments_say_what_is_wrong_in_plain_words(tiny_client, endpoint, data):
+    """422 fragments keep their status and name the field in plain words, not pydantic's raw sentence."""
+    r = tiny_client.post(endpoint, data=data)
+    assert r.status_code == 422
+    assert "<li>prompt: required: it is empty</li>" in r.text and 'role="alert"' in r.text
+    assert "String should have at least 1 character" not in r.text
+
+
+def test_temperature_page_has_one_meaning_of_no_system_prompt(tiny_client, tiny_engine):
+    """Both views read the page's chat selector (default on); A/B with two empty arms is refused on system_b."""
+    from app.engine.prompts import encode_prompt
+
+    page = tiny_client.get("/temperature")
+    assert 'select name="chat" id="temp-chat"' in page.text and 'placeholder="(empty)' in page.text
+    want_chat = encode_prompt(tiny_engine.tokenizer, PROMPT, None, True).text
+    r = tiny_client.post("/fragments/temperature", data={"prompt": PROMPT, "t": "1.0", "system_prompt": ""})
+    assert r.status_code == 200 and _saved_result(r.text)["prompt_text"] == want_chat != PROMPT
+    assert "chat template on, no system prompt" in r.text
+    r = tiny_client.post("/fragments/temperature", data={"prompt": PROMPT, "t": "1.0", "chat": "off"})
+    assert _saved_result(r.text)["prompt_text"] == PROMPT
+    r = tiny_client.post("/fragments/system_shift", data={"prompt": PROMPT, "system_a": "", "system_b": ""})
+    assert r.status_code == 422
+    assert "system_b: system prompts A and B are the same: both are empty (no system prompt)" in r.text
+    r = tiny_client.post("/fragments/system_shift", data={"prompt": PROMPT, "system_b": "Be brief.", "chat": "off"})
+    assert r.status_code == 200 and "raw text (chat template off)" in r.text
+    assert _saved_result(r.text)["text_a"] == PROMPT

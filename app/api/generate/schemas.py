@@ -58,6 +58,7 @@ class DoseRequest(PromptFields, SamplingFields):
     generated_only: bool = False
     skip_sinks: bool = True
     promoted_top: int = Field(default=5, ge=1, le=20)
+    moved_top: int = Field(default=5, ge=1, le=20, description="tokens whose probability moved most across the strengths")
 
     @field_validator("strengths")
     @classmethod
@@ -155,6 +156,13 @@ class PromotedOut(BaseModel):
     probs: list[float]  # next-token probability at the end of the prompt, per strength
 
 
+class MovedOut(BaseModel):
+    token_id: int
+    token: str
+    spread: float  # max - min of its probability over the strengths
+    probs: list[float]  # next-token probability at the end of the prompt, per strength
+
+
 class DoseResponse(BaseModel):
     profile: str
     hook_name: str
@@ -162,6 +170,7 @@ class DoseResponse(BaseModel):
     strengths: list[float]
     completions: list[GenerationOut]
     promoted: list[PromotedOut]
+    moved: list[MovedOut] = Field(default_factory=list)  # what the chart plots (empty in snapshots saved before it)
     top_next: list[TokenOut]  # the most probable next token at each strength
 
 

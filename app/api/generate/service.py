@@ -14,6 +14,7 @@ from app.api.generate.schemas import (
     GenerateRequest,
     GenerateResponse,
     GenerationOut,
+    MovedOut,
     PromotedOut,
     ShiftRowOut,
     SteerFeatureModel,
@@ -117,12 +118,16 @@ def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
     tok = engine.tokenizer
     promoted = [PromotedOut(token_id=int(i), token=tok.decode([int(i)]), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
                 for v, i in zip(pv, pi)]
+    moved_ids, spreads = ST.most_moved_tokens(probs, req.moved_top)
+    moved = [MovedOut(token_id=i, token=tok.decode([i]), spread=d, probs=[float(p[i]) for p in probs])
+             for i, d in zip(moved_ids, spreads)]
     top_next = []
     for p in probs:
         j = int(p.argmax())
         top_next.append(TokenOut(id=j, text=tok.decode([j]), prob=float(p[j])))
     return DoseResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text, strengths=list(req.strengths),
-                        completions=[gen_out(c) for c in comps], promoted=promoted, top_next=top_next)
+                        completions=[gen_out(c) for c in comps], promoted=promoted, moved=moved,
+                        top_next=top_next)
 
 
 def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureResponse:
@@ -146,6 +151,9 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
     """The same user prompt under system prompt A and B (either may be none): next-token table with both
     probabilities, the change and the rank movement (optionally both under the same steering)."""
     enforce_limits(req, settings.limits)
+    if (req.system_a or None) == (req.system_b or None):  # none vs none (or the same text) would show every change as 0
+        same = "both are empty (no system prompt)" if not req.system_a else "they are the same text"
+        raise unprocessable(["body", "system_b"], f"system prompts A and B are the same: {same}; enter a different system prompt B to compare")
     feats = check_features(engine, req.steering)
     encoded = []
     for field, sys_prompt in (("system_a", req.system_a), ("system_b", req.system_b)):
