@@ -12,6 +12,7 @@ import json
 
 from app.api.discover.schemas import KIND, DiscoverRequest, DiscoveryResponse, JobStatus
 from app.api.health import pair_summary
+from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import decomposition as dec
 from app.engine import discovery as disc
@@ -84,6 +85,4 @@ def start_job(runner: JobRunner, engine, settings, req: DiscoverRequest) -> Job:
 
 
 def status_of(job: Job) -> JobStatus:
-    s = job.status()
-    s["result_url"] = f"/api/discover/jobs/{job.id}/result" if job.state == "done" else None
-    return JobStatus.model_validate(s)
+    return job_status(job, "/api/discover")
