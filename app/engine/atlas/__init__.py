@@ -20,34 +20,17 @@ Definitions (the tests recompute each one by brute force over the dense activati
 """
 from __future__ import annotations
 
-from app.engine.atlas.build import (
-    _corpus_hash,
-    _group_rank,
-    add_neighbours,
-    build_atlas,
-    cosine_topk,
-    encode_sparse,
-    forward_to_hook,
-    summarise,
-    valid_mask,
-)
+from app.engine.atlas.build import add_neighbours, build_atlas, forward_to_hook, summarise
 from app.engine.atlas.core import (
     ATLAS_VERSION,
-    SAE_ORDER,
-    VALUE_DTYPE,
     Atlas,
-    Example,
     FeatureAtlas,
-    Neighbour,
     PairIndependence,
     SearchHit,
-    TokenStat,
     _assemble,
-    _token_key,
-    token_base_rates,
     token_label,
 )
-from app.engine.atlas.query import _norm, _snippets, pair_independence, search_atlas, search_by_text
+from app.engine.atlas.query import pair_independence, search_atlas, search_by_text
 from app.engine.atlas.storage import (
     atlas_fingerprint,
     build_command,
@@ -55,15 +38,10 @@ from app.engine.atlas.storage import (
     folder_bytes,
     load_atlas,
     load_for_engine,
-    read_meta,
     save_atlas,
 )
 
-__all__ = [
-    "ATLAS_VERSION", "SAE_ORDER", "VALUE_DTYPE", "Atlas", "Example", "FeatureAtlas", "Neighbour", "PairIndependence",
-    "SearchHit", "TokenStat", "_assemble", "_corpus_hash", "_group_rank", "_norm", "_snippets", "_token_key",
-    "add_neighbours", "atlas_fingerprint", "build_atlas", "build_command", "cosine_topk", "default_atlas_dir",
-    "encode_sparse", "folder_bytes", "forward_to_hook", "load_atlas", "load_for_engine", "pair_independence",
-    "read_meta", "save_atlas", "search_atlas", "search_by_text", "summarise", "token_base_rates", "token_label",
-    "valid_mask",
-]
+__all__ = ["add_neighbours", "build_atlas", "forward_to_hook", "summarise", "ATLAS_VERSION", "Atlas", "FeatureAtlas",
+           "PairIndependence", "SearchHit", "_assemble", "token_label", "pair_independence", "search_atlas",
+           "search_by_text", "atlas_fingerprint", "build_command", "default_atlas_dir", "folder_bytes", "load_atlas",
+           "load_for_engine", "save_atlas"]

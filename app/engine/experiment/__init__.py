@@ -23,50 +23,22 @@ condition so paired differences are consistent.
 from __future__ import annotations
 
 from app.engine.experiment.arms import (
-    ARMS,
-    COMPARED,
-    CONCEPT_MAX_TOKENS,
-    Condition,
-    ExperimentConfig,
-    aliases,
-    conditions_for,
-    random_direction,
-    steer_for,
+           ARMS,
+           COMPARED,
+           CONCEPT_MAX_TOKENS,
+           Condition,
+           ExperimentConfig,
+           aliases,
+           conditions_for,
 )
-from app.engine.experiment.cli import _feature_arg, format_report, main
+from app.engine.experiment.cli import format_report, main
 from app.engine.experiment.probe import Probe, fit_logistic, probe_layer_for, train_probe
-from app.engine.experiment.reads import (
-    _kept,
-    default_children,
-    feature_acts,
-    read_back,
-    selectivity_of,
-    typical_activations,
-)
+from app.engine.experiment.reads import read_back
 from app.engine.experiment.runner import run_experiment
-from app.engine.experiment.scoring import (
-    _curve,
-    _per_prompt,
-    _verdict,
-    aggregate,
-    control_check,
-    families,
-    verdict_from_records,
-)
-from app.engine.experiment.stats import (
-    bootstrap_ci,
-    bootstrap_indices,
-    distinct_2,
-    fluency_at,
-    json_safe,
-    word_hit,
-)
+from app.engine.experiment.scoring import aggregate, control_check, verdict_from_records
+from app.engine.experiment.stats import bootstrap_ci, bootstrap_indices, distinct_2, fluency_at, json_safe, word_hit
 
-__all__ = [
-    "ARMS", "COMPARED", "CONCEPT_MAX_TOKENS", "Condition", "ExperimentConfig", "Probe", "_curve", "_feature_arg",
-    "_kept", "_per_prompt", "_verdict", "aggregate", "aliases", "bootstrap_ci", "bootstrap_indices",
-    "conditions_for", "control_check", "default_children", "distinct_2", "families", "feature_acts",
-    "fit_logistic", "fluency_at", "format_report", "json_safe", "main", "probe_layer_for", "random_direction",
-    "read_back", "run_experiment", "selectivity_of", "steer_for", "train_probe", "typical_activations",
-    "verdict_from_records", "word_hit",
-]
+__all__ = ["ARMS", "COMPARED", "CONCEPT_MAX_TOKENS", "Condition", "ExperimentConfig", "aliases", "conditions_for",
+           "format_report", "main", "Probe", "fit_logistic", "probe_layer_for", "train_probe", "read_back",
+           "run_experiment", "aggregate", "control_check", "verdict_from_records", "bootstrap_ci", "bootstrap_indices",
+           "distinct_2", "fluency_at", "json_safe", "word_hit"]
