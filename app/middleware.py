@@ -26,6 +26,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from app.asgi import HttpMiddleware
+
 log = logging.getLogger("asn")
 
 CSP = "; ".join([
@@ -207,14 +209,8 @@ class BodyGuardMiddleware:
         await self.app(scope, replay, send)
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class SecurityHeadersMiddleware(HttpMiddleware):
+    async def http(self, scope, receive, send):
         path = scope.get("path", "")
         csp = DOCS_CSP if path.startswith(DOCS_PATHS) else CSP
 
