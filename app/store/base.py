@@ -101,7 +101,7 @@ class _SQLStore:
         "CREATE INDEX IF NOT EXISTS explorations_created ON explorations (created_at DESC)",
     )
     # Jobs beside explorations (same SQL on both backends): the state, progress and result of background jobs, so
-    # any replica can poll, cancel and read a job another one runs. Rows change (unlike explorations); see app/jobs.py.
+    # any replica can poll, cancel and read a job another one runs. Rows change (unlike explorations); see app/jobs/.
     EXTRA_DDL: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS jobs ("
         " id TEXT PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,"
@@ -189,7 +189,7 @@ class _SQLStore:
                     (name, secrets.token_hex(32)))
         return self._read(self._q("SELECT value FROM secrets WHERE name = ?"), (name,))[0][0]
 
-    # --- jobs (app/jobs.py) ---------------------------------------------------------------------------------
+    # --- jobs (app/jobs/) ------------------------------------------------------------------------------------
     def job_insert(self, row: dict) -> None:
         cols = [c for c in JOB_COLUMNS if c in row]
         self._write(self._q(f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"),

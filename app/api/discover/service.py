@@ -1,6 +1,6 @@
 """Concept discovery services: prompt sets in, per-SAE selectivity tables and the coarse -> fine mapping out.
 
-Long runs go through the background job runner (app/jobs.py): POST /api/discover/jobs starts (or joins, or
+Long runs go through the background job runner (app/jobs/): POST /api/discover/jobs starts (or joins, or
 answers from the cache) a job keyed by (profile, SAE fingerprint, prompt-set hash, analysis knobs); poll
 GET /api/discover/jobs/{id}; cancel with POST .../cancel; read GET .../result. POST /api/discover runs the
 same computation synchronously (scripts, saved-exploration re-runs).
