@@ -1,7 +1,7 @@
 """Background-job routes shared by the features that run long work on the app's job runner (poll, cancel, result)."""
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from app.api.deps import JobsDep
 from app.jobs import Job, JobRunner
 
-UNKNOWN = {404: {"description": "unknown job"}}
-UNFINISHED = {**UNKNOWN, 409: {"description": "job not finished"}}
+UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job"}}
+UNFINISHED: dict[int | str, dict[str, Any]] = {**UNKNOWN, 409: {"description": "job not finished"}}
 
 
 class JobStatus(BaseModel):
