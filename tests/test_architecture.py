@@ -159,8 +159,8 @@ def test_registration_happens_in_one_block():
 
 
 MAX_MODULE_LINES = 350  # issue 11: no module in app/ over ~300 lines; split along the module's seams instead
-# Not split yet: main changed it while issue 11 split the others (its tests patch its private helpers by name).
-LONG_FOR_NOW = {"app.engine.loading"}
+# Not split yet: changed on main / issue 12 while issue 11 split the others (split them after those merges).
+LONG_FOR_NOW = {"app.engine.loading", "app.middleware"}
 
 
 def test_no_app_module_is_too_long():
