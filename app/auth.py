@@ -26,6 +26,8 @@ import time
 from typing import Callable
 from urllib.parse import parse_qs, quote
 
+from app.asgi import HttpMiddleware
+
 COOKIE = "asn_session"
 SIGNIN_PATH = "/signin"
 SIGNOUT_PATH = "/signout"
@@ -241,19 +243,13 @@ OWNER_SCOPE_KEY = "asn.owner"
 _OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
 
-class OwnerCookieMiddleware:
+class OwnerCookieMiddleware(HttpMiddleware):
     """Gives every browser a random owner token (HttpOnly, SameSite=Lax cookie) and puts it in the scope.
 
     Saved explorations record a hash of it; /e and GET /api/explorations list only the caller's. Opening /e/<id>
     needs only the id. A request without a (valid) cookie gets a fresh token, set on its response."""
 
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope, receive, send):
         headers = _headers(scope)
         token = _cookies(headers.get(b"cookie", b"")).get(OWNER_COOKIE)
         fresh = token is None or not _OWNER_RE.match(token)

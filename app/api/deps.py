@@ -1,7 +1,7 @@
 """Dependencies: routes reach the app's shared objects only through these (tests inject their own)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 from fastapi import Depends, Request
 
@@ -13,29 +13,22 @@ from app.settings import Settings
 from app.store import Store
 
 
-def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+def app_state(attr: str) -> Callable[[Request], Any]:
+    """A dependency returning `request.app.state.<attr>` (what create_app's lifespan put there)."""
+
+    def dependency(request: Request) -> Any:
+        return getattr(request.app.state, attr)
+
+    dependency.__name__ = f"get_{attr}"
+    return dependency
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_store(request: Request) -> Store:
-    return request.app.state.store
-
-
-def get_views(request: Request) -> ViewRegistry:
-    return request.app.state.views
-
-
-def get_jobs(request: Request) -> JobRunner:
-    return request.app.state.jobs
-
-
-def get_streams(request: Request) -> Streams:
-    return request.app.state.streams
-
+get_engine = app_state("engine")
+get_settings_dep = app_state("settings")
+get_store = app_state("store")
+get_views = app_state("views")
+get_jobs = app_state("jobs")
+get_streams = app_state("streams")
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

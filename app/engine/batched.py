@@ -21,11 +21,11 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from app.engine.decoder_common import _fast_weights, rope
 from app.engine.generation import (
     Generation,
     GenToken,
     PositionState,
-    _fast_weights,
     _rms,
     fast_path_supported,
     generate,
@@ -146,10 +146,7 @@ class BatchedFastDecoder:
         self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=dev)  # key positions that are real tokens
         self.B, self.max_len, self.pos = batch, max_len, 0
 
-    @staticmethod
-    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        n = x.shape[-1] // 2
-        return x * cos + torch.cat([-x[..., n:], x[..., :n]], dim=-1) * sin
+    _rope = staticmethod(rope)
 
     def prefill(self, rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
         """Run the left-padded prompts; logits [B, vocab] at each row's last prompt token."""

@@ -42,3 +42,38 @@ def _fast_weights(model) -> _FastWeights:
             fw.b_qkv.append(torch.cat([b.reshape(-1) for b in (b_Q, b_K, b_V)]).contiguous())
     model._asn_fast_weights = fw
     return fw
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in the half-split layout (x * cos + rotate_half(x) * sin)."""
+    n = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., n:], x[..., :n]], dim=-1) * sin
+
+
+class KVCacheDecoder:
+    """The fast decoders' shared state: fused Q/K/V weights, a [layers, kv heads, max_len, d_head] K/V cache and
+    the next position; subclasses implement `step(new_ids) -> logits [vocab]` starting with `_begin`."""
+
+    name = "fast"
+    extra_hooks: tuple[str, ...] = ()  # top-level hook points the decoder calls besides hook_embed
+    _rope = staticmethod(rope)
+
+    def __init__(self, model, max_len: int, position_state=None):
+        cfg = model.cfg
+        self.model, self.cfg = model, cfg
+        self.w = _fast_weights(model)
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        self.n_kv = cfg.n_key_value_heads or cfg.n_heads
+        dev, dt = model.W_E.device, model.W_E.dtype
+        self.k = torch.zeros(cfg.n_layers, self.n_kv, max_len, self.d_head, device=dev, dtype=dt)
+        self.v = torch.zeros_like(self.k)
+        self.pos, self.max_len, self.state = 0, max_len, position_state
+
+    def _begin(self, new_ids) -> tuple[int, int, torch.Tensor]:
+        """(first position, number of new tokens, their ids [1, n]); the position state moves to the first."""
+        p0, n = self.pos, len(new_ids)
+        if p0 + n > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {p0 + n} needed")
+        if self.state is not None:
+            self.state.start = p0
+        return p0, n, torch.as_tensor([list(new_ids)], device=self.k.device)

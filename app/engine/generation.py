@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from app.engine import compat
-from app.engine.decoder_common import _fast_weights
+from app.engine.decoder_common import KVCacheDecoder
 from app.engine.sampling import SamplingParams, make_generator, sample_next
 
 FAST_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
@@ -110,20 +110,11 @@ def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w
 
 
-class FastLlamaDecoder:
+class FastLlamaDecoder(KVCacheDecoder):
     """KV-cached decode over a Llama-style HookedTransformer's weights (see the module docstring)."""
 
-    name = "fast"
-
     def __init__(self, model, max_len: int, position_state: PositionState | None = None):
-        cfg = model.cfg
-        self.model, self.cfg = model, cfg
-        self.w = _fast_weights(model)
-        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
-        self.n_kv = cfg.n_key_value_heads or cfg.n_heads
-        dev, dt = model.W_E.device, model.W_E.dtype
-        self.k = torch.zeros(cfg.n_layers, self.n_kv, max_len, self.d_head, device=dev, dtype=dt)
-        self.v = torch.zeros_like(self.k)
+        super().__init__(model, max_len, position_state)
         attn0 = model.blocks[0].attn
         if attn0.rotary_cos.shape[0] < max_len:
             attn0._extend_rotary_embeddings(max_len) if hasattr(attn0, "_extend_rotary_embeddings") else None
@@ -131,23 +122,10 @@ class FastLlamaDecoder:
         if self.cos.shape[0] < max_len:
             raise ValueError(f"rotary table has {self.cos.shape[0]} positions; {max_len} needed")
         self.scale = 1.0 / attn0.attn_scale
-        self.pos = 0
-        self.max_len = max_len
-        self.state = position_state
-
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        n = x.shape[-1] // 2
-        flip = torch.cat([-x[..., n:], x[..., :n]], dim=-1)
-        return x * cos + flip * sin
 
     def step(self, new_ids) -> torch.Tensor:
         m = self.model
-        p0, n = self.pos, len(new_ids)
-        if p0 + n > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {p0 + n} needed")
-        if self.state is not None:
-            self.state.start = p0
-        toks = torch.as_tensor([list(new_ids)], device=self.k.device)
+        p0, n, toks = self._begin(new_ids)
         x = m.hook_embed(m.embed(toks))
         H, K, dh = self.n_heads, self.n_kv, self.d_head
         cos = self.cos[p0:p0 + n][None, :, None, :]

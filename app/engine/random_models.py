@@ -16,18 +16,13 @@ def random_hf_model(arch: str, d_model: int = 64, n_layers: int = 4, n_heads: in
     import transformers as T
 
     d_head = d_model // n_heads
-    if arch == "llama":
-        cfg = T.LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
-                            num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
-                            max_position_embeddings=n_ctx, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                            bos_token_id=256, eos_token_id=258, pad_token_id=256)
-        cls = T.LlamaForCausalLM
-    elif arch == "qwen2":
-        cfg = T.Qwen2Config(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
-                            num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
-                            max_position_embeddings=n_ctx, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                            bos_token_id=256, eos_token_id=258, pad_token_id=256)
-        cls = T.Qwen2ForCausalLM
+    if arch in ("llama", "qwen2"):  # the same config fields; Qwen2's usual norm epsilon
+        config_cls, cls, eps = ((T.LlamaConfig, T.LlamaForCausalLM, 1e-5) if arch == "llama"
+                                else (T.Qwen2Config, T.Qwen2ForCausalLM, 1e-6))
+        cfg = config_cls(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
+                         num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv,
+                         max_position_embeddings=n_ctx, rms_norm_eps=eps, tie_word_embeddings=False,
+                         bos_token_id=256, eos_token_id=258, pad_token_id=256)
     elif arch == "gpt2":
         cfg = T.GPT2Config(vocab_size=vocab, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=n_ctx,
                            bos_token_id=256, eos_token_id=258, pad_token_id=256, tie_word_embeddings=False)

@@ -285,7 +285,8 @@ def test_resume_after_interruption_gives_the_same_atlas(tiny_engine, corpus, bui
     assert sorted(p.name for p in (tmp_path / "w").glob("chunk_*.npz")) == ["chunk_00000.npz", "chunk_00001.npz"]
     calls = []
     real = at.forward_to_hook
-    monkeypatch.setattr(at, "forward_to_hook", lambda *a: calls.append(1) or real(*a))
+    # build_atlas looks forward_to_hook up in the module that defines it (app/engine/atlas/build.py)
+    monkeypatch.setattr(at.build, "forward_to_hook", lambda *a: calls.append(1) or real(*a))
     with eng.session():
         again = at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, **kw)
     assert len(calls) == sum(-(-min(5, N_WIN - c) // 3) for c in range(10, N_WIN, 5))  # only the missing chunks ran

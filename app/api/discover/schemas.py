@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.api.errors import unprocessable
+from app.api.jobs import JobStatus  # noqa: F401  (re-exported: the job status lives with the shared job routes)
 from app.api.limits import Limit
 from app.api.schemas import FiniteModel
 from app.engine import discovery as disc
@@ -25,8 +26,40 @@ def load_set(name: str, folder: Path = PROMPTS_DIR) -> list[str]:
     return disc.parse_prompt_lines((folder / f"{name}.txt").read_text(encoding="utf-8"))
 
 
+def known_set(v: str | None) -> str | None:
+    """A shipped set's name (or None); else a ValueError naming the shipped sets."""
+    if v is not None and v not in shipped_sets():
+        raise ValueError(f"unknown prompt set {v!r}; shipped: {', '.join(shipped_sets())}")
+    return v
+
+
+def clean_prompts(v: list[str] | None) -> list[str] | None:
+    """Pasted prompts stripped, blank ones dropped (None stays None); a ValueError when fewer than 2 remain."""
+    if v is None:
+        return v
+    v = [p.strip() for p in v if p and p.strip()]
+    if len(v) < 2:
+        raise ValueError("give at least 2 non-empty prompts")
+    return v
+
+
+def resolve_sides(req: BaseModel, sides: tuple[str, ...]) -> list[list[str]]:
+    """Each side's `<side>_prompts`, else its shipped `<side>_set`; 422 naming the field when a side has neither."""
+    out = []
+    for side in sides:
+        prompts = getattr(req, f"{side}_prompts")
+        if prompts is None:
+            name = getattr(req, f"{side}_set")
+            if name is None:
+                raise unprocessable(["body", f"{side}_prompts"], f"give {side}_prompts or a shipped {side}_set", "missing")
+            prompts = load_set(name)
+        out.append(prompts)
+    return out
+
+
+KnownSet = Annotated[str | None, AfterValidator(known_set)]
 PromptSet = Annotated[list[str] | None, Limit("max_prompt_set_size"), Limit("max_prompt_chars", "each_len"),
-                      Limit("max_prompt_set_chars", "total_len")]
+                      Limit("max_prompt_set_chars", "total_len"), AfterValidator(clean_prompts)]
 
 
 class DiscoverRequest(FiniteModel):
@@ -34,8 +67,8 @@ class DiscoverRequest(FiniteModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concept_set: str | None = Field(default="france", description="a shipped set (data/prompts/<name>.txt); ignored when concept_prompts is given")
-    contrast_set: str | None = Field(default="neutral", description="a shipped set; ignored when contrast_prompts is given")
+    concept_set: KnownSet = Field(default="france", description="a shipped set (data/prompts/<name>.txt); ignored when concept_prompts is given")
+    contrast_set: KnownSet = Field(default="neutral", description="a shipped set; ignored when contrast_prompts is given")
     concept_prompts: PromptSet = Field(default=None, description="at most max_prompt_set_size prompts of at most max_prompt_chars characters")
     contrast_prompts: PromptSet = Field(default=None, description="at most max_prompt_set_size prompts of at most max_prompt_chars characters")
     aggregate: Literal["max", "mean"] = Field(default="max", description="per-prompt activation: max or mean over tokens (sinks excluded)")
@@ -48,35 +81,10 @@ class DiscoverRequest(FiniteModel):
     cos_near_zero: float = Field(default=0.1, ge=0.0, le=1.0, description="|cosine| below this counts as 'near 0' (red)")
     hist_coarse: int | None = Field(default=None, ge=0, description="coarse feature whose cosine histogram is drawn (default: the first mapped)")
 
-    @field_validator("concept_set", "contrast_set")
-    @classmethod
-    def _known_set(cls, v):
-        if v is not None and v not in shipped_sets():
-            raise ValueError(f"unknown prompt set {v!r}; shipped: {', '.join(shipped_sets())}")
-        return v
-
-    @field_validator("concept_prompts", "contrast_prompts")
-    @classmethod
-    def _prompts(cls, v):
-        if v is None:
-            return v
-        v = [p.strip() for p in v if p and p.strip()]
-        if len(v) < 2:
-            raise ValueError("give at least 2 non-empty prompts")
-        return v
-
     def resolve(self) -> tuple[list[str], list[str]]:
         """(concept prompts, contrast prompts); 422 naming the field when a side has none."""
-        out = []
-        for side in ("concept", "contrast"):
-            prompts = getattr(self, f"{side}_prompts")
-            if prompts is None:
-                name = getattr(self, f"{side}_set")
-                if name is None:
-                    raise unprocessable(["body", f"{side}_prompts"], f"give {side}_prompts or a shipped {side}_set", "missing")
-                prompts = load_set(name)
-            out.append(prompts)
-        return out[0], out[1]
+        concept, contrast = resolve_sides(self, ("concept", "contrast"))
+        return concept, contrast
 
 
 class FeatureRowModel(BaseModel):
@@ -141,18 +149,3 @@ class DiscoveryResponse(BaseModel):
     go: bool
     pair_independence: dict | None = Field(default=None, description="same-index decoder cosines of the coarse/fine pair; "
                                            "a warning when the pair was initialised together (see /health)")
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    kind: str
-    key: str
-    state: Literal["queued", "running", "done", "error", "cancelled"]
-    done: int
-    total: int
-    fraction: float
-    elapsed_s: float
-    eta_s: float | None
-    cached: bool
-    error: str | None
-    result_url: str | None = None

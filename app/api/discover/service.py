@@ -1,6 +1,6 @@
 """Concept discovery services: prompt sets in, per-SAE selectivity tables and the coarse -> fine mapping out.
 
-Long runs go through the background job runner (app/jobs.py): POST /api/discover/jobs starts (or joins, or
+Long runs go through the background job runner (app/jobs/): POST /api/discover/jobs starts (or joins, or
 answers from the cache) a job keyed by (profile, SAE fingerprint, prompt-set hash, analysis knobs); poll
 GET /api/discover/jobs/{id}; cancel with POST .../cancel; read GET .../result. POST /api/discover runs the
 same computation synchronously (scripts, saved-exploration re-runs).
@@ -12,6 +12,7 @@ import json
 
 from app.api.discover.schemas import KIND, DiscoverRequest, DiscoveryResponse, JobStatus
 from app.api.health import pair_summary
+from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import decomposition as dec
 from app.engine import discovery as disc
@@ -89,6 +90,4 @@ def start_job(runner: JobRunner, engine, settings, req: DiscoverRequest) -> Job:
 
 
 def status_of(job: Job) -> JobStatus:
-    s = job.status()
-    s["result_url"] = f"/api/discover/jobs/{job.id}/result" if job.state == "done" else None
-    return JobStatus.model_validate(s)
+    return job_status(job, "/api/discover")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.api.discover.schemas import JobStatus, PromptSet, load_set, shipped_sets
-from app.api.errors import unprocessable
+from app.api.discover.schemas import KnownSet, PromptSet, clean_prompts, resolve_sides
+from app.api.jobs import JobStatus
 from app.api.limits import Limit
 from app.api.schemas import FiniteModel
 
@@ -21,12 +21,13 @@ class ExperimentRequest(FiniteModel):
     anchor: int = Field(ge=0, description="coarse feature index (the anchor)")
     children: Annotated[list[int] | None, Limit("max_experiment_children")] = Field(
         default=None, description="fine feature indices; default: the anchor's blue matches (decoder cosine >= 0.3, selective)")
-    concept_set: str | None = Field(default="france", description="shipped set the probe learns as the concept")
-    contrast_set: str | None = Field(default="neutral", description="shipped set the probe learns as the contrast")
+    concept_set: KnownSet = Field(default="france", description="shipped set the probe learns as the concept")
+    contrast_set: KnownSet = Field(default="neutral", description="shipped set the probe learns as the contrast")
     concept_prompts: PromptSet = Field(default=None, description="pasted concept prompts (instead of concept_set)")
     contrast_prompts: PromptSet = Field(default=None, description="pasted contrast prompts (instead of contrast_set)")
-    eval_set: str | None = Field(default="eval_neutral", description="shipped evaluation prompts (not used in discovery)")
-    eval_prompts: Annotated[list[str] | None, Limit("max_experiment_prompts"), Limit("max_prompt_chars", "each_len")] = Field(
+    eval_set: KnownSet = Field(default="eval_neutral", description="shipped evaluation prompts (not used in discovery)")
+    eval_prompts: Annotated[list[str] | None, Limit("max_experiment_prompts"), Limit("max_prompt_chars", "each_len"),
+                            AfterValidator(clean_prompts)] = Field(
         default=None, description="pasted evaluation prompts (instead of eval_set)")
     n_prompts: Annotated[int, Limit("max_experiment_prompts", "max")] = Field(default=16, ge=1, description="the first N evaluation prompts")
     strengths: Annotated[list[float], Limit("max_experiment_strengths"), Limit("max_steering_strength", "each_abs")] = Field(
@@ -42,36 +43,10 @@ class ExperimentRequest(FiniteModel):
     probe_layer: int | None = Field(default=None, ge=0, description="layer of the probe's residual (default: a later layer than the SAE's)")
     chat: bool = Field(default=False, description="wrap evaluation prompts in the chat template")
 
-    @field_validator("concept_set", "contrast_set", "eval_set")
-    @classmethod
-    def _known_set(cls, v):
-        if v is not None and v not in shipped_sets():
-            raise ValueError(f"unknown prompt set {v!r}; shipped: {', '.join(shipped_sets())}")
-        return v
-
-    @field_validator("concept_prompts", "contrast_prompts", "eval_prompts")
-    @classmethod
-    def _prompts(cls, v):
-        if v is None:
-            return v
-        v = [p.strip() for p in v if p and p.strip()]
-        if len(v) < 2:
-            raise ValueError("give at least 2 non-empty prompts")
-        return v
-
     def resolve(self) -> tuple[list[str], list[str], list[str]]:
         """(concept, contrast, evaluation prompts); 422 naming the field when a side has none."""
-        out = []
-        for side in ("concept", "contrast", "eval"):
-            prompts = getattr(self, f"{side}_prompts")
-            if prompts is None:
-                name = getattr(self, f"{side}_set")
-                if name is None:
-                    raise unprocessable(["body", f"{side}_prompts"], f"give {side}_prompts or a shipped {side}_set", "missing")
-                prompts = load_set(name)
-            out.append(prompts)
-        out[2] = out[2][: self.n_prompts]
-        return out[0], out[1], out[2]
+        concept, contrast, evalp = resolve_sides(self, ("concept", "contrast", "eval"))
+        return concept, contrast, evalp[: self.n_prompts]
 
 
 class TypicalModel(BaseModel):

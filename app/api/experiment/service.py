@@ -9,6 +9,7 @@ import json
 
 from app.api.errors import out_of_range, unprocessable
 from app.api.experiment.schemas import KIND, ExperimentJobStatus, ExperimentRequest, ExperimentResponse
+from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import experiment as X
 from app.jobs import Job, JobRunner
@@ -82,9 +83,7 @@ def start_job(runner: JobRunner, engine, settings, req: ExperimentRequest) -> Jo
 
 
 def status_of(job: Job) -> ExperimentJobStatus:
-    s = job.status()
-    s["result_url"] = f"/api/experiment/jobs/{job.id}/result" if job.state == "done" else None
-    return ExperimentJobStatus.model_validate(s)
+    return job_status(job, "/api/experiment")
 
 
 TABLE_COLUMNS = ("condition", "arm", "mode", "scale", "strength", "vector_norm", "concept", "concept_lo", "concept_hi",

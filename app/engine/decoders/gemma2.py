@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from app.engine.decoder_common import _fast_weights, common_flags_ok
+from app.engine.decoder_common import KVCacheDecoder, common_flags_ok
 
 ACTS = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
 
@@ -30,21 +30,12 @@ def _softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
     return cap * torch.tanh(x / cap) if cap > 0 else x
 
 
-class FastGemma2Decoder:
+class FastGemma2Decoder(KVCacheDecoder):
     """Gemma 2 over the model's weights; calls hook_embed and the residual hook points of every block."""
 
-    name = "fast"
-    extra_hooks = ()
-
     def __init__(self, model, max_len: int, position_state=None):
+        super().__init__(model, max_len, position_state)
         cfg = model.cfg
-        self.model, self.cfg = model, cfg
-        self.w = _fast_weights(model)
-        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
-        self.n_kv = cfg.n_key_value_heads or cfg.n_heads
-        dev, dt = model.W_E.device, model.W_E.dtype
-        self.k = torch.zeros(cfg.n_layers, self.n_kv, max_len, self.d_head, device=dev, dtype=dt)
-        self.v = torch.zeros_like(self.k)
         attn0 = model.blocks[0].attn
         if attn0.rotary_cos.shape[0] < max_len:
             raise ValueError(f"rotary table has {attn0.rotary_cos.shape[0]} positions; {max_len} needed")
@@ -54,12 +45,6 @@ class FastGemma2Decoder:
         self.window = [cfg.window_size if (cfg.use_local_attn and t == "local") else None for t in types]
         self.attn_cap, self.out_cap = float(cfg.attn_scores_soft_cap), float(cfg.output_logits_soft_cap)
         self.approx = ACTS[cfg.act_fn]
-        self.pos, self.max_len, self.state = 0, max_len, position_state
-
-    @staticmethod
-    def _rope(x, cos, sin):
-        n = x.shape[-1] // 2
-        return x * cos + torch.cat([-x[..., n:], x[..., :n]], dim=-1) * sin
 
     def _masks(self, p0: int, n: int, device):
         """Additive masks [n, T] for global and for each distinct window (None where nothing is masked)."""
@@ -76,13 +61,8 @@ class FastGemma2Decoder:
 
     def step(self, new_ids) -> torch.Tensor:
         m = self.model
-        p0, n = self.pos, len(new_ids)
-        if p0 + n > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {p0 + n} needed")
-        if self.state is not None:
-            self.state.start = p0
+        p0, n, toks = self._begin(new_ids)
         T = p0 + n
-        toks = torch.as_tensor([list(new_ids)], device=self.k.device)
         x = m.hook_embed(m.embed(toks))
         H, K, dh = self.n_heads, self.n_kv, self.d_head
         G = H // K

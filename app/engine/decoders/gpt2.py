@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from app.engine.decoder_common import _fast_weights, common_flags_ok
+from app.engine.decoder_common import KVCacheDecoder, common_flags_ok
 
 ACTS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
@@ -24,35 +24,22 @@ def _ln(x: torch.Tensor, ln) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), ln.w, ln.b, ln.eps)
 
 
-class FastGPT2Decoder:
+class FastGPT2Decoder(KVCacheDecoder):
     """GPT-2 over the model's weights; calls hook_embed, hook_pos_embed and the residual hook points."""
 
-    name = "fast"
     extra_hooks = ("hook_pos_embed",)
 
     def __init__(self, model, max_len: int, position_state=None):
-        cfg = model.cfg
-        if max_len > cfg.n_ctx:
-            raise ValueError(f"GPT-2 has {cfg.n_ctx} learned positions; {max_len} needed")
-        self.model, self.cfg = model, cfg
-        self.w = _fast_weights(model)
-        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
-        dev, dt = model.W_E.device, model.W_E.dtype
-        self.k = torch.zeros(cfg.n_layers, cfg.n_heads, max_len, cfg.d_head, device=dev, dtype=dt)
-        self.v = torch.zeros_like(self.k)
+        if max_len > model.cfg.n_ctx:
+            raise ValueError(f"GPT-2 has {model.cfg.n_ctx} learned positions; {max_len} needed")
+        super().__init__(model, max_len, position_state)  # no grouped heads (supported): n_kv = n_heads
         self.scale = 1.0 / model.blocks[0].attn.attn_scale
-        self.approx = ACTS[cfg.act_fn]
-        self.pos, self.max_len, self.state = 0, max_len, position_state
+        self.approx = ACTS[model.cfg.act_fn]
 
     def step(self, new_ids) -> torch.Tensor:
         m = self.model
-        p0, n = self.pos, len(new_ids)
-        if p0 + n > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {p0 + n} needed")
-        if self.state is not None:
-            self.state.start = p0
+        p0, n, toks = self._begin(new_ids)
         T = p0 + n
-        toks = torch.as_tensor([list(new_ids)], device=self.k.device)
         x = m.hook_embed(m.embed(toks)) + m.hook_pos_embed(m.pos_embed.W_pos[p0:T].unsqueeze(0))
         H, dh = self.n_heads, self.d_head
         mask = torch.ones(n, T, dtype=torch.bool, device=x.device).tril(diagonal=p0) if (n > 1 and p0 > 0) else None

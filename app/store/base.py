@@ -1,13 +1,4 @@
-"""Storage of saved explorations: immutable JSON documents keyed by a random id.
-
-`Store` is the protocol routes use (through `StoreDep` in app/api/deps.py). `SQLiteStore` is the default
-(WAL, synchronous=FULL, busy_timeout, every write in BEGIN IMMEDIATE); `PostgresStore` runs the same SQL on a
-server database so several replicas can share one store. `open_store(url)` picks one from the URL:
-`sqlite:///relative/or/absolute.db`, `sqlite:////abs/path.db`, `sqlite://:memory:`, `postgresql://...`.
-
-There is no update and no delete: a saved exploration never changes (triggers refuse UPDATE/DELETE on both
-backends). A PostgreSQL server that cannot be reached raises `StoreUnavailable` (one line; a 503 in a route).
-"""
+"""Saved explorations' ids, records and the `Store` protocol; the SQL both backends share."""
 from __future__ import annotations
 
 import json
@@ -17,7 +8,6 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 ID_BYTES = 18  # 144 random bits -> 24 url-safe characters
@@ -111,7 +101,7 @@ class _SQLStore:
         "CREATE INDEX IF NOT EXISTS explorations_created ON explorations (created_at DESC)",
     )
     # Jobs beside explorations (same SQL on both backends): the state, progress and result of background jobs, so
-    # any replica can poll, cancel and read a job another one runs. Rows change (unlike explorations); see app/jobs.py.
+    # any replica can poll, cancel and read a job another one runs. Rows change (unlike explorations); see app/jobs/.
     EXTRA_DDL: tuple[str, ...] = (
         "CREATE TABLE IF NOT EXISTS jobs ("
         " id TEXT PRIMARY KEY, key TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,"
@@ -125,6 +115,9 @@ class _SQLStore:
     )
     # Columns added after the first release (unlisted links, server-signed results): added to older databases on open.
     LATER_COLUMNS = (("owner", "TEXT"), ("signature", "TEXT"))
+
+    # what closing a connection may raise and is ignored: closing is best effort
+    CLOSE_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 
     # --- to implement per backend
     def _conn(self):  # pragma: no cover - abstract
@@ -196,7 +189,7 @@ class _SQLStore:
                     (name, secrets.token_hex(32)))
         return self._read(self._q("SELECT value FROM secrets WHERE name = ?"), (name,))[0][0]
 
-    # --- jobs (app/jobs.py) ---------------------------------------------------------------------------------
+    # --- jobs (app/jobs/) ------------------------------------------------------------------------------------
     def job_insert(self, row: dict) -> None:
         cols = [c for c in JOB_COLUMNS if c in row]
         self._write(self._q(f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"),
@@ -232,228 +225,12 @@ class _SQLStore:
         return self._write(self._q("UPDATE jobs SET state = 'error', error = ?, finished = ? "
                                    "WHERE state IN ('queued', 'running') AND heartbeat < ?"), (error, now, stale_before))
 
-
-class SQLiteStore(_SQLStore):
-    """SQLite in WAL mode: one connection per thread, every write in BEGIN IMMEDIATE, synchronous=FULL."""
-
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000):
-        self.path = str(path)
-        self.busy_timeout_ms = busy_timeout_ms
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._memory_lock = threading.Lock() if self.path == ":memory:" else None
-        self._shared = None
-        conn = self._conn()
-        self._write_script(conn, self.DDL + (
-            "CREATE TRIGGER IF NOT EXISTS explorations_no_update BEFORE UPDATE ON explorations"
-            " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
-            "CREATE TRIGGER IF NOT EXISTS explorations_no_delete BEFORE DELETE ON explorations"
-            " BEGIN SELECT RAISE(ABORT, 'explorations are immutable'); END",
-        ) + self.EXTRA_DDL)
-        conn.execute("BEGIN IMMEDIATE")  # look and add in one write transaction: two processes opening at once
-        try:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(explorations)")}
-            for c, t in self.LATER_COLUMNS:
-                if c not in have:
-                    conn.execute(f"ALTER TABLE explorations ADD COLUMN {c} {t}")
-            conn.execute(OWNER_INDEX)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
-                               check_same_thread=self.path != ":memory:")
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        if self.path != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"could not switch {self.path} to WAL (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous = FULL")
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        if self.path == ":memory:":  # one shared connection (a second one would see another database)
-            if self._shared is None:
-                self._shared = self._connect()
-            return self._shared
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
-        return conn
-
-    def _write_script(self, conn, statements) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for s in statements:
-                conn.execute(s)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _write(self, sql: str, params: tuple) -> int:
-        conn = self._conn()
-        if self._memory_lock is not None:
-            with self._memory_lock:
-                return self._write_once(conn, sql, params)
-        return self._write_once(conn, sql, params)
-
-    def _write_once(self, conn, sql, params) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            n = conn.execute(sql, params).rowcount
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return n
-
-    def _read(self, sql: str, params: tuple) -> list[tuple]:
-        if self._memory_lock is not None:
-            with self._memory_lock:
-                return self._conn().execute(sql, params).fetchall()
-        return self._conn().execute(sql, params).fetchall()
-
-    def pragma(self, name: str):
-        return self._conn().execute(f"PRAGMA {name}").fetchone()[0]
-
     def close(self) -> None:
         with self._all_lock:
             conns, self._all = self._all, []
         for c in conns:
             try:
                 c.close()
-            except sqlite3.ProgrammingError:  # made in another thread that is gone; closed with it
-                pass
-        if self._shared is not None:
-            self._shared.close()
-            self._shared = None
-        self._local = threading.local()
-
-
-class StoreUnavailable(StoreError):
-    """The store's server cannot be reached (connection refused, lost, timed out): a 503, nothing was saved."""
-
-
-# PostgreSQL: the same table, plus a trigger that refuses UPDATE/DELETE/TRUNCATE (as SQLite's triggers do).
-PG_IMMUTABLE = (
-    "CREATE OR REPLACE FUNCTION explorations_immutable() RETURNS trigger LANGUAGE plpgsql AS"
-    " $$ BEGIN RAISE EXCEPTION 'explorations are immutable'; END $$",
-    "CREATE OR REPLACE TRIGGER explorations_no_change BEFORE UPDATE OR DELETE ON explorations"
-    " FOR EACH ROW EXECUTE FUNCTION explorations_immutable()",
-    "CREATE OR REPLACE TRIGGER explorations_no_truncate BEFORE TRUNCATE ON explorations"
-    " FOR EACH STATEMENT EXECUTE FUNCTION explorations_immutable()",
-)
-PG_SCHEMA_LOCK = 0x41534E  # advisory lock id: replicas starting together create the schema one at a time
-
-
-class PostgresStore(_SQLStore):
-    """The same table on PostgreSQL (psycopg 3), for several replicas sharing one store.
-
-    URL `postgresql://user:pass@host:port/db` (libpq; `?host=/socket/dir` works too). One connection per thread
-    (autocommit reads; each write its own transaction); the primary key makes concurrent inserts safe. A server
-    that cannot be reached raises `StoreUnavailable` with one line (at start: the app does not start).
-    """
-
-    ph = "%s"
-
-    def __init__(self, url: str, connect_timeout_s: int = 5):
-        try:
-            import psycopg
-        except ImportError as exc:
-            raise StoreError("store_url is postgresql:// but psycopg is not installed: pip install 'psycopg[binary]'") from exc
-        self._psycopg = psycopg
-        self.url = url
-        self.connect_timeout_s = connect_timeout_s
-        self._local = threading.local()
-        self._all: list = []
-        self._all_lock = threading.Lock()
-        conn = self._conn()
-        self._guard(self._write_script, conn, self.DDL + PG_IMMUTABLE + self.EXTRA_DDL + tuple(
-            f"ALTER TABLE explorations ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in self.LATER_COLUMNS) + (OWNER_INDEX,))
-
-    def _connect(self):
-        try:
-            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout_s)
-        except self._psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL store {_redact(self.url)} unreachable: "
-                                   f"{_first_line(exc)}") from None
-
-    def _conn(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
-        return conn
-
-    def _guard(self, fn, *args):
-        """Run fn; a lost connection -> StoreUnavailable (the thread reconnects on its next call)."""
-        try:
-            return fn(*args)
-        except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
-            if isinstance(exc, self._psycopg.errors.RaiseException):  # our trigger: not a connection problem
-                raise
-            self._local.conn = None
-            raise StoreUnavailable(f"PostgreSQL store unavailable: {_first_line(exc)}") from exc
-
-    def _write_script(self, conn, statements) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_SCHEMA_LOCK,))
-            for st in statements:
-                conn.execute(st)
-
-    def _write(self, sql: str, params: tuple) -> int:
-        def run():
-            conn = self._conn()
-            with conn.transaction():
-                return conn.execute(sql, params).rowcount
-        return self._guard(run)
-
-    def _read(self, sql: str, params: tuple) -> list[tuple]:
-        return self._guard(lambda: self._conn().execute(sql, params).fetchall())
-
-    def _integrity_errors(self) -> tuple:
-        return (self._psycopg.errors.UniqueViolation,)
-
-    def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for c in conns:
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except self.CLOSE_ERRORS:
                 pass
         self._local = threading.local()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _redact(url: str) -> str:
-    """The URL without its password (for messages)."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
-
-
-def open_store(url: str) -> Store:
-    """A store from a URL: sqlite:///path (relative), sqlite:////abs/path, sqlite://:memory:, postgresql://..."""
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://"):]
-        if rest in (":memory:", "/:memory:"):
-            return SQLiteStore(":memory:")
-        if not rest.startswith("/"):
-            raise StoreError(f"bad sqlite URL {url!r}: use sqlite:///path/to/file.db")
-        return SQLiteStore(rest[1:])  # "/rel.db" -> "rel.db"; "//abs/x.db" -> "/abs/x.db"
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url)
-    raise StoreError(f"unsupported store_url {url!r} (sqlite:///... or postgresql://...)")

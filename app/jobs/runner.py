@@ -1,100 +1,17 @@
-"""A small background job runner: worker threads, progress with ETA, cancel, and a result cache by key.
-
-Generic: a job is `fn(progress) -> result`; `progress(done, total)` records progress and raises `Cancelled`
-once the job was cancelled, so long work stops at its next checkpoint. Jobs with the same key share one run:
-a finished one is answered from the cache, a running one is joined.
-
-With a `store` (app/store.py: the `jobs` table beside the explorations), job state lives in the store too, so
-several replicas share it: a job started on one can be polled, cancelled and read on another (`get` and `cancel`
-fall back to the store for jobs another replica runs; `submit` joins a same-key job running elsewhere or answers
-a finished one from the store). The replica running a job writes its progress and a heartbeat every
-`heartbeat_s` and picks up cancel requests then; an active job whose heartbeat is older than `lease_s` (its
-replica was killed or hung) is settled as `error` by whichever replica looks next, never left "running".
-Results must be JSON (they are stored as JSON). In-process caches (`cached`/`put_cache` of intermediate values)
-stay per replica.
-"""
+"""The job runner: worker threads, jobs shared by key, a result cache, state shared through the store."""
 from __future__ import annotations
 
 import collections
 import json
-import logging
 import os
 import socket
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-STATES = ("queued", "running", "done", "error", "cancelled")
-LOST = "the replica running this job stopped responding (killed or restarted); start it again"
-log = logging.getLogger("asn.jobs")
-
-
-class Cancelled(RuntimeError):
-    """Raised at a job's next progress checkpoint once it was cancelled."""
-
-
-@dataclass
-class Job:
-    id: str
-    key: str
-    kind: str
-    total: int = 0
-    done: int = 0
-    state: str = "queued"
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    result: Any = None
-    error: str | None = None
-    cached: bool = False
-    meta: dict = field(default_factory=dict)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def finished_ok(self) -> bool:
-        return self.state == "done"
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("queued", "running")
-
-    @property
-    def fraction(self) -> float:
-        if self.state == "done":
-            return 1.0
-        return self.done / self.total if self.total else 0.0
-
-    @property
-    def elapsed(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or time.time()) - self.started
-
-    @property
-    def eta_s(self) -> float | None:
-        """Seconds left, from the rate so far (None before the first checkpoint)."""
-        if self.state != "running" or not self.done or not self.total:
-            return None
-        return self.elapsed / self.done * (self.total - self.done)
-
-    def progress(self, done: int, total: int | None = None) -> None:
-        if total is not None:
-            self.total = total
-        self.done = done
-        if self._cancel.is_set():
-            raise Cancelled(f"job {self.id} cancelled")
-
-    def check(self) -> None:
-        if self._cancel.is_set():
-            raise Cancelled(f"job {self.id} cancelled")
-
-    def status(self) -> dict:
-        return {"job_id": self.id, "kind": self.kind, "key": self.key, "state": self.state, "done": self.done,
-                "total": self.total, "fraction": round(self.fraction, 4), "elapsed_s": round(self.elapsed, 2),
-                "eta_s": None if self.eta_s is None else round(self.eta_s, 1), "cached": self.cached, "error": self.error}
+from app.jobs.job import LOST, Cancelled, Job, log
 
 
 class JobRunner:

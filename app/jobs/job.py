@@ -1,0 +1,77 @@
+"""One background job: its state, progress with ETA, cancel flag and status; `Cancelled`."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+STATES = ("queued", "running", "done", "error", "cancelled")
+LOST = "the replica running this job stopped responding (killed or restarted); start it again"
+log = logging.getLogger("asn.jobs")
+
+
+class Cancelled(RuntimeError):
+    """Raised at a job's next progress checkpoint once it was cancelled."""
+
+
+@dataclass
+class Job:
+    id: str
+    key: str
+    kind: str
+    total: int = 0
+    done: int = 0
+    state: str = "queued"
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    result: Any = None
+    error: str | None = None
+    cached: bool = False
+    meta: dict = field(default_factory=dict)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def finished_ok(self) -> bool:
+        return self.state == "done"
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
+        return self.done / self.total if self.total else 0.0
+
+    @property
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left, from the rate so far (None before the first checkpoint)."""
+        if self.state != "running" or not self.done or not self.total:
+            return None
+        return self.elapsed / self.done * (self.total - self.done)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
+        self.done = done
+        if self._cancel.is_set():
+            raise Cancelled(f"job {self.id} cancelled")
+
+    def check(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(f"job {self.id} cancelled")
+
+    def status(self) -> dict:
+        return {"job_id": self.id, "kind": self.kind, "key": self.key, "state": self.state, "done": self.done,
+                "total": self.total, "fraction": round(self.fraction, 4), "elapsed_s": round(self.elapsed, 2),
+                "eta_s": None if self.eta_s is None else round(self.eta_s, 1), "cached": self.cached, "error": self.error}
