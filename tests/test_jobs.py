@@ -1,6 +1,7 @@
 """app/jobs.py: progress and ETA, result cache by key, joining a running job, cancel (running and queued), errors."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -121,18 +122,34 @@ def test_error_is_reported_and_worker_survives(runner):
 
 # --- job state in the store: two runners on one store stand for two replicas ------------------------------
 
-@pytest.fixture()
-def replicas(store_url):
+@contextlib.contextmanager
+def two_replicas(store_url, lease_s: float):
     from app.store import open_store
 
     stores = [open_store(store_url), open_store(store_url)]
-    a = JobRunner(store=stores[0], replica="A", heartbeat_s=0.05, lease_s=1.0)
-    b = JobRunner(store=stores[1], replica="B", heartbeat_s=0.05, lease_s=1.0)
-    yield a, b
-    for r in (a, b):
-        r.shutdown()
-    for s in stores:
-        s.close()
+    a = JobRunner(store=stores[0], replica="A", heartbeat_s=0.05, lease_s=lease_s)
+    b = JobRunner(store=stores[1], replica="B", heartbeat_s=0.05, lease_s=lease_s)
+    try:
+        yield a, b
+    finally:
+        for r in (a, b):
+            r.shutdown()
+        for s in stores:
+            s.close()
+
+
+@pytest.fixture()
+def replicas(store_url):
+    # a lease far above the heartbeat: on a loaded machine (make test, -n 2) a 1 s lease let B declare a healthy
+    # A lost between two of its beats
+    with two_replicas(store_url, lease_s=10.0) as pair:
+        yield pair
+
+
+@pytest.fixture()
+def short_lease_replicas(store_url):
+    with two_replicas(store_url, lease_s=1.0) as pair:
+        yield pair
 
 
 def until(cond, timeout=10.0):
@@ -211,8 +228,8 @@ def test_cancel_through_another_replica(replicas):
     assert ran == [] and b.get(queued.id).state == "cancelled"
 
 
-def test_a_lost_replica_leaves_its_job_failed_not_running(replicas):
-    a, b = replicas
+def test_a_lost_replica_leaves_its_job_failed_not_running(short_lease_replicas):
+    a, b = short_lease_replicas
     gate = threading.Event()
     job = a.submit("lost", gated(1, gate))
     until(lambda: b.get(job.id).state == "running")

@@ -192,16 +192,16 @@ def _repo_cached(repo: str) -> bool:
 def _pretrained_model(profile: Profile, device: str) -> LoadedModel:
     t0 = time.perf_counter()
     dtype = getattr(torch, profile.dtype_for(device))
-    repo = profile.hf_repo or profile.model_name
-    # Without the weights and without the hub, stop at once: the hub client would retry for ~50 s first.
-    if not (_in_hf_cache(repo) or _repo_cached(repo)) and not _hub_reachable():
-        raise _missing_weights(profile, ConnectionError("hub unreachable"))
     if profile.gated and not _has_hf_token() and not (profile.hf_repo and _in_hf_cache(profile.hf_repo)):
         raise ProfileUnavailable(
             f"profile {profile.name}: {profile.hf_repo or profile.model_name} is a gated model, not in the Hugging Face "
             f"cache, and no token is set; accept its licence at https://huggingface.co/{profile.hf_repo}, set HF_TOKEN "
             f"(or `huggingface-cli login`), then `huggingface-cli download {profile.hf_repo}`."
         )
+    repo = profile.hf_repo or profile.model_name
+    # Without the weights and without the hub, stop at once: the hub client would retry for ~50 s first.
+    if not (_in_hf_cache(repo) or _repo_cached(repo)) and not _hub_reachable():
+        raise _missing_weights(profile, ConnectionError("hub unreachable"))
     try:
         model = compat.HookedTransformer.from_pretrained_no_processing(
             profile.model_name, device=device, dtype=dtype, **profile.from_pretrained_kwargs)
