@@ -172,9 +172,14 @@ def clusters(xy: np.ndarray, min_cluster_size: int, min_samples: int | None = No
 WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
+# an atlas label's own wording, not what its feature fires on: "(no selective token)", "(never fires on the atlas
+# corpus)" (a parenthesised group without a " · " list, so not "( · the · )") and the "in:" of "(in: France · Paris)"
+LABEL_MARKUP_RE = re.compile(r"\((?!in: )[^()·]*\)|\(in: ")
+
+
 def label_words(label: str) -> list[str]:
-    """Words of an atlas label, lowercased (punctuation and whitespace tokens dropped)."""
-    return [w.lower() for w in WORD_RE.findall(label or "")]
+    """Words of an atlas label, lowercased (punctuation, whitespace tokens and the label's own wording dropped)."""
+    return [w.lower() for w in WORD_RE.findall(LABEL_MARKUP_RE.sub(" ", label or ""))]
 
 
 def region_of(members: np.ndarray, xy: np.ndarray, cid: int, n_coarse: int,

@@ -81,6 +81,18 @@ def test_regions_recover_planted_clusters(built):
     assert [r.size for r in lay.regions] == sorted((r.size for r in lay.regions), reverse=True)
 
 
+def test_region_labels_skip_the_atlas_labels_own_wording():
+    """Atlas labels say "(no selective token)" or "(never fires ...)" for features without a name and wrap topic tokens
+    in "(in: ...)": those words named most regions ("no · selective · token", "in") instead of what the members share."""
+    labels = (["(no selective token)"] * 5 + ["(no selective token) (in: france · paris)"] * 3 + [" cat · dog (in: pets)"] * 2
+              + ["(never fires on the atlas corpus)"] * 4 + ["( · the · )"] * 2)
+    n = len(labels)
+    xy = np.random.default_rng(0).uniform(0, 1, (n, 2))
+    regs = L.regions(np.zeros(n, dtype=np.int32), xy, np.zeros(n, dtype=np.int64), lambda r: labels[r])
+    assert regs[0].label == "france · paris · cat"
+    assert L.label_words("( · the · )") == ["the"] and L.label_words("au · French (in: France)") == ["au", "french", "france"]
+
+
 def test_regions_without_labels_are_numbered():
     dec, _ = planted(seed=2, n_coarse=32, n_fine=200)
     lay = L.build_layout(dec, seed=0, n_epochs=100)
