@@ -16,7 +16,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
 TIMEOUT_MS = 240_000  # the shared test machine is slow; the tiny map is built in memory on first use
-# WebGL (scattergl) through SwiftShader: no GPU on the test machine
+# WebGL (scattergl) through SwiftShader: no GPU on the test machine (Debian's chromium 156 headless has it without
+# these flags too; they keep older builds on SwiftShader)
 LAUNCH_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 PROMPT, SYSTEM = "Tell me about cats.", "You are a pirate."
@@ -82,6 +83,11 @@ def open_point(page) -> tuple[str, float, float]:
     return got[0], got[1], got[2]
 
 
+# CSP refusals (e.g. an eval in a script) are reported in the page as securitypolicyviolation events
+CSP_SPY = """window.__csp = []; document.addEventListener('securitypolicyviolation',
+    e => window.__csp.push(e.violatedDirective + ' ' + (e.sourceFile || e.blockedURI) + ':' + e.lineNumber));"""
+HAS_WEBGL = "(() => { const c = document.createElement('canvas'); return !!c.getContext('webgl'); })()"
+
 NO_WEBGL = """(() => { const get = HTMLCanvasElement.prototype.getContext;
     HTMLCanvasElement.prototype.getContext = function (kind, ...a) {
         return /webgl/.test(String(kind)) ? null : get.call(this, kind, ...a); }; })();"""
@@ -98,24 +104,26 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     ARTIFACTS.mkdir(exist_ok=True)
     tag = f"{viewport['width']}x{viewport['height']}"
     ctx, page = fresh_page(chromium, viewport=viewport)
+    ctx.add_init_script(CSP_SPY)
     if not webgl:
         ctx.add_init_script(NO_WEBGL)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server + "/map")
     page.wait_for_selector('#map-main[data-ready="1"]')
-    # webgl=True: whatever this browser has (headless SwiftShader here: Plotly's WebGL setup fails and map.js redraws
-    # as SVG, so both branches below are real); webgl=False: no WebGL at all, SVG from the first draw
+    # webgl=True: the browser's WebGL (SwiftShader here) must really draw the map: under the app's CSP (no eval) that
+    # needs Plotly's strict bundle, whose shaders come precompiled; webgl=False: no WebGL at all, SVG from the first draw
+    assert page.evaluate("window.__csp") == []
     renderer = page.get_attribute("#map-main", "data-renderer")
-    assert renderer in (("webgl", "svg") if webgl else ("svg",))
+    assert renderer == ("webgl" if webgl and page.evaluate(HAS_WEBGL) else "svg")
     kind = "scattergl" if renderer == "webgl" else "scatter"
     types = page.evaluate("document.getElementById('map-main').data.filter(t => t.customdata).map(t => t.type)")
     assert set(types) == {kind}
     n = page.evaluate("document.getElementById('map-main').data.filter(t => t.customdata).reduce((a, t) => a + t.x.length, 0)")
     assert n == 64 + 512
     assert page.locator("#map-main .no-webgl").count() == 0  # never Plotly's "WebGL is not supported" box
-    if renderer == "webgl":
-        assert page.locator("#map-main canvas").count() > 0  # WebGL layer drawn
+    if renderer == "webgl":  # Plotly's WebGL layer holds a live webgl context
+        assert page.evaluate("!!document.querySelector('#map-main canvas.gl-canvas-context').getContext('webgl')")
     else:
         assert page.locator("#map-main .scatterlayer .point").count() == n  # every point an SVG path
     assert "Neighbour preservation@10" in page.locator("#map-honesty").inner_text()
@@ -187,14 +195,17 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     share = box.locator(".save-status input.saved-url")
     share.wait_for()
     url = share.input_value()
+    assert page.evaluate("window.__csp") == []  # hover, click, paths: still no refusal
     ctx.close()
 
     ctx2, other = fresh_page(chromium, viewport=viewport)
+    ctx2.add_init_script(CSP_SPY)
     other.on("pageerror", lambda e: errors.append(str(e)))
     assert other.goto(url).status == 200
     assert other.locator("#map-feature-shift").inner_text() == shift
     wait_js(other, "(() => { const el = document.getElementById('map-paths-fig'); return el && el.data && el.data.length === 2; })()")
     assert no_horizontal_scroll(other)
     other.screenshot(path=str(ARTIFACTS / f"map-saved-{tag}.png"), full_page=True)
+    assert other.evaluate("window.__csp") == []
     ctx2.close()
     assert not errors, errors
