@@ -48,11 +48,12 @@
 
   // WebGL may be there and still fail inside Plotly (driver blocklist, too many contexts, a stub): then
   // Plotly shows its "WebGL is not supported" box instead of the points; redraw as SVG
-  function svgIfGlFailed(el) {
+  // (with a copy of the layout the failed draw was given: Plotly wrote ranges fitted to the WebGL traces into it)
+  function svgIfGlFailed(el, layout) {
     if (!el.querySelector('.no-webgl')) return Promise.resolve();
     WEBGL = false;
     el.dataset.renderer = 'svg';
-    var data = forRenderer(el.data), layout = el.layout;
+    var data = forRenderer(el.data);
     Plotly.purge(el);
     el.dataset.bound = '';
     return Plotly.newPlot(el, data, layout, config(pageFigure()));
@@ -109,6 +110,27 @@
     });
   }
 
+  // region names come largest region first; at this zoom and box size, a name that would cover an earlier one is
+  // hidden (each zoom shows them all again and re-checks: zooming in makes room)
+  function declutter(el) {
+    var n = ((el.layout && el.layout.annotations) || []).length, show = {};
+    if (!n) return Promise.resolve();
+    for (var i = 0; i < n; i++) show['annotations[' + i + '].visible'] = true;
+    return Plotly.relayout(el, show).then(function () {
+      var kept = [], hide = {}, hidden = 0;
+      [].slice.call(el.querySelectorAll('.infolayer g.annotation')).map(function (g) {
+        return { i: +g.getAttribute('data-index'), b: g.getBoundingClientRect() };
+      }).sort(function (a, b) { return a.i - b.i; }).forEach(function (a) {
+        var b = a.b, clash = kept.some(function (k) {
+          return b.left < k.right && b.right > k.left && b.top < k.bottom && b.bottom > k.top;
+        });
+        if (clash) { hide['annotations[' + a.i + '].visible'] = false; hidden++; } else kept.push(b);
+      });
+      el.dataset.hiddenNames = String(hidden);
+      return hidden ? Plotly.relayout(el, hide) : null;
+    });
+  }
+
   function setPaths(el) {
     var idx = [];
     (el.data || []).forEach(function (t, i) { if (t.meta === 'path') idx.push(i); });
@@ -139,9 +161,11 @@
         layout.xaxis = Object.assign({}, layout.xaxis, { range: el.layout.xaxis.range });
         layout.yaxis = Object.assign({}, layout.yaxis, { range: el.layout.yaxis.range });
       }
+      var given = JSON.parse(JSON.stringify(layout));
       return Plotly.react(el, forRenderer(expand(fig.data)).concat(pathTraces()), layout, config(fig))
-        .then(function () { return svgIfGlFailed(el); })
+        .then(function () { return svgIfGlFailed(el, given); })
         .then(function () { bind(el); return labels(el); })
+        .then(function () { return declutter(el); })
         .then(function () { el.dataset.color = p.get('color_by') || ''; el.dataset.ready = '1'; });
     });
     var q = new URLSearchParams(location.search);
@@ -161,7 +185,10 @@
     });
     el.on('plotly_hover', function (ev) { hoverExample(el, ev); });
     el.on('plotly_relayout', function (ev) {
-      if (ev && (ev['xaxis.range[0]'] !== undefined || ev['xaxis.autorange'] !== undefined || ev['xaxis.range'])) labels(el);
+      if (ev && (ev['xaxis.range[0]'] !== undefined || ev['xaxis.autorange'] !== undefined || ev['xaxis.range'])) {
+        labels(el);
+        declutter(el);
+      }
     });
   }
 
@@ -170,11 +197,14 @@
     if (!el || !window.Plotly) return;
     el.dataset.renderer = WEBGL ? 'webgl' : 'svg';
     if (fig) {
-      if (fig.layout) delete fig.layout.height; // the box's CSS height (640 px, 420 px on phones)
-      Plotly.react(el, forRenderer(expand(fig.data)), fig.layout || {}, config(fig))
-        .then(function () { return svgIfGlFailed(el); }).then(function () { return setPaths(el); }).then(function () {
-          bind(el); el.dataset.readyAt = String(performance.now()); el.dataset.ready = '1';
-        });
+      var layout = fig.layout || {};
+      delete layout.height; // the box's CSS height (640 px, 420 px on phones)
+      var given = JSON.parse(JSON.stringify(layout));
+      Plotly.react(el, forRenderer(expand(fig.data)), layout, config(fig))
+        .then(function () { return svgIfGlFailed(el, given); }).then(function () { return setPaths(el); }).then(function () {
+          bind(el); el.dataset.readyAt = String(performance.now()); // first paint (bench/map.py)
+          return declutter(el);
+        }).then(function () { el.dataset.ready = '1'; });
     }
     var form = document.getElementById('map-view');
     if (form) {
