@@ -186,8 +186,7 @@
     el.on('plotly_hover', function (ev) { hoverExample(el, ev); });
     el.on('plotly_relayout', function (ev) {
       if (ev && (ev['xaxis.range[0]'] !== undefined || ev['xaxis.autorange'] !== undefined || ev['xaxis.range'])) {
-        labels(el);
-        declutter(el);
+        labels(el).then(function () { return declutter(el); });
       }
     });
   }
