@@ -12,7 +12,8 @@ preservation@10) on the shipped SAEs' decoders (random decoders of the same shap
 approximate neighbour search, in the same process (ratio = ours / baseline). Writes layout.npz to --out (a tmp dir).
 page: the app with the embedded engine and the layout in DIR (DIR/<profile>/layout.npz), served by uvicorn on
 127.0.0.1; /map's HTML payload (bytes, gzip bytes) and Debian chromium's time to the map drawn (Plotly's first
-afterplot of 18k WebGL points), against the Analyze page (/) loaded the same way in the same browser (baseline).
+afterplot of 18k WebGL points; SwiftShader, no GPU; the renderer and any CSP refusals are reported), against the
+Analyze page (/) loaded the same way in the same browser (baseline).
 path: POST /api/map/path p50 (a prompt placed on the map) against POST /api/analyze on the same prompt (baseline),
 interleaved.
 """
@@ -111,13 +112,21 @@ def bench_page(args, engine, base) -> dict:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        times = {"map": [], "analyze": []}
+        # CSP refusals (an eval in a script: WebGL's shader compiler in a non-strict Plotly) would mean an SVG map
+        page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', "
+                             "e => window.__csp.push(e.violatedDirective + ' ' + e.sourceFile));")
+        times: dict[str, list] = {"map": [], "analyze": []}
+        seen = {"renderer": set(), "csp": set()}
 
         def load_map():
             page.goto(base + "/map", wait_until="commit")
             page.wait_for_selector('#map-main[data-ready="1"]', timeout=120_000)
-            # map.js stamps the moment the WebGL map and the paths are drawn (ms since navigation start)
-            return float(page.evaluate("document.getElementById('map-main').dataset.readyAt")) / 1000
+            # map.js stamps the moment the map and the paths are drawn (ms since navigation start)
+            got = page.evaluate("(() => { const el = document.getElementById('map-main'); "
+                                "return [el.dataset.readyAt, el.dataset.renderer, window.__csp]; })()")
+            seen["renderer"].add(got[1])
+            seen["csp"].update(got[2])
+            return float(got[0]) / 1000
 
         def load_analyze():
             page.goto(base + "/", wait_until="load")
@@ -130,6 +139,8 @@ def bench_page(args, engine, base) -> dict:
         browser.close()
     out.update({k: {"p50_s": round(statistics.median(v), 3), "runs_s": [round(x, 3) for x in v]} for k, v in times.items()})
     out["ratio_p50"] = round(out["map"]["p50_s"] / out["analyze"]["p50_s"], 2)
+    out["renderer"] = sorted(seen["renderer"])  # ["webgl"]: the scattergl map really drew with WebGL
+    out["csp_violations"] = sorted(seen["csp"])
     out["points"] = sum(int(s.W_dec.shape[0]) for s in engine.saes.values())
     return out
 

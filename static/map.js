@@ -3,41 +3,77 @@
 (function () {
   var LABELS_AT = 250; // show text labels when at most this many points are in view
   // Without WebGL (no GPU, blocked driver) scattergl draws nothing: fall back to SVG scatter (slower, same look).
-  var WEBGL = (function () {
-    try { var c = document.createElement('canvas'); return !!(c.getContext('webgl') || c.getContext('experimental-webgl')); }
-    catch (e) { return false; }
-  })();
+  // No test context here: creating one costs 0.1 s on a software GL; a browser whose WebGL fails inside Plotly is
+  // redrawn as SVG by svgIfGlFailed.
+  var WEBGL = !!window.WebGLRenderingContext;
 
   function forRenderer(traces) {
     if (WEBGL) return traces;
     return (traces || []).map(function (t) { return t.type === 'scattergl' ? Object.assign({}, t, { type: 'scatter' }) : t; });
   }
 
-  // runs before DOMContentLoaded (deferred script), so figures.js draws the base map with the right trace type, at the
-  // height map.css gives the box (640 px, 420 px on phones) rather than the figure's fixed one
-  (function () {
-    var s = document.getElementById('map-main-data'), el = mapEl();
-    if (el) el.dataset.renderer = WEBGL ? 'webgl' : 'svg';
-    if (!s) return;
-    try {
-      var fig = JSON.parse(s.textContent);
-      fig.data = forRenderer(fig.data);
-      if (fig.layout) delete fig.layout.height;
-      s.textContent = JSON.stringify(fig);
-    } catch (e) { /* leave it */ }
-  })();
+  // the server sends each trace's per-point fields in columns (app/viz/map.py `columns`); Plotly wants customdata =
+  // [sae, index, density text, example] per point (the example is fetched on first hover) and a colour per point
+  function expand(traces) {
+    return (traces || []).map(function (t) {
+      var c = t.columns;
+      if (!c) return t;
+      var n = t.x.length, cd = new Array(n), start = typeof c.index === 'number' ? c.index : null;
+      for (var i = 0; i < n; i++) cd[i] = [c.sae, start === null ? c.index[i] : start + i, c.density[i], ''];
+      var out = Object.assign({}, t, { customdata: cd });
+      delete out.columns;
+      if (c.colors) {
+        var col = new Array(n);
+        for (var j = 0; j < n; j++) col[j] = c.palette[c.colors[j]];
+        out.marker = Object.assign({}, t.marker, { color: col });
+      }
+      return out;
+    });
+  }
 
-  // a context that the check above got may still fail inside Plotly (driver blocklist, too many contexts): then
+  // the page's base map, parsed once (it has no data-figure: figures.js leaves it to this file)
+  var FIG = null;
+  function pageFigure() {
+    if (FIG) return FIG;
+    var s = document.getElementById('map-main-data');
+    try { FIG = s ? JSON.parse(s.textContent) : null; } catch (e) { FIG = null; }
+    return FIG;
+  }
+
+  // the WebGL canvas at the screen's own pixel ratio (Plotly's default is 2: four times the pixels on a plain screen)
+  function config(fig) {
+    return Object.assign({ responsive: true, displaylogo: false, plotGlPixelRatio: window.devicePixelRatio || 1 },
+                         (fig || {}).config || {});
+  }
+
+  // WebGL may be there and still fail inside Plotly (driver blocklist, too many contexts, a stub): then
   // Plotly shows its "WebGL is not supported" box instead of the points; redraw as SVG
-  function svgIfGlFailed(el) {
+  // (with a copy of the layout the failed draw was given: Plotly wrote ranges fitted to the WebGL traces into it)
+  function svgIfGlFailed(el, layout) {
     if (!el.querySelector('.no-webgl')) return Promise.resolve();
     WEBGL = false;
     el.dataset.renderer = 'svg';
-    var data = forRenderer(el.data), layout = el.layout, s = document.getElementById('map-main-data'), config = {};
-    try { config = JSON.parse(s.textContent).config || {}; } catch (e) { /* defaults */ }
+    var data = forRenderer(el.data);
     Plotly.purge(el);
     el.dataset.bound = '';
-    return Plotly.newPlot(el, data, layout, Object.assign({ responsive: true, displaylogo: false }, config));
+    return Plotly.newPlot(el, data, layout, config(pageFigure()));
+  }
+
+  // a point's example line comes from /map/example on its first hover, then the label is drawn again where it is
+  var asked = {};
+  function hoverExample(el, ev) {
+    var pt = ev.points && ev.points[0], cd = pt && pt.customdata;
+    if (!cd || pt.data.meta === 'path' || cd.length < 4 || asked[cd[0] + ':' + cd[1]]) return;
+    var key = cd[0] + ':' + cd[1];
+    asked[key] = true;
+    fetch('/map/example/' + encodeURIComponent(cd[0]) + '/' + cd[1]).then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (got) {
+        if (!got || !got.example) return;
+        cd[3] = got.example; // the array the trace holds, so every later hover shows it too
+        var now = el._hoverdata && el._hoverdata[0], at = now && now.customdata;
+        if (at && at[0] + ':' + at[1] === key && ev.event) Plotly.Fx.hover(el, ev.event, 'xy'); // still on it
+      })
+      .catch(function () { asked[key] = false; });
   }
 
   function mapEl() { return document.getElementById('map-main'); }
@@ -71,6 +107,27 @@
     return p.then(function () {
       return Plotly.addTraces(el, { type: 'scatter', mode: 'text', x: xs, y: ys, text: ts, meta: 'labels', hoverinfo: 'skip',
         showlegend: false, textfont: { size: 9, color: '#374151' }, textposition: 'top center' });
+    });
+  }
+
+  // region names come largest region first; at this zoom and box size, a name that would cover an earlier one is
+  // hidden (each zoom shows them all again and re-checks: zooming in makes room)
+  function declutter(el) {
+    var n = ((el.layout && el.layout.annotations) || []).length, show = {};
+    if (!n) return Promise.resolve();
+    for (var i = 0; i < n; i++) show['annotations[' + i + '].visible'] = true;
+    return Plotly.relayout(el, show).then(function () {
+      var kept = [], hide = {}, hidden = 0;
+      [].slice.call(el.querySelectorAll('.infolayer g.annotation')).map(function (g) {
+        return { i: +g.getAttribute('data-index'), b: g.getBoundingClientRect() };
+      }).sort(function (a, b) { return a.i - b.i; }).forEach(function (a) {
+        var b = a.b, clash = kept.some(function (k) {
+          return b.left < k.right && b.right > k.left && b.top < k.bottom && b.bottom > k.top;
+        });
+        if (clash) { hide['annotations[' + a.i + '].visible'] = false; hidden++; } else kept.push(b);
+      });
+      el.dataset.hiddenNames = String(hidden);
+      return hidden ? Plotly.relayout(el, hide) : null;
     });
   }
 
@@ -112,9 +169,11 @@
         layout.xaxis = Object.assign({}, layout.xaxis, { range: el.layout.xaxis.range });
         layout.yaxis = Object.assign({}, layout.yaxis, { range: el.layout.yaxis.range });
       }
-      return Plotly.react(el, forRenderer(fig.data).concat(pathTraces()), layout, fig.config)
-        .then(function () { return svgIfGlFailed(el); })
+      var given = JSON.parse(JSON.stringify(layout));
+      return Plotly.react(el, forRenderer(expand(fig.data)).concat(pathTraces()), layout, config(fig))
+        .then(function () { return svgIfGlFailed(el, given); })
         .then(function () { bind(el); return labels(el); })
+        .then(function () { return declutter(el); })
         .then(function () { el.dataset.color = p.get('color_by') || ''; el.dataset.ready = '1'; });
     });
     var q = new URLSearchParams(location.search);
@@ -132,25 +191,28 @@
       el.dataset.clicked = sae + ':' + index;
       htmx.ajax('GET', '/map/feature/' + encodeURIComponent(sae) + '/' + index, { target: '#map-card', swap: 'innerHTML' });
     });
+    el.on('plotly_hover', function (ev) { hoverExample(el, ev); });
     el.on('plotly_relayout', function (ev) {
-      if (ev && (ev['xaxis.range[0]'] !== undefined || ev['xaxis.autorange'] !== undefined || ev['xaxis.range'])) labels(el);
+      if (ev && (ev['xaxis.range[0]'] !== undefined || ev['xaxis.autorange'] !== undefined || ev['xaxis.range'])) {
+        labels(el).then(function () { return declutter(el); });
+      }
     });
   }
 
   function init() {
-    var el = mapEl();
+    var el = mapEl(), fig = pageFigure();
     if (!el || !window.Plotly) return;
-    var tries = 0;
-    (function wait() { // figures.js draws the base map (data-figure); the paths go on top of it
-      if (!el.data && tries++ < 100) { setTimeout(wait, 30); return; }
-      var start = el.data ? Promise.resolve() : (function () {
-        var fig = JSON.parse(document.getElementById('map-main-data').textContent);
-        return Plotly.react(el, forRenderer(fig.data), fig.layout, fig.config);
-      })();
-      start.then(function () { return svgIfGlFailed(el); }).then(function () { return setPaths(el); }).then(function () {
-        bind(el); el.dataset.readyAt = String(performance.now()); el.dataset.ready = '1';
-      });
-    })();
+    el.dataset.renderer = WEBGL ? 'webgl' : 'svg';
+    if (fig) {
+      var layout = fig.layout || {};
+      delete layout.height; // the box's CSS height (640 px, 420 px on phones)
+      var given = JSON.parse(JSON.stringify(layout));
+      Plotly.react(el, forRenderer(expand(fig.data)), layout, config(fig))
+        .then(function () { return svgIfGlFailed(el, given); }).then(function () { return setPaths(el); }).then(function () {
+          bind(el); el.dataset.readyAt = String(performance.now()); // first paint (bench/map.py)
+          return declutter(el);
+        }).then(function () { el.dataset.ready = '1'; });
+    }
     var form = document.getElementById('map-view');
     if (form) {
       form.addEventListener('change', swapBase);
@@ -158,7 +220,8 @@
     }
   }
 
-  document.addEventListener('DOMContentLoaded', function () { setTimeout(init, 0); });
+  // deferred after plotly.min.js: the document is parsed and Plotly is there, so draw now, before DOMContentLoaded
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
   document.addEventListener('htmx:afterSettle', function (e) {
     var el = mapEl();
     if (e.target && e.target.id === 'map-result' && el && el.data) setPaths(el);

@@ -26,12 +26,12 @@ class Region:
     """One cluster of the layout, drawn as a soft region with its label."""
 
     id: int
-    label: str  # commonest atlas label words of its members, or "cluster N"
+    label: str  # the atlas label words its members carry more than the map does, or "cluster N"
     size: int  # member features (both SAEs)
     n_coarse: int
     centroid: tuple[float, float]  # median of the members' 2D positions
     hull: tuple[tuple[float, float], ...]  # convex hull of the 90% of members nearest the centroid (closed polygon)
-    words: tuple[tuple[str, int], ...] = ()  # (label word, members carrying it), commonest first
+    words: tuple[tuple[str, int], ...] = ()  # (label word, members carrying it), most telling first
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,9 +172,14 @@ def clusters(xy: np.ndarray, min_cluster_size: int, min_samples: int | None = No
 WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
+# an atlas label's own wording, not what its feature fires on: "(no selective token)", "(never fires on the atlas
+# corpus)" (a parenthesised group without a " · " list, so not "( · the · )") and the "in:" of "(in: France · Paris)"
+LABEL_MARKUP_RE = re.compile(r"\((?!in: )[^()·]*\)|\(in: ")
+
+
 def label_words(label: str) -> list[str]:
-    """Words of an atlas label, lowercased (punctuation and whitespace tokens dropped)."""
-    return [w.lower() for w in WORD_RE.findall(label or "")]
+    """Words of an atlas label, lowercased (punctuation, whitespace tokens and the label's own wording dropped)."""
+    return [w.lower() for w in WORD_RE.findall(LABEL_MARKUP_RE.sub(" ", label or ""))]
 
 
 def region_of(members: np.ndarray, xy: np.ndarray, cid: int, n_coarse: int,
@@ -194,22 +199,34 @@ def region_of(members: np.ndarray, xy: np.ndarray, cid: int, n_coarse: int,
             hull = tuple((round(float(x), 4), round(float(y), 4)) for x, y in np.vstack([poly, poly[:1]]))
         except Exception:  # collinear points: no area to draw
             hull = ()
-    common = tuple((w, n) for w, n in sorted((words or Counter()).items(), key=lambda t: (-t[1], t[0])) if n >= 2)[:top_words]
+    common = tuple((w, n) for w, n in (words or Counter()).items())[:top_words]  # ranked by the caller
     label = " · ".join(w for w, _ in common) if common else f"cluster {cid}"
     return Region(cid, label, int(len(members)), n_coarse, (round(float(c[0]), 4), round(float(c[1]), 4)), hull, common)
 
 
+def telling_words(words: Counter, size: int, everywhere: Counter, n: int, min_count: int = 2,
+                  min_lift: float = 2.0) -> Counter:
+    """A region's label words ranked by count x log(lift), lift = (share of its members carrying the word) / (share of
+    all features carrying it): "the" or "of" sit in every region's labels and name none (like the atlas's labels)."""
+    scored = []
+    for w, k in words.items():
+        lift = (k / size) / (everywhere[w] / n)
+        if k >= min_count and lift >= min_lift:
+            scored.append((-k * np.log(lift), w, k))
+    return Counter({w: k for _, w, k in sorted(scored)})
+
+
 def regions(cluster: np.ndarray, xy: np.ndarray, sae_of_row: np.ndarray,
             row_label: Callable[[int], str] | None = None) -> tuple[Region, ...]:
-    """A Region per cluster id (0..), labelled by the commonest words of its members' atlas labels."""
+    """A Region per cluster id (0..), labelled by the words its members' atlas labels carry more than the map's do."""
+    per_row = [set(label_words(row_label(r))) for r in range(len(cluster))] if row_label is not None else None
+    everywhere = Counter(w for ws in per_row for w in ws) if per_row is not None else Counter()
     out = []
     for cid in range(int(cluster.max()) + 1 if len(cluster) else 0):
         members = np.flatnonzero(cluster == cid)
         words = None
-        if row_label is not None:
-            words = Counter()
-            for r in members:
-                words.update(set(label_words(row_label(int(r)))))  # a word counts once per feature
+        if per_row is not None:
+            words = telling_words(Counter(w for r in members for w in per_row[r]), len(members), everywhere, len(cluster))
         out.append(region_of(members, xy, cid, int((sae_of_row[members] == 0).sum()), words))
     return tuple(out)
 

@@ -37,14 +37,13 @@ def snippet(atlas, sae: str, index: int, before: int = 6) -> str:
 
 
 def point_table(lay, atlas=None) -> dict:
-    """Per row of the layout: sae, index, label, density (nan without atlas) and hover example. Built once per
-    layout and atlas (~0.5 s for 18k features), then cached by the caller."""
+    """Per row of the layout: sae, index, label and density (nan without atlas); hover examples are fetched per point
+    (`snippet`), not sent with the map. Built once per layout and atlas, then cached by the caller."""
     sae_row = lay.sae_of_row()
     names = [lay.sae_names[s] for s in sae_row]
     index = np.concatenate([np.arange(w) for w in lay.widths])
     density = np.full(lay.n, np.nan)
     labels = [""] * lay.n
-    examples = [""] * lay.n
     if atlas is not None:
         for name in lay.sae_names:
             rows = lay.rows(name)
@@ -54,8 +53,7 @@ def point_table(lay, atlas=None) -> dict:
                 pass
         for r in range(lay.n):
             labels[r] = esc(atlas.label(names[r], int(index[r])))
-            examples[r] = esc(snippet(atlas, names[r], int(index[r])))
-    return {"sae": names, "index": index, "density": density, "label": labels, "example": examples}
+    return {"sae": names, "index": index, "density": density, "label": labels}
 
 
 def visible_rows(lay, table: dict, show: str, extra_rows=(), max_points: int = MAX_POINTS) -> np.ndarray:
@@ -123,10 +121,22 @@ def base_layout(height: int = 640) -> dict:
             "font": {"family": "system-ui, sans-serif", "size": 11}}
 
 
+def columns(name: str, index: np.ndarray, dens: np.ndarray, colours: list | None) -> dict:
+    """A trace's per-point fields in columns (static/map.js `expand` turns them into Plotly's customdata = [sae, index,
+    density text, example] and marker colours): half the bytes and parse time of one small array per point."""
+    idx = index.tolist()
+    out: dict = {"sae": name, "index": idx[0] if idx == list(range(idx[0], idx[0] + len(idx))) else idx,
+                 "density": ["—" if math.isnan(d) else f"{100 * d:.3g}%" for d in dens.tolist()]}
+    if colours is not None:  # a few distinct colours: a palette and one small int per point
+        palette, codes = np.unique(np.asarray(colours), return_inverse=True)
+        out.update(palette=palette.tolist(), colors=codes.tolist())
+    return out
+
+
 def map_figure(lay, table: dict, color_by: str = "cluster", show: str = "both", values: np.ndarray | None = None,
                extra_rows=(), max_points: int = MAX_POINTS) -> dict:
-    """Every (visible) feature as a scattergl point; customdata = [sae, index, density text, example] for hover,
-    click and the zoom labels (text = the atlas label)."""
+    """Every (visible) feature as a scattergl point, its per-point fields in `columns` (see there); text = the atlas
+    label (hover and the zoom labels)."""
     rows = visible_rows(lay, table, show, extra_rows, max_points)
     cat, numeric = colours(lay, table, rows, color_by, values)
     traces = []
@@ -136,21 +146,20 @@ def map_figure(lay, table: dict, color_by: str = "cluster", show: str = "both", 
         sel = rows[mask]
         if not len(sel):
             continue
-        dens = table["density"][sel]
-        custom = [[name, int(table["index"][r]), "—" if math.isnan(d) else f"{100 * d:.3g}%", table["example"][r]]
-                  for r, d in zip(sel.tolist(), dens.tolist())]
         marker = {"size": SAE_STYLE.get(name, {}).get("size", 4), "symbol": SAE_STYLE.get(name, {}).get("symbol", "circle"),
                   "opacity": 0.75}
-        if cat is not None:
-            marker["color"] = [c for c, m in zip(cat, mask) if m]
-        else:
+        if cat is None:
             marker.update({k: ([c for c, m in zip(v, mask) if m] if k == "color" else v) for k, v in numeric.items()})
             if name != lay.sae_names[0]:
                 marker.pop("colorbar", None)
                 marker["showscale"] = False
+        cols = columns(name, table["index"][sel], table["density"][sel],
+                       None if cat is None else [c for c, m in zip(cat, mask) if m])
+        # float64 before rounding: float32 values print as 2.197999954223633
+        xy = np.round(lay.xy[sel].astype(np.float64), 3)
         traces.append({"type": "scattergl", "mode": "markers", "name": f"{name} ({len(sel)})",
-                       "x": np.round(lay.xy[sel, 0], 3).tolist(), "y": np.round(lay.xy[sel, 1], 3).tolist(),
-                       "text": [table["label"][r] for r in sel.tolist()], "customdata": custom, "marker": marker,
+                       "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
+                       "text": [table["label"][r] for r in sel.tolist()], "columns": cols, "marker": marker,
                        "hovertemplate": "<b>%{customdata[0]} %{customdata[1]}</b> %{text}<br>density %{customdata[2]}"
                                         "<br>%{customdata[3]}<extra></extra>"})
     shapes, notes = region_shapes(lay.regions)

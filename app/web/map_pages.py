@@ -1,5 +1,6 @@
 """The map page (/map), its htmx fragment (a prompt's paths) and the two small helpers map.js calls
-(/map/figure: the base map in another colouring; /map/feature/{sae}/{index}: a clicked point's card).
+(/map/figure: the base map in another colouring; /map/feature/{sae}/{index}: a clicked point's card;
+/map/example/{sae}/{index}: a hovered point's example line, fetched on first hover rather than sent with 18k points).
 
 templates/fragments/map.html is rendered from {inputs, result, kind} only (the saved-explorations contract); the
 page URL carries the inputs, so a copied address re-opens the same view (colouring and filter included).
@@ -17,11 +18,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_status, run_map
+from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_or_409, layout_status, point_row, run_map
 from app.engine.engine import EngineBusy
 from app.engine.layout import NEIGHBOURS, cosine_to
 from app.explorations_registry import inputs_to_query
-from app.viz.map import map_figure, point_table
+from app.viz.map import esc, map_figure, point_table, snippet
 from app.web.forms import cap_url, errors_of, flag, last
 from app.web.templating import render_fragment, render_page
 
@@ -202,6 +203,14 @@ def map_figure_json(request: Request, engine: EngineDep, store: StoreDep):
         raise HTTPException(422, detail=json.loads(exc.json(include_url=False, include_input=False))) from None
     fig = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery)
     return Response(json.dumps(fig, separators=(",", ":")), media_type="application/json")
+
+
+@router.get("/map/example/{sae}/{index}")
+def map_example(sae: str, index: int, engine: EngineDep) -> dict:
+    """A point's hover line: its strongest atlas example, the firing token in [brackets] (HTML-escaped for Plotly)."""
+    point_row(layout_or_409(engine), sae, index)
+    atlas = getattr(engine, "atlas", None)
+    return {"sae": sae, "index": index, "example": esc(snippet(atlas, sae, index)) if atlas is not None else ""}
 
 
 @router.get("/map/feature/{sae}/{index}", response_class=HTMLResponse)

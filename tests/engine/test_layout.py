@@ -1,6 +1,8 @@
 """The map layout: determinism, the honesty figure against scikit-learn, planted clusters, token placement."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -79,6 +81,31 @@ def test_regions_recover_planted_clusters(built):
         assert r.size == len(members) and r.n_coarse == int((members < 64).sum())
         assert len(r.hull) >= 4 and r.hull[0] == r.hull[-1]
     assert [r.size for r in lay.regions] == sorted((r.size for r in lay.regions), reverse=True)
+
+
+def test_region_labels_skip_the_atlas_labels_own_wording():
+    """Atlas labels say "(no selective token)" or "(never fires ...)" for features without a name and wrap topic tokens
+    in "(in: ...)": those words named most regions ("no · selective · token", "in") instead of what the members share."""
+    labels = (["(no selective token)"] * 5 + ["(no selective token) (in: france · paris)"] * 3 + [" cat · dog (in: pets)"] * 2
+              + ["(never fires on the atlas corpus)"] * 4 + ["( · the · )"] * 2) + [" the · of"] * 16
+    n = len(labels)
+    xy = np.random.default_rng(0).uniform(0, 1, (n, 2))
+    cl = np.repeat(np.arange(2, dtype=np.int32), 16)
+    regs = L.regions(cl, xy, np.zeros(n, dtype=np.int64), lambda r: labels[r])
+    assert regs[0].label == "france · paris · cat"
+    assert L.label_words("( · the · )") == ["the"] and L.label_words("au · French (in: France)") == ["au", "french", "france"]
+
+
+def test_region_labels_are_words_the_region_has_more_than_the_map():
+    """"the" on every feature's label names no region; a word twice as common in a region as on the map does."""
+    words = [["the", "france"], ["the", "paris", "france"], ["the", "france"], ["the", "code"],
+             ["the", "code", "def"], ["the", "code"], ["the", "music"], ["the", "music", "france"]]
+    cl = np.array([0, 0, 0, 1, 1, 1, 2, 2], dtype=np.int32)
+    xy = np.random.default_rng(0).uniform(0, 1, (8, 2))
+    regs = L.regions(cl, xy, np.zeros(8, dtype=np.int64), lambda r: " · ".join(words[r]))
+    assert [r.label for r in regs] == ["france", "code", "music"]  # 'paris', 'def': on one member only
+    assert regs[0].words == (("france", 3),)
+    assert L.telling_words(Counter({"the": 3, "france": 3}), 3, Counter({"the": 8, "france": 4}), 8) == {"france": 3}
 
 
 def test_regions_without_labels_are_numbered():

@@ -16,7 +16,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
 TIMEOUT_MS = 240_000  # the shared test machine is slow; the tiny map is built in memory on first use
-# WebGL (scattergl) through SwiftShader: no GPU on the test machine
+# WebGL (scattergl) through SwiftShader: no GPU on the test machine (Debian's chromium 156 headless has it without
+# these flags too; they keep older builds on SwiftShader)
 LAUNCH_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 PROMPT, SYSTEM = "Tell me about cats.", "You are a pirate."
@@ -53,8 +54,9 @@ def fresh_page(browser, **kw):
 
 def open_point(page) -> tuple[str, float, float]:
     """A fine feature's point that the mouse can reach: inside the plot area away from its edges (legend, mode bar),
-    with Plotly's drag layer topmost there (no region label or legend over it) and no other point within 12 px, so
-    hover and click mean that feature. -> ("sae index", page x, page y) from Plotly's own axis mapping."""
+    with Plotly's drag layer topmost there (no region label or legend over it), the one farthest from any other point
+    (8 px at least; a phone-sized map has few points 12 px clear), so hover and click mean that feature.
+    -> ("sae index", page x, page y) from Plotly's own axis mapping."""
     got = page.evaluate("""() => {
         const el = document.getElementById('map-main'), fl = el._fullLayout, box = el.getBoundingClientRect();
         const xa = fl.xaxis, ya = fl.yaxis, pts = [];
@@ -65,6 +67,7 @@ def open_point(page) -> tuple[str, float, float]:
                           box.top + ya._offset + ya.l2p(t.y[i])]);
         }
         const seen = {};
+        let best = null;
         for (const [name, x, y] of pts) {
             if (!name.startsWith('fine ')) continue;
             if (x < box.left + xa._offset + 40 || x > box.left + xa._offset + xa._length - 40) continue;
@@ -74,13 +77,18 @@ def open_point(page) -> tuple[str, float, float]:
             const what = top ? top.tagName + '.' + (top.getAttribute('class') || '') : 'nothing';
             seen[what] = (seen[what] || 0) + 1;
             if (!top || !el.contains(top) || top.closest('.legend, .annotation, .modebar-container')) continue;
-            if (pts.some(([n, u, v]) => n !== name && Math.hypot(u - x, v - y) < 12)) continue;
-            return [name, x, y];
+            const gap = Math.min(...pts.filter(([n]) => n !== name).map(([, u, v]) => Math.hypot(u - x, v - y)));
+            if (gap >= 8 && (!best || gap > best[3])) best = [name, x, y, gap];
         }
-        return JSON.stringify(seen); }""")
+        return best || JSON.stringify(seen); }""")
     assert isinstance(got, list), f"no isolated, unoccluded point on the map; topmost elements over points: {got}"
     return got[0], got[1], got[2]
 
+
+# CSP refusals (e.g. an eval in a script) are reported in the page as securitypolicyviolation events
+CSP_SPY = """window.__csp = []; document.addEventListener('securitypolicyviolation',
+    e => window.__csp.push(e.violatedDirective + ' ' + (e.sourceFile || e.blockedURI) + ':' + e.lineNumber));"""
+HAS_WEBGL = "(() => { const c = document.createElement('canvas'); return !!c.getContext('webgl'); })()"
 
 NO_WEBGL = """(() => { const get = HTMLCanvasElement.prototype.getContext;
     HTMLCanvasElement.prototype.getContext = function (kind, ...a) {
@@ -91,6 +99,14 @@ def no_horizontal_scroll(page) -> bool:
     return page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
 
 
+def names_overlapping(page) -> list:
+    """Pairs of region names drawn on the map whose boxes intersect (map.js hides the later, smaller region's)."""
+    boxes = page.evaluate("[...document.querySelectorAll('#map-main .infolayer g.annotation')].map(g => "
+                          "{ const b = g.getBoundingClientRect(); return [g.textContent, b.left, b.top, b.right, b.bottom]; })")
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[:i]
+            if a[1] < b[3] and a[3] > b[1] and a[2] < b[4] and a[4] > b[2]]
+
+
 # desktop: the browser's own WebGL; phone: a browser without WebGL, where map.js falls back to SVG scatter
 @pytest.mark.parametrize("viewport,webgl", [({"width": 1440, "height": 900}, True), ({"width": 390, "height": 844}, False)],
                          ids=["desktop-webgl", "phone-svg"])
@@ -98,28 +114,32 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     ARTIFACTS.mkdir(exist_ok=True)
     tag = f"{viewport['width']}x{viewport['height']}"
     ctx, page = fresh_page(chromium, viewport=viewport)
+    ctx.add_init_script(CSP_SPY)
     if not webgl:
         ctx.add_init_script(NO_WEBGL)
-    errors = []
+    errors, examples = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: examples.append(r.url.split("/map/example/")[1]) if "/map/example/" in r.url else None)
     page.goto(server + "/map")
     page.wait_for_selector('#map-main[data-ready="1"]')
-    # webgl=True: whatever this browser has (headless SwiftShader here: Plotly's WebGL setup fails and map.js redraws
-    # as SVG, so both branches below are real); webgl=False: no WebGL at all, SVG from the first draw
+    # webgl=True: the browser's WebGL (SwiftShader here) must really draw the map: under the app's CSP (no eval) that
+    # needs Plotly's strict bundle, whose shaders come precompiled; webgl=False: no WebGL at all, SVG from the first draw
+    assert page.evaluate("window.__csp") == []
     renderer = page.get_attribute("#map-main", "data-renderer")
-    assert renderer in (("webgl", "svg") if webgl else ("svg",))
+    assert renderer == ("webgl" if webgl and page.evaluate(HAS_WEBGL) else "svg")
     kind = "scattergl" if renderer == "webgl" else "scatter"
     types = page.evaluate("document.getElementById('map-main').data.filter(t => t.customdata).map(t => t.type)")
     assert set(types) == {kind}
     n = page.evaluate("document.getElementById('map-main').data.filter(t => t.customdata).reduce((a, t) => a + t.x.length, 0)")
     assert n == 64 + 512
     assert page.locator("#map-main .no-webgl").count() == 0  # never Plotly's "WebGL is not supported" box
-    if renderer == "webgl":
-        assert page.locator("#map-main canvas").count() > 0  # WebGL layer drawn
+    if renderer == "webgl":  # Plotly's WebGL layer holds a live webgl context
+        assert page.evaluate("!!document.querySelector('#map-main canvas.gl-canvas-context').getContext('webgl')")
     else:
         assert page.locator("#map-main .scatterlayer .point").count() == n  # every point an SVG path
     assert "Neighbour preservation@10" in page.locator("#map-honesty").inner_text()
     assert no_horizontal_scroll(page)
+    assert page.locator("#map-main .infolayer g.annotation").count() > 0 and names_overlapping(page) == []
 
     # hover a point that is not hidden under a region label: Plotly's hover label (SVG) names it
     page.locator("#map-main").scroll_into_view_if_needed()
@@ -141,6 +161,10 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     wait_js(page, f"window.__hovered === {json.dumps(name)}", timeout_s=30)
     wait_js(page, "[...document.querySelectorAll('#map-main .hoverlayer .hovertext')]"
            f".some(g => g.textContent.includes({json.dumps(name)}))", timeout_s=30)
+    # the hover line's atlas example is not in the page: map.js asks /map/example for the point on its first hover
+    wait_js(page, "performance.getEntriesByType('resource').some(r => r.name.endsWith("
+                  f"'/map/example/{name.replace(' ', '/')}'))", timeout_s=30)
+    assert name.replace(" ", "/") in examples
     page.mouse.click(x, y)
     card = page.locator("#map-card-body")
     card.wait_for()
@@ -187,14 +211,17 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     share = box.locator(".save-status input.saved-url")
     share.wait_for()
     url = share.input_value()
+    assert page.evaluate("window.__csp") == []  # hover, click, paths: still no refusal
     ctx.close()
 
     ctx2, other = fresh_page(chromium, viewport=viewport)
+    ctx2.add_init_script(CSP_SPY)
     other.on("pageerror", lambda e: errors.append(str(e)))
     assert other.goto(url).status == 200
     assert other.locator("#map-feature-shift").inner_text() == shift
     wait_js(other, "(() => { const el = document.getElementById('map-paths-fig'); return el && el.data && el.data.length === 2; })()")
     assert no_horizontal_scroll(other)
     other.screenshot(path=str(ARTIFACTS / f"map-saved-{tag}.png"), full_page=True)
+    assert other.evaluate("window.__csp") == []
     ctx2.close()
     assert not errors, errors

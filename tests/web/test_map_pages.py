@@ -10,6 +10,7 @@ import pytest
 
 from app.api.map import service
 from app.web.map_pages import page_url, parse_inputs
+from tests.viz.test_map import expanded
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def tiny_layout(tiny_engine):
 
 
 def figure_of(html: str, fid: str) -> dict:
-    m = re.search(rf'data-figure="{fid}"[^>]*>(.*?)</script>', html, re.S)
+    m = re.search(rf'(?:data-figure="{fid}"|id="{fid}-data")[^>]*>(.*?)</script>', html, re.S)
     assert m, fid
     return json.loads(m.group(1))
 
@@ -29,7 +30,7 @@ def test_map_page_has_every_feature_and_the_honesty_figure(tiny_client, tiny_lay
     r = tiny_client.get("/map")
     assert r.status_code == 200
     fig = figure_of(r.text, "map-main")
-    pts = {(t["customdata"][i][0], t["customdata"][i][1]): (t["x"][i], t["y"][i]) for t in fig["data"] for i in range(len(t["x"]))}
+    pts = {(t["customdata"][i][0], t["customdata"][i][1]): (t["x"][i], t["y"][i]) for t in expanded(fig) for i in range(len(t["x"]))}
     assert len(pts) == 64 + 512
     assert pts[("fine", 10)] == pytest.approx(tuple(tiny_layout.xy[64 + 10]), abs=1e-3)
     assert all(t["type"] == "scattergl" for t in fig["data"])
@@ -38,6 +39,35 @@ def test_map_page_has_every_feature_and_the_honesty_figure(tiny_client, tiny_lay
     assert "not</b> cosines" in r.text
     fine_only = figure_of(tiny_client.get("/map?show=fine&color_by=density").text, "map-main")
     assert sum(len(t["x"]) for t in fine_only["data"]) == 512
+
+
+def test_plotly_bundle_is_the_csp_strict_build():
+    """The CSP has no 'unsafe-eval': scattergl's regl shaders must ship precompiled (Plotly's strict bundle) or WebGL fails."""
+    from app.settings import ROOT
+
+    head = (ROOT / "static" / "plotly.min.js").read_text()[:200]
+    assert "plotly.js (strict - minified) v4.1.1" in head
+
+
+class _Atlas:
+    """Just what the hover snippet reads: window length, token ids, each feature's top row, token strings."""
+    ctx, tokens = 8, list(range(8))
+    summaries = {"fine": {"top_rows": {5: [3]}}}
+
+    def tok(self, i: int) -> str:
+        return ["A", " cat", " <b>", " sat\n", "x", "y", "z", "w"][i]
+
+
+def test_hover_example_is_fetched_per_point_not_sent_with_the_map(tiny_client, tiny_engine, tiny_layout, monkeypatch):
+    page = tiny_client.get("/map").text
+    fig = figure_of(page, "map-main")
+    assert all(row[3] == "" for t in expanded(fig) for row in t["customdata"])  # map.js fills it on first hover
+    assert 'data-figure="map-main"' not in page  # map.js draws it (one parse), not figures.js
+    monkeypatch.setattr(tiny_engine, "atlas", _Atlas())
+    r = tiny_client.get("/map/example/fine/5")
+    assert r.status_code == 200 and r.json() == {"sae": "fine", "index": 5, "example": "A cat &lt;b&gt;[ sat⏎]"}
+    assert tiny_client.get("/map/example/fine/512").status_code == 404 and "(0..511)" in tiny_client.get("/map/example/fine/512").text
+    assert tiny_client.get("/map/example/middle/1").status_code == 404
 
 
 def test_figure_json_colour_by_cosine(tiny_client, tiny_engine, tiny_layout):

@@ -198,15 +198,20 @@ def run_map(engine, settings, req: MapRequest) -> MapResponse:
                        regions=region_models(lay), paths=paths, pull=pull, steer=steer, drift=drift, drift_note=note)
 
 
-def feature_point(engine, sae: str, index: int) -> dict:
-    """What a click on a point shows: label, density, place, region and top atlas examples (no model work)."""
-    lay = layout_or_409(engine)
+def point_row(lay: Layout, sae: str, index: int) -> int:
+    """The layout row of a point; 404 naming the SAEs or the valid index range."""
     if sae not in lay.sae_names:
         raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(lay.sae_names)}")
     width = lay.widths[lay.sae_names.index(sae)]
     if not 0 <= index < width:
         raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
-    row = lay.offset(sae) + index
+    return lay.offset(sae) + index
+
+
+def feature_point(engine, sae: str, index: int) -> dict:
+    """What a click on a point shows: label, density, place, region and top atlas examples (no model work)."""
+    lay = layout_or_409(engine)
+    row = point_row(lay, sae, index)
     cid = int(lay.cluster[row])
     out = {"sae": sae, "index": index, "x": float(lay.xy[row, 0]), "y": float(lay.xy[row, 1]), "region": cid,
            "region_label": lay.regions[cid].label if cid >= 0 else None, "label": label_of(engine, sae, index),
