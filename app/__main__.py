@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return list_profiles()
 
     if args.cmd == "fetch":
-        from app.engine.profiles import ProfileError, get_profile, is_cached
+        from app.engine.availability import is_cached
+        from app.engine.profiles import ProfileError, get_profile
 
         try:
             fetch_profile = get_profile(args.profile)
@@ -122,7 +123,8 @@ def _fail(exc: Exception) -> int:
 
 def list_profiles() -> int:
     """`python -m app profiles`: every profile file, its model / hook / SAEs, and what is missing here."""
-    from app.engine.profiles import PROFILES_DIR, load_profiles, missing_parts
+    from app.engine.availability import missing_parts
+    from app.engine.profiles import PROFILES_DIR, load_profiles
 
     for name, p in load_profiles(PROFILES_DIR).items():
         missing = missing_parts(p)

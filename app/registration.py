@@ -68,20 +68,20 @@ def build_views() -> ViewRegistry:
     views = ViewRegistry()
     views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, "/", response_model=analysis.AnalyzeResponse,
                    example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis", url_fn=analysis_pages.page_url)
-    views.register("generation", generate.GenerateRequest, generate.run_generate, "/generate",
-                   response_model=generate.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS,
+    views.register("generation", generate.schemas.GenerateRequest, generate.service.run_generate, "/generate",
+                   response_model=generate.schemas.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS,
                    url_fn=partial(urls.to_url, "generation"))
-    views.register("steering", generate.SteerRequest, generate.run_steer, "/generate", response_model=generate.SteerResponse,
+    views.register("steering", generate.schemas.SteerRequest, generate.service.run_steer, "/generate", response_model=generate.schemas.SteerResponse,
                    example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS, url_fn=partial(urls.to_url, "steering"))
-    views.register("dose", generate.DoseRequest, generate.run_dose, "/generate", response_model=generate.DoseResponse,
+    views.register("dose", generate.schemas.DoseRequest, generate.service.run_dose, "/generate", response_model=generate.schemas.DoseResponse,
                    example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS,
                    url_fn=partial(urls.to_url, "dose"))
-    views.register("temperature", generate.TemperatureRequest, generate.run_temperature, "/temperature",
-                   response_model=generate.TemperatureResponse,
+    views.register("temperature", generate.schemas.TemperatureRequest, generate.service.run_temperature, "/temperature",
+                   response_model=generate.schemas.TemperatureResponse,
                    example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS,
                    url_fn=partial(urls.to_url, "temperature"))
-    views.register("system_shift", generate.SystemShiftRequest, generate.run_system_shift, "/temperature",
-                   response_model=generate.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
+    views.register("system_shift", generate.schemas.SystemShiftRequest, generate.service.run_system_shift, "/temperature",
+                   response_model=generate.schemas.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
                    url_fn=partial(urls.to_url, "system_shift"),
                    example={"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."})
     views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, "/discover",

@@ -1,10 +1,11 @@
 """Shared request fields with their limits (422s name the field and the limit)."""
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Annotated
+from typing import Annotated, Any, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
 from app.api.limits import Limit
 
@@ -63,3 +64,15 @@ class FiniteModel(BaseModel):
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError("must be a finite number (no NaN or infinity)")
         return v
+
+
+def model_of(record: type, through: str | None = None) -> type[BaseModel]:
+    """A pydantic model with an engine dataclass's fields (types, defaults, order), up to and including `through`:
+    an API model that subclasses it shares the engine's one field list (its own fields follow)."""
+    hints = get_type_hints(record)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        fields[f.name] = (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
+        if f.name == through:
+            break
+    return create_model(f"{record.__name__}Fields", **fields)

@@ -222,15 +222,6 @@ def adhoc_profile(model: str, hook: str, coarse: str, fine: str, prepend_bos: bo
                    hook=hook, prepend_bos=prepend_bos, dtype_cuda=dtype_cuda)
 
 
-def is_cached(profile: Profile, data_dir: Path = DATA_DIR) -> bool:
-    """True when a GGUF profile's converted weights and local SAE folders are on disk (no torch import)."""
-    if profile.loader != "gguf":
-        return False
-    model_dir = data_dir / "models" / profile.name
-    local = [s.path for s in (profile.coarse, profile.fine)]
-    return (model_dir / "hooked_fp32.pt").exists() and all(p is not None and (p / "cfg.json").exists() for p in local)
-
-
 def __getattr__(attr: str):
     """Back-compat, read on first use (never at import): PROFILES (the shipped folder), SMOLLM2_WHEEL."""
     if attr == "PROFILES":
@@ -238,63 +229,3 @@ def __getattr__(attr: str):
     if attr == "SMOLLM2_WHEEL":
         return get_profile("smollm2-135m").options["wheel"]
     raise AttributeError(attr)
-
-
-# ---------------------------------------------------------------- what is on this machine (no torch import)
-def _hf_cache_dir() -> Path:
-    import os
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-
-
-def _repo_cached(repo: str) -> bool:
-    snaps = _hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"
-    return snaps.is_dir() and any(snaps.iterdir())
-
-
-def _release_repo(release: str) -> str | None:
-    """repo_id of a sae-lens release, read from the installed sae-lens's pretrained_saes.yaml (no sae-lens import)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("sae_lens")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    yaml_path = Path(list(spec.submodule_search_locations)[0]) / "pretrained_saes.yaml"
-    pat = re.compile(rf"^{re.escape(release)}:\s*$")
-    in_block = False
-    for line in yaml_path.read_text().splitlines():
-        if pat.match(line):
-            in_block = True
-        elif in_block and line and not line.startswith(" "):
-            return None
-        elif in_block and line.startswith("  repo_id:"):
-            return line.split(":", 1)[1].strip()
-    return None
-
-
-def missing_parts(profile: Profile, data_dir: Path = DATA_DIR) -> list[str]:
-    """What this machine lacks to serve the profile (empty when everything is on disk), cheaply: no torch."""
-    out = []
-    if profile.loader == "gguf":
-        gguf = data_dir / "models" / profile.name
-        if not (gguf / "hooked_fp32.pt").exists() and not list(gguf.glob("*.gguf")):
-            out.append(f"model: `python -m app fetch --profile {profile.name}`")
-    elif profile.loader in ("hf_dir", "gguf_file"):
-        if not Path(profile.model_name).exists():
-            out.append(f"model: {profile.model_name}")
-    elif profile.loader == "pretrained":
-        repo = profile.hf_repo or profile.model_name
-        if not _repo_cached(repo):
-            out.append(f"model: {repo} (Hugging Face{', gated' if profile.gated else ''})")
-    for spec in (profile.coarse, profile.fine):
-        if spec.path is not None and not (spec.path / "cfg.json").exists():
-            out.append(f"{spec.name} SAE: {spec.path}")
-        elif spec.release is not None:
-            repo = _release_repo(spec.release)
-            if repo is None:
-                out.append(f"{spec.name} SAE: release {spec.release} is not in this sae-lens")
-            elif not _repo_cached(repo):
-                out.append(f"{spec.name} SAE: {repo} ({spec.sae_id})")
-    return out

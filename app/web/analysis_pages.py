@@ -8,19 +8,19 @@ HX-Push-Url after each htmx request.
 from __future__ import annotations
 
 import re
+from functools import partial
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.analysis import AnalyzeRequest, run_analysis
 from app.api.analysis.schemas import FEATURE_PATTERN
 from app.api.deps import EngineDep, SettingsDep
-from app.engine.engine import EngineBusy
-from app.web.forms import cap_url, errors_of, flag, last
+from app.web.forms import cap_url, flag, last
 from app.web.templating import render_fragment, render_page
+from app.web.views import form_fragment, query_page, run_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 KIND = "analysis"
@@ -79,57 +79,39 @@ def analysis_view(engine, settings, params, defer_lens: bool = False, strict_fea
     (`lens_vals` in the context), which reads the residuals this forward kept (engine.resid_cache).
     strict_feature: a `feature` outside the SAE is an error (404), not left out as in a pasted address.
     """
-    try:
+    def parse(params) -> AnalyzeRequest:
         req = parse_inputs(params)
-    except ValidationError as exc:
-        return {"inputs": None, "result": None, "kind": KIND, "errors": errors_of(exc), "status": 422}
-    if req.feature and not strict_feature and not known_feature(engine, req.feature):  # an address naming no feature opens no card
-        req = req.model_copy(update={"feature": None})
-    inputs = req.model_dump()
-    ctx = {"inputs": inputs, "result": None, "kind": KIND, "status": 200}
-    try:
-        if defer_lens and req.lens:
-            ctx["result"] = run_analysis(engine, settings, req.model_copy(update={"lens": False})).model_dump()
-            ctx["lens_vals"] = lens_vals(inputs)
-        else:
-            ctx["result"] = run_analysis(engine, settings, req).model_dump()
-    except HTTPException as exc:
-        ctx.update(errors=errors_of(exc), status=exc.status_code)
-    except EngineBusy as exc:
-        ctx.update(errors=[str(exc)], status=503, retry_after=exc.retry_after)
+        if req.feature and not strict_feature and not known_feature(engine, req.feature):  # an address naming no feature opens no card
+            req = req.model_copy(update={"feature": None})
+        return req
+
+    def analyse(req: AnalyzeRequest):
+        return run_analysis(engine, settings, req.model_copy(update={"lens": False}) if defer_lens and req.lens else req)
+
+    ctx = run_view(KIND, parse, params, analyse)
+    if defer_lens and ctx["result"] is not None and ctx["inputs"]["lens"]:
+        ctx["lens_vals"] = lens_vals(ctx["inputs"])
     return ctx
 
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, engine: EngineDep, settings: SettingsDep):
     """The analysis view; opened with ?prompt=... it runs the analysis (a copied address reproduces the view)."""
-    ctx = {"engine": engine, "page": "analyze", "inputs": None, "result": None, "kind": KIND,
-           "raw": dict(request.query_params)}
-    status = 200
-    if "prompt" in request.query_params:
-        view = analysis_view(engine, settings, request.query_params)
-        status = view.pop("status", 200)
-        view.pop("retry_after", None)
-        ctx.update(view)
-    return render_page(request, "index.html", ctx, status)
+    return render_page(request, "index.html", *query_page(request, engine, settings, "analyze", KIND, "prompt", analysis_view))
 
 
 @router.post("/fragments/analysis", response_class=HTMLResponse)
 async def analysis_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The form posts here; answers the analysis fragment and pushes the reproducing address."""
-    form = await request.form()
-    ctx = await run_in_threadpool(analysis_view, engine, settings, form, True)  # features first, the lens after
-    push = page_url(ctx["inputs"]) if ctx.get("result") else None
-    return render_fragment(request, "fragments/analysis.html", ctx, push)
+    view = partial(analysis_view, defer_lens=True)  # features first, the lens after
+    return await form_fragment(request, engine, settings, "fragments/analysis.html", view, page_url)
 
 
 @router.post("/fragments/analysis/lens", response_class=HTMLResponse)
 async def analysis_lens_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The lens of an analysis fragment, asked for once its features are drawn: no forward when the features'
     residuals are still cached; the Save box comes again (out of band) with the complete result."""
-    form = await request.form()
-    ctx = await run_in_threadpool(analysis_view, engine, settings, form)
-    return render_fragment(request, "fragments/analysis_lens.html", ctx)
+    return await form_fragment(request, engine, settings, "fragments/analysis_lens.html", analysis_view)
 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job, with_threshold
 from app.engine import discovery as disc
-from app.web.forms import cap_url, errors_of, last
+from app.web.forms import FormError, cap_url, errors_of, last, validated
+from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_fragment, render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -38,12 +39,6 @@ def _remember(prompts: list[str]) -> str:
         while len(_pasted) > 64:
             _pasted.pop(next(iter(_pasted)))
     return h
-
-
-class FormError(ValueError):
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 def parse_inputs(params) -> DiscoverRequest:
@@ -71,10 +66,7 @@ def parse_inputs(params) -> DiscoverRequest:
             raw[k] = v
     if errors:
         raise FormError(errors)
-    try:
-        return DiscoverRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise FormError(errors_of(exc)) from None
+    return validated(DiscoverRequest, raw)
 
 
 def page_url(inputs: dict) -> str | None:
@@ -126,42 +118,8 @@ def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
                         engine.profile.fine.name: engine.profile.fine.neuronpedia}})
 
 
-def _job_fragment(request: Request, job, push: str | None = None) -> HTMLResponse:
-    if job.state == "done":
-        ctx = {"inputs": job.meta["inputs"], "result": job.result, "kind": KIND, "job_id": job.id}
-        return render_fragment(request, "fragments/discovery.html", ctx, push)
-    return render_fragment(request, "fragments/discovery_progress.html", {"job": job, "status": job.status()}, push)
-
-
-def _errors(request: Request, errors: list[str], status: int) -> HTMLResponse:
-    return render_fragment(request, "fragments/discovery_progress.html", {"errors": errors, "status": status})
-
-
-@router.post("/discover/run", response_class=HTMLResponse)
-async def discover_run(request: Request, engine: EngineDep, settings: SettingsDep, jobs: JobsDep):
-    """The form posts here: starts (or joins / reuses) the job; answers the progress bar or the result."""
-    form = await request.form()
-    try:
-        req = parse_inputs(form)
-        job = start_job(jobs, engine, settings, req)
-    except FormError as exc:
-        return _errors(request, exc.errors, 422)
-    except HTTPException as exc:
-        return _errors(request, errors_of(exc), exc.status_code)
-    return _job_fragment(request, job, push=page_url(req.model_dump()))
-
-
-@router.get("/discover/jobs/{job_id}/progress", response_class=HTMLResponse)
-def discover_progress(request: Request, job_id: str, jobs: JobsDep):
-    """Polled by htmx every second while the job runs; swaps itself for the result when done."""
-    return _job_fragment(request, job_or_404(jobs, job_id))
-
-
-@router.post("/discover/jobs/{job_id}/cancel", response_class=HTMLResponse)
-def discover_cancel(request: Request, job_id: str, jobs: JobsDep):
-    job = job_or_404(jobs, job_id)
-    jobs.cancel(job_id)
-    return _job_fragment(request, job)
+PAGES = JobPages(KIND, "fragments/discovery.html", "fragments/discovery_progress.html")
+add_job_page_routes(router, "/discover", PAGES, parse_inputs, start_job, job_or_404, page_url)
 
 
 @router.get("/discover/jobs/{job_id}/view", response_class=HTMLResponse)
@@ -169,7 +127,7 @@ def discover_view(request: Request, job_id: str, jobs: JobsDep):
     """Re-render a finished job's result with other thresholds / histogram feature (no recomputation)."""
     job = job_or_404(jobs, job_id)
     if job.state != "done":
-        return _job_fragment(request, job)
+        return PAGES.fragment(request, job)
     inputs = dict(job.meta["inputs"])
     raw = dict(inputs)
     for k in VIEW_KNOBS:
@@ -179,7 +137,7 @@ def discover_view(request: Request, job_id: str, jobs: JobsDep):
     try:
         inputs = DiscoverRequest.model_validate(raw).model_dump()
     except ValidationError as exc:
-        return _errors(request, errors_of(exc), 422)
+        return PAGES.errors(request, errors_of(exc), 422)
     # GO/NO-GO recomputed at the threshold shown, so a saved view is what a re-run with these inputs returns
     result = with_threshold(job.result, inputs["cos_threshold"])
     ctx = {"inputs": inputs, "result": result, "kind": KIND, "job_id": job.id}

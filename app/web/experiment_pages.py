@@ -9,28 +9,22 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 
-from app.api.deps import EngineDep, JobsDep, SettingsDep
+from app.api.deps import EngineDep, SettingsDep
 from app.api.discover import shipped_sets
 from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.engine.discovery import parse_prompt_lines
-from app.web.forms import cap_url, errors_of, last
-from app.web.templating import render_fragment, render_page
+from app.web.forms import FormError, cap_url, last, validated
+from app.web.jobs_pages import JobPages, add_job_page_routes
+from app.web.templating import render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 LISTS = ("children", "strengths", "modes", "words")
 SCALARS = ("anchor", "concept_set", "contrast_set", "eval_set", "n_prompts", "matched_norm", "max_new_tokens",
            "temperature", "top_p", "n_seeds", "seed", "probe_layer", "chat")
-
-
-class FormError(ValueError):
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 def _list(text: str, key: str):
@@ -69,10 +63,7 @@ def parse_inputs(params) -> ExperimentRequest:
         raise FormError([f"input: {exc}"]) from None
     if "anchor" not in raw:
         raise FormError(["anchor: give a coarse feature index"])
-    try:
-        return ExperimentRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise FormError(errors_of(exc)) from None
+    return validated(ExperimentRequest, raw)
 
 
 def page_url(inputs: dict) -> str | None:
@@ -138,39 +129,5 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
         "probe_layer": probe_layer_for(engine.model.cfg.n_layers, layer), "hook_layer": layer})
 
 
-def _job_fragment(request: Request, job, push: str | None = None) -> HTMLResponse:
-    if job.state == "done":
-        ctx = {"inputs": job.meta["inputs"], "result": job.result, "kind": KIND, "job_id": job.id}
-        return render_fragment(request, "fragments/experiment.html", ctx, push)
-    return render_fragment(request, "fragments/experiment_progress.html", {"job": job, "status": job.status()}, push)
-
-
-def _errors(request: Request, errors: list[str], status: int) -> HTMLResponse:
-    return render_fragment(request, "fragments/experiment_progress.html", {"errors": errors, "status": status})
-
-
-@router.post("/experiment/run", response_class=HTMLResponse)
-async def experiment_run(request: Request, engine: EngineDep, settings: SettingsDep, jobs: JobsDep):
-    """The form posts here: starts (or joins / reuses) the job; answers the progress bar or the result."""
-    form = await request.form()
-    try:
-        req = parse_inputs(form)
-        job = start_job(jobs, engine, settings, req)
-    except FormError as exc:
-        return _errors(request, exc.errors, 422)
-    except HTTPException as exc:
-        return _errors(request, errors_of(exc), exc.status_code)
-    return _job_fragment(request, job, push=page_url(req.model_dump()))
-
-
-@router.get("/experiment/jobs/{job_id}/progress", response_class=HTMLResponse)
-def experiment_progress(request: Request, job_id: str, jobs: JobsDep):
-    """Polled by htmx every second while the job runs; swaps itself for the result when done."""
-    return _job_fragment(request, job_or_404(jobs, job_id))
-
-
-@router.post("/experiment/jobs/{job_id}/cancel", response_class=HTMLResponse)
-def experiment_cancel(request: Request, job_id: str, jobs: JobsDep):
-    job = job_or_404(jobs, job_id)
-    jobs.cancel(job_id)
-    return _job_fragment(request, job)
+PAGES = JobPages(KIND, "fragments/experiment.html", "fragments/experiment_progress.html")
+add_job_page_routes(router, "/experiment", PAGES, parse_inputs, start_job, job_or_404, page_url)

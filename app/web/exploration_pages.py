@@ -13,9 +13,8 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
-from app.api.explorations import (
-    KIND_PATTERN,
-    SaveRequest,
+from app.api.explorations.document import KIND_PATTERN, SaveRequest
+from app.api.explorations.service import (
     build_document,
     get_document,
     live_profile,

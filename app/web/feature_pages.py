@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from app.api.analysis import run_feature
 from app.api.deps import EngineDep, SettingsDep
 from app.api.features import SearchRequest, atlas_status, check_feature, feature_atlas, run_search
-from app.engine.engine import EngineBusy
 from app.web.forms import errors_of, last
 from app.web.templating import render_fragment, render_page
+from app.web.views import fill_result, guarded
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -23,8 +23,8 @@ def feature_page(request: Request, sae: str, index: str, engine: EngineDep, sett
     """Label, density, histogram, examples, tokens, neighbours and the vocabulary projection of one feature."""
     ctx = {"engine": engine, "page": "features", "sae": sae, "index": 0, "width": 0, "hook_name": engine.hook_name,
            "fa": None, "card": None, "atlas_status": atlas_status(engine).model_dump()}
-    status = 200
-    try:
+
+    def fill() -> None:
         if not index.isdigit():
             raise HTTPException(404, detail=f"feature index must be a whole number >= 0, not {index!r}")
         ctx["index"] = int(index)
@@ -32,11 +32,7 @@ def feature_page(request: Request, sae: str, index: str, engine: EngineDep, sett
         fa = feature_atlas(engine, sae, int(index))
         ctx["fa"] = fa.model_dump() if fa is not None else None
         ctx["card"] = run_feature(engine, settings, sae, int(index), top=12).model_dump()
-    except HTTPException as exc:
-        ctx["errors"], status = errors_of(exc), exc.status_code
-    except EngineBusy as exc:
-        ctx["errors"], status = [str(exc)], 503
-    return render_page(request, "feature.html", ctx, status)
+    return render_page(request, "feature.html", ctx, guarded(ctx, fill))
 
 
 @router.get("/search", response_class=HTMLResponse)
@@ -46,14 +42,8 @@ def search_page(request: Request, engine: EngineDep, settings: SettingsDep):
     ctx = {"engine": engine, "page": "search", "q": q, "mode": mode, "result": None}
     status = 200
     if q is not None:
-        try:
-            ctx["result"] = run_search(engine, settings, SearchRequest(q=q, mode=mode)).model_dump()
-        except ValidationError as exc:
-            ctx["errors"], status = errors_of(exc), 422
-        except HTTPException as exc:
-            ctx["errors"], status = errors_of(exc), exc.status_code
-        except EngineBusy as exc:
-            ctx["errors"], status = [str(exc)], 503
+        status = fill_result(ctx, lambda: run_search(engine, settings, SearchRequest(q=q, mode=mode)),
+                             (ValidationError,)).pop("status", 200)
     return render_page(request, "search.html", ctx, status)
 
 

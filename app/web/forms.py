@@ -1,13 +1,14 @@
 """The one way pages read form / query fields, flags and URL caps, and turn errors into lines."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 MAX_URL = 8_000  # longer page addresses are not pushed (servers cap request lines at ~16 KB)
 TRUE, FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
 LOC_ROOTS = ("body", "query", "path", "form")
+M = TypeVar("M", bound=BaseModel)
 
 
 def values(params, key: str) -> list[str]:
@@ -64,3 +65,35 @@ def readable(e: dict, default: str = "input") -> str:
     elif kind == "string_too_long" and "max_length" in ctx:
         msg = f"too long: at most {ctx['max_length']:,} characters"
     return f"{'.'.join(loc) or default}: {msg}"
+
+
+class FormError(ValueError):
+    """Form fields that cannot become a request: `errors` holds one "field: what is wrong" line each."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def model_fields_of(params, model: type[BaseModel], keep_blank: tuple[str, ...] = (), strip: bool = True,
+                    flags: tuple[str, ...] = ("chat",)) -> dict:
+    """The last value of each of the model's fields found in params, blank ones (empty; or only white space with
+    `strip`) left out but for `keep_blank`; `flags` read as booleans (auto: None)."""
+    raw = {}
+    for name in model.model_fields:
+        v = last(params, name)
+        if v is None or (name not in keep_blank and isinstance(v, str) and not (v.strip() if strip else v)):
+            continue
+        raw[name] = v
+    for k in flags:
+        if k in raw:
+            raw[k] = flag(raw[k], None)
+    return raw
+
+
+def validated(model: type[M], raw: dict) -> M:
+    """model.model_validate(raw), its errors raised as a FormError."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise FormError(errors_of(exc)) from None

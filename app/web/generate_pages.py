@@ -6,27 +6,20 @@ the inputs in the grammar of app/web/urls.py (`/generate?prompt=...&f=coarse:12:
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StreamsDep
-from app.api.generate import (
-    GenerateRequest,
-    run_dose,
-    run_generate,
-    run_steer,
-    run_system_shift,
-    run_temperature,
-)
+from app.api.generate.schemas import GenerateRequest
+from app.api.generate.service import run_dose, run_generate, run_steer, run_system_shift, run_temperature
 from app.api.generate.stream import stream_generation
-from app.engine.engine import EngineBusy
 from app.explorations_registry import snapshot_context
-from app.web.forms import errors_of, last, values
-from app.web.templating import render_fragment, render_page, templates_of
+from app.web.forms import last, values
+from app.web.templating import render_page, templates_of
 from app.web.urls import KIND_OF_VIEW as KINDS
 from app.web.urls import from_query, parse_features, to_url
+from app.web.views import form_fragment, run_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 GEN_VIEWS = {"generation": ("fragments/generation.html", run_generate),
@@ -39,22 +32,9 @@ TEMP_VIEWS = {"temperature": ("fragments/temperature.html", run_temperature),
 def compute(engine, settings, view: str, params, table: dict) -> dict:
     """{inputs, result, kind} (+ errors, status) for one view, its request read by the page's grammar."""
     _, runner = table[view]
-    ctx = {"inputs": None, "result": None, "kind": KINDS[view], "status": 200}
-    try:
-        req = from_query(KINDS[view], params)
-    except ValidationError as exc:
-        ctx.update(errors=errors_of(exc), status=422)
-        return ctx
-    ctx["inputs"] = req.model_dump()
-    try:
-        ctx["result"] = runner(engine, settings, req).model_dump()
-    except HTTPException as exc:
-        ctx.update(errors=errors_of(exc), status=exc.status_code)
-    except EngineBusy as exc:
-        ctx.update(errors=[str(exc)], status=503, retry_after=exc.retry_after)
-    except IndexError as exc:  # defensive: never a 500 for an out-of-range index
-        ctx.update(errors=[str(exc)], status=422)
-    return ctx
+    # IndexError is defensive: never a 500 for an out-of-range index
+    return run_view(KINDS[view], lambda p: from_query(KINDS[view], p), params,
+                    lambda req: runner(engine, settings, req), invalid=(IndexError,))
 
 
 def _form_values(params) -> dict:
@@ -63,71 +43,43 @@ def _form_values(params) -> dict:
             "temps": values(params, "t")}
 
 
-@router.get("/generate", response_class=HTMLResponse)
-async def generate_page(request: Request, engine: EngineDep, settings: SettingsDep):
+async def _views_page(request: Request, engine, settings, page: str, table: dict):
+    """The page `page`.html; with ?view=<one of table>&prompt=..., that view computed inside it."""
     params = request.query_params
     view = last(params, "view")
-    ctx = {"engine": engine, "page": "generate", **_form_values(params),
+    ctx = {"engine": engine, "page": page, **_form_values(params),
            "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
     status = 200
-    if view in GEN_VIEWS and last(params, "prompt"):
-        vctx = await run_in_threadpool(compute, engine, settings, view, params, GEN_VIEWS)
+    if view in table and last(params, "prompt"):
+        vctx = await run_in_threadpool(compute, engine, settings, view, params, table)
         status = vctx.pop("status", 200) if vctx.get("errors") else 200
-        ctx.update(view=view, vctx=vctx, fragment=GEN_VIEWS[view][0])
-    return render_page(request, "generate.html", ctx, status)
+        ctx.update(view=view, vctx=vctx, fragment=table[view][0])
+    return render_page(request, f"{page}.html", ctx, status)
+
+
+@router.get("/generate", response_class=HTMLResponse)
+async def generate_page(request: Request, engine: EngineDep, settings: SettingsDep):
+    return await _views_page(request, engine, settings, "generate", GEN_VIEWS)
 
 
 @router.get("/temperature", response_class=HTMLResponse)
 async def temperature_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    params = request.query_params
-    view = last(params, "view")
-    ctx = {"engine": engine, "page": "temperature", **_form_values(params),
-           "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
-    status = 200
-    if view in TEMP_VIEWS and last(params, "prompt"):
-        vctx = await run_in_threadpool(compute, engine, settings, view, params, TEMP_VIEWS)
-        status = vctx.pop("status", 200) if vctx.get("errors") else 200
-        ctx.update(view=view, vctx=vctx, fragment=TEMP_VIEWS[view][0])
-    return render_page(request, "temperature.html", ctx, status)
+    return await _views_page(request, engine, settings, "temperature", TEMP_VIEWS)
 
 
-async def _gen_fragment(request: Request, engine, settings, view: str):
-    form = await request.form()
-    ctx = await run_in_threadpool(compute, engine, settings, view, form, GEN_VIEWS)
-    push = to_url(ctx["kind"], ctx["inputs"]) if ctx.get("result") else None
-    return render_fragment(request, GEN_VIEWS[view][0], ctx, push)
+def _add_fragment_route(path: str, view: str, table: dict, name: str) -> None:
+    """POST /fragments/<path>: the form's view computed, pushing the address that reproduces it."""
+    async def fragment(request: Request, engine: EngineDep, settings: SettingsDep):
+        return await form_fragment(request, engine, settings, table[view][0],
+                                   lambda e, st, form: compute(e, st, view, form, table),
+                                   lambda inputs: to_url(KINDS[view], inputs))
+    router.post(f"/fragments/{path}", response_class=HTMLResponse, name=name)(fragment)
 
 
-async def _temp_fragment(request: Request, engine, settings, view: str):
-    form = await request.form()
-    ctx = await run_in_threadpool(compute, engine, settings, view, form, TEMP_VIEWS)
-    push = to_url(ctx["kind"], ctx["inputs"]) if ctx.get("result") else None
-    return render_fragment(request, TEMP_VIEWS[view][0], ctx, push)
-
-
-@router.post("/fragments/generation", response_class=HTMLResponse)
-async def generation_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await _gen_fragment(request, engine, settings, "generation")
-
-
-@router.post("/fragments/steering", response_class=HTMLResponse)
-async def steering_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await _gen_fragment(request, engine, settings, "steer")
-
-
-@router.post("/fragments/dose", response_class=HTMLResponse)
-async def dose_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await _gen_fragment(request, engine, settings, "dose")
-
-
-@router.post("/fragments/temperature", response_class=HTMLResponse)
-async def temperature_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await _temp_fragment(request, engine, settings, "temperature")
-
-
-@router.post("/fragments/system_shift", response_class=HTMLResponse)
-async def system_shift_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await _temp_fragment(request, engine, settings, "system_shift")
+for _path, _view, _table in (("generation", "generation", GEN_VIEWS), ("steering", "steer", GEN_VIEWS),
+                             ("dose", "dose", GEN_VIEWS), ("temperature", "temperature", TEMP_VIEWS),
+                             ("system_shift", "system_shift", TEMP_VIEWS)):
+    _add_fragment_route(_path, _view, _table, f"{_path}_fragment")
 
 
 @router.post("/fragments/generation/stream")

@@ -15,16 +15,14 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
 from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_or_409, layout_status, point_row, run_map
-from app.engine.engine import EngineBusy
 from app.engine.layout import NEIGHBOURS, cosine_to
-from app.explorations_registry import inputs_to_query
 from app.viz.map import esc, map_figure, point_table, snippet
-from app.web.forms import cap_url, errors_of, flag, last
-from app.web.templating import render_fragment, render_page
+from app.web.forms import errors_of, last, model_fields_of
+from app.web.templating import render_page
+from app.web.views import address, form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 DEFAULTS = {k: (f.default if f.default_factory is None else f.default_factory()) for k, f in MapRequest.model_fields.items()}
@@ -38,15 +36,7 @@ _lock = threading.Lock()
 
 def parse_inputs(params) -> MapRequest:
     """MapRequest from query or form fields (empty fields take their defaults; lists as JSON or '0,1,2')."""
-    raw: dict = {}
-    for name in MapRequest.model_fields:
-        v = last(params, name)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            continue
-        raw[name] = v
-    for k in ("chat", "compare_system"):
-        if k in raw:
-            raw[k] = flag(raw[k], None)
+    raw = model_fields_of(params, MapRequest, flags=("chat", "compare_system"))
     if "drift_ks" in raw and isinstance(raw["drift_ks"], str):
         s = raw["drift_ks"].strip()
         try:
@@ -67,23 +57,10 @@ def parse_inputs(params) -> MapRequest:
 
 def page_url(inputs: dict) -> str | None:
     """The address that reproduces this view (non-default inputs only)."""
-    q = {k: v for k, v in inputs.items() if k == "prompt" or (v is not None and v != DEFAULTS.get(k))}
-    return cap_url("/map?" + inputs_to_query(q))
+    return address("/map", inputs, DEFAULTS, "prompt")
 
 
-def map_view(engine, settings, params) -> dict:
-    try:
-        req = parse_inputs(params)
-    except ValidationError as exc:
-        return {"inputs": None, "result": None, "kind": KIND, "errors": errors_of(exc), "status": 422}
-    ctx = {"inputs": req.model_dump(), "result": None, "kind": KIND, "status": 200}
-    try:
-        ctx["result"] = run_map(engine, settings, req).model_dump()
-    except HTTPException as exc:
-        ctx.update(errors=errors_of(exc), status=exc.status_code)
-    except EngineBusy as exc:
-        ctx.update(errors=[str(exc)], status=503, retry_after=exc.retry_after)
-    return ctx
+map_view = service_view(KIND, parse_inputs, run_map)
 
 
 def table_for(engine, lay) -> dict:
@@ -162,14 +139,8 @@ def honesty(lay) -> dict:
 def map_page(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep):
     """The map of both SAEs' features; with ?prompt=..., the prompt's path across it."""
     lay, status_line = layout_status(engine)
-    ctx = {"engine": engine, "page": "map", "inputs": None, "result": None, "kind": KIND, "map_status": status_line,
-           "raw": dict(request.query_params), "placement": PLACEMENT, "honesty": None, "figure": None}
-    status = 200
-    if "prompt" in request.query_params:
-        view = map_view(engine, settings, request.query_params)
-        status = view.pop("status", 200)
-        view.pop("retry_after", None)
-        ctx.update(view)
+    ctx, status = query_page(request, engine, settings, "map", KIND, "prompt", map_view,
+                             map_status=status_line, placement=PLACEMENT, honesty=None, figure=None)
     if lay is not None:
         try:
             vs = parse_inputs({k: v for k, v in request.query_params.items() if k in VIEW_FIELDS} | {"prompt": "x"})
@@ -185,10 +156,7 @@ def map_page(request: Request, engine: EngineDep, settings: SettingsDep, store: 
 
 @router.post("/fragments/map", response_class=HTMLResponse)
 async def map_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    form = await request.form()
-    ctx = await run_in_threadpool(map_view, engine, settings, form)
-    push = page_url(ctx["inputs"]) if ctx.get("result") else None
-    return render_fragment(request, "fragments/map.html", ctx, push)
+    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, page_url)
 
 
 @router.get("/map/figure")

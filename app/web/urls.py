@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
-from app.api.generate import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
+from app.api.generate.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
 from app.web.forms import cap_url, flag, last, values
 
 # kind -> (page path, the page's view=... name, request model)

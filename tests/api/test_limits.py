@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.api.generate import DoseRequest, GenerateRequest, TemperatureRequest
+from app.api.generate.schemas import DoseRequest, GenerateRequest, TemperatureRequest
 from app.api.limits import violations
 from app.api.schemas import PromptFields
 from app.settings import Limits

@@ -126,7 +126,7 @@ def test_missing_hub_weights_stop_at_once_without_the_hub(monkeypatch, tmp_path)
     from app.engine.profiles import get_profile
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout_s=3.0: False)
+    monkeypatch.setattr(loading.hub, "_hub_reachable", lambda timeout_s=3.0: False)
 
     def no_download(*a, **kw):
         raise AssertionError("tried the hub")

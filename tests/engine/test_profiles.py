@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from app.engine import compat
+from app.engine.availability import missing_parts
 from app.engine.profiles import (
     PROFILES_DIR,
     ProfileError,
@@ -21,7 +22,6 @@ from app.engine.profiles import (
     get_profile,
     load_profile_file,
     load_profiles,
-    missing_parts,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

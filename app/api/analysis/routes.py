@@ -6,30 +6,21 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.api.analysis.schemas import (
-    AnalyzeRequest,
-    AnalyzeResponse,
     FeatureResponse,
-    LensRequest,
-    LensResponse,
     SaeName,
 )
 from app.api.analysis.service import run_analysis, run_feature, run_lens
 from app.api.deps import EngineDep, SettingsDep
+from app.api.routing import post_service
 from app.api.schemas import PromptFields
 
 router = APIRouter(prefix="/api", tags=["analysis"])
 
 
-@router.post("/analyze", response_model=AnalyzeResponse)
-def analyze(req: AnalyzeRequest, engine: EngineDep, settings: SettingsDep) -> AnalyzeResponse:
-    """Tokens, each SAE's top features and reconstruction quality per token; the logit lens with lens=true."""
-    return run_analysis(engine, settings, req)
-
-
-@router.post("/lens", response_model=LensResponse)
-def lens(req: LensRequest, engine: EngineDep, settings: SettingsDep) -> LensResponse:
-    """Logit lens: every layer's residual through the final norm and the unembedding; top tokens per position."""
-    return run_lens(engine, settings, req)
+post_service(router, "/analyze", run_analysis,
+             "Tokens, each SAE's top features and reconstruction quality per token; the logit lens with lens=true.")
+post_service(router, "/lens", run_lens,
+             "Logit lens: every layer's residual through the final norm and the unembedding; top tokens per position.")
 
 
 @router.get("/features/{sae}/{index}", response_model=FeatureResponse,

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.api.errors import unprocessable
 from app.api.jobs import JobStatus  # noqa: F401  (re-exported: the job status lives with the shared job routes)
 from app.api.limits import Limit
-from app.api.schemas import FiniteModel
+from app.api.schemas import FiniteModel, model_of
 from app.engine import discovery as disc
 from app.engine.profiles import DATA_DIR
 
@@ -87,14 +87,7 @@ class DiscoverRequest(FiniteModel):
         return concept, contrast
 
 
-class FeatureRowModel(BaseModel):
-    index: int
-    mean_concept: float
-    mean_contrast: float
-    fire_concept: float
-    fire_contrast: float
-    selectivity: float
-    noisy: bool
+class FeatureRowModel(model_of(disc.FeatureRow)):  # type: ignore[misc]  # the engine's FeatureRow fields, then:
     top_prompt: str | None = None
 
 

@@ -2,18 +2,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from app.api.schemas import model_of
+from app.engine.profile_info import ProfileInfo, SAEInfo
 
-class SAEInfoModel(BaseModel):
-    name: str
-    display: str
-    architecture: str
-    d_sae: int
-    d_in: int
-    hook_name: str | None
-    source: str
-    dtype: str
-    bytes: int
-    neuronpedia: str | None
+
+class SAEInfoModel(model_of(SAEInfo)):  # type: ignore[misc]  # the engine's SAEInfo fields
+    pass
 
 
 class OtherProfile(BaseModel):
@@ -25,21 +19,7 @@ class OtherProfile(BaseModel):
     command: str
 
 
-class ProfileResponse(BaseModel):
-    name: str
-    display: str
-    loader: str
-    model_name: str
-    architecture: str
-    n_layers: int
-    d_model: int
-    d_vocab: int
-    model_params: int
-    model_bytes: int
-    model_dtype: str
-    hook_name: str
-    prepend_bos: bool
-    decoder: str
+class ProfileResponse(model_of(ProfileInfo, through="decoder")):  # type: ignore[misc]  # name .. decoder
     device: str
     saes: list[SAEInfoModel]
     source_file: str | None

@@ -4,8 +4,9 @@ import dataclasses
 
 from app.api.health import pair_summary
 from app.api.profile.schemas import OtherProfile, ProfileResponse, SAEInfoModel
+from app.engine.availability import missing_parts
 from app.engine.profile_info import describe
-from app.engine.profiles import PROFILES_DIR, load_profiles, missing_parts
+from app.engine.profiles import PROFILES_DIR, load_profiles
 
 ADHOC = ("python -m app serve --model NAME_OR_PATH --hook HOOK --coarse RELEASE:ID|PATH --fine RELEASE:ID|PATH")
 

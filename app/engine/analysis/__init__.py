@@ -1,171 +1,29 @@
-"""Per-token SAE features, reconstruction quality, logit lens and feature cards (pure computation)."""
-from __future__ import annotations
+"""Per-token SAE features, reconstruction quality, logit lens and feature cards (pure computation).
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+The building blocks live in app.engine.analysis.core; analyze and the lens stay here, where tests patch
+`analyze` and `LENS_ROWS_PER_CHUNK` (read at call time)."""
+from __future__ import annotations
 
 import torch
 
+from app.engine.analysis.core import (
+    Analysis,
+    FeatureCard,
+    LogitLens,
+    ResidualCache,
+    SAETokenView,
+    _decoder,
+    _final_logits,
+    _forward_capture,
+    explained_variance,
+    lens_hook_names,
+    make_store_hook,
+    sae_token_views,
+    sink_mask,
+)
 
-@dataclass(frozen=True)
-class SAETokenView:
-    """One SAE at one token: top features and how well the SAE reconstructs the residual there."""
-
-    indices: tuple[int, ...]
-    values: tuple[float, ...]
-    rel_error: float  # ||x - x_hat|| / ||x||
-    cosine: float  # cos(x, x_hat)
-    l0: int
-
-
-@dataclass(frozen=True)
-class Analysis:
-    token_ids: tuple[int, ...]
-    tokens: tuple[str, ...]
-    sink: tuple[bool, ...]  # position 0, special tokens and massive-norm positions
-    resid_norm: tuple[float, ...]
-    per_sae: dict  # name -> tuple[SAETokenView, ...] (one per position)
-    explained_variance: dict  # name -> EV over non-sink positions
-    next_token_top: tuple[tuple[str, float], ...]  # top next tokens after the prompt, (token, prob)
-
-
-@dataclass(frozen=True)
-class LogitLens:
-    layers: tuple[str, ...]  # "embed", "0", ..., "n_layers-1"
-    top_tokens: tuple[tuple[tuple[str, ...], ...], ...]  # [layer][pos] -> top-5 token strings
-    top_probs: tuple[tuple[tuple[float, ...], ...], ...]  # [layer][pos] -> top-5 probabilities
-
-
-@dataclass(frozen=True)
-class FeatureCard:
-    sae: str
-    index: int
-    decoder_norm: float
-    promoted: tuple[tuple[str, float], ...]  # tokens whose logits W_dec[f] @ W_U raises most
-    suppressed: tuple[tuple[str, float], ...]
-    activations: tuple[float, ...] | None  # on the given prompt, per position
-    max_activation: float | None
-
-
-def sink_mask(model, token_ids, resid: torch.Tensor, sink_norm: float | None) -> torch.Tensor:
-    """[pos] bool: position 0, special tokens, and positions whose residual norm exceeds sink_norm."""
-    ids = torch.as_tensor(token_ids)
-    mask = torch.zeros(len(ids), dtype=torch.bool)
-    mask[0] = True
-    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
-    if special:
-        mask |= torch.tensor([int(i) in special for i in ids])
-    if sink_norm is not None:
-        mask |= resid.norm(dim=-1).cpu() > sink_norm
-    return mask
-
-
-def sae_token_views(sae, resid: torch.Tensor, top_k: int) -> tuple[tuple[SAETokenView, ...], torch.Tensor, torch.Tensor]:
-    """Encode resid [pos, d] -> (views per position, feature acts [pos, F], reconstruction [pos, d])."""
-    x = resid.to(sae.W_dec.dtype)
-    acts = sae.encode(x)
-    x_hat = sae.decode(acts)
-    k = min(top_k, acts.shape[-1])
-    vals, idx = acts.topk(k, dim=-1)
-    rel = (x - x_hat).norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)
-    cos = torch.nn.functional.cosine_similarity(x, x_hat, dim=-1)
-    l0 = (acts > 0).sum(-1)
-    views = []
-    for vr, ir, r, c, n in zip(vals.float().tolist(), idx.tolist(), rel.float().tolist(), cos.float().tolist(), l0.tolist()):
-        kept = [(i, v) for i, v in zip(ir, vr) if v > 0]
-        views.append(SAETokenView(tuple(i for i, _ in kept), tuple(v for _, v in kept), r, c, n))
-    return tuple(views), acts, x_hat
-
-
-def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """1 - sum||x - x_hat||^2 / sum||x - mean(x)||^2 over the rows given (nan for < 2 rows)."""
-    if x.shape[0] < 2:
-        return float("nan")
-    return float(1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
-
-
-def make_store_hook(store: dict, key: str):
-    """Forward hook that keeps the activation it sees (no copy, no change)."""
-    def hook_fn(act, hook):
-        store[key] = act
-    return hook_fn
-
-
-def _forward_capture(model, token_ids, names) -> tuple[torch.Tensor, dict]:
-    """One forward through every block (no unembedding) capturing `names` -> (final resid [1, pos, d], acts)."""
-    toks = torch.tensor([list(token_ids)], device=model.cfg.device)
-    store: dict = {}
-    with model.hooks(fwd_hooks=[(n, make_store_hook(store, n)) for n in names]):
-        resid = model(toks, stop_at_layer=model.cfg.n_layers)
-    return resid, store
-
-
-def _final_logits(model, resid: torch.Tensor) -> torch.Tensor:
-    """What the model's forward does after the last block: ln_final, unembed, output soft cap."""
-    if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    logits = model.unembed(resid)
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    if cap > 0:
-        logits = cap * torch.tanh(logits / cap)
-    return logits
-
-
-def _decoder(tok):
-    """token id -> its string, memoised for one call (lens grids repeat the same ids many times)."""
-    memo: dict[int, str] = {}
-
-    def decode(i) -> str:
-        i = int(i)
-        if i not in memo:
-            memo[i] = tok.decode([i])
-        return memo[i]
-    return decode
-
-
-def lens_hook_names(n_layers: int) -> list[str]:
-    """The residuals the lens reads: the embedding (resid_pre of block 0), then each block's resid_post."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
-
-
-class ResidualCache:
-    """Bounded, thread-safe LRU of one prompt's every-layer residuals [n_layers+1, pos, d], kept by the analysis
-    forward so the follow-up lens request needs no forward of its own. Key: (SAE fingerprint, token ids)."""
-
-    def __init__(self, max_bytes: int = 256 * 2 ** 20, max_entries: int = 32):
-        self.max_bytes, self.max_entries = max_bytes, max_entries
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.nbytes = 0
-
-    @staticmethod
-    def key(fingerprint: str, token_ids) -> tuple:
-        return (fingerprint, tuple(int(t) for t in token_ids))
-
-    def get(self, key) -> torch.Tensor | None:
-        with self._lock:
-            stack = self._items.get(key)
-            if stack is not None:
-                self._items.move_to_end(key)
-            return stack
-
-    def put(self, key, stack: torch.Tensor) -> None:
-        size = stack.numel() * stack.element_size()
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.nbytes -= old.numel() * old.element_size()
-            self._items[key] = stack
-            self.nbytes += size
-            while self._items and (self.nbytes > self.max_bytes or len(self._items) > self.max_entries):
-                _, ev = self._items.popitem(last=False)
-                self.nbytes -= ev.numel() * ev.element_size()
-
-    def __len__(self) -> int:
-        return len(self._items)
+__all__ = ["SAETokenView", "Analysis", "LogitLens", "FeatureCard", "sink_mask", "sae_token_views", "explained_variance", "make_store_hook", "_forward_capture", "_final_logits", "_decoder", "lens_hook_names", "ResidualCache", "analyze", "feature_activations", "LENS_ROWS_PER_CHUNK",
+           "lens_residuals", "lens_top", "logit_lens", "logit_direction", "feature_card", "feature_activations_and_sinks"]
 
 
 def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_norm: float | None = None,
