@@ -34,7 +34,7 @@ PAGES = [
     ("temperature", f"/temperature?prompt={P}&t=0.5&t=1.0&view=temperature", "table.temps"),
     ("discover", "/discover", "form"),
     ("experiment", "/experiment", "form"),
-    ("map", "/map", "#map .main-svg"),
+    ("map", "/map", "#map-main[data-ready=\"1\"]"),
     ("saved", "/e", "main"),
     ("profile", "/profile", "main"),
     ("feature", "/features/coarse/3", ".atlas"),
