@@ -17,6 +17,7 @@
     document.title = (view ? view + ' · ' : '') + prompt.slice(0, 60) + ' · ' + base;
   }
 
+  window.asnFollowTitle = follow;  // for views that change the address themselves (history.replaceState)
   ['htmx:pushedIntoHistory', 'htmx:replacedInHistory', 'htmx:historyRestore'].forEach(function (ev) {
     document.addEventListener(ev, function () { setTimeout(follow, 0); });
   });

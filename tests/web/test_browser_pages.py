@@ -12,14 +12,13 @@ import pytest
 from app.registration import build_views
 from tests.atlas_fixtures import tiny_atlas, with_atlas
 from tests.conftest import serve_app, wait_js
+from tests.web.test_browser_map import LAUNCH_ARGS, chromium  # noqa: F401 (the browser: WebGL through SwiftShader)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pages"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
 TIMEOUT_MS = 240_000
-LAUNCH_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 VIEWS = build_views()
 KINDS = sorted(k for k, v in VIEWS.all().items() if v.example is not None)
 VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
@@ -56,16 +55,6 @@ def server(tiny_engine):
         assert service.layout_status(tiny_engine)[0] is not None  # the in-memory map, built before the browser waits
         with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
             yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +98,8 @@ LAYOUT_JS = """() => {
 }"""
 
 
-def check_page(chromium, base, address, ready, viewport, shot):
-    page = chromium.new_page(viewport=VIEWPORTS[viewport])
+def check_page(browser, base, address, ready, viewport, shot):
+    page = browser.new_page(viewport=VIEWPORTS[viewport])
     page.set_default_timeout(TIMEOUT_MS)
     console, foreign = [], []
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
@@ -137,11 +126,11 @@ def check_page(chromium, base, address, ready, viewport, shot):
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("name,address,ready", PAGES, ids=[p[0] for p in PAGES])
-def test_page(server, chromium, name, address, ready, viewport):
+def test_page(server, chromium, name, address, ready, viewport):  # noqa: F811
     check_page(chromium, server, address, ready, viewport, name)
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_saved_snapshot(server, chromium, snapshots, kind, viewport):
+def test_saved_snapshot(server, chromium, snapshots, kind, viewport):  # noqa: F811
     check_page(chromium, server, snapshots[kind], "main", viewport, f"saved-{kind}")

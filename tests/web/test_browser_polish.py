@@ -120,8 +120,8 @@ def test_an_import_is_marked_in_the_list(server, page, snapshots):  # noqa: F811
 
 def test_discover_figures_and_go_table_open_feature_cards(server, page, snapshots):  # noqa: F811
     page.goto(server + snapshots["discovery"])
-    page.wait_for_selector("table.go-nogo, .go-nogo, table")
-    coarse = page.locator("a.feature-link[href^='/features/coarse/']")
+    page.wait_for_selector("table.gonogo-table", state="attached")
+    coarse = page.locator("table.gonogo-table a.feature-link[href^='/features/coarse/']")
     assert coarse.count() > 0
     for fig in ("graph", "heatmap"):
         div = page.locator(f".fig-{fig}").first
@@ -185,3 +185,15 @@ def test_csv_export_matches_the_json(server, page, snapshots, kind, table):  # n
         assert list(rows[0])[3:] == [f"p@{s:g}" for s in strengths]
         assert [[float(r[f"p@{s:g}"]) for s in strengths] for r in rows] == [p["probs"] for p in res["promoted"]]
     assert page.request.get(f"{server}/e/{eid}/export/nothing.csv").status == 404
+
+
+def test_streamed_generation_opens_in_analyze(server, page):  # noqa: F811
+    page.goto(server + "/generate?max_new_tokens=5")
+    page.fill("#prompt", "Hello there")
+    page.click("#stream-btn")
+    page.wait_for_selector("#stream-links a.analyze-link")
+    text = page.inner_text("#stream-out")
+    assert page.title() == "Generation · Hello there · Generate & steer · Activation Space Navigator"
+    page.click("#stream-links a.analyze-link")
+    page.wait_for_selector(".strip .tok")
+    assert page.input_value("#prompt") == "Hello there" + text
