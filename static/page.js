@@ -10,17 +10,19 @@
     return head && title.indexOf(head) === 0 ? title.slice(head.length) : title;
   }
 
-  function follow() {
-    var q = new URLSearchParams(location.search), prompt = q.get('prompt'), view = VIEWS[q.get('view')];
+  function follow(path) {  // path: the address htmx just pushed (a view script may rewrite it right after)
+    var q = new URL(typeof path === 'string' ? path : location.href, location.href).searchParams;
+    var prompt = q.get('prompt'), view = VIEWS[q.get('view')];
     if (base === null) base = strip(document.title, prompt);
     if (!prompt) { document.title = base; return; }
     document.title = (view ? view + ' · ' : '') + prompt.slice(0, 60) + ' · ' + base;
   }
 
-  window.asnFollowTitle = follow;  // for views that change the address themselves (history.replaceState)
-  ['htmx:pushedIntoHistory', 'htmx:replacedInHistory', 'htmx:historyRestore'].forEach(function (ev) {
-    document.addEventListener(ev, function () { setTimeout(follow, 0); });
+  window.asnFollowTitle = function () { follow(); };  // for views that change the address themselves (history.replaceState)
+  ['htmx:pushedIntoHistory', 'htmx:replacedInHistory'].forEach(function (ev) {
+    document.addEventListener(ev, function (e) { follow(e.detail && e.detail.path); });
   });
+  document.addEventListener('htmx:historyRestore', function () { setTimeout(follow, 0); });
   window.addEventListener('popstate', function () { setTimeout(follow, 0); });
-  document.addEventListener('DOMContentLoaded', follow);
+  document.addEventListener('DOMContentLoaded', function () { follow(); });
 })();

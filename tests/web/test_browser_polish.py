@@ -124,8 +124,9 @@ def test_discover_figures_and_go_table_open_feature_cards(server, page, snapshot
     coarse = page.locator("table.gonogo-table a.feature-link[href^='/features/coarse/']")
     assert coarse.count() > 0
     for fig in ("graph", "heatmap"):
-        div = page.locator(f".fig-{fig}").first
-        wait_js(page, f"document.querySelector('.fig-{fig}') && document.querySelector('.fig-{fig}').data")
+        sel = f"[id^='disc-{fig}-']"
+        div = page.locator(sel).first
+        wait_js(page, f"document.querySelector({sel!r}) && document.querySelector({sel!r}).data")
         href = div.evaluate("gd => { const t = gd.data.find(t => t.meta === 'links');"
                             " const c = Array.isArray(t.customdata[0]) ? t.customdata[0][0] : t.customdata[0];"
                             " gd.emit('plotly_click', {points: [{data: t, customdata: c}]}); return c; }")
