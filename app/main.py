@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
             app.state.store.close()
 
     app = FastAPI(title="Activation Space Navigator", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # /docs is our page (app/web/docs_pages.py): Swagger UI from static/
                   description="Residual-stream features, logit lens, steering and concept discovery over a transformer and two SAEs.")
     app.state.settings = settings
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

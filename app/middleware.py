@@ -41,12 +41,6 @@ CSP = "; ".join([
     "form-action 'self'",
     "frame-ancestors 'none'",
 ])
-# FastAPI's own /docs and /redoc pages load swagger-ui from a CDN with an inline bootstrap script; they show no
-# model text. They get a policy that allows exactly that, everything else gets CSP above.
-DOCS_PATHS = ("/docs", "/redoc")
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -58,8 +52,7 @@ SECURITY_HEADERS = {
 
 class SecurityHeadersMiddleware(HttpMiddleware):
     async def http(self, scope, receive, send):
-        path = scope.get("path", "")
-        csp = DOCS_CSP if path.startswith(DOCS_PATHS) else CSP
+        csp = CSP
 
         async def send_with_headers(msg):
             if msg["type"] == "http.response.start":

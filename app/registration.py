@@ -30,6 +30,7 @@ from app.web import (
     analysis_pages,
     attribution_pages,
     discover_pages,
+    docs_pages,
     experiment_pages,
     exploration_pages,
     feature_pages,
@@ -48,7 +49,7 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            splits.router, attribution.router, splits_pages.router, attribution_pages.router,
            map_api.router, map_pages.router,
            experiment.router, experiment_pages.router,
-           profile_api.router, profile_pages.router, tokenize_api.router)
+           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router)
 
 FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,

@@ -110,15 +110,18 @@
     if (tok) { select(+tok.dataset.pos); return; }
     var feat = e.target.closest('button.feat');
     if (feat) { openFeature(feat.dataset.sae, feat.dataset.index); return; }
-    if (e.target.closest('#fcard-close')) {
-      var slot = $('#feature-card'), save = $('#analysis .save-slot');
-      if (slot) slot.innerHTML = '<p class="muted hint">Click a feature (#index) to see its card here.</p>';
-      if (save && plainSave !== null) { save.innerHTML = plainSave; htmx.process(save); }  // Save without the card again
-      clearColours(); markFeature();
-    }
+    if (e.target.closest('#fcard-close')) closeCard();
   });
 
+  function closeCard() {
+    var slot = $('#feature-card'), save = $('#analysis .save-slot');
+    if (slot) slot.innerHTML = '<p class="muted hint">Click a feature (#index) to see its card here.</p>';
+    if (save && plainSave !== null) { save.innerHTML = plainSave; htmx.process(save); }  // Save without the card again
+    clearColours(); markFeature();
+  }
+
   document.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape' && $('#fcard')) { closeCard(); return; }  // like the card's ✕
     if ((e.ctrlKey || e.metaKey) && e.key === 'Enter' && e.target.closest('#analyze-form')) {
       e.preventDefault(); htmx.trigger('#analyze-form', 'submit'); return;
     }

@@ -68,6 +68,11 @@ def hist_coarse(inputs: dict, result: dict) -> int | None:
     return want if want in m["coarse"] else m["coarse"][0]
 
 
+def card_links(sae: str, indices: list[int]) -> dict:
+    """Trace fields that make each point open its feature card on click (static/figures.js: meta "links")."""
+    return {"meta": "links", "customdata": [f"/features/{sae}/{i}" for i in indices]}
+
+
 def graph_figure(inputs: dict, result: dict) -> dict:
     m = result["mapping"]
     ct, rt, _ = thresholds(inputs)
@@ -91,10 +96,12 @@ def graph_figure(inputs: dict, result: dict) -> dict:
                        "text": f"C-{p['coarse']} → F-{p['fine']}<br>correlation {p['corr']:.3f}<br>cosine {p['cos']:.3f}"})
     traces.append({"type": "scatter", "mode": "markers+text", "x": [0] * nc, "y": [yc[c] for c in m["coarse"]],
                    "text": [f"C-{c}" for c in m["coarse"]], "textposition": "middle left", "showlegend": False,
-                   "marker": {"size": 16, "color": "#333"}, "hoverinfo": "text", "name": "coarse"})
+                   "marker": {"size": 16, "color": "#333"}, "hoverinfo": "text", "name": "coarse",
+                   **card_links("coarse", m["coarse"])})
     traces.append({"type": "scatter", "mode": "markers+text", "x": [1] * nf, "y": [yf[f] for f in fine_order],
                    "text": [f"F-{f}" for f in fine_order], "textposition": "middle right", "showlegend": False,
-                   "marker": {"size": 10, "color": "#777"}, "hoverinfo": "text", "name": "fine"})
+                   "marker": {"size": 10, "color": "#777"}, "hoverinfo": "text", "name": "fine",
+                   **card_links("fine", fine_order)})
     traces.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "showlegend": False, "hoverinfo": "skip",
                    "marker": {"color": [0], "cmin": 0, "cmax": 1, "showscale": True,
                               "colorscale": [[x, f"rgb{c}"] for x, c in COS_SCALE],
@@ -147,7 +154,8 @@ def heatmap_figure(inputs: dict, result: dict) -> dict:
                       "text": text, "texttemplate": "%{text}" if len(cols) <= 20 else None,
                       "colorscale": "RdBu", "reversescale": True, "zmin": -1, "zmax": 1, "zmid": 0,
                       "colorbar": {"title": {"text": "cosine"}},
-                      "hovertemplate": "%{y} · %{x}<br>cosine %{z:.3f}<extra></extra>"}],
+                      "hovertemplate": "%{y} · %{x}<br>cosine %{z:.3f}<br>click: the fine feature's card<extra></extra>",
+                      "meta": "links", "customdata": [[f"/features/fine/{f}" for f in cols] for _ in m["coarse"]]}],
             "layout": {"title": {"text": "Decoder cosine: mapped coarse × selected fine features", "font": {"size": 14}},
                        "height": 140 + 34 * len(m["coarse"]), "margin": {"l": 70, "r": 20, "t": 40, "b": 70},
                        "xaxis": {"type": "category", "tickangle": -45}, "yaxis": {"type": "category", "autorange": "reversed"}}}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 WS = {" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"}
 MAX_CELL_TEXT_POSITIONS = 48  # beyond this, cells are too narrow for text; the hover still has it
@@ -19,8 +20,19 @@ def label(token: str) -> str:
     return html.escape(visible(token), quote=False)  # Plotly decodes &lt; &gt; &amp; only; quotes are inert there
 
 
-def lens_figure(lens: dict, height_per_layer: int = 18) -> dict:
-    """Heatmap of the top-1 token's probability at each [layer][position]; text = top-1 token; hover = top 5.
+def sae_row(layers: list[str], hook_name: str | None) -> int | None:
+    """The lens row that reads the residual the SAEs see (resid_pre of block N is resid_post of N-1 / embed)."""
+    m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook_name or "")
+    if not m:
+        return None
+    n = int(m.group(1)) - (m.group(2) == "pre")
+    name = "embed" if n < 0 else str(n)
+    return layers.index(name) if name in layers else None
+
+
+def lens_figure(lens: dict, hook_name: str | None = None, height_per_layer: int = 18) -> dict:
+    """Heatmap of the top-1 token's probability at each [layer][position]; text = top-1 token; hover = top 5;
+    the row the SAEs read (at `hook_name`) is outlined and its tick says "SAE".
 
     `lens` is a LensResponse as a dict (layers, tokens, top_tokens, top_probs).
     """
@@ -56,4 +68,10 @@ def lens_figure(lens: dict, height_per_layer: int = 18) -> dict:
         "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"family": "system-ui, sans-serif", "size": 11},
     }
+    row = sae_row(layers, hook_name)
+    if row is not None:
+        layout["yaxis"]["ticktext"][row] = f"SAE ▸ {layout['yaxis']['ticktext'][row]}"
+        layout["margin"]["l"] = 80
+        layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "y", "x0": -0.5, "x1": n - 0.5, "y0": row - 0.5,
+                             "y1": row + 0.5, "line": {"color": "#ea580c", "width": 2}, "fillcolor": "rgba(0,0,0,0)"}]
     return {"data": [trace], "layout": layout, "config": {"displayModeBar": False}}

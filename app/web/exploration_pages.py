@@ -27,6 +27,7 @@ from app.auth import owner_of
 from app.provenance import is_computed, signature_for_save
 from app.settings import ROOT
 from app.store import valid_id
+from app.viz.tables import table_csv, tables_of
 from app.web.forms import errors_of
 from app.web.templating import render_page, render_snapshot, templates_of
 
@@ -53,7 +54,9 @@ def list_page(request: Request, engine: EngineDep, settings: SettingsDep, store:
 def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200):
     owner = owner_of(request)  # links are unlisted: this browser sees only what it saved
     items = [dict(asdict(s),
-                  when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"))
+                  when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                  # an import (no valid signature of this server) is marked: it may repeat one computed here
+                  imported=not is_computed(request.app, store.get_record(s.id)))
              for s in store.recent(limit=PAGE_SIZE, offset=offset, kind=kind, owner=owner)]
     return render_page(request, "explorations.html", {
         "engine": engine, "page": "explorations", "items": items,
@@ -137,7 +140,7 @@ def exploration_page(exploration_id: str, request: Request, engine: EngineDep, s
         "engine": engine, "page": "explorations", "doc": doc, "id": exploration_id,
         # The fragment was rendered by an autoescaping template from the saved data: its model text is escaped.
         "fragment": Markup(html), "generic": generic, "differences": profile_differences(doc.profile, live),
-        "live": live, "view": spec, "computed": computed, "fork_url": views.fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
+        "live": live, "view": spec, "computed": computed, "csv_tables": tables_of(doc.kind), "fork_url": views.fork_url(doc.kind, doc.inputs), "view_css": view_stylesheets(),
         "inputs_rows": [(k, v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, ensure_ascii=False))
                         for k, v in doc.inputs.items()],
     })
@@ -152,6 +155,18 @@ def export(exploration_id: str, store: StoreDep):
     body = json.dumps(raw, ensure_ascii=False, indent=1)
     return Response(body, media_type="application/json",
                     headers={"content-disposition": f'attachment; filename="exploration-{exploration_id}.json"'})
+
+
+@router.get("/e/{exploration_id}/export/{table}.csv")
+def export_csv(exploration_id: str, table: str, store: StoreDep):
+    """One of the saved view's tables (app/viz/tables.py) as CSV, from the stored result."""
+    doc = get_document(store, exploration_id) if valid_id(exploration_id) else None
+    text = table_csv(doc.kind, doc.result, table) if doc is not None else None
+    if text is None:
+        have = ", ".join(tables_of(doc.kind)) if doc is not None else ""
+        raise HTTPException(404, detail=f"no table {table!r} in this exploration" + (f"; it has: {have}" if have else ""))
+    return Response(text, media_type="text/csv; charset=utf-8", headers={
+        "content-disposition": f'attachment; filename="exploration-{exploration_id}-{table}.csv"'})
 
 
 @router.post("/e/{exploration_id}/rerun", response_class=HTMLResponse)

@@ -1,0 +1,63 @@
+"""A saved view's tables as CSV (the csv module): per-token features, discovery selectivity, next-token shift and
+dose-response; each reads only the stored result dict, so an export is exactly what the snapshot shows."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Callable, Iterable
+
+Rows = tuple[list[str], Iterable[list]]
+
+
+def _features(result: dict) -> Rows:
+    """One row per (position, SAE, rank): the features listed for each token."""
+    header = ["position", "token", "sink", "sae", "rank", "feature", "activation", "rel_error", "cosine", "l0"]
+    rows = ([t["position"], t["token"], t["sink"], sae, rank, i, v, s["rel_error"], s["cosine"], s["l0"]]
+            for t in result["tokens"] for sae, s in t["saes"].items()
+            for rank, (i, v) in enumerate(zip(s["indices"], s["values"]), start=1))
+    return header, rows
+
+
+def _discovery(result: dict) -> Rows:
+    """One row per (SAE, feature) of the selectivity tables."""
+    cols = ["index", "selectivity", "mean_concept", "mean_contrast", "fire_concept", "fire_contrast", "noisy", "top_prompt"]
+    rows = ([sae] + [r.get(c) for c in cols] for sae, table in result["tables"].items() for r in table)
+    return ["sae"] + cols, rows
+
+
+def _shift(result: dict) -> Rows:
+    """Next-token probabilities a (unsteered / without system prompt) vs b, one row per token."""
+    cols = ["token_id", "token", "p_a", "p_b", "delta", "rank_a", "rank_b"]
+    return cols, ([r[c] for c in cols] for r in result.get("shift", result.get("rows", [])))
+
+
+def _dose(result: dict) -> Rows:
+    """Promoted tokens' next-token probability at each strength."""
+    header = ["token_id", "token", "logit_weight"] + [f"p@{s:g}" for s in result["strengths"]]
+    return header, ([r["token_id"], r["token"], r["logit_weight"], *r["probs"]] for r in result["promoted"])
+
+
+# table name -> (the kinds that have it, how to read it)
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], Rows]]] = {
+    "features": (("analysis",), _features),
+    "discovery": (("discovery",), _discovery),
+    "shift": (("steering", "system_shift"), _shift),
+    "dose": (("dose",), _dose),
+}
+
+
+def tables_of(kind: str) -> list[str]:
+    """The CSV tables a saved view of this kind offers."""
+    return [name for name, (kinds, _) in TABLES.items() if kind in kinds]
+
+
+def table_csv(kind: str, result: dict, table: str) -> str | None:
+    """The table as CSV text; None when this kind has no such table."""
+    if table not in tables_of(kind):
+        return None
+    header, rows = TABLES[table][1](result)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(["" if v is None else v for v in row] for row in rows)
+    return buf.getvalue()

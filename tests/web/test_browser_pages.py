@@ -1,0 +1,136 @@
+"""Every page at a desktop (1440x900) and a phone (390x844) viewport in a real browser (tiny profile with an atlas
+and a map): it renders, nothing scrolls sideways, every control stays on screen, no console error, and the
+browser asks nothing of any address but the app's own. Saved snapshots of every registered kind are opened too,
+so every result fragment is checked at both sizes. Screenshots go to test-artifacts/pages/."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app.registration import build_views
+from tests.atlas_fixtures import tiny_atlas, with_atlas
+from tests.conftest import serve_app, wait_js
+from tests.web.test_browser_map import LAUNCH_ARGS, chromium  # noqa: F401 (the browser: WebGL through SwiftShader)
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pages"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+TIMEOUT_MS = 240_000
+VIEWS = build_views()
+KINDS = sorted(k for k, v in VIEWS.all().items() if v.example is not None)
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+P = "The+capital+of+France+is+Paris"
+# (name, address, a selector that is there once the page has drawn what it shows)
+PAGES = [
+    ("analyze", "/", "#analyze-form"),
+    ("analyze-result", f"/?prompt={P}&feature=coarse:3", "#fcard .vocab"),
+    ("generate", "/generate", "#gen-form"),
+    ("generate-steer", f"/generate?prompt={P}&max_new_tokens=6&f=coarse:3:add:4&view=steer", "#steer-out .sbs"),
+    ("generate-dose", f"/generate?prompt={P}&f=coarse:3:add:4&strengths=-4,0,4&view=dose", "#dose-out table"),
+    ("temperature", f"/temperature?prompt={P}&t=0.5&t=1.0&view=temperature", "table.temps"),
+    ("discover", "/discover", "form"),
+    ("experiment", "/experiment", "form"),
+    ("map", "/map", "#map-main[data-ready=\"1\"]"),
+    ("saved", "/e", "main"),
+    ("profile", "/profile", "main"),
+    ("feature", "/features/coarse/3", ".atlas"),
+    ("search", "/search?q=Paris", "main"),
+    ("splits", "/splits?coarse=3", "main"),
+    ("attribution", f"/attribution?prompt={P}", "main"),
+    ("docs", "/docs", ".opblock"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_engine):
+    from app.api.map import service
+    from app.main import create_app
+    from app.settings import Settings
+
+    atlas = tiny_atlas(tiny_engine)
+    with with_atlas(tiny_engine, atlas):
+        assert service.layout_status(tiny_engine)[0] is not None  # the in-memory map, built before the browser waits
+        with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def snapshots(server, tiny_engine):
+    """One saved exploration of every registered kind (its example, computed by the live service)."""
+    import httpx
+
+    from app.explorations_registry import snapshot_context
+    from app.settings import Settings
+
+    settings = Settings(profile="tiny")
+    out = {}
+    for kind in KINDS:
+        spec = VIEWS.get(kind)
+        req = spec.request_model.model_validate(spec.example)
+        ctx = snapshot_context(kind, req, spec.run_fn(tiny_engine, settings, req))
+        r = httpx.post(server + "/api/explorations", json={"kind": kind, "title": f"{kind} snapshot",
+                                                          "inputs": ctx["inputs"], "result": ctx["result"]}, timeout=120)
+        assert r.status_code == 201, r.text
+        out[kind] = r.json()["url"]
+    return out
+
+
+# what a page may not do, checked in the page: the document is wider than the window; a visible control sticks out
+LAYOUT_JS = """() => {
+  const W = document.documentElement.clientWidth;
+  const wide = Math.max(document.documentElement.scrollWidth, document.body.scrollWidth);
+  const out = [];
+  for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea, button, summary, a[href]')) {
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height || getComputedStyle(el).visibility === 'hidden') continue;
+    let clip = el.parentElement, hidden = false;  // inside a scrolling box (a wide table): reachable by scrolling it
+    while (clip && clip !== document.body) {
+      const o = getComputedStyle(clip).overflowX;
+      if (o === 'auto' || o === 'scroll') { hidden = true; break; }
+      clip = clip.parentElement;
+    }
+    if (!hidden && (r.left < -1 || r.right > W + 1)) out.push(el.outerHTML.slice(0, 120) + ' @' + Math.round(r.left) + '..' + Math.round(r.right));
+  }
+  return {W, wide, out: out.slice(0, 8)};
+}"""
+
+
+def check_page(browser, base, address, ready, viewport, shot):
+    page = browser.new_page(viewport=VIEWPORTS[viewport])
+    page.set_default_timeout(TIMEOUT_MS)
+    console, foreign = [], []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.append(str(e)))
+    page.on("request", lambda r: foreign.append(r.url)
+            if not (r.url.startswith(base + "/") or r.url.startswith(("data:", "blob:"))) else None)
+    try:
+        resp = page.goto(base + address)
+        assert resp.status == 200, f"{address}: HTTP {resp.status}"
+        page.wait_for_selector(ready, state="attached")
+        wait_js(page, "document.readyState === 'complete' && !document.querySelector('.htmx-request')", 120)
+        page.wait_for_timeout(300)  # plotly's resize after layout
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-{viewport}.png"), full_page=True)
+        layout = page.evaluate(LAYOUT_JS)
+        assert layout["wide"] <= layout["W"], f"{address} at {viewport}: {layout['wide']} px wide in {layout['W']} px"
+        assert not layout["out"], f"{address} at {viewport}: controls off screen: {layout['out']}"
+        assert not console, f"{address} at {viewport}: console errors {console}"
+        assert not foreign, f"{address} at {viewport}: requests outside the app {foreign}"
+        assert page.title().endswith("Activation Space Navigator")
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize("name,address,ready", PAGES, ids=[p[0] for p in PAGES])
+def test_page(server, chromium, name, address, ready, viewport):  # noqa: F811
+    check_page(chromium, server, address, ready, viewport, name)
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_snapshot(server, chromium, snapshots, kind, viewport):  # noqa: F811
+    check_page(chromium, server, snapshots[kind], "main", viewport, f"saved-{kind}")
