@@ -38,7 +38,7 @@ PAGES = [
     ("profile", "/profile", "main"),
     ("feature", "/features/coarse/3", ".atlas"),
     ("search", "/search?q=Paris", "main"),
-    ("splits", "/splits?coarse=3", "main"),
+    ("splits", f"/splits?coarse=3&prompt={P}", "main"),
     ("attribution", f"/attribution?prompt={P}", "main"),
     ("docs", "/docs", ".opblock"),
 ]
@@ -134,3 +134,27 @@ def test_page(server, chromium, name, address, ready, viewport):  # noqa: F811
 @pytest.mark.parametrize("kind", KINDS)
 def test_saved_snapshot(server, chromium, snapshots, kind, viewport):  # noqa: F811
     check_page(chromium, server, snapshots[kind], "main", viewport, f"saved-{kind}")
+
+
+# Real model text the tiny profile does not produce: atlas contexts of BPE tokens render as one run with no space
+# (spaces show as ·), and a row of long next-token chips has no space between chips. Both must wrap at 390 px
+# (the embedded profile's /splits?coarse=1540&prompt=... was 778 px wide, /attribution 502 px, before the fix).
+LONG_RUNS_JS = """() => {
+  const main = document.querySelector('main');
+  const ctx = document.createElement('span'); ctx.className = 'ctx';
+  for (let i = 0; i < 60; i++) { const t = document.createElement('span'); t.className = 'ctok'; t.textContent = '·capital'; ctx.appendChild(t); }
+  const p = document.createElement('p');
+  for (let i = 0; i < 12; i++) { const c = document.createElement('span'); c.className = 'chip'; c.textContent = '·Parisian 0.12'; p.appendChild(c); }
+  main.append(ctx, p);
+  return Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - document.documentElement.clientWidth;
+}"""
+
+
+def test_long_token_runs_wrap_on_a_phone(server, chromium):  # noqa: F811
+    page = chromium.new_page(viewport=VIEWPORTS["phone"])
+    try:
+        page.goto(server + "/splits?coarse=3")  # loads app.css and splits.css
+        page.wait_for_selector("main", state="attached")
+        assert page.evaluate(LONG_RUNS_JS) <= 0
+    finally:
+        page.close()
