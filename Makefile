@@ -25,9 +25,11 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-# Debian's PostgreSQL for the store tests (tests/pg_server.py runs initdb + pg_ctl in a temporary directory).
+# Debian's PostgreSQL for the store tests (tests/pg_server.py runs initdb + pg_ctl in a temporary directory), and
+# nginx for the two-replicas-behind-a-proxy test (tests/deploy/test_proxy.py runs docker/nginx.conf).
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@command -v nginx >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
 
 fetch: $(STAMP)
 	$(BIN)/python -m app fetch --profile $(PROFILE)
