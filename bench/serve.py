@@ -144,9 +144,10 @@ def phase(base: str, users: int, seconds: float, widths: dict, job: tuple | None
     routes = {}
     for route in sorted({r for r, _, _ in rec.rows}):
         ts = sorted(s for r, s, st in rec.rows if r == route)
-        errs = sum(1 for r, _, st in rec.rows if r == route and not 200 <= st < 300)
+        bad = [st for r, _, st in rec.rows if r == route and not 200 <= st < 300]
         routes[route] = {"n": len(ts), "p50_ms": round(1000 * statistics.median(ts), 1),
-                         "p95_ms": round(1000 * ts[min(len(ts) - 1, int(0.95 * len(ts)))], 1), "errors": errs}
+                         "p95_ms": round(1000 * ts[min(len(ts) - 1, int(0.95 * len(ts)))], 1), "errors": len(bad),
+                         "error_statuses": {str(st): bad.count(st) for st in sorted(set(bad))}}  # 503 = busy, 599 = no answer
     n = len(rec.rows)
     return {"wall_s": round(wall, 1), "requests": n, "throughput_rps": round(n / wall, 2),
             "errors": sum(v["errors"] for v in routes.values()), "routes": routes, "job": job_out}
@@ -214,7 +215,8 @@ def main(argv=None) -> int:
         print(f"-- {name}: {ph['requests']} requests in {ph['wall_s']} s = {ph['throughput_rps']} req/s, {ph['errors']} errors")
         print(f"   {'route':22s} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'errors':>6}")
         for route, r in ph["routes"].items():
-            print(f"   {route:22s} {r['n']:>5} {r['p50_ms']:>9.1f} {r['p95_ms']:>9.1f} {r['errors']:>6}")
+            why = " (" + ", ".join(f"{n} x HTTP {st}" for st, n in r["error_statuses"].items()) + ")" if r["errors"] else ""
+            print(f"   {route:22s} {r['n']:>5} {r['p50_ms']:>9.1f} {r['p95_ms']:>9.1f} {r['errors']:>6}{why}")
         if ph["job"]:
             print(f"   discovery jobs finished: {len(ph['job'].get('job_seconds', []))} {ph['job'].get('job_seconds', [])}"
                   f"{'; errors: ' + str(ph['job']['errors']) if ph['job'].get('errors') else ''}")
