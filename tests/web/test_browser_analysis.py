@@ -53,6 +53,14 @@ def api(page, method: str, url: str, body=None):
     return r.json()
 
 
+def compare_steering(page, address: str) -> None:
+    """Open a Generate address with its steering filled in, press Compare and wait for both columns."""
+    page.goto(address)
+    with page.expect_response(lambda r: "/fragments/steering" in r.url):
+        page.click("#compare-btn")
+    page.wait_for_selector("#col-steered .gen-text")
+
+
 def test_analyse_click_token_and_feature(live_server, browser):
     page = new_page(browser, viewport={"width": 1400, "height": 1000})
     errors = []

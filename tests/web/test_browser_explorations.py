@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.conftest import serve_app
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api
+from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api, compare_steering
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
@@ -60,10 +60,7 @@ def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
     ctx_a, page = fresh_page(chromium, viewport={"width": 1300, "height": 1100})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{server}/generate?prompt={PROMPT.replace(' ', '+')}&max_new_tokens=8&seed=11&f=coarse:5:add:40")
-    with page.expect_response(lambda r: "/fragments/steering" in r.url):
-        page.click("#compare-btn")
-    page.wait_for_selector("#col-steered .gen-text")
+    compare_steering(page, f"{server}/generate?prompt={PROMPT.replace(' ', '+')}&max_new_tokens=8&seed=11&f=coarse:5:add:40")
     unsteered, steered = columns(page)
     assert unsteered and steered and unsteered != steered  # strength 40 changes the tiny model's completion
     # the completions shown are the JSON API's (an independent path)

@@ -11,7 +11,15 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, api, browser, live_server, new_page  # noqa: F401  (fixtures)
+from tests.web.test_browser_analysis import (  # noqa: F401  (fixtures)
+    ARTIFACTS,
+    CHROMIUM,
+    api,
+    browser,
+    compare_steering,
+    live_server,
+    new_page,
+)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
@@ -32,10 +40,7 @@ def test_reload_keeps_steer_and_dose_results(live_server, browser, vp):  # noqa:
     page = new_page(browser, viewport=VIEWPORTS[vp])
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{live_server}/generate?prompt={quote(PROMPT)}&max_new_tokens=4&f=coarse:5:add:8")
-    with page.expect_response(lambda r: "/fragments/steering" in r.url):
-        page.click("#compare-btn")
-    page.wait_for_selector("#col-steered")
+    compare_steering(page, f"{live_server}/generate?prompt={quote(PROMPT)}&max_new_tokens=4&f=coarse:5:add:8")
     steered = page.locator("#col-steered .gen-text").inner_text()
     settle(page)
     assert "view=steer" in page.url
