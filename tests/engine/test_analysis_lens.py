@@ -57,6 +57,26 @@ def test_lens_without_cache_equals_cached(tiny):
     assert torch.tensor(plain.top_probs).numpy() == pytest.approx(torch.tensor(again.top_probs).numpy(), abs=1e-6)
 
 
+def test_a_second_lens_of_the_same_prompt_unembeds_nothing(tiny, monkeypatch):
+    """A feature click or a save asks for the lens again: it comes from the cache, equal to the notebook way; another
+    top or another prompt is computed afresh."""
+    eng, ids = tiny
+    cache = an.ResidualCache()
+    key = cache.key(eng.fingerprint, ids)
+    unembeds = []
+    real = an.lens_top
+    monkeypatch.setattr(an, "lens_top", lambda *a, **k: unembeds.append(1) or real(*a, **k))
+    first = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
+    again = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
+    assert unembeds == [1] and again == first
+    v, _ = notebook_lens(eng.model, ids, 5)
+    assert torch.tensor(again.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-5)
+    an.logit_lens(eng.model, ids, top=3, resid_cache=cache, cache_key=key)
+    other = list(ids[:-1])
+    an.logit_lens(eng.model, other, top=5, resid_cache=cache, cache_key=cache.key(eng.fingerprint, other))
+    assert unembeds == [1, 1, 1]
+
+
 def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch):
     """The fused normaliser and bias path against torch.log_softmax, with a non-zero b_U and a soft cap."""
     eng, _ = tiny

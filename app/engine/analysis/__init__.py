@@ -138,6 +138,10 @@ def logit_lens(model, token_ids, top: int = 5, positions=None, resid_cache: Resi
     unembedding chunk by chunk. `positions` (optional) restricts the lens to those positions.
     """
     n = model.cfg.n_layers
+    memo = None if resid_cache is None or cache_key is None else \
+        (cache_key, top, None if positions is None else tuple(int(p) for p in positions))
+    if memo is not None and (done := resid_cache.get_lens(memo)) is not None:  # type: ignore[union-attr]
+        return done
     stack = lens_residuals(model, token_ids, resid_cache, cache_key)  # [n+1, pos, d]
     if positions is not None:
         stack = stack[:, list(positions)]
@@ -148,9 +152,12 @@ def logit_lens(model, token_ids, top: int = 5, positions=None, resid_cache: Resi
     ids = pi.reshape(L1, P, top).tolist()
     decode = _decoder(model.tokenizer)
     labels = ["embed"] + [str(i) for i in range(n)]
-    return LogitLens(tuple(labels),
+    lens = LogitLens(tuple(labels),
                      tuple(tuple(tuple(decode(t) for t in cell) for cell in row) for row in ids),
                      tuple(tuple(tuple(cell) for cell in row) for row in probs))
+    if memo is not None:
+        resid_cache.put_lens(memo, lens)  # type: ignore[union-attr]
+    return lens
 
 
 def logit_direction(model, sae, index: int) -> torch.Tensor:

@@ -132,13 +132,31 @@ def lens_hook_names(n_layers: int) -> list[str]:
 
 class ResidualCache:
     """Bounded, thread-safe LRU of one prompt's every-layer residuals [n_layers+1, pos, d], kept by the analysis
-    forward so the follow-up lens request needs no forward of its own. Key: (SAE fingerprint, token ids)."""
+    forward so the follow-up lens request needs no forward of its own. Key: (SAE fingerprint, token ids).
+
+    It also keeps the last few finished lenses (small: top-k ids and probabilities per cell): the unembedding of
+    every layer is the costly part, and a feature click or a save asks for the same prompt's lens again."""
 
     def __init__(self, max_bytes: int = 256 * 2 ** 20, max_entries: int = 32):
         self.max_bytes, self.max_entries = max_bytes, max_entries
         self._items: OrderedDict = OrderedDict()
+        self._lenses: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.nbytes = 0
+
+    def get_lens(self, key):
+        with self._lock:
+            lens = self._lenses.get(key)
+            if lens is not None:
+                self._lenses.move_to_end(key)
+            return lens
+
+    def put_lens(self, key, lens) -> None:
+        with self._lock:
+            self._lenses[key] = lens
+            self._lenses.move_to_end(key)
+            while len(self._lenses) > self.max_entries:
+                self._lenses.popitem(last=False)
 
     @staticmethod
     def key(fingerprint: str, token_ids) -> tuple:
