@@ -59,21 +59,28 @@
     return Plotly.newPlot(el, data, layout, config(pageFigure()));
   }
 
-  // a point's example line comes from /map/example on its first hover, then the label is drawn again where it is
-  var asked = {};
+  // a point's example line comes from /map/example on its first hover, then the label is drawn again where it is;
+  // kept per point (not only in the trace) because a recolour or filter rebuilds the traces without it
+  var examples = {};  // 'sae:index' -> the example line ('' when the atlas has none), true while it is being fetched
   function hoverExample(el, ev) {
     var pt = ev.points && ev.points[0], cd = pt && pt.customdata;
-    if (!cd || pt.data.meta === 'path' || cd.length < 4 || asked[cd[0] + ':' + cd[1]]) return;
-    var key = cd[0] + ':' + cd[1];
-    asked[key] = true;
+    if (!cd || pt.data.meta === 'path' || cd.length < 4 || cd[3]) return;
+    var key = cd[0] + ':' + cd[1], known = examples[key];
+    function show(text) {
+      cd[3] = text; // the array the trace holds, so every later hover shows it too
+      var now = el._hoverdata && el._hoverdata[0], at = now && now.customdata;
+      if (text && at && at[0] + ':' + at[1] === key && ev.event) Plotly.Fx.hover(el, ev.event, 'xy'); // still on it
+    }
+    if (typeof known === 'string') { show(known); return; }
+    if (known) return;
+    examples[key] = true;
     fetch('/map/example/' + encodeURIComponent(cd[0]) + '/' + cd[1]).then(function (r) { return r.ok ? r.json() : null; })
       .then(function (got) {
-        if (!got || !got.example) return;
-        cd[3] = got.example; // the array the trace holds, so every later hover shows it too
-        var now = el._hoverdata && el._hoverdata[0], at = now && now.customdata;
-        if (at && at[0] + ':' + at[1] === key && ev.event) Plotly.Fx.hover(el, ev.event, 'xy'); // still on it
+        if (!got) { delete examples[key]; return; } // asked again on the next hover
+        examples[key] = got.example || '';
+        show(examples[key]);
       })
-      .catch(function () { asked[key] = false; });
+      .catch(function () { delete examples[key]; });
   }
 
   function mapEl() { return document.getElementById('map-main'); }
