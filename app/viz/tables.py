@@ -32,9 +32,12 @@ def _shift(result: dict) -> Rows:
 
 
 def _dose(result: dict) -> Rows:
-    """Promoted tokens' next-token probability at each strength."""
-    header = ["token_id", "token", "logit_weight"] + [f"p@{s:g}" for s in result["strengths"]]
-    return header, ([r["token_id"], r["token"], r["logit_weight"], *r["probs"]] for r in result["promoted"])
+    """Next-token probability at each strength of every token the chart can plot: the tokens that moved most (its
+    default; spread = max - min) and the decoder-promoted ones (logit_weight), one row each, `set` saying which."""
+    header = ["set", "token_id", "token", "spread", "logit_weight"] + [f"p@{s:g}" for s in result["strengths"]]
+    moved = (["moved", r["token_id"], r["token"], r["spread"], None, *r["probs"]] for r in result.get("moved", []))
+    promoted = (["promoted", r["token_id"], r["token"], None, r["logit_weight"], *r["probs"]] for r in result["promoted"])
+    return header, (row for rows in (moved, promoted) for row in rows)
 
 
 # table name -> (the kinds that have it, how to read it)

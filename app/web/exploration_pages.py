@@ -161,7 +161,11 @@ def export(exploration_id: str, store: StoreDep):
 def export_csv(exploration_id: str, table: str, store: StoreDep):
     """One of the saved view's tables (app/viz/tables.py) as CSV, from the stored result."""
     doc = get_document(store, exploration_id) if valid_id(exploration_id) else None
-    text = table_csv(doc.kind, doc.result, table) if doc is not None else None
+    try:
+        text = table_csv(doc.kind, doc.result, table) if doc is not None else None
+    except (KeyError, TypeError, AttributeError, ValueError):  # an imported result not in this view's shape
+        raise HTTPException(422, detail=f"table {table!r}: this exploration's result is not in the shape of a "
+                                        f"{doc.kind} view (imported?); its JSON export has it as stored") from None
     if text is None:
         have = ", ".join(tables_of(doc.kind)) if doc is not None else ""
         raise HTTPException(404, detail=f"no table {table!r} in this exploration" + (f"; it has: {have}" if have else ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
 
 from tests.api.test_explorations import client, live, save  # noqa: F401 (fixture)
@@ -32,10 +33,15 @@ def test_csv_equals_the_stored_json(client, tiny_engine, kind, table):  # noqa: 
         want = [(s["token_id"], s["token"], s["p_a"], s["p_b"], s["delta"], s["rank_a"], s["rank_b"]) for s in src]
         got = [(int(x["token_id"]), x["token"], float(x["p_a"]), float(x["p_b"]), float(x["delta"]), int(x["rank_a"]),
                 int(x["rank_b"])) for x in rows]
-    else:
-        want = [(p["token_id"], p["token"], p["logit_weight"], *p["probs"]) for p in res["promoted"]]
-        got = [(int(x["token_id"]), x["token"], float(x["logit_weight"]),
+    else:  # the chart's default set (moved most) and the promoted set, with their probabilities at each strength
+        assert res["moved"] and res["promoted"]
+        want = [("moved", m["token_id"], m["token"], m["spread"], *m["probs"]) for m in res["moved"]] + \
+               [("promoted", p["token_id"], p["token"], p["logit_weight"], *p["probs"]) for p in res["promoted"]]
+        got = [(x["set"], int(x["token_id"]), x["token"], float(x["spread"] or x["logit_weight"]),
                 *[float(x[f"p@{s:g}"]) for s in res["strengths"]]) for x in rows]
+        moved = np.array([[float(x[f"p@{s:g}"]) for s in res["strengths"]] for x in rows if x["set"] == "moved"])
+        spread = np.array([float(x["spread"]) for x in rows if x["set"] == "moved"])
+        np.testing.assert_allclose(spread, moved.max(1) - moved.min(1), rtol=1e-6)  # max - min, recomputed here
     assert got == want and want
 
 
@@ -45,3 +51,17 @@ def test_unknown_table_and_id_are_404(client, tiny_engine):  # noqa: F811
     r = client.get(f"/e/{eid}/export/features.csv")
     assert r.status_code == 404 and "it has: dose" in r.json()["detail"]
     assert client.get("/e/" + "x" * 24 + "/export/dose.csv").status_code == 404
+
+
+def test_a_result_not_in_the_view_shape_is_a_422_not_a_500(client, tiny_engine):  # noqa: F811
+    """An imported dose document whose result lacks the dose fields: the CSV is refused in place, the page still opens."""
+    ctx, _ = live("dose", tiny_engine, client.app.state.settings)
+    eid = save(client, kind="dose", title="odd", inputs=ctx["inputs"], result=ctx["result"])["id"]
+    doc = client.get(f"/e/{eid}/export").json()
+    doc["result"] = {"strengths": "not a list"}  # what another server (or a hand) may have written
+    imp = client.post("/api/explorations/import", json=doc)
+    assert imp.status_code == 201, imp.text
+    eid = imp.json()["id"]
+    r = client.get(f"/e/{eid}/export/dose.csv")
+    assert r.status_code == 422 and "not in the shape of a dose view" in r.json()["detail"]
+    assert client.get(f"/e/{eid}").status_code == 200
