@@ -18,16 +18,20 @@ def is_cached(profile: Profile, data_dir: Path = DATA_DIR) -> bool:
 
 
 def _hf_cache_dir() -> Path:
-    import os
+    """The hub cache as huggingface_hub resolves it (HF_HUB_CACHE, HF_HOME, the default), so the profile page and
+    the loader agree."""
+    from huggingface_hub import constants
 
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    return Path(constants.HF_HUB_CACHE)
 
 
-def _repo_cached(repo: str) -> bool:
+def repo_cached(repo: str) -> bool:
+    """Whether a hub repo has a downloaded snapshot in the local cache (a leftover folder without one does not count)."""
     snaps = _hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"
     return snaps.is_dir() and any(snaps.iterdir())
+
+
+_repo_cached = repo_cached  # the name the profile page's callers use
 
 
 def _release_repo(release: str) -> str | None:

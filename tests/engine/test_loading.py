@@ -136,7 +136,26 @@ def test_missing_hub_weights_stop_at_once_without_the_hub(monkeypatch, tmp_path)
     with pytest.raises(loading.ProfileUnavailable, match=r"not in the Hugging Face cache \(ConnectionError\); run `huggingface-cli download gpt2`"):
         loading.load_model(prof)
     # the same repo present in the cache: the loader goes on to load it (here: reaches the stubbed hub call)
-    (tmp_path / "models--gpt2").mkdir()
+    (tmp_path / "models--gpt2").mkdir()  # a leftover folder of a broken download: not cached
+    assert not loading._repo_cached("gpt2")
+    (tmp_path / "models--gpt2" / "snapshots" / "abc123").mkdir(parents=True)
     assert loading._repo_cached("gpt2") and not loading._repo_cached("openai/other")
     with pytest.raises(loading.ProfileUnavailable, match=r"\(AssertionError\)"):
         loading.load_model(prof)
+
+
+def test_behind_a_proxy_the_hub_client_is_left_to_try(monkeypatch):
+    """A TCP probe cannot see through HTTPS_PROXY: with one set, the probe does not declare the hub unreachable."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("no route")))
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    assert loading.hub._hub_reachable() is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.lab:3128")
+    assert loading.hub._hub_reachable() is True
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert loading.hub._hub_reachable() is False

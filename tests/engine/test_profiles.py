@@ -145,7 +145,9 @@ def test_adhoc_profile(tmp_path):
 
 
 def test_missing_parts_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # what HF_HUB_CACHE sets at import
     miss = missing_parts(get_profile("gpt2-small"))
     assert miss[0] == "model: gpt2 (Hugging Face)"
     assert "jbloom/GPT2-Small-Feature-Splitting-Experiment-Layer-8" in miss[1]

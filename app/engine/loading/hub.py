@@ -3,11 +3,11 @@ they are not cached and the hub cannot be reached."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
 from app.engine import compat
+from app.engine.availability import repo_cached
 from app.engine.loading.base import LoadedModel, ProfileUnavailable
 from app.engine.profiles import Profile, SAESpec
 
@@ -46,7 +46,9 @@ def _in_hf_cache(repo: str) -> bool:
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face endpoint answers a TCP connect (offline mode counts as unreachable)."""
+    """Whether the Hugging Face endpoint answers a TCP connect (offline mode counts as unreachable; behind a proxy
+    the probe cannot tell, so the hub client is left to try)."""
+    import os
     import socket
     from urllib.parse import urlparse
 
@@ -55,6 +57,8 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
         if constants.HF_HUB_OFFLINE:
             return False
+        if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+            return True
         url = urlparse(constants.ENDPOINT)
         host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
         with socket.create_connection((host, port), timeout=timeout_s):
@@ -63,14 +67,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _repo_cached(repo: str) -> bool:
-    """Whether anything of a hub repo is in the local Hugging Face cache."""
-    try:
-        from huggingface_hub import constants
-
-        return (Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}").is_dir()
-    except Exception:
-        return False
+_repo_cached = repo_cached  # one definition of "in the cache" for the loader and the profile page
 
 
 def _pretrained_model(profile: Profile, device: str) -> LoadedModel:
