@@ -99,17 +99,17 @@
     for (var n = 0; n < f.i.length; n++) if (f.i[n] !== '') b.steering.push({ sae: f.s[n], index: parseInt(f.i[n], 10), mode: f.m[n], value: parseFloat(f.v[n]) || 0 });
     return b;
   }
-  function analyzeLink(text) {  // "open in Analyze" under a finished generation: the prompt and what followed it
-    var b = body(), q = new URLSearchParams({ prompt: b.prompt + text });
-    if (b.system_prompt) q.set('system_prompt', b.system_prompt);
-    if (b.chat === true || b.chat === false) q.set('chat', b.chat ? 'on' : 'off');
+  // "open in Analyze" under a finished generation: the text the model read (chat template applied, as the stream's
+  // start event gives it) and what it wrote, analysed as raw text (the _macros.html analyze_link rule)
+  function analyzeLink(promptText, text) {
+    var q = new URLSearchParams({ prompt: promptText + text, chat: 'off' });
     var a = document.createElement('a'); a.className = 'analyze-link'; a.href = '/?' + q; a.textContent = 'open in Analyze';
     var p = document.createElement('p'); p.className = 'gen-links small'; p.id = 'stream-links'; p.appendChild(a);
     $('#stream-out').after(p);
   }
   function done(msg) { $('#stream-status').textContent = msg; stopBtn.disabled = true; streamBtn.disabled = false; ctrl = null; runId = null; }
   streamBtn.addEventListener('click', function () {
-    var out = $('#stream-out'), status = $('#stream-status');
+    var out = $('#stream-out'), status = $('#stream-status'), promptText = '';
     $('#stream-section').hidden = false; out.textContent = ''; status.textContent = 'starting…'; $('#stream-save').innerHTML = '';
     var links = $('#stream-links'); if (links) links.remove();
     streamBtn.disabled = true; stopBtn.disabled = false;
@@ -128,10 +128,10 @@
           });
           if (!data) return;
           var d = JSON.parse(data);
-          if (ev === 'start') { runId = d.run_id; status.textContent = 'generating…'; }
+          if (ev === 'start') { runId = d.run_id; promptText = d.prompt_text; status.textContent = 'generating…'; }
           else if (ev === 'token') { var s = document.createElement('span'); s.className = 'gtok'; s.textContent = d.text; s.title = 'p=' + d.prob.toFixed(4); out.appendChild(s); n++; status.textContent = n + ' tokens…'; }
           else if (ev === 'save') { var box = $('#stream-save'); box.innerHTML = d.html; htmx.process(box); }  // server-rendered, escaped
-          else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); analyzeLink(g.text); }
+          else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); analyzeLink(promptText, g.text); }
           else if (ev === 'error') { window.asnForms.show(out, [String(d.detail)], 'Generation stopped with an error'); done(''); }
         }
         function pump() {

@@ -93,7 +93,7 @@ def test_generate_form_reads_like_analyze(server, page):  # noqa: F811
 def test_esc_closes_the_feature_card(server, page):  # noqa: F811
     page.goto(f"{server}/?prompt={P}&feature=coarse:3")
     page.wait_for_selector("#fcard")
-    assert page.locator(".strip .tok.on").count() > 0 or page.locator("#fcard").count() == 1
+    assert page.locator(".strip .tok.on").count() > 0  # the card's feature colours the tokens it fires on
     page.locator("#strip").focus()
     page.keyboard.press("Escape")
     wait_js(page, "!document.querySelector('#fcard')")
@@ -141,7 +141,11 @@ def test_generated_text_opens_in_analyze(server, page, snapshots):  # noqa: F811
     page.goto(server + snapshots["generation"])
     page.click(".saved-fragment a.analyze-link")
     page.wait_for_selector(".strip .tok")
-    assert page.input_value("#prompt") == doc["inputs"]["prompt"] + doc["result"]["generation"]["text"]
+    gen = doc["result"]["generation"]
+    # the sequence the model read (the prompt as rendered) and wrote, as raw text: the same tokens, one by one
+    assert page.input_value("#prompt") == doc["result"]["prompt_text"] + gen["text"]
+    assert page.input_value("select[name=chat]") == "off"
+    assert page.locator(".strip .tok").count() == len(doc["result"]["prompt_tokens"]) + len(gen["tokens"])
 
 
 def test_logit_lens_marks_the_sae_layer(server, page):  # noqa: F811
@@ -183,8 +187,10 @@ def test_csv_export_matches_the_json(server, page, snapshots, kind, table):  # n
             [(r["token_id"], r["token"], r["p_a"], r["p_b"], r["rank_b"]) for r in src] and src
     else:
         strengths = res["strengths"]
-        assert list(rows[0])[3:] == [f"p@{s:g}" for s in strengths]
-        assert [[float(r[f"p@{s:g}"]) for s in strengths] for r in rows] == [p["probs"] for p in res["promoted"]]
+        assert list(rows[0])[5:] == [f"p@{s:g}" for s in strengths]
+        for name in ("moved", "promoted"):  # the chart's default set, then the decoder-promoted one
+            assert [[float(r[f"p@{s:g}"]) for s in strengths] for r in rows if r["set"] == name] == \
+                [p["probs"] for p in res[name]] and res[name]
     assert page.request.get(f"{server}/e/{eid}/export/nothing.csv").status == 404
 
 
@@ -197,4 +203,5 @@ def test_streamed_generation_opens_in_analyze(server, page):  # noqa: F811
     assert page.title() == "Generation · Hello there · Generate & steer · Activation Space Navigator"
     page.click("#stream-links a.analyze-link")
     page.wait_for_selector(".strip .tok")
-    assert page.input_value("#prompt") == "Hello there" + text
+    assert page.input_value("#prompt") == "Hello there" + text  # chat auto without a system prompt: the raw prompt
+    assert page.input_value("select[name=chat]") == "off"

@@ -168,11 +168,10 @@ def test_error_fragments_say_what_is_wrong_in_plain_words(tiny_client, endpoint,
 
 def test_temperature_page_has_one_meaning_of_no_system_prompt(tiny_client, tiny_engine):
     """Both views read the page's chat selector (default on); A/B with two empty arms is refused on system_b."""
-    from app.engine.prompts import encode_prompt
-
     page = tiny_client.get("/temperature")
     assert 'select name="chat" id="temp-chat"' in page.text and 'placeholder="(empty)' in page.text
-    want_chat = encode_prompt(tiny_engine.tokenizer, PROMPT, None, True).text
+    want_chat = tiny_engine.tokenizer.apply_chat_template(  # the tokenizer's own template, not the app's helper
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=False)
     r = tiny_client.post("/fragments/temperature", data={"prompt": PROMPT, "t": "1.0", "system_prompt": ""})
     assert r.status_code == 200 and _saved_result(r.text)["prompt_text"] == want_chat != PROMPT
     assert "chat template on, no system prompt" in r.text
@@ -184,3 +183,23 @@ def test_temperature_page_has_one_meaning_of_no_system_prompt(tiny_client, tiny_
     r = tiny_client.post("/fragments/system_shift", data={"prompt": PROMPT, "system_b": "Be brief.", "chat": "off"})
     assert r.status_code == 200 and "raw text (chat template off)" in r.text
     assert _saved_result(r.text)["text_a"] == PROMPT
+
+
+def test_open_in_analyze_reads_the_sequence_the_model_read_and_wrote(tiny_client, tiny_engine):
+    """With the chat template and a system prompt, the link analyses the rendered prompt plus the generated text as
+    raw text: the analysed token ids start with the template's ids (the tokenizer's own) and are the tokenizer's
+    ids of that whole text (the tiny model writes random bytes, so its text need not re-encode to the same ids)."""
+    form = {"prompt": "Hello there", "system_prompt": "Be brief.", "chat": "on", "max_new_tokens": "4"}
+    page = tiny_client.post("/fragments/generation", data=form)
+    assert page.status_code == 200, page.text
+    href = html.unescape(re.search(r'<a class="analyze-link" href="([^"]+)"', page.text).group(1))
+    q = {k: v[0] for k, v in parse_qs(urlparse(href).query).items()}
+    gen = tiny_client.post("/api/generate", json={**form, "chat": True, "max_new_tokens": 4}).json()["generation"]
+    tok = tiny_engine.tokenizer
+    rendered = tok.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}],
+                                       add_generation_prompt=True, tokenize=False)
+    assert q == {"prompt": rendered + gen["text"], "chat": "off"}
+    analysed = tiny_client.post("/api/analyze", json={"prompt": q["prompt"], "chat": False}).json()
+    got = [t["token_id"] for t in analysed["tokens"]]
+    prompt_ids = tok.encode(rendered, add_special_tokens=False)
+    assert got[:len(prompt_ids)] == prompt_ids and got == tok.encode(q["prompt"], add_special_tokens=False)
