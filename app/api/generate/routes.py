@@ -26,7 +26,8 @@ DOCS = {  # the operations' descriptions in the OpenAPI document
     "/generate": "Generate (optionally steered) in one response.",
     "/steer": "Steered and unsteered completions side by side (same seed and settings), divergence, next-token shift.",
     "/steer/feature": "A feature's activation scale on the prompt (the slider range) and the tokens it promotes.",
-    "/dose": "Several strengths of one feature: completions and the probabilities of its top promoted tokens.",
+    "/dose": "Several strengths of one feature: completions, the next-token probabilities of the tokens that moved most "
+             "across the strengths (what the chart plots) and of the tokens its decoder direction promotes.",
     "/temperature": "The next-token distribution at the end of the prompt at several temperatures, with top-k/top-p cuts.",
     "/system-shift": "How a system prompt moves the first-token distribution (table of probabilities and ranks).",
 }
