@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.atlas_fixtures import tiny_atlas, with_atlas
 from tests.conftest import serve_app, wait_js
 
 CHROMIUM = "/usr/bin/chromium"
@@ -29,9 +30,10 @@ def server(tiny_engine):
     from app.main import create_app
     from app.settings import Settings
 
-    assert service.layout_status(tiny_engine)[0] is not None  # build the in-memory map before the browser waits on it
-    with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
-        yield url
+    with with_atlas(tiny_engine, tiny_atlas(tiny_engine)):  # hover lines carry atlas examples
+        assert service.layout_status(tiny_engine)[0] is not None  # build the in-memory map before the browser waits
+        with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
+            yield url
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +167,23 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     wait_js(page, "performance.getEntriesByType('resource').some(r => r.name.endsWith("
                   f"'/map/example/{name.replace(' ', '/')}'))", timeout_s=30)
     assert name.replace(" ", "/") in examples
+    # the example line is in the hovered point's data (what its label draws) once fetched, and still after a filter
+    # rebuilds the traces, without a second fetch: the server's snippet for that point
+    got = json.loads(page.request.get(server + "/map/example/" + name.replace(" ", "/")).text())["example"]
+    assert got
+    hovered_example = "(() => { const h = document.getElementById('map-main')._hoverdata; return h && h[0] && " \
+                      f"h[0].customdata.slice(0, 2).join(' ') === {json.dumps(name)} && h[0].customdata[3]; }})()"
+    wait_js(page, f"{hovered_example} === {json.dumps(got)}", timeout_s=30)
+    sae = name.split(" ")[0]
+    page.select_option("#map-show", sae)  # a filter that keeps the point where it is (no colour bar moves the plot)
+    wait_js(page, f"new URLSearchParams(location.search).get('show') === {json.dumps(sae)} && "
+                  "document.getElementById('map-main').dataset.ready === '1'", timeout_s=60)
+    page.evaluate("window.__hovered = null")
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(x, y, steps=4)
+    wait_js(page, f"window.__hovered === {json.dumps(name)}", timeout_s=30)
+    wait_js(page, f"{hovered_example} === {json.dumps(got)}", timeout_s=30)
+    assert examples.count(name.replace(" ", "/")) == 1
     page.mouse.click(x, y)
     card = page.locator("#map-card-body")
     card.wait_for()
