@@ -160,7 +160,8 @@ class JobRunner:
                 job = self.get(job_id)
         return job
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop: cancel every job (a running one stops at its next checkpoint); wait=True returns once it has."""
         self._stop.set()
         if self._beater is not None and self._beater is not threading.current_thread():
             self._beater.join(timeout=10)  # before the store closes under it
@@ -169,7 +170,7 @@ class JobRunner:
             if job.active and self.store is not None:  # nobody will run or finish it now
                 self._store_call(lambda j=job: self.store.job_update(j.id, {"state": "error", "finished": time.time(),
                                                                             "error": LOST}))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
     # --- the store side ---------------------------------------------------------------------------------------
     def _store_call(self, fn, *args, default=None):
