@@ -87,6 +87,21 @@ def open_point(page) -> tuple[str, float, float]:
     return got[0], got[1], got[2]
 
 
+def point_xy(page, name: str) -> tuple[float, float]:
+    """Where the named point ("sae index") is drawn now, in viewport pixels, from Plotly's axis mapping."""
+    got = page.evaluate("""name => {
+        const el = document.getElementById('map-main'), fl = el._fullLayout, box = el.getBoundingClientRect();
+        for (const t of el.data) {
+            if (!t.customdata) continue;
+            for (let i = 0; i < t.x.length; i++)
+                if (t.customdata[i][0] + ' ' + t.customdata[i][1] === name)
+                    return [box.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[i]), box.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[i])];
+        }
+        return null; }""", name)
+    assert got, f"{name} is not drawn"
+    return got[0], got[1]
+
+
 # CSP refusals (e.g. an eval in a script) are reported in the page as securitypolicyviolation events
 CSP_SPY = """window.__csp = []; document.addEventListener('securitypolicyviolation',
     e => window.__csp.push(e.violatedDirective + ' ' + (e.sourceFile || e.blockedURI) + ':' + e.lineNumber));"""
@@ -175,11 +190,24 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
                       f"h[0].customdata.slice(0, 2).join(' ') === {json.dumps(name)} && h[0].customdata[3]; }})()"
     wait_js(page, f"{hovered_example} === {json.dumps(got)}", timeout_s=30)
     sae = name.split(" ")[0]
+    scrolled = page.evaluate("window.scrollY")
     page.select_option("#map-show", sae)  # a filter that keeps the point where it is (no colour bar moves the plot)
     wait_js(page, f"new URLSearchParams(location.search).get('show') === {json.dumps(sae)} && "
                   "document.getElementById('map-main').dataset.ready === '1'", timeout_s=60)
+    # choosing an option scrolls the select into view (on a phone it sits above the map): go back to where the
+    # point was found, and take its position again from Plotly's own axis mapping
+    page.evaluate(f"window.scrollTo(0, {scrolled})")
+    x, y = point_xy(page, name)
+    # Plotly emits plotly_hover only when the hovered points change: leave the map first so the old hover is cleared
+    # (moving 40 px aside can land on a region label, which keeps the old hover, and the return then emits nothing)
     page.evaluate("window.__hovered = null")
-    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(*page.evaluate("""() => { const el = document.getElementById('map-main');
+        for (const [u, v] of [[2, 2], [2, innerHeight - 2], [innerWidth - 2, 2], [innerWidth - 2, innerHeight - 2]]) {
+            const top = document.elementFromPoint(u, v);
+            if (top && !el.contains(top)) return [u, v]; }
+        return [2, 2]; }"""))
+    wait_js(page, "!document.getElementById('map-main')._hoverdata", timeout_s=30)
+    page.mouse.move(x - 15, y - 15)
     page.mouse.move(x, y, steps=4)
     wait_js(page, f"window.__hovered === {json.dumps(name)}", timeout_s=30)
     wait_js(page, f"{hovered_example} === {json.dumps(got)}", timeout_s=30)
