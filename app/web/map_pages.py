@@ -17,7 +17,17 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_or_409, layout_status, point_row, run_map
+from app.api.map import (
+    KIND,
+    PLACEMENT,
+    MapRequest,
+    check_features,
+    feature_point,
+    layout_or_409,
+    layout_status,
+    point_row,
+    run_map,
+)
 from app.engine.layout import NEIGHBOURS, cosine_to
 from app.viz.map import esc, map_figure, point_table, snippet
 from app.web.forms import errors_of, last, model_fields_of
@@ -53,6 +63,14 @@ def parse_inputs(params) -> MapRequest:
     if "steer" not in raw and si not in (None, "") and ss not in (None, ""):
         raw["steer"] = [{"sae": last(params, "steer_sae") or "coarse", "index": si, "strength": ss}]
     return MapRequest.model_validate(raw)
+
+
+def view_settings(engine, params) -> MapRequest:
+    """The view fields (colouring, filter, chosen feature, discovery) of an address, checked against the SAEs'
+    widths: ValidationError, or a 404 naming the valid range."""
+    vs = parse_inputs({k: v for k, v in params.items() if k in VIEW_FIELDS} | {"prompt": "x"})
+    check_features(engine, vs, where="query")
+    return vs
 
 
 def page_url(inputs: dict) -> str | None:
@@ -143,9 +161,11 @@ def map_page(request: Request, engine: EngineDep, settings: SettingsDep, store: 
                              map_status=status_line, placement=PLACEMENT, honesty=None, figure=None)
     if lay is not None:
         try:
-            vs = parse_inputs({k: v for k, v in request.query_params.items() if k in VIEW_FIELDS} | {"prompt": "x"})
-        except ValidationError:
+            vs = view_settings(engine, request.query_params)
+        except (ValidationError, HTTPException) as exc:  # said in place; the map is drawn with the default view
             vs = MapRequest(prompt="x")
+            ctx["errors"] = (ctx.get("errors") or []) + errors_of(exc)
+            status = status if status != 200 else (exc.status_code if isinstance(exc, HTTPException) else 422)
         ctx["view"] = {k: getattr(vs, k) for k in VIEW_FIELDS}
         ctx["honesty"] = honesty(lay)
         ctx["honesty"]["d_model"] = int(next(iter(engine.saes.values())).W_dec.shape[1])
@@ -166,9 +186,10 @@ def map_figure_json(request: Request, engine: EngineDep, store: StoreDep):
     if lay is None:
         raise HTTPException(409, detail=f"no map for these SAEs ({status_line})")
     try:
-        vs = parse_inputs({k: v for k, v in request.query_params.items() if k in VIEW_FIELDS} | {"prompt": "x"})
+        vs = view_settings(engine, request.query_params)
     except ValidationError as exc:
-        raise HTTPException(422, detail=json.loads(exc.json(include_url=False, include_input=False))) from None
+        raise HTTPException(422, detail=[{**e, "loc": ["query", *e["loc"]]} for e in
+                                         json.loads(exc.json(include_url=False, include_input=False))]) from None
     fig = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery)
     return Response(json.dumps(fig, separators=(",", ":")), media_type="application/json")
 

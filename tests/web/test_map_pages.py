@@ -84,6 +84,24 @@ def test_figure_json_colour_by_cosine(tiny_client, tiny_engine, tiny_layout):
     assert tiny_client.get("/map/figure?color_by=purple").status_code == 422
 
 
+def test_a_chosen_feature_outside_its_sae_is_named_not_ignored(tiny_client, tiny_engine, tiny_layout):
+    width = int(tiny_engine.saes["fine"].W_dec.shape[0])
+    r = tiny_client.get(f"/map/figure?color_by=cosine&feature=fine:{width}")
+    assert r.status_code == 404
+    assert r.json()["detail"][0]["loc"] == ["query", "feature"] and f"(0..{width - 1})" in r.json()["detail"][0]["msg"]
+    assert tiny_client.get(f"/map/figure?color_by=cosine&feature=fine:{width - 1}").status_code == 200
+    bad = tiny_client.get("/map/figure?feature=fine:x").json()["detail"][0]
+    assert bad["loc"] == ["query", "feature"]
+    # the page draws the default map and says what it could not do, in place
+    page = tiny_client.get(f"/map?color_by=cosine&feature=fine:{width}")
+    assert page.status_code == 404
+    assert "Could not draw the map as asked" in page.text
+    assert f"feature: feature index {width} does not exist: SAE fine has {width} features (0..{width - 1})" in page.text
+    assert figure_of(page.text, "map-main")["data"]  # the map is still there
+    page = tiny_client.get("/map?color_by=purple")
+    assert page.status_code == 422 and "color_by:" in page.text
+
+
 def test_fragment_and_its_address(tiny_client, tiny_layout):
     form = {"prompt": "Tell me about cats.", "system_prompt": "You are a pirate.", "compare_system": "1",
             "drift_ks": "0,1", "color_by": "density", "steer_sae": "coarse", "steer_index": "", "steer_strength": ""}

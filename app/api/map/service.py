@@ -133,18 +133,18 @@ def path_model(engine, name: str, path: nav.PromptPath) -> PathModel:
     return PathModel(name=name, points=pts)
 
 
-def check_features(engine, req: MapRequest) -> None:
-    """404 naming the valid range for a steered or chosen feature outside its SAE."""
+def check_features(engine, req: MapRequest, where: str = "body") -> None:
+    """404 naming the valid range for a steered or chosen feature outside its SAE (where: "body" or "query")."""
     for j, f in enumerate(req.steer):
         width = int(engine.saes[f.sae].W_dec.shape[0])
         if f.index >= width:
-            raise out_of_range(["body", "steer", j, "index"],
+            raise out_of_range([where, "steer", j, "index"],
                                f"feature index {f.index} does not exist: SAE {f.sae} has {width} features (0..{width - 1})")
     if req.feature:
         sae, _, idx = req.feature.partition(":")
         width = int(engine.saes[sae].W_dec.shape[0])
         if int(idx) >= width:
-            raise out_of_range(["body", "feature"],
+            raise out_of_range([where, "feature"],
                                f"feature index {idx} does not exist: SAE {sae} has {width} features (0..{width - 1})")
 
 
