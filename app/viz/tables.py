@@ -7,6 +7,27 @@ import io
 from typing import Callable, Iterable
 
 Rows = tuple[list[str], Iterable[list]]
+# a text cell starting with one of these is read as a formula by spreadsheets (a token "=HYPERLINK(...)" in an
+# imported view would run in whoever opens the CSV): such cells get a leading apostrophe, the usual escape
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(v):
+    """One CSV cell: None -> "", text that a spreadsheet would run as a formula -> "'" + text, else v."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(FORMULA_START):
+        return "'" + v
+    return v
+
+
+def write_csv(header, rows: Iterable[Iterable]) -> str:
+    """CSV text (the csv module's quoting, \\n line ends) of a header and rows, each cell through `cell`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows([cell(v) for v in row] for row in rows)
+    return buf.getvalue()
 
 
 def _features(result: dict) -> Rows:
@@ -59,8 +80,4 @@ def table_csv(kind: str, result: dict, table: str) -> str | None:
     if table not in tables_of(kind):
         return None
     header, rows = TABLES[table][1](result)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(["" if v is None else v for v in row] for row in rows)
-    return buf.getvalue()
+    return write_csv(header, rows)

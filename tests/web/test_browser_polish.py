@@ -156,6 +156,11 @@ def test_logit_lens_marks_the_sae_layer(server, page):  # noqa: F811
     assert [t for t in ticks if t.startswith("SAE")] == ["SAE ▸ 1"] and shapes == [[row - 0.5, row + 0.5]]
 
 
+def exported(text: str) -> str:
+    """What a text cell reads back as: spreadsheet formula starts (= + - @ tab CR) escaped with a leading "'"."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def rows_of(text: str) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
@@ -175,7 +180,7 @@ def test_csv_export_matches_the_json(server, page, snapshots, kind, table):  # n
         want = [(t["position"], sae, i, v) for t in res["tokens"] for sae, s in t["saes"].items()
                 for i, v in zip(s["indices"], s["values"])]
         got = [(int(r["position"]), r["sae"], int(r["feature"]), float(r["activation"])) for r in rows]
-        assert got == want and all(r["token"] == res["tokens"][int(r["position"])]["token"] for r in rows)
+        assert got == want and all(r["token"] == exported(res["tokens"][int(r["position"])]["token"]) for r in rows)
     elif table == "discovery":
         want = [(sae, r["index"], r["selectivity"], r["fire_concept"]) for sae, t in res["tables"].items() for r in t]
         got = [(r["sae"], int(r["index"]), float(r["selectivity"]), float(r["fire_concept"])) for r in rows]
@@ -183,7 +188,7 @@ def test_csv_export_matches_the_json(server, page, snapshots, kind, table):  # n
     elif table == "shift":
         src = res["shift"] if kind == "steering" else res["rows"]
         assert [(int(r["token_id"]), r["token"], float(r["p_a"]), float(r["p_b"]), int(r["rank_b"])) for r in rows] == \
-            [(r["token_id"], r["token"], r["p_a"], r["p_b"], r["rank_b"]) for r in src] and src
+            [(r["token_id"], exported(r["token"]), r["p_a"], r["p_b"], r["rank_b"]) for r in src] and src
     else:
         strengths = res["strengths"]
         assert list(rows[0])[5:] == [f"p@{s:g}" for s in strengths]

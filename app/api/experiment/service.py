@@ -2,9 +2,7 @@
 with progress, ETA and cancel (POST /api/experiment/jobs); CSV export of the table and the generations."""
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 
 from app.api.errors import out_of_range, unprocessable
@@ -13,6 +11,7 @@ from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import experiment as X
 from app.jobs import Job, JobRunner
+from app.viz.tables import write_csv
 
 
 def config_of(engine, settings, req: ExperimentRequest) -> X.ExperimentConfig:
@@ -95,10 +94,8 @@ GENERATION_COLUMNS = ("prompt", "seed", "condition", "arm", "mode", "scale", "st
 
 def to_csv(result: dict, what: str = "table") -> str:
     """CSV of the table (one row per condition, CIs as _lo/_hi) or of every generation."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     if what == "table":
-        w.writerow(TABLE_COLUMNS)
+        rows = []
         for r in result["table"]:
             row = []
             for c in TABLE_COLUMNS:
@@ -107,9 +104,6 @@ def to_csv(result: dict, what: str = "table") -> str:
                     row.append(ci[0] if c.endswith("_lo") else ci[1])
                 else:
                     row.append(r.get(c))
-            w.writerow(["" if v is None else v for v in row])
-    else:
-        w.writerow(GENERATION_COLUMNS)
-        for g in result["generations"]:
-            w.writerow(["" if g.get(c) is None else g.get(c) for c in GENERATION_COLUMNS])
-    return buf.getvalue()
+            rows.append(row)
+        return write_csv(TABLE_COLUMNS, rows)
+    return write_csv(GENERATION_COLUMNS, ([g.get(c) for c in GENERATION_COLUMNS] for g in result["generations"]))
