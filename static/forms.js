@@ -72,6 +72,48 @@
     show(htmxTarget(e), ['the server could not be reached (is it running?); try again']);
   });
 
+  // A view's fragment answered 503 + Retry-After (the model was busy with other users' work, or short of memory):
+  // the message is in place; ask again by itself after that many seconds, up to MAX_RETRIES times, counting down in
+  // the message. A request the user sends in the meantime cancels the pending one. Only /fragments/ (computations
+  // that change nothing), so a refused save is never sent twice behind the user's back.
+  var MAX_RETRIES = 3;
+  function sentBy(e) { return e.detail.requestConfig && e.detail.requestConfig.triggeringEvent; }
+  document.addEventListener('htmx:beforeRequest', function (e) {
+    var elt = e.detail.elt;
+    if (!elt || elt.__asnRetrying) { if (elt) elt.__asnRetrying = false; return; }
+    if (elt.__asnRetry) { clearInterval(elt.__asnRetry); elt.__asnRetry = null; }
+    elt.__asnRetries = 0;  // the user asked: a fresh budget of retries
+  });
+  document.addEventListener('htmx:afterSwap', function (e) {
+    // detail.elt is the swap target here; the element that sent the request is requestConfig.elt
+    var xhr = e.detail.xhr, elt = (e.detail.requestConfig || {}).elt, path = (e.detail.pathInfo || {}).requestPath || '';
+    if (!xhr || xhr.status !== 503 || !elt || path.indexOf('/fragments/') !== 0) return;
+    var wait = parseInt(xhr.getResponseHeader('Retry-After') || '', 10), ev = sentBy(e);
+    var box = (e.detail.target || e.detail.elt).querySelector('[role=alert]');
+    // only what a user's submit or click sent can be sent again the same way (a 'load' trigger does not re-fire)
+    if (!(wait > 0) || !box || !ev || (ev.type !== 'submit' && ev.type !== 'click')) return;
+    var note = document.createElement('p');
+    note.className = 'retry-note muted small';
+    box.appendChild(note);
+    if ((elt.__asnRetries || 0) >= MAX_RETRIES) {
+      note.textContent = 'Still busy after ' + MAX_RETRIES + ' tries; send it again when you like.';
+      return;
+    }
+    elt.__asnRetries = (elt.__asnRetries || 0) + 1;
+    var left = wait, type = ev.type;
+    var tick = function () {
+      if (left > 0) { note.textContent = 'Trying again in ' + left + ' s (' + elt.__asnRetries + ' of ' + MAX_RETRIES + ')'; left -= 1; return; }
+      clearInterval(elt.__asnRetry); elt.__asnRetry = null;
+      note.textContent = 'Trying again…';
+      elt.__asnRetrying = true;
+      // as the user sent it: a form's submit through requestSubmit (htmx ignores a synthetic submit event)
+      if (type === 'submit' && elt.requestSubmit) elt.requestSubmit(); else htmx.trigger(elt, type);
+    };
+    if (elt.__asnRetry) clearInterval(elt.__asnRetry);
+    tick();
+    elt.__asnRetry = setInterval(tick, 1000);
+  });
+
   // ---- token counter: <span class="tok-count" data-for="ID"> under a prompt field (debounced /api/tokenize)
   function chatValue(form) {
     var c = form && form.querySelector('[name=chat]');

@@ -162,9 +162,9 @@ def map_page(request: Request, engine: EngineDep, settings: SettingsDep, store: 
     if lay is not None:
         try:
             vs = view_settings(engine, request.query_params)
-        except (ValidationError, HTTPException) as exc:  # said in place; the map is drawn with the default view
+        except (ValidationError, HTTPException) as exc:  # said above the map, which is drawn with the default view
             vs = MapRequest(prompt="x")
-            ctx["errors"] = (ctx.get("errors") or []) + errors_of(exc)
+            ctx["view_errors"] = errors_of(exc)
             status = status if status != 200 else (exc.status_code if isinstance(exc, HTTPException) else 422)
         ctx["view"] = {k: getattr(vs, k) for k in VIEW_FIELDS}
         ctx["honesty"] = honesty(lay)

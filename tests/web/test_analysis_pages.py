@@ -177,6 +177,7 @@ def test_busy_engine_is_a_503_fragment(tiny_engine):
             tiny_engine._lock.release()
             tiny_engine.wait_timeout_s = old
         assert r.status_code == 503 and r.headers["Retry-After"] and "busy" in r.text
+        assert r.text.count('role="alert"') == 1  # forms.js counts down its retry in that box
 
 
 def test_lens_figure_unit():

@@ -142,3 +142,54 @@ def test_sink_position_is_outlined_not_coloured_at_full_scale(live_server, brows
     expect(page.locator("#colour-note")).to_contain_text("Outlined: sink positions")
     page.screenshot(path=str(ARTIFACTS / "analysis-sink-outlined.png"))
     page.close()
+
+
+BUSY = ('<div class="errors panel" role="alert"><b>Could not analyse</b><ul><li>the model is busy; retry in 1s</li>'
+        '</ul></div>')
+
+
+def test_a_busy_answer_is_retried_by_itself_then_given_up(live_server, browser):  # noqa: F811
+    """503 + Retry-After on a view's fragment: the page counts down in the message and asks again by itself (at most
+    3 times); a refused save is not re-sent."""
+    page = new_page(browser)
+    page.goto(live_server + "/")
+    page.fill("#prompt", PROMPT)
+    calls = []
+
+    def busy_once(route):
+        calls.append(route.request.url)
+        if len(calls) == 1:
+            route.fulfill(status=503, headers={"Retry-After": "1", "Content-Type": "text/html"}, body=BUSY)
+        else:
+            route.continue_()
+
+    page.route("**/fragments/analysis", busy_once)
+    page.click("#analyze-btn")
+    expect(page.locator("#result [role=alert] .retry-note")).to_contain_text("Trying again in 1 s (1 of 3)")
+    page.wait_for_selector("#result .strip .tok")  # the retry's answer replaced the message
+    assert len(calls) == 2 and page.locator("#result [role=alert]").count() == 0
+    page.unroute("**/fragments/analysis")
+
+    # always busy: three retries, then it says so and stops
+    calls.clear()
+    page.route("**/fragments/analysis", lambda route: (calls.append(1), route.fulfill(
+        status=503, headers={"Retry-After": "1", "Content-Type": "text/html"}, body=BUSY)))
+    page.click("#analyze-btn")
+    expect(page.locator("#result .retry-note")).to_have_text("Still busy after 3 tries; send it again when you like.",
+                                                             timeout=30_000)
+    assert len(calls) == 4
+    page.unroute("**/fragments/analysis")
+
+    # a refused save is left to the user: it could have been half done
+    page.click("#analyze-btn")
+    page.wait_for_selector("#result .strip .tok")
+    saves = []
+    page.route("**/e/save", lambda route: (saves.append(1), route.fulfill(
+        status=503, headers={"Retry-After": "1", "Content-Type": "text/html"},
+        body='<p role="alert">the store is unavailable; nothing was saved</p>')))
+    box = page.locator("#result form.save-box")
+    box.locator("input[name=title]").fill("busy")
+    box.locator("button.save-button").click()
+    page.wait_for_timeout(2500)  # a retry would have gone out after 1 s
+    assert saves == [1]
+    page.close()

@@ -95,11 +95,13 @@ def test_a_chosen_feature_outside_its_sae_is_named_not_ignored(tiny_client, tiny
     # the page draws the default map and says what it could not do, in place
     page = tiny_client.get(f"/map?color_by=cosine&feature=fine:{width}")
     assert page.status_code == 404
-    assert "Could not draw the map as asked" in page.text
-    assert f"feature: feature index {width} does not exist: SAE fine has {width} features (0..{width - 1})" in page.text
+    box = page.text.split('id="map-view-error"', 1)[1].split('id="map-main"', 1)[0]  # above the map, where map.js says
+    assert "Could not draw the map as asked" in box
+    assert f"feature: feature index {width} does not exist: SAE fine has {width} features (0..{width - 1})" in box
+    assert f'value="fine:{width}"' in page.text  # the field keeps what was asked, to correct it
     assert figure_of(page.text, "map-main")["data"]  # the map is still there
     page = tiny_client.get("/map?color_by=purple")
-    assert page.status_code == 422 and "color_by:" in page.text
+    assert page.status_code == 422 and "color_by:" in page.text.split('id="map-view-error"', 1)[1]
 
 
 def test_fragment_and_its_address(tiny_client, tiny_layout):
