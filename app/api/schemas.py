@@ -70,6 +70,9 @@ def model_of(record: type, through: str | None = None) -> type[BaseModel]:
     """A pydantic model with an engine dataclass's fields (types, defaults, order), up to and including `through`:
     an API model that subclasses it shares the engine's one field list (its own fields follow)."""
     hints = get_type_hints(record)
+    names = [f.name for f in dataclasses.fields(record)]
+    if through is not None and through not in names:  # a misspelling would silently copy every field
+        raise ValueError(f"{record.__name__} has no field {through!r}; it has {', '.join(names)}")
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(record):
         fields[f.name] = (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
