@@ -1,8 +1,6 @@
 """Analysis services: the functions the JSON routes, the HTML fragments and saved-exploration re-runs call."""
 from __future__ import annotations
 
-from fastapi import HTTPException
-
 from app.api.analysis.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -12,7 +10,7 @@ from app.api.analysis.schemas import (
     SAETokenModel,
     TokenModel,
 )
-from app.api.errors import out_of_range, unprocessable
+from app.api.errors import check_feature_index, unprocessable
 from app.api.features.service import atlas_status, feature_atlas
 from app.api.limits import enforce_limits
 from app.api.schemas import PromptFields
@@ -80,9 +78,7 @@ def _card(engine, settings, req: AnalyzeRequest) -> FeatureResponse | None:
     if req.feature is None:
         return None
     sae, _, idx = req.feature.partition(":")
-    width = int(engine.saes[sae].cfg.d_sae)
-    if int(idx) >= width:
-        raise out_of_range(["body", "feature"], f"feature index {idx} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+    check_feature_index(engine.saes, sae, int(idx), ["body", "feature"])
     return run_feature(engine, settings, sae, int(idx), top=CARD_TOP, prompt=req, include_sinks=req.include_sinks)
 
 
@@ -102,11 +98,7 @@ def neuronpedia_url(engine, sae: str, index: int) -> str | None:
 def run_feature(engine, settings, sae: str, index: int, top: int = 10, prompt: PromptFields | None = None,
                 include_sinks: bool = False) -> FeatureResponse:
     """A feature card; 404 when the index is outside the SAE's width (checked before any model work)."""
-    if sae not in engine.saes:
-        raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(engine.saes)}")
-    width = int(engine.saes[sae].cfg.d_sae)
-    if not 0 <= index < width:
-        raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+    width = check_feature_index(engine.saes, sae, index, ["path", "index"])
     ids = encode_checked(engine, settings, prompt)[0] if prompt is not None else None
     with engine.session():
         card = an.feature_card(engine.model, engine.saes[sae], sae, index, top=top)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import HTTPException
-
-from app.api.errors import out_of_range, unprocessable
+from app.api.errors import check_feature_index, unprocessable
 from app.api.features.schemas import (
     AtlasStatusModel,
     FeatureAtlasModel,
@@ -31,12 +29,7 @@ def atlas_status(engine) -> AtlasStatusModel:
 
 def check_feature(engine, sae: str, index: int) -> int:
     """The SAE's width; 404 naming the valid range (or the SAE names) otherwise."""
-    if sae not in engine.saes:
-        raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(engine.saes)}")
-    width = int(engine.saes[sae].cfg.d_sae)
-    if not 0 <= index < width:
-        raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
-    return width
+    return check_feature_index(engine.saes, sae, index, ["path", "index"])
 
 
 def feature_atlas(engine, sae: str, index: int) -> FeatureAtlasModel | None:

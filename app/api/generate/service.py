@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from app.api.analysis.service import encode_checked
-from app.api.errors import unprocessable
+from app.api.errors import check_feature_index, unprocessable
 from app.api.generate.schemas import (
     DoseRequest,
     DoseResponse,
@@ -39,10 +39,8 @@ from app.engine.prompts import encode_prompt, token_strings
 def check_features(engine, feats: list[SteerFeatureModel], field: str = "steering") -> list[ST.SteerFeature]:
     out = []
     for i, f in enumerate(feats):
-        width = int(engine.saes[f.sae].cfg.d_sae)
-        if f.index >= width:
-            raise unprocessable(["body", field, i, "index"] if field == "steering" else ["body", field, "index"],
-                                 f"feature index {f.index} is out of range: the {f.sae} SAE has {width} features (0 .. {width - 1})")
+        check_feature_index(engine.saes, f.sae, f.index,
+                            ["body", field, i, "index"] if field == "steering" else ["body", field, "index"], status=422)
         out.append(ST.SteerFeature(f.sae, f.index, f.mode, f.value))
     return out
 
@@ -173,13 +171,11 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
 
 def run_feature_info(engine, settings, req: FeatureInfoRequest) -> FeatureInfoResponse:
     ids, _ = encode_checked(engine, settings, req)
-    width = int(engine.saes[req.sae].cfg.d_sae)
-    if req.index >= width:
-        raise unprocessable(["body", "index"], f"feature index {req.index} is out of range: the {req.sae} SAE has {width} features (0 .. {width - 1})")
+    width = check_feature_index(engine.saes, req.sae, req.index, ["body", "index"], status=422)
     with engine.session():
         fs = ST.feature_scale(engine.model, engine.saes, engine.hook_name, req.sae, req.index, ids,
                               steer_options(engine, False, req.skip_sinks))
     span = ST.slider_span(fs.typical_max, settings.limits.max_steering_strength)
-    return FeatureInfoResponse(sae=req.sae, index=req.index, width=int(engine.saes[req.sae].cfg.d_sae), max_on_prompt=fs.max_on_prompt,
+    return FeatureInfoResponse(sae=req.sae, index=req.index, width=width, max_on_prompt=fs.max_on_prompt,
                                typical_max=fs.typical_max, source=fs.source, slider_min=-span, slider_max=span,
                                promoted=[TokenRef(id=i, token=t) for i, t, _ in fs.promoted])

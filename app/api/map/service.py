@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import HTTPException
 
 from app.api.analysis.service import encode_checked
-from app.api.errors import out_of_range, unprocessable
+from app.api.errors import check_feature_index, no_such_feature, out_of_range, unprocessable
 from app.api.limits import enforce_limits
 from app.api.map.schemas import (
     DriftPointModel,
@@ -136,16 +136,10 @@ def path_model(engine, name: str, path: nav.PromptPath) -> PathModel:
 def check_features(engine, req: MapRequest, where: str = "body") -> None:
     """404 naming the valid range for a steered or chosen feature outside its SAE (where: "body" or "query")."""
     for j, f in enumerate(req.steer):
-        width = int(engine.saes[f.sae].W_dec.shape[0])
-        if f.index >= width:
-            raise out_of_range([where, "steer", j, "index"],
-                               f"feature index {f.index} does not exist: SAE {f.sae} has {width} features (0..{width - 1})")
+        check_feature_index(engine.saes, f.sae, f.index, [where, "steer", j, "index"])
     if req.feature:
         sae, _, idx = req.feature.partition(":")
-        width = int(engine.saes[sae].W_dec.shape[0])
-        if int(idx) >= width:
-            raise out_of_range([where, "feature"],
-                               f"feature index {idx} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+        check_feature_index(engine.saes, sae, int(idx), [where, "feature"])
 
 
 def run_map(engine, settings, req: MapRequest) -> MapResponse:
@@ -204,7 +198,7 @@ def point_row(lay: Layout, sae: str, index: int) -> int:
         raise HTTPException(404, detail=f"no SAE named {sae!r}; this profile has {', '.join(lay.sae_names)}")
     width = lay.widths[lay.sae_names.index(sae)]
     if not 0 <= index < width:
-        raise out_of_range(["path", "index"], f"feature index {index} does not exist: SAE {sae} has {width} features (0..{width - 1})")
+        raise out_of_range(["path", "index"], no_such_feature(sae, index, width))
     return lay.offset(sae) + index
 
 

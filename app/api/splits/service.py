@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from app.api.errors import out_of_range
+from app.api.errors import check_feature_index
 from app.api.limits import enforce_limits
 from app.api.schemas import PromptFields
 from app.api.splits.schemas import (
@@ -111,12 +111,9 @@ def run_split_map(engine, settings, req: SplitMapRequest) -> SplitMapResponse:
     """Children, co-firing, holes, meta-decomposition, the whole-dictionary view and (with a prompt) stitching."""
     enforce_limits(req, settings.limits)
     widths = {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}
-    if req.coarse >= widths["coarse"]:
-        raise out_of_range(["body", "coarse"], f"coarse feature {req.coarse} does not exist: the coarse SAE has "
-                                               f"{widths['coarse']} features (0..{widths['coarse'] - 1})")
-    if req.fine is not None and req.fine >= widths["fine"]:
-        raise out_of_range(["body", "fine"], f"fine feature {req.fine} does not exist: the fine SAE has "
-                                             f"{widths['fine']} features (0..{widths['fine'] - 1})")
+    check_feature_index(engine.saes, "coarse", req.coarse, ["body", "coarse"])
+    if req.fine is not None:
+        check_feature_index(engine.saes, "fine", req.fine, ["body", "fine"])
     ids = text = None
     if req.prompt is not None:
         from app.api.analysis.service import encode_checked
