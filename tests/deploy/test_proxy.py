@@ -53,10 +53,14 @@ def proxied(pg_url, tmp_path, monkeypatch):
     try:
         a.wait_ready()
         b.wait_ready()
-        conf = nginx_conf(tmp_path, spool, free_port(), [a.port, b.port])
-        check = subprocess.run(["nginx", "-t", "-c", str(conf)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        subprocess.run(["nginx", "-c", str(conf)], check=True)
+        for _ in range(3):  # free_port() hands out a port nothing holds now; another process may take it first
+            conf = nginx_conf(tmp_path, spool, free_port(), [a.port, b.port])
+            check = subprocess.run(["nginx", "-t", "-c", str(conf)], capture_output=True, text=True)
+            assert check.returncode == 0, check.stderr
+            started = subprocess.run(["nginx", "-c", str(conf)], capture_output=True, text=True)
+            if started.returncode == 0 or "Address already in use" not in started.stderr:
+                break
+        assert started.returncode == 0, started.stderr
         port = int(conf.read_text().split("listen 127.0.0.1:")[1].split(";")[0])
         yield f"http://127.0.0.1:{port}", {"A": a, "B": b}
     finally:
