@@ -5,6 +5,7 @@ so every result fragment is checked at both sizes. Screenshots go to test-artifa
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -111,10 +112,15 @@ def check_page(browser, base, address, ready, viewport, shot):
         assert resp.status == 200, f"{address}: HTTP {resp.status}"
         page.wait_for_selector(ready, state="attached")
         wait_js(page, "document.readyState === 'complete' && !document.querySelector('.htmx-request')", 120)
-        page.wait_for_timeout(300)  # plotly's resize after layout
+        # Plotly resizes its figures after layout, late on a loaded machine: the layout is judged once it settles
+        # (or after 15 s, when what is still too wide is a real fault)
+        end = time.monotonic() + 15
+        layout = page.evaluate(LAYOUT_JS)
+        while (layout["wide"] > layout["W"] or layout["out"]) and time.monotonic() < end:
+            page.wait_for_timeout(250)
+            layout = page.evaluate(LAYOUT_JS)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{shot}-{viewport}.png"), full_page=True)
-        layout = page.evaluate(LAYOUT_JS)
         assert layout["wide"] <= layout["W"], f"{address} at {viewport}: {layout['wide']} px wide in {layout['W']} px"
         assert not layout["out"], f"{address} at {viewport}: controls off screen: {layout['out']}"
         assert not console, f"{address} at {viewport}: console errors {console}"
