@@ -2,6 +2,7 @@
 no sae-lens import."""
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def repo_cached(repo: str) -> bool:
 _repo_cached = repo_cached  # the name the profile page's callers use
 
 
+@functools.lru_cache(maxsize=64)  # the installed file does not change under a running server; it is 1.5 MB
 def _release_repo(release: str) -> str | None:
     """repo_id of a sae-lens release, read from the installed sae-lens's pretrained_saes.yaml (no sae-lens import)."""
     import importlib.util
