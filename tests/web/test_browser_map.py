@@ -102,6 +102,31 @@ def point_xy(page, name: str) -> tuple[float, float]:
     return got[0], got[1]
 
 
+HOVER_SPY = ("window.__hovered = null; document.getElementById('map-main').on('plotly_hover', d => "
+             "{ window.__hovered = d.points[0].customdata.slice(0, 2).join(' '); })")
+
+
+def hover_point(page, name: str, x: float, y: float, tries: int = 3) -> None:
+    """Move the mouse onto the named point until Plotly's plotly_hover names it.
+
+    Plotly emits plotly_hover only when the hovered points change, and throttles it (50 ms); after a redraw the old
+    hover can linger. So each try clears Plotly's hover (Fx.unhover, as a mouse leaving the map does), listens
+    again (a listener set before a redraw may be gone with it), and comes in from 15 px aside."""
+    for attempt in range(tries):
+        page.evaluate("Plotly.Fx.unhover(document.getElementById('map-main')); " + HOVER_SPY)
+        page.mouse.move(x - 15, y - 15)
+        page.mouse.move(x, y, steps=4)
+        try:
+            wait_js(page, f"window.__hovered === {json.dumps(name)}", timeout_s=15)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise AssertionError(page.evaluate(f"""() => {{ const el = document.getElementById('map-main'),
+                    top = document.elementFromPoint({x}, {y}); return 'no plotly_hover for {name} at ' + {x} + ',' + {y} +
+                    ' over ' + (top && top.getAttribute('class')) + '; last: ' + window.__hovered + '; hoverdata: ' +
+                    JSON.stringify((el._hoverdata || []).map(p => p.customdata && p.customdata.slice(0, 2))); }}""")) from None
+
+
 # CSP refusals (e.g. an eval in a script) are reported in the page as securitypolicyviolation events
 CSP_SPY = """window.__csp = []; document.addEventListener('securitypolicyviolation',
     e => window.__csp.push(e.violatedDirective + ' ' + (e.sourceFile || e.blockedURI) + ':' + e.lineNumber));"""
@@ -160,22 +185,10 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
 
     # hover a point that is not hidden under a region label: Plotly's hover label (SVG) names it
     page.locator("#map-main").scroll_into_view_if_needed()
-    page.evaluate("window.__hovered = null; document.getElementById('map-main').on('plotly_hover', d => "
-                  "{ window.__hovered = d.points[0].customdata.slice(0, 2).join(' '); })")
     name, x, y = open_point(page)
-    page.mouse.move(x - 15, y - 15)
-    page.mouse.move(x, y, steps=4)
-    hover = page.locator("#map-main .hoverlayer .hovertext")
-    try:  # an SVG <g>: no innerText, and Playwright's visibility check does not apply to it
-        hover.first.wait_for(state="attached", timeout=60_000)
-    except Exception:
-        raise AssertionError(page.evaluate(f"""() => {{ const el = document.getElementById('map-main'),
-            top = document.elementFromPoint({x}, {y}); return 'no hover label at ' + {x} + ',' + {y} + ' over ' +
-            (top && top.getAttribute('class')) + '; plotly_hover: ' + window.__hovered + '; hoverdata: ' +
-            (el._hoverdata || []).length; }}""")) from None
     # Plotly throttles hover (50 ms): under load the label first seen may belong to a point the mouse passed on its way,
-    # so wait for the hover event of the point the mouse stopped on
-    wait_js(page, f"window.__hovered === {json.dumps(name)}", timeout_s=30)
+    # so wait for the hover event of the point the mouse stopped on, then for its label (an SVG <g>: no innerText)
+    hover_point(page, name, x, y)
     wait_js(page, "[...document.querySelectorAll('#map-main .hoverlayer .hovertext')]"
            f".some(g => g.textContent.includes({json.dumps(name)}))", timeout_s=30)
     # the hover line's atlas example is not in the page: map.js asks /map/example for the point on its first hover
@@ -198,18 +211,7 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     # point was found, and take its position again from Plotly's own axis mapping
     page.evaluate(f"window.scrollTo(0, {scrolled})")
     x, y = point_xy(page, name)
-    # Plotly emits plotly_hover only when the hovered points change: leave the map first so the old hover is cleared
-    # (moving 40 px aside can land on a region label, which keeps the old hover, and the return then emits nothing)
-    page.evaluate("window.__hovered = null")
-    page.mouse.move(*page.evaluate("""() => { const el = document.getElementById('map-main');
-        for (const [u, v] of [[2, 2], [2, innerHeight - 2], [innerWidth - 2, 2], [innerWidth - 2, innerHeight - 2]]) {
-            const top = document.elementFromPoint(u, v);
-            if (top && !el.contains(top)) return [u, v]; }
-        return [2, 2]; }"""))
-    wait_js(page, "!document.getElementById('map-main')._hoverdata", timeout_s=30)
-    page.mouse.move(x - 15, y - 15)
-    page.mouse.move(x, y, steps=4)
-    wait_js(page, f"window.__hovered === {json.dumps(name)}", timeout_s=30)
+    hover_point(page, name, x, y)
     wait_js(page, f"{hovered_example} === {json.dumps(got)}", timeout_s=30)
     assert examples.count(name.replace(" ", "/")) == 1
     page.mouse.click(x, y)
