@@ -2,16 +2,16 @@
 from app.api.map.routes import router
 from app.api.map.schemas import MapRequest, MapResponse
 from app.api.map.service import (
-           PLACEMENT,
-           check_features,
-           feature_point,
-           layout_or_409,
-           layout_status,
-           point_row,
-           run_map,
+    PLACEMENT,
+    check_features,
+    feature_point,
+    layout_or_409,
+    layout_status,
+    point_row,
+    run_map,
 )
 
 KIND = "map"
 
-__all__ = ["router", "KIND", "MapRequest", "MapResponse", "PLACEMENT", "check_features", "feature_point", "layout_or_409", "layout_status",
-           "point_row", "run_map"]
+__all__ = ["router", "KIND", "MapRequest", "MapResponse", "PLACEMENT", "check_features", "feature_point", "layout_or_409",
+           "layout_status", "point_row", "run_map"]
