@@ -35,25 +35,44 @@ def repo_cached(repo: str) -> bool:
 _repo_cached = repo_cached  # the name the profile page's callers use
 
 
-@functools.lru_cache(maxsize=64)  # the installed file does not change under a running server; it is 1.5 MB
-def _release_repo(release: str) -> str | None:
-    """repo_id of a sae-lens release, read from the installed sae-lens's pretrained_saes.yaml (no sae-lens import)."""
+@functools.lru_cache(maxsize=256)  # the installed file does not change under a running server; it is 1.5 MB
+def _release_entry(release: str, sae_id: str | None = None) -> tuple[str | None, str | None]:
+    """(repo_id, the SAE's path in that repo) of a sae-lens release, read line by line from the installed sae-lens's
+    pretrained_saes.yaml (no sae-lens import, no YAML parse); repo None for an unknown release, path None when
+    sae_id is not among its SAEs."""
     import importlib.util
 
     spec = importlib.util.find_spec("sae_lens")
     if spec is None or not spec.submodule_search_locations:
-        return None
+        return None, None
     yaml_path = Path(list(spec.submodule_search_locations)[0]) / "pretrained_saes.yaml"
     pat = re.compile(rf"^{re.escape(release)}:\s*$")
-    in_block = False
+    in_block, repo, current, path = False, None, None, None
     for line in yaml_path.read_text().splitlines():
         if pat.match(line):
             in_block = True
-        elif in_block and line and not line.startswith(" "):
-            return None
-        elif in_block and line.startswith("  repo_id:"):
-            return line.split(":", 1)[1].strip()
-    return None
+        elif not in_block:
+            continue
+        elif line and not line.startswith(" "):  # the next release
+            break
+        elif line.startswith("  repo_id:"):
+            repo = line.split(":", 1)[1].strip()
+        elif line.startswith("  - id:"):
+            current = line.split(":", 1)[1].strip()
+        elif line.startswith("    path:") and sae_id is not None and current == sae_id:
+            path = line.split(":", 1)[1].strip()
+    return repo, path
+
+
+def _release_repo(release: str) -> str | None:
+    """repo_id of a sae-lens release (None when this sae-lens does not list it)."""
+    return _release_entry(release)[0]
+
+
+def sae_cached(repo: str, path: str) -> bool:
+    """Whether a downloaded snapshot of the repo holds this SAE's folder (another layer's does not count)."""
+    snaps = _hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return snaps.is_dir() and any((snap / path).exists() for snap in snaps.iterdir())
 
 
 def missing_parts(profile: Profile, data_dir: Path = DATA_DIR) -> list[str]:
@@ -74,9 +93,11 @@ def missing_parts(profile: Profile, data_dir: Path = DATA_DIR) -> list[str]:
         if spec.path is not None and not (spec.path / "cfg.json").exists():
             out.append(f"{spec.name} SAE: {spec.path}")
         elif spec.release is not None:
-            sae_repo = _release_repo(spec.release)
+            sae_repo, sae_path = _release_entry(spec.release, spec.sae_id)
             if sae_repo is None:
                 out.append(f"{spec.name} SAE: release {spec.release} is not in this sae-lens")
-            elif not _repo_cached(sae_repo):
+            elif sae_path is None:
+                out.append(f"{spec.name} SAE: release {spec.release} has no id {spec.sae_id} in this sae-lens")
+            elif not sae_cached(sae_repo, sae_path):
                 out.append(f"{spec.name} SAE: {sae_repo} ({spec.sae_id})")
     return out

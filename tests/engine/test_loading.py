@@ -144,6 +144,36 @@ def test_missing_hub_weights_stop_at_once_without_the_hub(monkeypatch, tmp_path)
         loading.load_model(prof)
 
 
+def test_an_sae_whose_layer_is_not_cached_stops_at_once_without_the_hub(monkeypatch, tmp_path):
+    """Both SAEs of gpt2-small come from one repo: with only the coarse one's folder cached and no hub, the fine one
+    is refused at once naming the folder to fetch; the coarse one goes on to sae-lens (stubbed here)."""
+    from huggingface_hub import constants
+
+    from app.engine import compat
+    from app.engine.profiles import get_profile
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(loading.hub, "_hub_reachable", lambda timeout_s=3.0: False)
+    tried = []
+
+    def no_download(release, sae_id, **kw):
+        tried.append(sae_id)
+        raise AssertionError("tried the hub")
+
+    monkeypatch.setattr(compat, "load_sae_from_release", no_download)
+    prof = get_profile("gpt2-small")
+    repo = "jbloom/GPT2-Small-Feature-Splitting-Experiment-Layer-8"
+    (tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123" / "blocks.8.hook_resid_pre_768").mkdir(
+        parents=True)
+    with pytest.raises(loading.ProfileUnavailable,
+                       match=rf"run `huggingface-cli download {repo} --include 'blocks.8.hook_resid_pre_24576/\*'`"):
+        loading.load_sae(prof.fine, prof)
+    assert tried == []
+    with pytest.raises(loading.ProfileUnavailable, match=r"\(AssertionError\)"):
+        loading.load_sae(prof.coarse, prof)
+    assert tried == ["blocks.8.hook_resid_pre_768"]
+
+
 def test_behind_a_proxy_the_hub_client_is_left_to_try(monkeypatch):
     """A TCP probe cannot see through HTTPS_PROXY: with one set, the probe does not declare the hub unreachable."""
     import socket
