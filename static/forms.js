@@ -120,31 +120,49 @@
     if (!c) return undefined;
     return c.value === 'on' ? true : c.value === 'off' ? false : null;
   }
+  // data-systems (optional, JSON {field name: label}): the system prompts this prompt is run with, one per view; the
+  // count is the largest (each is checked against the limit), and says which one gives it
   function counter(span) {
     var field = document.getElementById(span.dataset.for);
     if (!field) return;
     var form = field.form, timer = null, seq = 0;
+    var systems = span.dataset.systems ? JSON.parse(span.dataset.systems) : { system_prompt: 'the system prompt' };
+    function tokenize(body) {
+      return fetch('/api/tokenize', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    }
     function count() {
       var prompt = field.value, mine = ++seq;
       var limit = span.dataset.limit;
       if (!prompt) { span.textContent = '0 / ' + limit + ' tokens'; span.classList.remove('over'); return; }
-      var body = { prompt: prompt }, sys = form && form.querySelector('[name=system_prompt]'), chat = chatValue(form);
-      if (sys && sys.value) body.system_prompt = sys.value;
-      if (chat !== undefined && chat !== null) body.chat = chat;
-      fetch('/api/tokenize', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
-        .then(function (r) {
+      var chat = chatValue(form), asks = [];
+      Object.keys(systems).forEach(function (name) {
+        var sys = form && form.querySelector('[name=' + name + ']');
+        if (sys && sys.value) asks.push({ label: systems[name], system: sys.value });
+      });
+      if (!asks.length) asks.push({ label: null, system: null });
+      Promise.all(asks.map(function (a) {
+        var body = { prompt: prompt };
+        if (a.system) body.system_prompt = a.system;
+        if (chat !== undefined && chat !== null) body.chat = chat;
+        return tokenize(body);
+      })).then(function (rs) {
+        if (mine !== seq) return;
+        var bad = rs.filter(function (r) { return !r.ok; })[0];
+        if (bad) return api.responseLines(bad).then(function (l) { span.textContent = l.join('; '); span.classList.add('over'); });
+        return Promise.all(rs.map(function (r) { return r.json(); })).then(function (js) {
           if (mine !== seq) return;
-          if (!r.ok) return api.responseLines(r).then(function (l) { span.textContent = l.join('; '); span.classList.add('over'); });
-          return r.json().then(function (j) {
-            var over = j.n_tokens > j.limit;
-            span.textContent = j.n_tokens.toLocaleString('en') + ' / ' + j.limit.toLocaleString('en') + ' tokens' +
-              (over ? ' — over the limit: shorten the prompt' : '');
-            span.classList.toggle('over', over);
-          });
-        }).catch(function () { span.textContent = ''; });
+          var k = 0;
+          js.forEach(function (j, i) { if (j.n_tokens > js[k].n_tokens) k = i; });
+          var j = js[k], over = j.n_tokens > j.limit;
+          span.textContent = j.n_tokens.toLocaleString('en') + ' / ' + j.limit.toLocaleString('en') + ' tokens' +
+            (Object.keys(systems).length > 1 && asks[k].label ? ' (the most: with ' + asks[k].label + ')' : '') +
+            (over ? ' — over the limit: shorten the prompt' : '');
+          span.classList.toggle('over', over);
+        });
+      }).catch(function () { span.textContent = ''; });
     }
     function later() { clearTimeout(timer); timer = setTimeout(count, 250); }
-    function relevant(e) { if (e.target === field || ['system_prompt', 'chat'].indexOf(e.target.name) >= 0) later(); }
+    function relevant(e) { if (e.target === field || e.target.name === 'chat' || e.target.name in systems) later(); }
     (form || field).addEventListener('input', relevant);
     (form || field).addEventListener('change', relevant);
     count();

@@ -97,6 +97,20 @@ def test_token_limit_stated_and_counted_as_you_type(live_server, browser):  # no
     expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text(f"{on} / 256 tokens")
     page.select_option("#temp-chat", "off")
     expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text("2 / 256 tokens")
+    # its two views run the prompt with different system prompts: the count is the larger, and says which
+    page.fill("textarea[name=system_prompt]", "Short.")
+    page.fill("textarea[name=system_b]", "A much longer system prompt than the other one.")
+    counts = {name: api(page, "POST", f"{live_server}/api/tokenize",
+                        {"prompt": "Hi", "system_prompt": text, "chat": False})["n_tokens"]
+              for name, text in (("temp", "Short."), ("b", "A much longer system prompt than the other one."))}
+    assert counts["b"] > counts["temp"]
+    expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text(
+        f"{counts['b']} / 256 tokens (the most: with system prompt B)")
+    page.fill("textarea[name=system_b]", "")
+    expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text(
+        f"{counts['temp']} / 256 tokens (the most: with the temperature view’s system prompt)")
+    page.fill("textarea[name=system_prompt]", "")
+    expect(page.locator(".tok-count[data-for=temp-prompt]")).to_have_text("2 / 256 tokens")
     page.close()
 
 
