@@ -160,8 +160,7 @@
     if (!el) return;
     var p = viewParams();
     el.dataset.ready = '0';
-    var errBox = document.getElementById('map-view-error');
-    if (!errBox) { errBox = document.createElement('div'); errBox.id = 'map-view-error'; el.parentNode.insertBefore(errBox, el); }
+    var errBox = document.getElementById('map-view-error');  // templates/map.html, above the map
     errBox.replaceChildren();
     fetch('/map/figure?' + p.toString()).then(function (r) {
       if (r.ok) return r.json();

@@ -32,9 +32,6 @@ def repo_cached(repo: str) -> bool:
     return snaps.is_dir() and any(snaps.iterdir())
 
 
-_repo_cached = repo_cached  # the name the profile page's callers use
-
-
 @functools.lru_cache(maxsize=256)  # the installed file does not change under a running server; it is 1.5 MB
 def _release_entry(release: str, sae_id: str | None = None) -> tuple[str | None, str | None]:
     """(repo_id, the SAE's path in that repo) of a sae-lens release, read line by line from the installed sae-lens's
@@ -87,7 +84,7 @@ def missing_parts(profile: Profile, data_dir: Path = DATA_DIR) -> list[str]:
             out.append(f"model: {profile.model_name}")
     elif profile.loader == "pretrained":
         repo = profile.hf_repo or profile.model_name
-        if not _repo_cached(repo):
+        if not repo_cached(repo):
             out.append(f"model: {repo} (Hugging Face{', gated' if profile.gated else ''})")
     for spec in (profile.coarse, profile.fine):
         if spec.path is not None and not (spec.path / "cfg.json").exists():

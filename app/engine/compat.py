@@ -144,6 +144,12 @@ def release_repo(release: str) -> str | None:
     return entry["repo_id"] if entry else None
 
 
+def release_sae_path(release: str, sae_id: str) -> str | None:
+    """The folder of release/sae_id inside the release's repo, as sae-lens records it (None when it does not list it)."""
+    entry = pretrained_sae_entry(release)
+    return entry["saes"].get(sae_id) if entry else None
+
+
 def neuronpedia_id(release: str, sae_id: str) -> str | None:
     """The Neuronpedia id sae-lens records for release/sae_id (None when it has none)."""
     entry = pretrained_sae_entry(release)

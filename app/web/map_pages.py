@@ -17,17 +17,8 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.api.map import (
-    KIND,
-    PLACEMENT,
-    MapRequest,
-    check_features,
-    feature_point,
-    layout_or_409,
-    layout_status,
-    point_row,
-    run_map,
-)
+from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_or_409, layout_status, point_row, run_map
+from app.api.map.service import check_features
 from app.engine.layout import NEIGHBOURS, cosine_to
 from app.viz.map import esc, map_figure, point_table, snippet
 from app.web.forms import errors_of, last, model_fields_of

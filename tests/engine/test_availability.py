@@ -1,12 +1,9 @@
 """app/engine/availability.py: what of a hub profile is cached, per SAE (its folder in the repo's snapshot), read
-from sae-lens's pretrained_saes.yaml by line and checked here against a real YAML parse of the same file."""
+from sae-lens's pretrained_saes.yaml by line (no sae-lens import) and checked here against sae-lens's own directory
+of releases (what the loader asks, through app/engine/compat.py)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-import yaml
 
 from app.engine.availability import _release_entry, missing_parts, sae_cached
 from app.engine.profiles import get_profile
@@ -15,27 +12,26 @@ RELEASE = "gpt2-small-res-jb-feature-splitting"
 REPO = "jbloom/GPT2-Small-Feature-Splitting-Experiment-Layer-8"
 
 
-@pytest.fixture(scope="module")
-def directory() -> dict:
-    spec = importlib.util.find_spec("sae_lens")
-    text = (Path(list(spec.submodule_search_locations)[0]) / "pretrained_saes.yaml").read_text()
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
 @pytest.mark.parametrize("release, sae_id", [
     (RELEASE, "blocks.8.hook_resid_pre_768"), (RELEASE, "blocks.8.hook_resid_pre_24576"),
     ("gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical"),
     ("gemma-scope-2b-pt-res-canonical", "layer_12/width_262k/canonical"),
 ])
-def test_entry_matches_a_yaml_parse(directory, release, sae_id):
-    entry = directory[release]
-    (want,) = [s["path"] for s in entry["saes"] if s["id"] == sae_id]
-    assert _release_entry(release, sae_id) == (entry["repo_id"], want)
+def test_entry_matches_sae_lens_directory(release, sae_id):
+    from app.engine import compat
+
+    want = compat.pretrained_sae_entry(release)
+    assert want is not None and want["saes"][sae_id]
+    assert _release_entry(release, sae_id) == (want["repo_id"], want["saes"][sae_id])
+    assert compat.release_sae_path(release, sae_id) == want["saes"][sae_id]
 
 
-def test_unknown_release_and_id(directory):
-    assert _release_entry("no-such-release", "x") == (None, None)
-    assert _release_entry(RELEASE, "blocks.8.hook_resid_pre_7") == (directory[RELEASE]["repo_id"], None)
+def test_unknown_release_and_id():
+    from app.engine import compat
+
+    assert _release_entry("no-such-release", "x") == (None, None) and compat.pretrained_sae_entry("no-such-release") is None
+    assert _release_entry(RELEASE, "blocks.8.hook_resid_pre_7") == (REPO, None)
+    assert compat.release_sae_path(RELEASE, "blocks.8.hook_resid_pre_7") is None
     assert _release_entry(RELEASE) == (REPO, None)
 
 

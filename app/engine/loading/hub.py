@@ -7,7 +7,7 @@ import time
 import torch
 
 from app.engine import compat
-from app.engine.availability import _release_entry, repo_cached, sae_cached
+from app.engine.availability import repo_cached, sae_cached
 from app.engine.loading.base import LoadedModel, ProfileUnavailable
 from app.engine.profiles import Profile, SAESpec
 
@@ -106,7 +106,7 @@ def load_sae(spec: SAESpec, profile: Profile, device: str = "cpu"):
         return compat.load_sae_from_disk(spec.path, device=device, dtype=dtype)
     if spec.release is not None:
         repo = compat.release_repo(spec.release) or spec.release
-        path = _release_entry(spec.release, spec.sae_id)[1]  # this SAE's folder: another layer's being cached is not enough
+        path = compat.release_sae_path(spec.release, spec.sae_id)  # its own folder: another layer's is not enough
         if not (sae_cached(repo, path) if path else _repo_cached(repo)) and not _hub_reachable():
             get = f"huggingface-cli download {repo}" + (f" --include '{path}/*'" if path else "")
             raise ProfileUnavailable(
