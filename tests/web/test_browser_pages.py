@@ -164,3 +164,19 @@ def test_long_token_runs_wrap_on_a_phone(server, chromium):  # noqa: F811
         assert page.evaluate(LONG_RUNS_JS) <= 0
     finally:
         page.close()
+
+
+def test_what_each_profile_needs_is_readable_on_a_phone(server, chromium):  # noqa: F811
+    """/profile's "start another profile" table: on a phone each row is a card (no sideways scroll inside the
+    table), and every "needs ..." line sits inside the screen."""
+    page = chromium.new_page(viewport=VIEWPORTS["phone"])
+    try:
+        page.goto(server + "/profile")
+        page.wait_for_selector("table.profiles", state="attached")
+        got = page.evaluate("""() => { const t = document.querySelector('table.profiles');
+            const lines = [...t.querySelectorAll('ul.missing li')].map(li => li.getBoundingClientRect());
+            return {scroll: t.scrollWidth - t.clientWidth, n: lines.length,
+                    out: lines.filter(r => r.left < 0 || r.right > innerWidth).length}; }""")
+        assert got["n"] > 0 and got["scroll"] <= 0 and got["out"] == 0, got
+    finally:
+        page.close()
