@@ -57,6 +57,21 @@ def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 
     return scaled.softmax(-1)
 
 
+def filtered_probs_rows(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
+    """[rows, vocab] probabilities after temperature and top-p (no top-k), all rows at once; row b equals
+    filtered_probs(logits[b], temperature, 0, top_p). temperature > 0."""
+    scaled = logits.float() / temperature
+    probs = scaled.softmax(-1)
+    if top_p < 1.0:
+        sp, si = probs.sort(-1, descending=True)
+        keep_sorted = (sp.cumsum(-1) - sp) < top_p
+        keep_sorted[:, 0] = True
+        keep = torch.zeros_like(keep_sorted).scatter(-1, si, keep_sorted)
+        scaled = torch.where(keep, scaled, torch.full_like(scaled, -math.inf))
+        probs = scaled.softmax(-1)
+    return probs
+
+
 def entropy_bits(probs: torch.Tensor) -> float:
     """Shannon entropy in bits (0 log 0 = 0)."""
     p = probs.double()

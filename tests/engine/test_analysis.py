@@ -242,3 +242,27 @@ def test_shipped_saes_match_plain_torch_on_real_prompt(request):
         ev = 1 - ((xn - hn) ** 2).sum() / ((xn - xn.mean(0)) ** 2).sum()
         assert a.explained_variance[name] == pytest.approx(ev, abs=1e-3)
         assert ev > 0.5
+
+
+@pytest.mark.embedded
+def test_near_sink_tokens_are_left_out_of_rankings(request):
+    """The profile's sink rule catches tokens on their way to becoming sinks, not only full sinks.
+
+    The lone " " after " See" (atlas window 232) has a residual norm ~1,750 against ~160 for ordinary tokens; with
+    the old rule (norm > 2,000) it counted and gave C-672 a 614 activation (typical: 15), its top atlas example.
+    """
+    from safetensors.torch import load_file
+
+    eng = request.getfixturevalue("embedded_engine")
+    ids = list(eng.tokenizer.encode(" See 1st {Defile}.] (Compare the river.", add_special_tokens=False))
+    x = plain_resid(eng.model, ids, eng.profile.hook_layer)
+    norms = x.norm(dim=-1)
+    ordinary = norms[2:].median()
+    assert norms[1] > 5 * ordinary  # the premise: position 1 is a near-sink here
+    a = an.analyze(eng.model, eng.saes, eng.hook_name, ids, top_k=32, sink_norm=eng.profile.sink_norm)
+    assert a.sink[0] and a.sink[1] and not any(a.sink[2:])
+    w = {k: v.float() for k, v in load_file(eng.profile.coarse.path / "sae_weights.safetensors").items()}
+    acts = topk_encode(w["W_enc"], w["b_enc"], w["b_dec"], x, eng.saes["coarse"].cfg.k)
+    kept = [p for p in range(len(ids)) if not a.sink[p]]
+    assert float(acts[1].max()) > 300  # what the old rule let through
+    assert float(acts[kept].max()) < 150  # nothing left at several times an ordinary activation

@@ -42,7 +42,7 @@ def test_shipped_profiles_parse():
     assert gpt2.hook_name == "blocks.8.hook_resid_pre" and gpt2.hook_layer == 8 and gpt2.prepend_bos
     assert (gpt2.coarse.sae_id, gpt2.fine.sae_id) == ("blocks.8.hook_resid_pre_768", "blocks.8.hook_resid_pre_24576")
     assert profiles["gemma-2-2b"].dtype_for("cuda") == "bfloat16" and profiles["gemma-2-2b"].dtype_for("cpu") == "float32"
-    assert not profiles["smollm2-135m"].prepend_bos and profiles["smollm2-135m"].sink_norm == 2000.0
+    assert not profiles["smollm2-135m"].prepend_bos and profiles["smollm2-135m"].sink_norm == 500.0
     assert get_profile(str(PROFILES_DIR / "tiny.toml")) == profiles["tiny"]  # a path works too
     with pytest.raises(KeyError, match="known: .*gpt2-small"):
         get_profile("nope")

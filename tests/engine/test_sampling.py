@@ -49,6 +49,18 @@ def test_filtered_probs_match_numpy(seed, t, k, p):
     np.testing.assert_allclose(got, want, atol=2e-6)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), t=st.floats(0.1, 3.0), p=st.floats(0.05, 1.0))
+def test_filtered_probs_rows_match_numpy_per_row(seed, t, p):
+    g = np.random.default_rng(seed)
+    logits = g.normal(0, 3, size=(6, 50)).astype(np.float32)
+    got = S.filtered_probs_rows(torch.from_numpy(logits), t, p).numpy()
+    for b in range(6):
+        want = np_filtered(logits[b], t, 0, p)
+        assert ((got[b] > 0) == (want > 0)).all()
+        np.testing.assert_allclose(got[b], want, atol=2e-6)
+
+
 def test_matches_hf_logits_processors():
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
