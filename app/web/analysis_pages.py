@@ -37,6 +37,8 @@ def parse_inputs(params) -> AnalyzeRequest:
         raw["chat"] = chat
     if (top_k := last(params, "top_k")) not in (None, ""):
         raw["top_k"] = top_k
+    if rank := last(params, "rank"):
+        raw["rank"] = rank
     if (feature := last(params, "feature")) and FEATURE_RE.match(feature):  # a malformed one is ignored
         raw["feature"] = feature
     return AnalyzeRequest.model_validate(raw)
@@ -61,6 +63,8 @@ def page_url(inputs: dict) -> str | None:
         q["include_sinks"] = "1"
     if not inputs.get("lens", True):
         q["lens"] = "0"
+    if inputs.get("rank", "unusual") != "unusual":
+        q["rank"] = inputs["rank"]
     if inputs.get("feature"):
         q["feature"] = inputs["feature"]
     return cap_url("/?" + urlencode(q))

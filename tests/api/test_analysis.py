@@ -220,3 +220,33 @@ def test_embedded_lens_and_feature(embedded_engine):
     acts = topk_encode(embedded_engine.saes["fine"], x)[:, f].numpy()
     np.testing.assert_allclose(card["activations"], acts, rtol=1e-3, atol=1e-3)
     assert card["activations"][-1] == pytest.approx(a["tokens"][-1]["saes"]["fine"]["values"][0], rel=1e-4)
+
+
+def test_analysis_ranks_by_unusualness_with_labels(tiny_client, tiny_engine):
+    """With an atlas, each token's list is: non-dense first, by activation / typical activation (plain-torch
+    encode, the atlas's mean activation when firing), each with its label; rank=activation gives raw order."""
+    from tests.atlas_fixtures import tiny_atlas, with_atlas
+
+    eng = tiny_engine
+    atlas = tiny_atlas(eng)
+    with with_atlas(eng, atlas):
+        body = tiny_client.post("/api/analyze", json={"prompt": PROMPT, "top_k": 6}).json()
+        raw = tiny_client.post("/api/analyze", json={"prompt": PROMPT, "top_k": 6, "rank": "activation"}).json()
+    ids = [t["token_id"] for t in body["tokens"]]
+    x = resid_at(eng, ids, eng.hook_name)
+    for n, sae in eng.saes.items():
+        acts = topk_encode(sae, x).numpy()
+        typical, dense = atlas.mean_when_firing[n], atlas.density[n] > 0.10
+        for t, tr in zip(body["tokens"], raw["tokens"]):
+            if t["sink"]:
+                continue
+            a = acts[t["position"]]
+            fired = np.flatnonzero(a > 0).tolist()
+            ratio = {i: a[i] / typical[i] if typical[i] > 0 else 0.0 for i in fired}
+            want = sorted(fired, key=lambda i: (dense[i], -ratio[i], -a[i], i))[:6]
+            v = t["saes"][n]
+            assert v["indices"] == want
+            assert np.allclose(v["values"], a[want], rtol=1e-4)
+            assert v["labels"] == [atlas.label(n, i) for i in want]
+            assert v["dense"] == [bool(dense[i]) for i in want]
+            assert tr["saes"][n]["indices"] == sorted(fired, key=lambda i: (-a[i], i))[:6]

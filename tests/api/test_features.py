@@ -79,23 +79,40 @@ def test_search_by_text_ranks_like_a_direct_encode(client_with_atlas, tiny_engin
     with torch.inference_mode():
         _, cache = eng.model.run_with_cache(torch.tensor([ids]), names_filter=eng.hook_name)
     resid = cache[eng.hook_name][0, len(prefix):].float()
+    atlas = eng.atlas
     for n, sae in eng.saes.items():
         mx = topk_encode(sae, resid).max(0).values.numpy()
-        want = [int(i) for i in np.argsort(-mx, kind="stable") if mx[i] > 0][:7]
+        typical, dense = atlas.mean_when_firing[n], atlas.density[n] > 0.10
+        ratio = np.where(typical > 0, mx / np.maximum(typical, 1e-30), 0)
+        want = sorted(np.flatnonzero(mx > 0).tolist(), key=lambda i: (dense[i], -ratio[i], -mx[i], i))[:7]
         hits = body["text"][n]
         assert [h["index"] for h in hits] == want
         assert np.allclose([h["activation"] for h in hits], mx[want], rtol=1e-5)
         assert all(h["label"] and h["density"] is not None for h in hits)
 
 
-def test_search_by_atlas_matches_label_tokens(client_with_atlas, atlas):
-    s = atlas.summaries["coarse"]
-    alpha = np.array([atlas.tok(t).strip().isalpha() if t >= 0 else False for t in s["tok_ids"][:, 0]])
-    f = int(np.argmax(s["tok_counts"][:, 0] * alpha))
-    word = atlas.tok(s["tok_ids"][f, 0]).strip()
-    body = client_with_atlas.post("/api/search", json={"q": word, "mode": "atlas", "top": 50}).json()
+def test_search_by_atlas_is_the_whole_word_lift_search(client_with_atlas, atlas):
+    from app.engine.atlas import words
+
+    body = client_with_atlas.post("/api/search", json={"q": "France", "mode": "atlas", "top": 50}).json()
     assert body["text"] is None
-    assert f in [h["index"] for h in body["atlas"]["coarse"]]
+    pos = words.matching_positions(atlas, "France")
+    assert len(pos) >= 20  # "France" twice per sentence block of the fixture text
+    for n, codes in atlas.codes.items():
+        fires = codes.toarray() > 0
+        on_word = fires[pos].sum(0)
+        lift = (on_word / len(pos)) / np.maximum(fires[atlas.valid].mean(0), 1 / atlas.n_valid)
+        got = body["atlas"][n]
+        assert [h["index"] for h in got] == [h.index for h in at_search(atlas, "France")[n]]
+        for h in got:
+            assert h["score"] == pytest.approx(lift[h["index"]], rel=1e-6) and h["score"] >= words.MIN_LIFT
+            assert h["share"] == pytest.approx(on_word[h["index"]] / fires[:, h["index"]].sum(), rel=1e-6)
+
+
+def at_search(atlas, q):
+    from app.engine.atlas import search_atlas
+
+    return search_atlas(atlas, q, top=50)
 
 
 def test_health_reports_atlas_and_pair_independence(tiny_client, tiny_engine):

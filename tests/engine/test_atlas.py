@@ -301,8 +301,8 @@ def test_search_by_text_equals_direct_encode(tiny_engine, built):
     prefix = eng.tokenizer.encode("\n\n", add_special_tokens=False)
     query = eng.tokenizer.encode("Paris, France", add_special_tokens=False)
     with eng.session():
-        hits = at.search_by_text(eng.model, eng.saes, eng.hook_name, prefix, query, top=15, atlas=built)
-        rel = at.search_by_text(eng.model, eng.saes, eng.hook_name, prefix, query, top=15, atlas=built, relative=True)
+        hits = at.search_by_text(eng.model, eng.saes, eng.hook_name, prefix, query, top=15, atlas=built, by="activation")
+        unusual = at.search_by_text(eng.model, eng.saes, eng.hook_name, prefix, query, top=15, atlas=built)
     resid = plain_resid(eng.model, [prefix + query], eng.profile.hook_layer)[0, len(prefix):]
     for n, sae in eng.saes.items():
         acts = topk_encode(sae, resid).numpy()
@@ -311,24 +311,77 @@ def test_search_by_text_equals_direct_encode(tiny_engine, built):
         assert [h.index for h in hits[n]] == want
         assert np.allclose([h.activation for h in hits[n]], mx[want], rtol=1e-5)
         assert hits[n][0].token == eng.tokenizer.decode([query[int(acts[:, want[0]].argmax())]])
-        r = np.where(built.max_act[n] > 0, mx / np.maximum(built.max_act[n], 1e-12), 0)
-        want_rel = [int(i) for i in np.argsort(-r, kind="stable") if mx[i] > 0][:15]
-        assert [h.index for h in rel[n]] == want_rel
+        # most unusual: the max activation over the mean activation when firing on the atlas, dense ones last
+        typical, dense = built.mean_when_firing[n], built.density[n] > 0.10
+        ratio = np.where(typical > 0, mx / np.maximum(typical, 1e-30), 0)
+        fired = [int(i) for i in np.flatnonzero(mx > 0)]
+        want_u = sorted(fired, key=lambda i: (dense[i], -ratio[i], -mx[i], i))[:15]
+        assert [h.index for h in unusual[n]] == want_u
+        assert np.allclose([h.score for h in unusual[n]], ratio[want_u], rtol=1e-5)
+        assert [h.dense for h in unusual[n]] == [bool(dense[i]) for i in want_u]
         assert hits[n][0].label == built.label(n, want[0])
 
 
-def test_search_atlas_finds_features_by_their_tokens(built):
+def _naive_word_positions(atlas, query):
+    """Brute force: for every token, does some occurrence of the query, with no letter or digit right before or
+    after it in its window's text, overlap the token's characters?"""
+    q = query.casefold()
+    out = []
+    for w in range(atlas.n_windows):
+        ids = atlas.tokens[w * atlas.ctx:(w + 1) * atlas.ctx]
+        strs = [atlas.tok(int(t)).casefold() for t in ids]
+        text = "".join(strs)
+        spans, i = [], text.find(q)
+        while i >= 0:
+            before = text[i - 1] if i else " "
+            after = text[i + len(q)] if i + len(q) < len(text) else " "
+            if not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_"):
+                spans.append((i, i + len(q)))
+            i = text.find(q, i + 1)
+        off = 0
+        for j, st in enumerate(strs):
+            if any(a < off + len(st) and off < b for a, b in spans) and atlas.valid[w * atlas.ctx + j]:
+                out.append(w * atlas.ctx + j)
+            off += len(st)
+    return out
+
+
+def test_search_atlas_ranks_by_lift_on_whole_words(built):
+    from app.engine.atlas import words
+
     s = built.summaries["fine"]
     alpha = np.array([built.tok(t).strip().isalpha() if t >= 0 else False for t in s["tok_ids"][:, 0]])
     f = int(np.argmax(s["tok_counts"][:, 0] * alpha))
-    tok = built.tok(s["tok_ids"][f, 0])
-    assert tok.strip().isalpha()
-    hits = at.search_atlas(built, tok.strip())["fine"]
-    got = {h.index: h for h in hits}
-    assert f in got
-    ok = np.array([tok.strip().casefold() in built.tok(t).strip().casefold() if t >= 0 else False for t in s["tok_ids"][f]])
-    assert got[f].score >= (s["tok_counts"][f] * ok).sum() / s["n_firing"][f] - 1e-9
+    query = built.tok(s["tok_ids"][f, 0]).strip()
+    pos = _naive_word_positions(built, query)
+    assert words.matching_positions(built, query).tolist() == pos
+    dense = {n: (c.toarray() > 0) for n, c in built.codes.items()}
+    hits = at.search_atlas(built, query, top=50)
+    for n, fires in dense.items():
+        on_word = fires[pos].sum(0)
+        lift = (on_word / len(pos)) / np.maximum(fires[built.valid].mean(0), 1 / built.n_valid)
+        ok = (on_word >= words.MIN_MATCHED_FIRINGS) & (lift >= words.MIN_LIFT)
+        want = sorted(np.flatnonzero(ok), key=lambda i: (-lift[i], -on_word[i], i))[:50]
+        assert [h.index for h in hits[n]] == want
+        assert np.allclose([h.score for h in hits[n]], lift[want])
     assert at.search_atlas(built, "   ") == {"coarse": (), "fine": ()}
+
+
+def test_a_query_never_matches_inside_a_word(built):
+    from dataclasses import replace
+
+    from app.engine.atlas import words
+
+    strings = {0: " comparison", 1: " Paris", 2: ",", 3: " dangerous", 4: " anger", 5: " Compare", 6: "Paris",
+               7: "ian", 8: " Christ", 9: "mas", 10: " Christmas"}
+    toks = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 3, 4, 2, 6], np.int32)
+    fake = replace(built, tokens=toks, ctx=8, valid=np.ones(16, bool), token_strings=strings, _cache={})
+    assert words.matching_positions(fake, "Paris").tolist() == [1, 11, 15]  # not " comparison", not "Paris"+"ian"
+    assert words.matching_positions(fake, "anger").tolist() == [4, 13]  # not " dangerous"
+    assert words.matching_positions(fake, "compar").tolist() == []
+    assert words.matching_positions(fake, "christmas").tolist() == [8, 9, 10]  # a word over two tokens
+    assert words.matching_positions(fake, "paris,").tolist() == [1, 2]
+    assert _naive_word_positions(fake, "Paris") == [1, 11, 15]
 
 
 def test_pair_independence_equals_numpy(tiny_engine):

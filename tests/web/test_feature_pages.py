@@ -61,7 +61,7 @@ def test_search_page_lists_both_modes_and_links_feature_pages(client, atlas):
     r = client.get("/search", params={"q": "Paris"})
     assert r.status_code == 200
     links = re.findall(r'class="hit" href="/features/(coarse|fine)/(\d+)"', r.text)
-    assert links and "Fire on" in r.text and "Atlas labels" in r.text
+    assert links and "Fire on" in r.text and "Specific to the word" in r.text
     assert client.get("/search", params={"q": "  "}).status_code == 422
     assert client.get("/search", params={"q": "x" * 201}).status_code == 422
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel
 from app.api.schemas import PromptFields
+from app.engine.ranking import RankBy
 
 SaeName = Literal["coarse", "fine"]
 FEATURE_PATTERN = r"^(coarse|fine):\d{1,9}$"  # 'sae:index' of a feature
@@ -18,11 +19,16 @@ class AnalyzeRequest(PromptFields):
     lens: bool = Field(default=False, description="also run the logit lens (the `lens` field of the response)")
     feature: str | None = Field(default=None, pattern=FEATURE_PATTERN,
                                 description="'sae:index' of a feature whose card comes with the result (`card`)")
+    rank: RankBy = Field(default="unusual", description="unusual: by activation over the feature's typical activation, "
+                         "dense features (firing on > 10% of tokens) last; activation: by raw activation")
 
 
 class SAETokenModel(BaseModel):
-    indices: list[int]
-    values: list[float]
+    indices: list[int] = Field(description="the features listed at this token, in the request's rank order")
+    values: list[float] = Field(description="their raw activations")
+    ratios: list[float | None] = Field(default_factory=list, description="activation / the feature's typical activation when firing (atlas); None without one")
+    dense: list[bool] = Field(default_factory=list, description="fires on more than 10% of the atlas's tokens")
+    labels: list[str] = Field(default_factory=list, description="atlas labels ('' without an atlas)")
     rel_error: float
     cosine: float
     l0: int

@@ -16,8 +16,10 @@ from app.api.limits import enforce_limits
 from app.api.schemas import PromptFields
 from app.engine import analysis as an
 from app.engine.prompts import encode_prompt
+from app.engine.ranking import RankBy, RankedFeature, rank_features
 
 NEURONPEDIA = "https://www.neuronpedia.org"
+RANK_POOL = 128  # active features per token and SAE that the rank order is chosen from
 CARD_TOP = 12  # promoted / suppressed tokens on a feature card
 
 
@@ -30,6 +32,20 @@ def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...]
     if len(ep.token_ids) > limit:
         raise unprocessable(["body", "prompt"], f"prompt has {len(ep.token_ids)} tokens; the limit is {limit}", "too_long")
     return ep.token_ids, ep.text
+
+
+def ranked_features(engine, sae: str, indices, values, by: RankBy = "unusual") -> tuple[RankedFeature, ...]:
+    """Features in display order, with the atlas's typical activation and density when the engine has an atlas."""
+    at = engine.atlas
+    if at is None or sae not in at.codes:
+        return rank_features(indices, values, None, None, by)
+    return rank_features(indices, values, at.mean_when_firing[sae], at.density[sae], by)
+
+
+def feature_label(engine, sae: str, index: int) -> str:
+    """The atlas label of a feature ('' without an atlas)."""
+    at = engine.atlas
+    return at.label(sae, int(index)) if at is not None and sae in at.codes else ""
 
 
 def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
@@ -52,7 +68,8 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
     with engine.session():
         # the same forward keeps every layer's residual: the lens (now or in a follow-up /api/lens) runs no forward
         cache, key = _resid_cache(engine, ids)
-        a = an.analyze(engine.model, engine.saes, engine.hook_name, ids, top_k=req.top_k, sink_norm=engine.profile.sink_norm,
+        # every active feature (up to RANK_POOL) comes back, so the rank order is chosen over all of them
+        a = an.analyze(engine.model, engine.saes, engine.hook_name, ids, top_k=max(req.top_k, RANK_POOL), sink_norm=engine.profile.sink_norm,
                        resid_cache=cache, cache_key=key)
         if req.lens:
             lens = an.logit_lens(engine.model, ids, resid_cache=cache, cache_key=key)
@@ -62,7 +79,10 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
         for name, views in a.per_sae.items():
             v = views[p]
             hide = a.sink[p] and not req.include_sinks
-            saes[name] = SAETokenModel(indices=[] if hide else list(v.indices), values=[] if hide else list(v.values),
+            ranked = () if hide else ranked_features(engine, name, v.indices, v.values, req.rank)[: req.top_k]
+            saes[name] = SAETokenModel(indices=[r.index for r in ranked], values=[r.value for r in ranked],
+                                       ratios=[r.ratio for r in ranked], dense=[r.dense for r in ranked],
+                                       labels=[feature_label(engine, name, r.index) for r in ranked],
                                        rel_error=v.rel_error, cosine=v.cosine, l0=v.l0)
         toks.append(TokenModel(position=p, token_id=tid, token=t, sink=a.sink[p], resid_norm=a.resid_norm[p], saes=saes))
     ev = {k: (None if v != v else v) for k, v in a.explained_variance.items()}

@@ -92,12 +92,15 @@ class SearchRequest(BaseModel):
 class SearchHitModel(BaseModel):
     sae: str
     index: int
-    score: float = Field(description="text: max activation on the query; atlas: share of firings on matching tokens (+ examples)")
-    activation: float = Field(description="text: on the query; atlas: max activation on the atlas corpus")
+    score: float = Field(description="text: activation / the feature's typical activation (raw activation without an atlas); "
+                         "atlas: lift, P(fires | the query word) / P(fires)")
+    activation: float = Field(description="text: max activation on the query; atlas: mean activation on the word")
     token: str = Field(description="text: the query token it fired on most; atlas: the matching token")
     label: str
     density: float | None
     max_act: float | None = Field(description="max activation on the atlas corpus")
+    dense: bool = Field(default=False, description="fires on more than 10% of the atlas's tokens (listed last)")
+    share: float | None = Field(default=None, description="atlas: share of the feature's firings that are on the word")
 
 
 class SearchResponse(BaseModel):
@@ -105,5 +108,5 @@ class SearchResponse(BaseModel):
     mode: str
     query_tokens: list[str] = Field(default_factory=list)
     text: dict[str, list[SearchHitModel]] | None = Field(default=None, description="features that fire on the query, per SAE")
-    atlas: dict[str, list[SearchHitModel]] | None = Field(default=None, description="features whose label tokens / examples contain it")
+    atlas: dict[str, list[SearchHitModel]] | None = Field(default=None, description="features specific to the query's whole word on the atlas, by lift")
     atlas_status: AtlasStatusModel

@@ -68,6 +68,8 @@ class SearchHit:
     label: str
     density: float | None
     max_act: float | None
+    dense: bool = False  # fires on more than ranking.DENSE_DENSITY of the atlas's tokens
+    share: float | None = None  # atlas search: share of the feature's firings that are on the query word
 
 
 @dataclass(frozen=True)
