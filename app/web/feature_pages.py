@@ -38,12 +38,14 @@ def feature_page(request: Request, sae: str, index: str, engine: EngineDep, sett
 @router.get("/search", response_class=HTMLResponse)
 def search_page(request: Request, engine: EngineDep, settings: SettingsDep):
     """One box: features that fire on the query (through the model) and atlas labels / examples containing it."""
-    q, mode = last(request.query_params, "q"), last(request.query_params, "mode") or "both"
-    ctx = {"engine": engine, "page": "search", "q": q, "mode": mode, "result": None}
+    params = request.query_params
+    q, mode = last(params, "q"), last(params, "mode") or "both"
+    sort, min_f1 = last(params, "sort") or "rank", last(params, "min_label_f1") or 0
+    ctx = {"engine": engine, "page": "search", "q": q, "mode": mode, "sort": sort, "min_label_f1": min_f1, "result": None}
     status = 200
     if q is not None:
-        status = fill_result(ctx, lambda: run_search(engine, settings, SearchRequest(q=q, mode=mode)),
-                             (ValidationError,)).pop("status", 200)
+        status = fill_result(ctx, lambda: run_search(engine, settings, SearchRequest.model_validate(
+            {"q": q, "mode": mode, "sort": sort, "min_label_f1": min_f1})), (ValidationError,)).pop("status", 200)
     return render_page(request, "search.html", ctx, status)
 
 

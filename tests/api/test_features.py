@@ -2,6 +2,8 @@
 (atlas fields), /api/search (422 shapes, ranking = a direct plain-torch encode)."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -51,6 +53,23 @@ def test_feature_json_carries_the_atlas(client_with_atlas, atlas):
     assert [n["index"] for n in a["neighbours"]["coarse"]] == atlas.summaries["fine"]["nb_other_idx"][f].tolist()
     alone = client_with_atlas.get(f"/api/atlas/fine/{f}").json()
     assert alone["atlas"] == a and alone["width"] == 512 and alone["atlas_status"]["available"]
+    from app.engine.atlas.label_score import label_score
+
+    assert a["label_score"] == {**asdict(label_score(atlas, "fine", f)), "parts": list(label_score(atlas, "fine", f).parts)}
+
+
+def test_search_sorts_and_filters_by_label_f1(client_with_atlas, atlas):
+    from app.engine.atlas.label_score import label_score
+
+    plain = client_with_atlas.get("/api/search", params={"q": "France", "mode": "text", "top": 30}).json()["text"]
+    by_f1 = client_with_atlas.get("/api/search", params={"q": "France", "mode": "text", "top": 30, "sort": "label_f1"}).json()["text"]
+    kept = client_with_atlas.get("/api/search", params={"q": "France", "mode": "text", "top": 30, "min_label_f1": 0.2}).json()["text"]
+    for n in plain:
+        f1 = {h["index"]: label_score(atlas, n, h["index"]).f1 for h in plain[n]}
+        assert [h["label_f1"] for h in plain[n]] == [f1[h["index"]] for h in plain[n]]
+        assert [h["index"] for h in by_f1[n]] == sorted(f1, key=lambda i: -(f1[i] if f1[i] is not None else -1.0))
+        assert [h["index"] for h in kept[n]] == [i for i in f1 if f1[i] is not None and f1[i] >= 0.2]
+    assert client_with_atlas.get("/api/search", params={"q": "x", "min_label_f1": 2}).status_code == 422
 
 
 @pytest.mark.parametrize("url", ["/api/features/fine/512", "/api/atlas/fine/512", "/api/atlas/coarse/64"])

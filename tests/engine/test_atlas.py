@@ -398,3 +398,44 @@ def test_pair_independence_equals_numpy(tiny_engine):
     assert got.initialised_together and got.share_best_is_same == 1.0
     assert not at.pair_independence(torch.tensor(C), torch.tensor(F)).initialised_together
     assert tiny_engine.pair_check is not None and (tiny_engine.atlas_status == "ok") == (tiny_engine.atlas is not None)
+
+
+def test_label_detection_score_equals_brute_force_on_held_out_windows(built, corpus):
+    """Label made from windows w % 4 != 3 (the label rule, written out with Counters), scored on the others."""
+    from app.engine.atlas.label_score import SCORE_EVERY, label_score
+
+    windows, _, valid, dense = corpus
+    tokens = np.asarray(windows).reshape(-1)
+    held = (np.arange(len(tokens)) // CTX) % SCORE_EVERY == SCORE_EVERY - 1
+    lab, sco = valid & ~held, valid & held
+    base = Counter(tokens[lab].tolist())
+    n_lab = int(lab.sum())
+
+    def key(t):
+        raw = built.tok(t)
+        return raw.strip() or (raw.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅")
+
+    checked = Counter()
+    for n, d in dense.items():
+        for f in range(d.shape[1]):
+            fires = d[:, f] > 0
+            fl = Counter(tokens[fires & lab].tolist())
+            nf = max(1, int((fires & lab).sum()))
+            merged: dict = {}
+            for t, c in fl.items():
+                lift = (c / nf) / (base[t] / n_lab)
+                c0, l0 = merged.get(key(t), (0, 0.0))
+                merged[key(t)] = (c0 + c, max(l0, lift))
+            ranked = sorted(merged, key=lambda k: -merged[k][0] * np.log(max(merged[k][1], 1.0)))
+            parts = [k for k in ranked if merged[k][0] >= 3 and merged[k][1] >= 4.0][:3]
+            pred = sco & np.isin(tokens, [t for t in set(tokens.tolist()) if key(t) in parts])
+            both = int((pred & fires).sum())
+            got = label_score(built, n, f)
+            assert list(got.parts) == parts, (n, f)
+            assert (got.n_predicted, got.n_firing, got.n_both) == (int(pred.sum()), int((fires & sco).sum()), both)
+            if parts and pred.sum() and (fires & sco).sum():
+                p, r = both / pred.sum(), both / (fires & sco).sum()
+                assert got.precision == pytest.approx(p) and got.recall == pytest.approx(r)
+                assert got.f1 == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+                checked["scored"] += 1
+    assert checked["scored"] > 20

@@ -32,10 +32,12 @@ def feature_atlas(sae: Literal["coarse", "fine"],
 def search_get(engine: EngineDep, settings: SettingsDep,
                q: Annotated[str, Query(description="a word or phrase (at most max_search_chars characters)")],
                mode: Literal["both", "text", "atlas"] = "both",
-               top: Annotated[int, Query(ge=1, le=50)] = 10) -> SearchResponse:
-    """Features that fire on the query (through the model) and features whose atlas labels / examples contain it."""
+               top: Annotated[int, Query(ge=1, le=50)] = 10,
+               sort: Literal["rank", "label_f1"] = "rank",
+               min_label_f1: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0) -> SearchResponse:
+    """Features that fire on the query (through the model) and features specific to its whole word in the atlas."""
     try:
-        req = SearchRequest(q=q, mode=mode, top=top)
+        req = SearchRequest(q=q, mode=mode, top=top, sort=sort, min_label_f1=min_label_f1)
     except ValidationError as exc:  # 422 naming the query field, like FastAPI's own
         raise HTTPException(422, detail=[{"loc": ["query", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                                          for e in exc.errors(include_url=False, include_context=False)]) from None

@@ -37,10 +37,22 @@ class NeighbourModel(BaseModel):
     label: str
 
 
+class LabelScoreModel(BaseModel):
+    parts: list[str] = Field(description="the label's token parts, made from 3 of every 4 atlas windows")
+    precision: float | None = Field(description="held-out windows: of the positions holding a label token, the share where it fires")
+    recall: float | None = Field(description="held-out windows: of the positions where it fires, the share holding a label token")
+    f1: float | None
+    n_predicted: int
+    n_firing: int
+    n_both: int
+
+
 class FeatureAtlasModel(BaseModel):
     sae: str
     index: int
-    label: str = Field(description="tokens carrying >= 5% of its firings, e.g. 'France · French · Paris'")
+    label: str = Field(description="the tokens it fires on more than the corpus does (lift >= 4), e.g. 'au · French · Roman'")
+    label_score: LabelScoreModel | None = Field(default=None, description="how well the label's tokens detect it on "
+                                                "atlas text the label was not made from")
     density: float = Field(description="share of counted atlas tokens where it fires")
     n_firing: int
     mean_when_firing: float
@@ -79,6 +91,9 @@ class SearchRequest(BaseModel):
     q: Annotated[str, Limit("max_search_chars")] = Field(min_length=1, description="a word or phrase (at most max_search_chars characters)")
     mode: Literal["both", "text", "atlas"] = Field(default="both", description="text: run it through the model; atlas: match labels and examples")
     top: int = Field(default=10, ge=1, le=50, description="results per SAE and mode (at most 50)")
+    sort: Literal["rank", "label_f1"] = Field(default="rank", description="rank: the mode's own order; label_f1: by the "
+                                               "label's detection F1 on held-out atlas text")
+    min_label_f1: float = Field(default=0.0, ge=0.0, le=1.0, description="hide hits whose label detects the feature with a lower F1")
 
     @field_validator("q", mode="after")
     @classmethod
@@ -100,6 +115,7 @@ class SearchHitModel(BaseModel):
     density: float | None
     max_act: float | None = Field(description="max activation on the atlas corpus")
     dense: bool = Field(default=False, description="fires on more than 10% of the atlas's tokens (listed last)")
+    label_f1: float | None = Field(default=None, description="F1 of the label detecting the feature on held-out atlas text")
     share: float | None = Field(default=None, description="atlas: share of the feature's firings that are on the word")
 
 

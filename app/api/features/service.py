@@ -14,6 +14,7 @@ from app.api.features.schemas import (
 )
 from app.api.limits import enforce_limits
 from app.engine import atlas as at
+from app.engine.atlas.label_score import label_score
 
 
 def atlas_status(engine) -> AtlasStatusModel:
@@ -48,6 +49,7 @@ def feature_atlas(engine, sae: str, index: int) -> FeatureAtlasModel | None:
     d["top_tokens"] = [asdict(t) for t in fa.top_tokens]
     d["neighbours"] = {k: [asdict(n) for n in v] for k, v in fa.neighbours.items()}
     d["corpus_tokens"] = a.n_valid
+    d["label_score"] = asdict(label_score(a, sae, index))
     return FeatureAtlasModel.model_validate(d)
 
 
@@ -66,8 +68,20 @@ def _prefix_ids(engine) -> list[int]:
     return ids
 
 
-def _hits(found: dict) -> dict:
-    return {n: [SearchHitModel.model_validate(asdict(h)) for h in hs] for n, hs in found.items()}
+def _hits(engine, req: SearchRequest, found: dict) -> dict:
+    """Hits as models with their label's detection F1; filtered by min_label_f1 and sorted as asked."""
+    out = {}
+    for n, hs in found.items():
+        rows = []
+        for h in hs:
+            f1 = label_score(engine.atlas, n, h.index).f1 if engine.atlas is not None and n in engine.atlas.codes else None
+            if req.min_label_f1 > 0 and (f1 is None or f1 < req.min_label_f1):
+                continue
+            rows.append(SearchHitModel.model_validate({**asdict(h), "label_f1": f1}))
+        if req.sort == "label_f1":
+            rows.sort(key=lambda m: -(m.label_f1 if m.label_f1 is not None else -1.0))  # stable: rank order on ties
+        out[n] = rows
+    return out
 
 
 def run_search(engine, settings, req: SearchRequest) -> SearchResponse:
@@ -85,8 +99,8 @@ def run_search(engine, settings, req: SearchRequest) -> SearchResponse:
         with engine.session():
             found = at.search_by_text(engine.model, engine.saes, engine.hook_name, _prefix_ids(engine), ids,
                                       sink_norm=engine.profile.sink_norm, top=req.top, atlas=engine.atlas)
-        resp.text = _hits(found)
+        resp.text = _hits(engine, req, found)
         resp.query_tokens = [engine.tokenizer.decode([int(i)]) for i in ids]
     if req.mode in ("both", "atlas") and engine.atlas is not None:
-        resp.atlas = _hits(at.search_atlas(engine.atlas, req.q, top=req.top))
+        resp.atlas = _hits(engine, req, at.search_atlas(engine.atlas, req.q, top=req.top))
     return resp

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.engine.atlas.selective import selective_parts, token_key
+
 ATLAS_VERSION = 1
 SAE_ORDER = ("coarse", "fine")
 VALUE_DTYPE = np.float16  # stored activations; summaries are computed from the same rounded values
@@ -183,38 +185,23 @@ def token_base_rates(atlas: Atlas) -> np.ndarray:
     return atlas._cache["base_rates"]
 
 
-def _token_key(raw: str) -> str:
-    return raw.strip() or (raw.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅")
-
-
 def token_label(atlas: Atlas, sae: str, index: int, max_parts: int = 3, min_count: int = 3, min_lift: float = 4.0,
                 max_context: int = 2, min_window_share: float = 1 / 3, min_window_lift: float = 5.0) -> str:
     """A label from what the feature fires on *more than the corpus does*, e.g. "au · French · Roman (in: France)".
 
     Tokens: among the feature's top tokens, those with >= min_count firings and lift >= min_lift, where lift =
     (share of the feature's firings on the token) / (share of the corpus's valid positions holding it); ranked by
-    count x log(lift), so punctuation a feature merely co-fires on ("." on every sentence end) does not name it.
-    Context: tokens present in >= min_window_share of its top-example windows and >= min_window_lift times as
-    often as in a random window, for features that track a topic rather than a token.
+    count x log(lift), so punctuation a feature merely co-fires on ("." on every sentence end) does not name it
+    (selective.selective_parts). Context: tokens present in >= min_window_share of its top-example windows and
+    >= min_window_lift times as often as in a random window, for features that track a topic rather than a token.
     """
     s = atlas.summaries[sae]
     n = int(s["n_firing"][index])
     if n == 0:
         return "(never fires on the atlas corpus)"
     base = token_base_rates(atlas)
-    scored: dict[str, list[float]] = {}  # key -> [count, score]; equal strings (" the" / "the") merged
-    for t, c in zip(s["tok_ids"][index], s["tok_counts"][index]):
-        if c <= 0 or t < 0 or t >= len(base) or base[t] <= 0:
-            continue
-        lift = (c / n) / base[t]
-        key = _token_key(atlas.tok(t))
-        if key in scored:
-            scored[key][0] += c
-            scored[key][1] = max(scored[key][1], lift)
-        else:
-            scored[key] = [float(c), lift]
-    parts = [k for k, (c, lift) in sorted(scored.items(), key=lambda kv: -kv[1][0] * np.log(max(kv[1][1], 1.0)))
-             if c >= min_count and lift >= min_lift][:max_parts]
+    parts = selective_parts(zip(s["tok_ids"][index], s["tok_counts"][index]), n, base, atlas.tok,
+                            max_parts, min_count, min_lift)
     windows = np.unique(np.asarray(s["top_rows"][index])[np.asarray(s["top_rows"][index]) >= 0] // atlas.ctx)
     context: list[str] = []
     if len(windows) >= 3:
@@ -229,7 +216,7 @@ def token_label(atlas: Atlas, sae: str, index: int, max_parts: int = 3, min_coun
         lift = share / np.maximum(chance, 1e-12)
         keep = (share >= min_window_share) & (lift >= min_window_lift)
         for t in ids[keep][np.argsort(-lift[keep], kind="stable")]:
-            key = _token_key(atlas.tok(t))
+            key = token_key(atlas.tok(t))
             if key not in parts and key not in context and any(ch.isalnum() for ch in key):
                 context.append(key)
             if len(context) == max_context:
