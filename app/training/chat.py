@@ -108,9 +108,10 @@ def generate_shard(model, tokenizer, split: str, index: int, turns: list[UserTur
     replies = sample_batch(model, tokenizer, prompts, max_new_tokens, temperature, top_p, seed)
     path = shard_path(folder, split, index)
     tmp = path.with_suffix(".tmp")
+    stops = set(stop_token_ids(tokenizer))  # once: it reads the whole vocabulary
     with gzip.open(tmp, "wt", encoding="utf-8") as fh:
         for t, p, (r, fin) in zip(turns, prompts, replies):
-            text = tokenizer.decode([i for i in r if i not in stop_token_ids(tokenizer)])
+            text = tokenizer.decode([i for i in r if i not in stops])
             rec = Transcript(t.id, split, t.kind, t.source, t.system, t.user, text, tuple(p) + tuple(r), len(p), fin,
                              temperature, top_p, seed)
             fh.write(json.dumps(asdict(rec)) + "\n")
