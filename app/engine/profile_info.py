@@ -16,6 +16,7 @@ class SAEInfo:
     dtype: str
     bytes: int  # parameters and buffers
     neuronpedia: str | None
+    quality: dict | None = None  # held-out evaluation set -> {explained_variance, ce_loss_recovered, mean_l0, ...}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,24 @@ class ProfileInfo:
     source_file: str | None
 
 
+QUALITY_KEYS = ("explained_variance", "ce_loss_recovered", "mean_l0", "dead_fraction", "eval_tokens")
+
+
+def sae_quality(folder) -> dict | None:
+    """Held-out metrics per evaluation set from the metrics.json training wrote beside an SAE (None without one).
+
+    Older files hold one set at the top level: the corpus's held-out slice."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "metrics.json" if folder is not None else None
+    if path is None or not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    sets = m.get("eval_sets") or {"corpus": m}
+    return {name: {k: v[k] for k in QUALITY_KEYS if k in v} for name, v in sets.items()}
+
+
 def _nbytes(module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
@@ -52,7 +71,8 @@ def describe(profile, model, saes: dict) -> ProfileInfo:
         sae = saes[spec.name]
         arch = sae.cfg.architecture() if callable(getattr(sae.cfg, "architecture", None)) else type(sae).__name__
         infos.append(SAEInfo(spec.name, spec.display, str(arch), int(sae.cfg.d_sae), int(sae.cfg.d_in), sae_hook_name(sae),
-                             spec.source, str(sae.W_dec.dtype).replace("torch.", ""), _nbytes(sae), spec.neuronpedia))
+                             spec.source, str(sae.W_dec.dtype).replace("torch.", ""), _nbytes(sae), spec.neuronpedia,
+                             sae_quality(spec.path)))
     cls = fast_decoder_class(model)
     cfg = model.cfg
     return ProfileInfo(

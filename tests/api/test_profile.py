@@ -23,3 +23,22 @@ def test_profile_json_matches_the_loaded_tensors(tiny_client, tiny_engine):
     assert others["tiny"]["missing"] == [] and others["gpt2-small"]["command"] == "make run PROFILE=gpt2-small"
     assert p["pair_independence"] is None or "mean_same_index_cosine" in p["pair_independence"]
     assert "--coarse RELEASE:ID|PATH" in p["adhoc_command"]
+
+
+def test_profile_reports_each_evaluation_set_of_metrics_json(tmp_path):
+    """Both held-out sets of a metrics.json (eval_sets) come back per SAE; an old single-set file is the corpus's."""
+    import json
+
+    from app.engine.profile_info import sae_quality
+
+    new = {"explained_variance": 0.8, "eval_sets": {"corpus": {"explained_variance": 0.8, "ce_loss_recovered": 0.97,
+                                                               "mean_l0": 32.0, "dead_fraction": 0.0, "eval_tokens": 10},
+                                                    "chat": {"explained_variance": 0.7, "ce_loss_recovered": 0.9,
+                                                             "mean_l0": 31.5, "dead_fraction": 0.01, "eval_tokens": 5}}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps(new))
+    assert sae_quality(tmp_path / "a") == new["eval_sets"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"explained_variance": 0.81, "history": [1, 2], "mean_l0": 32}))
+    assert sae_quality(tmp_path / "b") == {"corpus": {"explained_variance": 0.81, "mean_l0": 32}}
+    assert sae_quality(tmp_path / "c") is None and sae_quality(None) is None
