@@ -16,7 +16,9 @@ from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
 from app.api.explorations.document import KIND_PATTERN, SaveRequest
 from app.api.explorations.service import (
     build_document,
+    check_save_key,
     get_document,
+    idempotent_id,
     live_profile,
     parse_import,
     profile_differences,
@@ -24,7 +26,7 @@ from app.api.explorations.service import (
     save_document,
 )
 from app.auth import owner_of
-from app.provenance import is_computed, signature_for_save
+from app.provenance import is_computed, signature_for_save, signing_key
 from app.settings import ROOT
 from app.store import valid_id
 from app.viz.tables import table_csv, tables_of
@@ -90,6 +92,8 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
     try:
         form = await request.form(max_files=0, max_fields=8, max_part_size=limit + 1)
         try:
+            save_key = check_save_key(form.get("save_key") if isinstance(form.get("save_key"), str) else None,
+                                      ["body", "save_key"])  # forms.js: one per Save form, a repeat saves once
             fields = {k: form.get(k) for k in ("kind", "title", "note") if form.get(k) is not None}
             for k in ("inputs", "result"):
                 raw = form.get(k)
@@ -104,7 +108,8 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
         def save_signed():
             doc = build_document(req, engine, settings, views)
             sig = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
-            return save_document(store, settings, doc, owner=owner, signature=sig)
+            eid = idempotent_id(signing_key(request.app), owner, save_key, doc) if save_key else None
+            return save_document(store, settings, doc, owner=owner, signature=sig, exploration_id=eid)
 
         saved = await run_in_threadpool(save_signed)
     except HTTPException as exc:
@@ -114,7 +119,8 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
         return render_page(request, "fragments/_save.html", {"save_errors": _errors(exc), "save_only_status": True},
                            exc.status_code)
     if htmx:
-        return render_page(request, "fragments/_save.html", {"saved": saved, "save_only_status": True}, 201)
+        return render_page(request, "fragments/_save.html", {"saved": saved, "save_only_status": True},
+                           200 if saved.repeated else 201)
     return RedirectResponse(saved.url, status_code=303)
 
 
