@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -53,7 +54,21 @@ def list_page(request: Request, engine: EngineDep, settings: SettingsDep, store:
     return _list(request, engine, settings, store, offset, kind)
 
 
-def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200):
+LINK_RE = re.compile(r"(?:^|/e/)([A-Za-z0-9_-]{22,64})(?:[/?#]|$)")
+
+
+@router.get("/e/open")
+def open_link(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep, link: str = Query("", max_length=2000)):
+    """The list page's "open a link" box: a pasted link (or id) -> 303 to /e/<id>; the list page with 422 otherwise."""
+    m = LINK_RE.search(link.strip())
+    if m is None:
+        return _list(request, engine, settings, store, errors=[
+            f"link: {link.strip()[:200]!r} is not a link to a saved exploration (it looks like …/e/<id>)"], status_code=422,
+            errors_title="Cannot open this:")
+    return RedirectResponse(f"/e/{m.group(1)}", status_code=303)
+
+
+def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200, errors_title=None):
     owner = owner_of(request)  # links are unlisted: this browser sees only what it saved
     items = [dict(asdict(s),
                   when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -63,7 +78,7 @@ def _list(request, engine, settings, store, offset=0, kind=None, errors=None, st
     return render_page(request, "explorations.html", {
         "engine": engine, "page": "explorations", "items": items,
         "total": store.count(kind=kind, owner=owner), "offset": offset, "page_size": PAGE_SIZE, "kind": kind,
-        "errors": errors or []}, status_code)
+        "errors": errors or [], "errors_title": errors_title}, status_code)
 
 
 @router.post("/e/import")

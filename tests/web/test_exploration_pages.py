@@ -232,7 +232,7 @@ def test_list_page(client):
 
 
 def test_empty_list_and_404_page(client):
-    assert "Nothing saved on this server yet" in client.get("/e").text
+    assert "Nothing saved from this browser yet" in client.get("/e").text
     r = client.get("/e/AAAAAAAAAAAAAAAAAAAAAAAA")
     assert r.status_code == 404 and "No such exploration" in r.text
 
@@ -406,3 +406,23 @@ def test_api_save_with_an_idempotency_key(client):
     assert client.post("/api/explorations", json=body).json()["id"] != a.json()["id"]  # no key: a new save each time
     bad = client.post("/api/explorations", json=body, headers={"idempotency-key": "x"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
+
+
+def test_list_page_says_it_lists_this_browsers_saves_and_how_to_open_a_link(client):
+    """Issue 25 item 7: a fresh browser while others' saves exist: the page says what the list is (this browser's
+    saves) and how to open a link, instead of "Nothing saved on this server yet"."""
+    store = client.app.state.store
+    eid = store.put({"schema_version": 2, "kind": "analysis", "title": "someone else's", "profile": {"name": "tiny"},
+                     "inputs": {}, "result": {}}, owner="another-browser")
+    page = client.get("/e").text
+    assert "Nothing saved on this server" not in page
+    assert "Nothing saved from this browser yet" in page and "saved from this browser" in page
+    assert "someone else" not in page  # still unlisted
+    assert 'action="/e/open"' in page and 'name="link"' in page  # paste a link to open it
+    for link in (f"http://testserver/e/{eid}", f"/e/{eid}", eid, f"  https://elsewhere.example/e/{eid}/export ",
+                 f"http://testserver/e/{eid}?x=1#top"):
+        r = client.get("/e/open", params={"link": link}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/e/{eid}", link
+    bad = client.get("/e/open", params={"link": "https://example.com/not-a-link"})
+    assert bad.status_code == 422 and "not a link to a saved exploration" in html.unescape(bad.text)
+    assert 'action="/e/open"' in bad.text and "Cannot open this" in bad.text  # the list page, the message in place
