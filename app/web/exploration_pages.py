@@ -23,6 +23,7 @@ from app.api.explorations.service import (
     live_profile,
     parse_import,
     profile_differences,
+    repeated_save,
     rerun_document,
     save_document,
 )
@@ -122,8 +123,10 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
 
         def save_signed():
             doc = build_document(req, engine, settings, views)
-            sig = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
             eid = idempotent_id(signing_key(request.app), owner, save_key, doc) if save_key else None
+            if (earlier := repeated_save(store, eid, doc)) is not None:
+                return earlier
+            sig = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
             return save_document(store, settings, doc, owner=owner, signature=sig, exploration_id=eid)
 
         saved = await run_in_threadpool(save_signed)

@@ -396,13 +396,20 @@ def test_a_double_click_racing_to_the_server_saves_once(client):
     assert client.get("/api/explorations").json()["total"] == 1
 
 
-def test_api_save_with_an_idempotency_key(client):
+def test_api_save_with_an_idempotency_key(client, monkeypatch):
+    from app.api.explorations import routes
+
+    signed = []
+    sign = routes.signature_for_save
+    monkeypatch.setattr(routes, "signature_for_save", lambda *a: signed.append(1) or sign(*a))
     inputs = {"prompt": "The cat", "top_k": 3}
     result = client.post("/api/analyze", json=inputs).json()
     body = {"kind": "analysis", "title": "api", "inputs": inputs, "result": result}
     a = client.post("/api/explorations", json=body, headers={"idempotency-key": "api-key-0123456789abcdef"})
     b = client.post("/api/explorations", json=body, headers={"idempotency-key": "api-key-0123456789abcdef"})
     assert (a.status_code, b.status_code) == (201, 200) and a.json()["id"] == b.json()["id"]
+    assert a.json()["computed"] and b.json()["computed"] and b.json()["repeated"] and not a.json()["repeated"]
+    assert len(signed) == 1  # the repeat is answered from the store: no recomputation to sign it
     assert client.post("/api/explorations", json=body).json()["id"] != a.json()["id"]  # no key: a new save each time
     bad = client.post("/api/explorations", json=body, headers={"idempotency-key": "x"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["header", "idempotency-key"]

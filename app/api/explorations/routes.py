@@ -36,6 +36,7 @@ from app.api.explorations.service import (
     get_document,
     idempotent_id,
     parse_import,
+    repeated_save,
     rerun_document,
     save_document,
 )
@@ -57,13 +58,13 @@ def save(req: SaveRequest, request: Request, response: Response, engine: EngineD
     as computed here if this replica showed it, or recomputing the view gives the same result (app/provenance.py)."""
     key = check_save_key(idempotency_key, ["header", "idempotency-key"])
     doc = build_document(req, engine, settings, views)
-    signature = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
     owner = owner_of(request)
     eid = idempotent_id(signing_key(request.app), owner, key, doc) if key else None
-    saved = save_document(store, settings, doc, owner=owner, signature=signature, exploration_id=eid)
-    if saved.repeated:
+    if (earlier := repeated_save(store, eid, doc)) is not None:
         response.status_code = 200
-    return saved
+        return earlier
+    signature = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
+    return save_document(store, settings, doc, owner=owner, signature=signature, exploration_id=eid)
 
 
 @router.get("", response_model=ListResponse, responses={403: {"description": "scope=all without the operator's token"}})

@@ -160,16 +160,22 @@ def idempotent_id(secret: bytes, owner: str | None, key: str, doc: Exploration) 
     return base64.urlsafe_b64encode(digest[:ID_BYTES]).decode()
 
 
+def repeated_save(store, exploration_id: str | None, doc: Exploration) -> SavedResponse | None:
+    """The earlier save of a keyed save (`idempotent_id`) when it is stored already (answered again, nothing written,
+    nothing recomputed to sign it), else None."""
+    old = store.get_record(exploration_id) if exploration_id is not None else None
+    if old is None:
+        return None
+    return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title,
+                         computed=old.signature is not None, repeated=True)
+
+
 def save_document(store, settings, doc: Exploration, owner: str | None = None, signature: str | None = None,
                   exploration_id: str | None = None) -> SavedResponse:
     """Store the document; owner (who may list it) and signature (app/provenance.py) are kept beside it.
-    exploration_id (`idempotent_id` of a keyed save): when it is stored already, its link is answered again
-    (`repeated`), nothing is written."""
+    exploration_id: the `idempotent_id` of a keyed save (two at once store one row: Store.put)."""
     d = doc.model_dump(mode="json")
     check_size(d, settings, ["body"])
-    if exploration_id is not None and (old := store.get_record(exploration_id)) is not None:
-        return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title,
-                             computed=old.signature is not None, repeated=True)
     exploration_id = store.put(d, owner=owner, signature=signature, exploration_id=exploration_id)
     return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title,
                          computed=signature is not None)
