@@ -22,7 +22,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 @router.get("/features/{sae}/{index}", response_class=HTMLResponse)
 def feature_page(request: Request, sae: str, index: str, engine: EngineDep, settings: SettingsDep):
     """Label, density, histogram, examples, tokens, neighbours and the vocabulary projection of one feature."""
-    ctx = {"engine": engine, "page": "features", "sae": sae, "index": index[:40], "width": 0, "hook_name": engine.hook_name,
+    ctx = {"engine": engine, "page": "features", "sae": sae, "index": 0, "width": 0, "hook_name": engine.hook_name,
            "fa": None, "card": None, "atlas_status": atlas_status(engine).model_dump()}
 
     def fill() -> None:
@@ -33,7 +33,11 @@ def feature_page(request: Request, sae: str, index: str, engine: EngineDep, sett
         fa = feature_atlas(engine, sae, ctx["index"])
         ctx["fa"] = fa.model_dump() if fa is not None else None
         ctx["card"] = run_feature(engine, settings, sae, ctx["index"], top=12).model_dump()
-    return render_page(request, "feature.html", ctx, guarded(ctx, fill))
+    status = guarded(ctx, fill)
+    if status == 404:  # no such feature: the 404 page naming the range (never a page titled after another index)
+        return render_page(request, "404.html", {"engine": engine, "page": "features", "path": request.url.path,
+                                                 "reasons": ctx["errors"]}, 404)
+    return render_page(request, "feature.html", ctx, status)
 
 
 @router.get("/search", response_class=HTMLResponse)
