@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import analysis, attribution, discover, experiment, explorations, features, generate, health, splits
 from app.api import map as map_api
@@ -37,6 +38,7 @@ from app.web import (
     generate_pages,
     map_pages,
     profile_pages,
+    site_pages,
     splits_pages,
     urls,
 )
@@ -49,7 +51,7 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            splits.router, attribution.router, splits_pages.router, attribution_pages.router,
            map_api.router, map_pages.router,
            experiment.router, experiment_pages.router,
-           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router)
+           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router, site_pages.router)
 
 FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,
@@ -126,3 +128,5 @@ def register_all(app: FastAPI) -> None:
     app.state.templates = templates
     for router in ROUTERS:
         app.include_router(router)
+    # a browser at an address with no page gets an HTML 404 page; the API, scripts and htmx keep JSON
+    app.add_exception_handler(StarletteHTTPException, site_pages.http_error_handler)

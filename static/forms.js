@@ -114,6 +114,22 @@
     elt.__asnRetry = setInterval(tick, 1000);
   });
 
+  // ---- Save boxes (templates/fragments/_save.html): an idempotency key made on a form's first submit and kept, so a
+  // double-click or a second click saves once and answers the same link (the server derives the id from the key, the
+  // browser and the content; another title or note is another save). Capture phase: set before htmx reads the form.
+  function randomKey() {
+    var b = new Uint8Array(16), s = '';
+    (window.crypto || window.msCrypto).getRandomValues(b);  // works on plain http too (randomUUID does not)
+    for (var i = 0; i < b.length; i++) s += ('0' + b[i].toString(16)).slice(-2);
+    return s;
+  }
+  document.addEventListener('submit', function (e) {
+    var form = e.target;
+    if (!form || !form.matches || !form.matches('form.save-box')) return;
+    var key = form.querySelector('input[name=save_key]');
+    if (key && !key.value) key.value = randomKey();
+  }, true);
+
   // ---- token counter: <span class="tok-count" data-for="ID"> under a prompt field (debounced /api/tokenize)
   function chatValue(form) {
     var c = form && form.querySelector('[name=chat]');

@@ -345,3 +345,20 @@ def test_an_old_database_gets_the_new_columns(tmp_path):
     i = s.put(doc(2), owner="o")
     assert [r.id for r in s.recent(owner="o")] == [i] and s.count() == 2
     s.close()
+
+
+def test_put_under_a_given_id_twice_stores_one_document(store):
+    """A keyed save (issue 25 item 4) arriving twice, also at the same moment: one row, the same id answered."""
+    eid = "K" * 24
+    first = doc(1, title="keyed")
+    assert store.put(first, owner="o", exploration_id=eid) == eid
+    assert store.put(doc(2, title="keyed again"), owner="o", exploration_id=eid) == eid
+    assert store.get(eid) == first and store.count(owner="o") == 1
+    ids, other = [], "Q" * 24
+    threads = [threading.Thread(target=lambda: ids.append(store.put(doc(3), owner="o", exploration_id=other)))
+               for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert ids == [other] * 4 and store.count(owner="o") == 2
+    with pytest.raises(StoreError):
+        store.put(doc(4), exploration_id="../x")

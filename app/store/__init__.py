@@ -10,11 +10,11 @@ backends). A PostgreSQL server that cannot be reached raises `StoreUnavailable` 
 """
 from __future__ import annotations
 
-from app.store.base import ID_RE, Record, Store, StoreError, Summary, new_id, valid_id
+from app.store.base import ID_BYTES, ID_RE, Record, Store, StoreError, Summary, new_id, valid_id
 from app.store.postgres import PostgresStore, StoreUnavailable
 from app.store.sqlite import SQLiteStore
 
-__all__ = ["ID_RE", "Record", "Store", "StoreError", "Summary", "new_id", "valid_id", "PostgresStore",
+__all__ = ["ID_BYTES", "ID_RE", "Record", "Store", "StoreError", "Summary", "new_id", "valid_id", "PostgresStore",
            "StoreUnavailable", "SQLiteStore", "open_store"]
 
 

@@ -50,11 +50,14 @@ class StoreError(RuntimeError):
 
 @runtime_checkable
 class Store(Protocol):
-    def put(self, doc: dict, owner: str | None = None, signature: str | None = None) -> str:
+    def put(self, doc: dict, owner: str | None = None, signature: str | None = None,
+            exploration_id: str | None = None) -> str:
         """Store a new document under a fresh id and return the id once it is durable.
 
         owner: who may list it (a hash of the saving browser's owner token); signature: the server's signature of
-        the result (app/provenance.py). Both are kept beside the document, never inside it."""
+        the result (app/provenance.py). Both are kept beside the document, never inside it. exploration_id: the id
+        of a save made with an idempotency key (derived from key, owner and content); when a document already has
+        it, the same save arrived twice: nothing is written and the id is returned."""
 
     def get(self, exploration_id: str) -> dict | None:
         """The stored document exactly as written, or None."""
@@ -134,17 +137,22 @@ class _SQLStore:
     def _q(self, sql: str) -> str:
         return sql.replace("?", self.ph)
 
-    def put(self, doc: dict, owner: str | None = None, signature: str | None = None) -> str:
+    def put(self, doc: dict, owner: str | None = None, signature: str | None = None,
+            exploration_id: str | None = None) -> str:
         kind, title, prof, version = _summary_fields(doc)
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        if exploration_id is not None and not valid_id(exploration_id):
+            raise StoreError("not an exploration id")
         for _ in range(5):  # a collision of 144 random bits will not happen; the loop is for form's sake
-            exploration_id = new_id()
+            eid = exploration_id or new_id()
             try:
                 self._write(self._q("INSERT INTO explorations (id, created_at, kind, title, profile, schema_version, doc,"
                                     " owner, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                            (exploration_id, time.time(), kind, title, prof, version, body, owner, signature))
-                return exploration_id
+                            (eid, time.time(), kind, title, prof, version, body, owner, signature))
+                return eid
             except self._integrity_errors():
+                if exploration_id is not None:  # the same keyed save, twice at once (a double-click): one row
+                    return exploration_id
                 continue
         raise StoreError("could not allocate a unique id")
 

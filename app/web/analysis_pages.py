@@ -11,14 +11,15 @@ import re
 from functools import partial
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.analysis import AnalyzeRequest, run_analysis
 from app.api.analysis.schemas import FEATURE_PATTERN
 from app.api.deps import EngineDep, SettingsDep
-from app.web.forms import cap_url, flag, last
+from app.api.errors import check_feature_index
+from app.web.forms import cap_url, errors_of, flag, last
 from app.web.templating import render_fragment, render_page
 from app.web.views import form_fragment, query_page, run_view
 
@@ -48,6 +49,20 @@ def known_feature(engine, feature: str | None) -> bool:
     """'sae:index' names a feature of this engine's SAEs."""
     sae, _, idx = (feature or "").partition(":")
     return sae in engine.saes and idx.isdigit() and int(idx) < int(engine.saes[sae].cfg.d_sae)
+
+
+def feature_problems(engine, feature: str | None) -> list[str]:
+    """Why an address's ?feature=sae:index opens no card (one line naming the range), or [] when it is a feature."""
+    if not feature:
+        return []
+    m = re.fullmatch(r"([^:]*):(-?[0-9]{1,12})", feature)
+    if m is None:
+        return [f"feature: {feature!r} is not sae:index (e.g. feature=coarse:12)"]
+    try:
+        check_feature_index(engine.saes, m[1], int(m[2]), ["feature"])
+    except HTTPException as exc:
+        return [line if line.startswith("feature: ") else f"feature: {line}" for line in errors_of(exc)]
+    return []
 
 
 def page_url(inputs: dict) -> str | None:
@@ -101,7 +116,9 @@ def analysis_view(engine, settings, params, defer_lens: bool = False, strict_fea
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, engine: EngineDep, settings: SettingsDep):
     """The analysis view; opened with ?prompt=... it runs the analysis (a copied address reproduces the view)."""
-    return render_page(request, "index.html", *query_page(request, engine, settings, "analyze", KIND, "prompt", analysis_view))
+    problems = feature_problems(engine, last(request.query_params, "feature"))  # said in place; the rest still shown
+    return render_page(request, "index.html", *query_page(request, engine, settings, "analyze", KIND, "prompt",
+                                                          analysis_view, param_errors=problems))
 
 
 @router.post("/fragments/analysis", response_class=HTMLResponse)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -16,15 +17,18 @@ from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
 from app.api.explorations.document import KIND_PATTERN, SaveRequest
 from app.api.explorations.service import (
     build_document,
+    check_save_key,
     get_document,
+    idempotent_id,
     live_profile,
     parse_import,
     profile_differences,
+    repeated_save,
     rerun_document,
     save_document,
 )
 from app.auth import owner_of
-from app.provenance import is_computed, signature_for_save
+from app.provenance import is_computed, signature_for_save, signing_key
 from app.settings import ROOT
 from app.store import valid_id
 from app.viz.tables import table_csv, tables_of
@@ -51,7 +55,21 @@ def list_page(request: Request, engine: EngineDep, settings: SettingsDep, store:
     return _list(request, engine, settings, store, offset, kind)
 
 
-def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200):
+LINK_RE = re.compile(r"(?:^|/e/)([A-Za-z0-9_-]{22,64})(?:[/?#]|$)")
+
+
+@router.get("/e/open")
+def open_link(request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep, link: str = Query("", max_length=2000)):
+    """The list page's "open a link" box: a pasted link (or id) -> 303 to /e/<id>; the list page with 422 otherwise."""
+    m = LINK_RE.search(link.strip())
+    if m is None:
+        return _list(request, engine, settings, store, errors=[
+            f"link: {link.strip()[:200]!r} is not a link to a saved exploration (it looks like …/e/<id>)"], status_code=422,
+            errors_title="Cannot open this:")
+    return RedirectResponse(f"/e/{m.group(1)}", status_code=303)
+
+
+def _list(request, engine, settings, store, offset=0, kind=None, errors=None, status_code=200, errors_title=None):
     owner = owner_of(request)  # links are unlisted: this browser sees only what it saved
     items = [dict(asdict(s),
                   when=datetime.fromtimestamp(s.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -61,7 +79,7 @@ def _list(request, engine, settings, store, offset=0, kind=None, errors=None, st
     return render_page(request, "explorations.html", {
         "engine": engine, "page": "explorations", "items": items,
         "total": store.count(kind=kind, owner=owner), "offset": offset, "page_size": PAGE_SIZE, "kind": kind,
-        "errors": errors or []}, status_code)
+        "errors": errors or [], "errors_title": errors_title}, status_code)
 
 
 @router.post("/e/import")
@@ -90,6 +108,8 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
     try:
         form = await request.form(max_files=0, max_fields=8, max_part_size=limit + 1)
         try:
+            save_key = check_save_key(form.get("save_key") if isinstance(form.get("save_key"), str) else None,
+                                      ["body", "save_key"])  # forms.js: one per Save form, a repeat saves once
             fields = {k: form.get(k) for k in ("kind", "title", "note") if form.get(k) is not None}
             for k in ("inputs", "result"):
                 raw = form.get(k)
@@ -103,8 +123,11 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
 
         def save_signed():
             doc = build_document(req, engine, settings, views)
+            eid = idempotent_id(signing_key(request.app), owner, save_key, doc) if save_key else None
+            if (earlier := repeated_save(store, eid, doc)) is not None:
+                return earlier
             sig = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
-            return save_document(store, settings, doc, owner=owner, signature=sig)
+            return save_document(store, settings, doc, owner=owner, signature=sig, exploration_id=eid)
 
         saved = await run_in_threadpool(save_signed)
     except HTTPException as exc:
@@ -114,7 +137,8 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
         return render_page(request, "fragments/_save.html", {"save_errors": _errors(exc), "save_only_status": True},
                            exc.status_code)
     if htmx:
-        return render_page(request, "fragments/_save.html", {"saved": saved, "save_only_status": True}, 201)
+        return render_page(request, "fragments/_save.html", {"saved": saved, "save_only_status": True},
+                           200 if saved.repeated else 201)
     return RedirectResponse(saved.url, status_code=303)
 
 

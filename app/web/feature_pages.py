@@ -3,6 +3,7 @@ fragment; they call the same services as the JSON API (app/api/features, app/api
 from __future__ import annotations
 
 import html
+import re
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -25,14 +26,18 @@ def feature_page(request: Request, sae: str, index: str, engine: EngineDep, sett
            "fa": None, "card": None, "atlas_status": atlas_status(engine).model_dump()}
 
     def fill() -> None:
-        if not index.isdigit():
+        if not re.fullmatch(r"-?[0-9]{1,12}", index):
             raise HTTPException(404, detail=f"feature index must be a whole number >= 0, not {index!r}")
         ctx["index"] = int(index)
-        ctx["width"] = check_feature(engine, sae, int(index))
-        fa = feature_atlas(engine, sae, int(index))
+        ctx["width"] = check_feature(engine, sae, ctx["index"])  # a negative index too: 404 naming the range
+        fa = feature_atlas(engine, sae, ctx["index"])
         ctx["fa"] = fa.model_dump() if fa is not None else None
-        ctx["card"] = run_feature(engine, settings, sae, int(index), top=12).model_dump()
-    return render_page(request, "feature.html", ctx, guarded(ctx, fill))
+        ctx["card"] = run_feature(engine, settings, sae, ctx["index"], top=12).model_dump()
+    status = guarded(ctx, fill)
+    if status == 404:  # no such feature: the 404 page naming the range (never a page titled after another index)
+        return render_page(request, "404.html", {"engine": engine, "page": "features", "path": request.url.path,
+                                                 "reasons": ctx["errors"]}, 404)
+    return render_page(request, "feature.html", ctx, status)
 
 
 @router.get("/search", response_class=HTMLResponse)

@@ -18,7 +18,7 @@ from app.explorations_registry import snapshot_context
 from app.web.forms import last, values
 from app.web.templating import render_page, templates_of
 from app.web.urls import KIND_OF_VIEW as KINDS
-from app.web.urls import from_query, parse_features, to_url
+from app.web.urls import feature_problems, from_query, parse_features, to_url
 from app.web.views import form_fragment, run_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -48,7 +48,10 @@ async def _views_page(request: Request, engine, settings, page: str, table: dict
     params = request.query_params
     view = last(params, "view")
     ctx = {"engine": engine, "page": page, **_form_values(params),
-           "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None}
+           "widths": {k: int(s.cfg.d_sae) for k, s in engine.saes.items()}, "view": None,
+           "param_errors": feature_problems(params, engine.saes)}  # a bad f=... says so in place, not silently
+    if view is not None and view not in table:
+        ctx["param_errors"].append(f"view: {view!r} is not one of {', '.join(table)}")
     status = 200
     if view in table and last(params, "prompt"):
         vctx = await run_in_threadpool(compute, engine, settings, view, params, table)

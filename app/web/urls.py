@@ -11,13 +11,17 @@ through `to_url`, the pages read through `from_query`, the fragments push `to_ur
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
+from fastapi import HTTPException
 from pydantic import BaseModel
 
+from app.api.errors import check_feature_index
 from app.api.generate.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
-from app.web.forms import cap_url, flag, last, values
+from app.web.forms import cap_url, errors_of, flag, last, values
 
 # kind -> (page path, the page's view=... name, request model)
 PAGES: dict[str, tuple[str, str, type[BaseModel]]] = {
@@ -51,6 +55,39 @@ def parse_features(params) -> list[dict]:
         if idx != "":
             feats.append({"sae": sae, "index": idx, "mode": mode, "value": val or "0"})
     return feats
+
+
+MODES = ("add", "clamp")
+F_EXAMPLE = "f=coarse:12:add:8"
+
+
+def feature_problems(params, saes) -> list[str]:
+    """What is wrong with each f=sae:index:mode:value of an address, one line each naming the value (the page shows
+    them in place; `parse_features` would leave a malformed one out without a word)."""
+    out = []
+    for s in values(params, "f"):
+        parts = s.split(":")
+        if not 2 <= len(parts) <= 4:
+            out.append(f"f: {s!r} is not sae:index:mode:value (e.g. {F_EXAMPLE})")
+            continue
+        sae, idx, mode, val = (parts + ["add", "0"][len(parts) - 2:])[:4]
+        if not re.fullmatch(r"-?[0-9]{1,12}", idx):
+            out.append(f"f: index {idx!r} in {s!r} is not a whole number (e.g. {F_EXAMPLE})")
+            continue
+        try:
+            check_feature_index(saes, sae, int(idx), ["f"])
+        except HTTPException as exc:
+            out += [line if line.startswith("f: ") else f"f: {line}" for line in errors_of(exc)]
+            continue
+        if mode not in MODES:
+            out.append(f"f: mode {mode!r} in {s!r} is not one of {', '.join(MODES)}")
+        try:
+            ok = math.isfinite(float(val))
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(f"f: strength {val!r} in {s!r} is not a number")
+    return out
 
 
 # the temperature page's views read a missing chat field as on (its selector's default); "auto" stays auto

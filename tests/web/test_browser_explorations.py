@@ -134,3 +134,33 @@ def test_rerun_and_fork_an_analysis_snapshot(server, chromium):
     assert page.locator("textarea[name=prompt]").input_value() == "The cat sat on the mat"
     ctx.close()
     assert not errors, errors
+
+
+def test_double_click_on_save_saves_once(server, chromium):
+    """Issue 25 item 4: a double-click on Save makes one exploration, and a later click lands on the same link."""
+    ctx, page = fresh_page(chromium, viewport={"width": 1300, "height": 1000})
+    errors, posts = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/e/save") else None)
+    page.goto(f"{server}/?prompt=Double+click+me&lens=0")
+    box = page.locator("form.save-box").first
+    box.locator("input[name=title]").fill("double click")
+    with page.expect_response(lambda r: r.url.endswith("/e/save")):
+        box.locator("button.save-button").dblclick()
+    link = box.locator(".save-status a.saved-link")
+    link.wait_for()
+    page.wait_for_load_state("networkidle")
+    first = link.get_attribute("href")
+    mine = api(page, "GET", f"{server}/api/explorations")["items"]  # this browser's saves (its owner cookie)
+    assert [i["url"] for i in mine if i["title"] == "double click"] == [first], (posts, mine)
+    # clicking Save again: the same link, nothing new stored
+    with page.expect_response(lambda r: r.url.endswith("/e/save")) as again:
+        box.locator("button.save-button").click()
+    assert again.value.status == 200
+    page.wait_for_function("document.querySelector('form.save-box .save-status').textContent.includes('Already saved')")
+    assert box.locator(".save-status a.saved-link").get_attribute("href") == first
+    mine = api(page, "GET", f"{server}/api/explorations")["items"]
+    assert [i["url"] for i in mine if i["title"] == "double click"] == [first]
+    page.screenshot(path=str(ARTIFACTS / "explorations-save-twice.png"), full_page=True)
+    ctx.close()
+    assert not errors, errors

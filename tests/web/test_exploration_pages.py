@@ -232,7 +232,7 @@ def test_list_page(client):
 
 
 def test_empty_list_and_404_page(client):
-    assert "Nothing saved on this server yet" in client.get("/e").text
+    assert "Nothing saved from this browser yet" in client.get("/e").text
     r = client.get("/e/AAAAAAAAAAAAAAAAAAAAAAAA")
     assert r.status_code == 404 and "No such exploration" in r.text
 
@@ -352,3 +352,84 @@ def test_saving_an_analysis_keeps_the_open_feature_card(client):
     assert client.post(f"/api/explorations/{i}/rerun").json()["result_matches"]
     fork = re.search(r'class="fork-link" href="([^"]*)"', page).group(1)
     assert parse_qs(urlparse(html.unescape(fork)).query)["feature"] == ["fine:7"]
+
+
+def saved_link(r) -> str:
+    return re.search(r'class="saved-link" href="(/e/[A-Za-z0-9_-]+)"', r.text).group(1)
+
+
+def test_a_save_sent_twice_with_its_key_is_one_exploration(client):
+    """Issue 25 item 4: the Save form carries an idempotency key (filled by forms.js on its first submit); the same
+    key, browser and content save once, and every repeat answers the same link."""
+    form = live_save_form(client)
+    assert form["save_key"] == ""  # empty in the fragment (saved fragments stay deterministic); forms.js fills it
+    key = "k2h9Qd-x_" * 3
+    first = submit(client, form, htmx=True, save_key=key, title="once")
+    again = submit(client, form, htmx=True, save_key=key, title="once")
+    assert first.status_code == 201 and again.status_code == 200
+    assert saved_link(first) == saved_link(again) and "Already saved" in again.text
+    assert client.get("/api/explorations").json()["total"] == 1
+    # a plain form post (no htmx) with the key lands on the same exploration too
+    plain = submit(client, form, save_key=key, title="once")
+    assert plain.status_code == 303 and plain.headers["location"] == saved_link(first)
+    # other content under the same key (a new title) is a save of its own; so is another key
+    assert saved_link(submit(client, form, htmx=True, save_key=key, title="twice")) != saved_link(first)
+    assert saved_link(submit(client, form, htmx=True, save_key=key[::-1], title="once")) != saved_link(first)
+    assert client.get("/api/explorations").json()["total"] == 3
+    # the same key from another browser (another owner cookie) is not this browser's save
+    with make_client(client.app.state.engine, store_url=client.app.state.settings.store_url) as other:
+        assert saved_link(submit(other, form, htmx=True, save_key=key, title="once")) != saved_link(first)
+    bad = submit(client, form, htmx=True, save_key="short", title="once")
+    assert bad.status_code == 422 and "save_key" in bad.text
+
+
+def test_a_double_click_racing_to_the_server_saves_once(client):
+    """Two posts of one key at the same moment (a double-click before the first answer): one exploration."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    form = live_save_form(client)
+    key = "race-race-race-race-race"
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: submit(client, form, htmx=True, save_key=key, title="race"), range(4)))
+    assert all(r.status_code in (200, 201) for r in answers), [r.text for r in answers]
+    assert len({saved_link(r) for r in answers}) == 1
+    assert client.get("/api/explorations").json()["total"] == 1
+
+
+def test_api_save_with_an_idempotency_key(client, monkeypatch):
+    from app.api.explorations import routes
+
+    signed = []
+    sign = routes.signature_for_save
+    monkeypatch.setattr(routes, "signature_for_save", lambda *a: signed.append(1) or sign(*a))
+    inputs = {"prompt": "The cat", "top_k": 3}
+    result = client.post("/api/analyze", json=inputs).json()
+    body = {"kind": "analysis", "title": "api", "inputs": inputs, "result": result}
+    a = client.post("/api/explorations", json=body, headers={"idempotency-key": "api-key-0123456789abcdef"})
+    b = client.post("/api/explorations", json=body, headers={"idempotency-key": "api-key-0123456789abcdef"})
+    assert (a.status_code, b.status_code) == (201, 200) and a.json()["id"] == b.json()["id"]
+    assert a.json()["computed"] and b.json()["computed"] and b.json()["repeated"] and not a.json()["repeated"]
+    assert len(signed) == 1  # the repeat is answered from the store: no recomputation to sign it
+    assert client.post("/api/explorations", json=body).json()["id"] != a.json()["id"]  # no key: a new save each time
+    bad = client.post("/api/explorations", json=body, headers={"idempotency-key": "x"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
+
+
+def test_list_page_says_it_lists_this_browsers_saves_and_how_to_open_a_link(client):
+    """Issue 25 item 7: a fresh browser while others' saves exist: the page says what the list is (this browser's
+    saves) and how to open a link, instead of "Nothing saved on this server yet"."""
+    store = client.app.state.store
+    eid = store.put({"schema_version": 2, "kind": "analysis", "title": "someone else's", "profile": {"name": "tiny"},
+                     "inputs": {}, "result": {}}, owner="another-browser")
+    page = client.get("/e").text
+    assert "Nothing saved on this server" not in page
+    assert "Nothing saved from this browser yet" in page and "saved from this browser" in page
+    assert "someone else" not in page  # still unlisted
+    assert 'action="/e/open"' in page and 'name="link"' in page  # paste a link to open it
+    for link in (f"http://testserver/e/{eid}", f"/e/{eid}", eid, f"  https://elsewhere.example/e/{eid}/export ",
+                 f"http://testserver/e/{eid}?x=1#top"):
+        r = client.get("/e/open", params={"link": link}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/e/{eid}", link
+    bad = client.get("/e/open", params={"link": "https://example.com/not-a-link"})
+    assert bad.status_code == 422 and "not a link to a saved exploration" in html.unescape(bad.text)
+    assert 'action="/e/open"' in bad.text and "Cannot open this" in bad.text  # the list page, the message in place

@@ -68,6 +68,8 @@ class SavedResponse(BaseModel):
     title: str
     computed: bool = Field(default=True, description="the result is one this server computed (signed); false: shown "
                                                      "as imported - not computed here")
+    repeated: bool = Field(default=False, description="this save was made before (same idempotency key, caller and "
+                                                      "content): the link of that save, nothing new stored")
 
 
 class SummaryModel(BaseModel):

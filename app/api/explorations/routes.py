@@ -4,7 +4,8 @@ A snapshot is the `Exploration` document below (schema_version 2). Older documen
 `migrate` (never rewritten in the store), so links made by an older app keep rendering. There is no route
 that changes or deletes a saved exploration.
 
-POST /api/explorations            save {kind, title, note, inputs, result} -> 201 {id, url, computed}
+POST /api/explorations            save {kind, title, note, inputs, result} -> 201 {id, url, computed}; with an
+                                  Idempotency-Key header a repeat answers 200 and the same link
 GET  /api/explorations            the caller's saved explorations, newest first (links are unlisted: the owner
                                   token cookie says whose; ?scope=all with X-Admin-Token lists everyone's)
 GET  /api/explorations/{id}       the document (404 for an unknown id)
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
@@ -29,21 +30,41 @@ from app.api.explorations.document import (
     SaveRequest,
     SummaryModel,
 )
-from app.api.explorations.service import build_document, get_document, parse_import, rerun_document, save_document
+from app.api.explorations.service import (
+    build_document,
+    check_save_key,
+    get_document,
+    idempotent_id,
+    parse_import,
+    repeated_save,
+    rerun_document,
+    save_document,
+)
 from app.auth import is_admin, owner_of
-from app.provenance import is_computed, signature_for_save
+from app.provenance import is_computed, signature_for_save, signing_key
 
 router = APIRouter(prefix="/api/explorations", tags=["explorations"])
 
 
-@router.post("", status_code=201, response_model=SavedResponse)
-def save(req: SaveRequest, request: Request, engine: EngineDep, settings: SettingsDep, store: StoreDep,
-         views: ViewsDep) -> SavedResponse:
+@router.post("", status_code=201, response_model=SavedResponse,
+             responses={200: {"description": "saved before with this Idempotency-Key and content: that save's link",
+                              "model": SavedResponse}})
+def save(req: SaveRequest, request: Request, response: Response, engine: EngineDep, settings: SettingsDep,
+         store: StoreDep, views: ViewsDep,
+         idempotency_key: str | None = Header(None, description="optional; the same key, caller and content save "
+                                                                 "once and answer that save's link again (200)")
+         ) -> SavedResponse:
     """Save a view as an immutable exploration; the answer's url (/e/<id>) opens it anywhere. The result is signed
     as computed here if this replica showed it, or recomputing the view gives the same result (app/provenance.py)."""
+    key = check_save_key(idempotency_key, ["header", "idempotency-key"])
     doc = build_document(req, engine, settings, views)
+    owner = owner_of(request)
+    eid = idempotent_id(signing_key(request.app), owner, key, doc) if key else None
+    if (earlier := repeated_save(store, eid, doc)) is not None:
+        response.status_code = 200
+        return earlier
     signature = signature_for_save(request.app, engine, settings, views, doc.kind, doc.inputs, doc.result)
-    return save_document(store, settings, doc, owner=owner_of(request), signature=signature)
+    return save_document(store, settings, doc, owner=owner, signature=signature, exploration_id=eid)
 
 
 @router.get("", response_model=ListResponse, responses={403: {"description": "scope=all without the operator's token"}})

@@ -1,7 +1,11 @@
 """Saved-exploration services: build, size-check, save, import, load and re-run documents."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import re
 from datetime import datetime, timezone
 
 from fastapi import HTTPException
@@ -21,6 +25,7 @@ from app.api.explorations.document import (
 )
 from app.api.limits import enforce_limits
 from app.explorations_registry import ViewRegistry, to_jsonable
+from app.store import ID_BYTES
 
 
 def _json_depth(obj) -> int:
@@ -131,11 +136,47 @@ def build_document(req: SaveRequest, engine, settings, views: ViewRegistry) -> E
                        profile=live_profile(engine), inputs=inputs, result=result)
 
 
-def save_document(store, settings, doc: Exploration, owner: str | None = None, signature: str | None = None) -> SavedResponse:
-    """Store the document; owner (who may list it) and signature (app/provenance.py) are kept beside it."""
+SAVE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+SAVE_KEY_RULE = "16 to 64 characters of A-Z a-z 0-9 _ -"
+
+
+def check_save_key(key: str | None, loc: list) -> str | None:
+    """An idempotency key as given (None when there is none), or 422 naming the field and its form."""
+    if key in (None, ""):
+        return None
+    if not SAVE_KEY_RE.match(key):
+        raise err(loc, f"an idempotency key is {SAVE_KEY_RULE}", "value_error")
+    return key
+
+
+def idempotent_id(secret: bytes, owner: str | None, key: str, doc: Exploration) -> str:
+    """The id of a save made with an idempotency key: the same key, owner and content (kind, title, note, inputs,
+    result) give the same id, so a double-click saves once; an HMAC under the server's secret, so as unguessable as a
+    fresh id (24 url-safe characters)."""
+    content = json.dumps([owner or "", key, doc.kind, doc.title, doc.note, to_jsonable(doc.inputs),
+                          to_jsonable(doc.result)], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                         allow_nan=True).encode()
+    digest = hmac.new(secret, b"asn-save-id\0" + content, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:ID_BYTES]).decode()
+
+
+def repeated_save(store, exploration_id: str | None, doc: Exploration) -> SavedResponse | None:
+    """The earlier save of a keyed save (`idempotent_id`) when it is stored already (answered again, nothing written,
+    nothing recomputed to sign it), else None."""
+    old = store.get_record(exploration_id) if exploration_id is not None else None
+    if old is None:
+        return None
+    return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title,
+                         computed=old.signature is not None, repeated=True)
+
+
+def save_document(store, settings, doc: Exploration, owner: str | None = None, signature: str | None = None,
+                  exploration_id: str | None = None) -> SavedResponse:
+    """Store the document; owner (who may list it) and signature (app/provenance.py) are kept beside it.
+    exploration_id: the `idempotent_id` of a keyed save (two at once store one row: Store.put)."""
     d = doc.model_dump(mode="json")
     check_size(d, settings, ["body"])
-    exploration_id = store.put(d, owner=owner, signature=signature)
+    exploration_id = store.put(d, owner=owner, signature=signature, exploration_id=exploration_id)
     return SavedResponse(id=exploration_id, url=f"/e/{exploration_id}", kind=doc.kind, title=doc.title,
                          computed=signature is not None)
 
