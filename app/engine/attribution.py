@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from app.engine.steering import SteerFeature, SteerOptions, steered_next_token_logits, steered_positions
+from app.engine.tokens import token_text
 
 
 @dataclass(frozen=True)
@@ -188,12 +189,12 @@ def report(engine, prompt: str = ROME_PROMPT, target_text: str | None = " Rome",
         if target_text is not None:
             target, n_tok = target_token_id(tok, target_text)
             if n_tok > 1:
-                lines.append(f"note: {target_text!r} is {n_tok} tokens; attributing its first, {tok.decode([target])!r}")
+                lines.append(f"note: {target_text!r} is {n_tok} tokens; attributing its first, {token_text(tok, target)!r}")
         sink_norm = engine.profile.sink_norm
         att = attribute(engine.model, engine.saes, engine.hook_name, ids, target=target, top=top, sink_norm=sink_norm)
         att = validate_by_ablation(engine.model, engine.saes, engine.hook_name, att, validate, sink_norm)
         cards = {(f.sae, f.index): feature_card(engine.model, engine.saes[f.sae], f.sae, f.index, top=5) for f in att.features}
-    dec = lambda i: tok.decode([int(i)])  # noqa: E731
+    dec = lambda i: token_text(tok, i)  # noqa: E731
     lines.append(f"profile {engine.profile.name}, hook {engine.hook_name}")
     lines.append(f"prompt {prompt!r} ({len(ids)} tokens); target {dec(att.target)!r} (id {att.target}) "
                  f"logit {att.logit:.3f} prob {att.prob:.3f}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.engine.tokens import token_texts
+
 
 @dataclass(frozen=True)
 class EncodedPrompt:
@@ -34,4 +36,4 @@ def encode_prompt(tokenizer, prompt: str, system_prompt: str | None = None, chat
 
 def token_strings(tokenizer, ids) -> list[str]:
     """Each token decoded on its own (what the token strip shows)."""
-    return [tokenizer.decode([int(i)]) for i in ids]
+    return token_texts(tokenizer, ids)

@@ -24,6 +24,7 @@ from app.engine import generation
 from app.engine.analysis import logit_direction
 from app.engine.generation import Generation, GenerationRun, GenToken, PositionState, next_token_logits
 from app.engine.sampling import SamplingParams
+from app.engine.tokens import token_text
 
 Mode = Literal["add", "clamp"]
 
@@ -189,4 +190,4 @@ def feature_scale(model, saes: dict, hook_name: str, sae_name: str, index: int, 
             typical, source = 1.0, "default (no feature fires on the prompt)"
         pv, pi = logit_direction(model, sae, index).topk(promoted_top)
     tok = model.tokenizer
-    return FeatureScale(mx, typical, source, tuple((int(i), tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)))
+    return FeatureScale(mx, typical, source, tuple((int(i), token_text(tok, i), float(v)) for v, i in zip(pv, pi)))

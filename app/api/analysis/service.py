@@ -16,6 +16,7 @@ from app.api.limits import enforce_limits
 from app.api.schemas import PromptFields
 from app.engine import analysis as an
 from app.engine.prompts import encode_prompt
+from app.engine.tokens import token_texts
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 CARD_TOP = 12  # promoted / suppressed tokens on a feature card
@@ -34,7 +35,7 @@ def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...]
 
 def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
     return LensResponse(profile=engine.profile.name, layers=list(lens.layers),
-                        tokens=[engine.tokenizer.decode([int(t)]) for t in ids],
+                        tokens=token_texts(engine.tokenizer, ids),
                         top_tokens=[[list(c) for c in row] for row in lens.top_tokens],
                         top_probs=[[list(c) for c in row] for row in lens.top_probs])
 
@@ -112,7 +113,7 @@ def run_feature(engine, settings, sae: str, index: int, top: int = 10, prompt: P
                            neuronpedia_url=neuronpedia_url(engine, sae, index))
     resp.atlas, resp.atlas_status = feature_atlas(engine, sae, index), atlas_status(engine)
     if acts is not None:
-        resp.tokens = [engine.tokenizer.decode([int(t)]) for t in ids]
+        resp.tokens = token_texts(engine.tokenizer, ids)
         resp.activations, resp.sink = acts, sink
         ranked = [p for p in range(len(acts)) if include_sinks or not sink[p]] or list(range(len(acts)))
         best = max(ranked, key=lambda p: acts[p])

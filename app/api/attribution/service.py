@@ -12,6 +12,7 @@ from app.api.attribution.schemas import (
 )
 from app.api.errors import out_of_range, unprocessable
 from app.engine import attribution as attr
+from app.engine.tokens import token_text, token_texts
 
 
 def _finite(x) -> float | None:
@@ -42,7 +43,7 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
             raise unprocessable(["body", "target"], "the target text has no tokens")
         target = int(t_ids[0])
         if len(t_ids) > 1:
-            note = f"{req.target!r} is {len(t_ids)} tokens; its first, {tok.decode([target])!r}, is attributed"
+            note = f"{req.target!r} is {len(t_ids)} tokens; its first, {token_text(tok, target)!r}, is attributed"
     sink_norm = engine.profile.sink_norm
     atlas = getattr(engine, "atlas", None)
     with engine.session():
@@ -50,7 +51,8 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
                            sink_norm=sink_norm)
         if req.n_validate:
             a = attr.validate_by_ablation(engine.model, engine.saes, engine.hook_name, a, req.n_validate, sink_norm)
-    dec = lambda i: tok.decode([int(i)])  # noqa: E731
+    dec = lambda i: token_text(tok, i)  # noqa: E731
+    strip = token_texts(tok, a.token_ids)  # a split character shows on the token that completes it
     ab = {(x.sae, x.index): x for x in a.ablations}
     feats = []
     for f in a.features:
@@ -58,11 +60,11 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
         feats.append(AttributionEntryModel(
             sae=f.sae, index=f.index, label=atlas.label(f.sae, f.index) if atlas is not None else None,
             attribution=f.attribution, max_activation=max((act for _, act, _ in f.positions), default=0.0),
-            positions=[AttributionPositionModel(position=q, token=dec(ids[q]), activation=act, attribution=at)
+            positions=[AttributionPositionModel(position=q, token=strip[q], activation=act, attribution=at)
                        for q, act, at in f.positions],
             estimate=v.estimate if v else None, actual=v.actual if v else None))
     return AttributionResponse(
-        profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=[dec(i) for i in a.token_ids],
+        profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=strip,
         position=p, target_id=a.target, target=dec(a.target), target_note=note, logit=a.logit, prob=a.prob,
         top_next=[(dec(i), q) for i, q in a.top_next], total=a.total, features=feats,
         terms=[AttributionTermModel(name=t.name, sae=t.sae, attribution=t.attribution) for t in a.terms],

@@ -14,6 +14,7 @@ from app.api.features.schemas import (
 )
 from app.api.limits import enforce_limits
 from app.engine import atlas as at
+from app.engine.tokens import token_texts
 
 
 def atlas_status(engine) -> AtlasStatusModel:
@@ -86,7 +87,7 @@ def run_search(engine, settings, req: SearchRequest) -> SearchResponse:
             found = at.search_by_text(engine.model, engine.saes, engine.hook_name, _prefix_ids(engine), ids,
                                       sink_norm=engine.profile.sink_norm, top=req.top, atlas=engine.atlas)
         resp.text = _hits(found)
-        resp.query_tokens = [engine.tokenizer.decode([int(i)]) for i in ids]
+        resp.query_tokens = token_texts(engine.tokenizer, ids)
     if req.mode in ("both", "atlas") and engine.atlas is not None:
         resp.atlas = _hits(at.search_atlas(engine.atlas, req.q, top=req.top))
     return resp

@@ -34,6 +34,7 @@ from app.engine import sampling as S
 from app.engine import steering as ST
 from app.engine.analysis import logit_direction
 from app.engine.prompts import encode_prompt, token_strings
+from app.engine.tokens import token_text
 
 
 def check_features(engine, feats: list[SteerFeatureModel], field: str = "steering") -> list[ST.SteerFeature]:
@@ -114,15 +115,15 @@ def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
                                              req.max_new_tokens, stops, opts, run=run))
             probs.append(run.first_logits.softmax(-1))
     tok = engine.tokenizer
-    promoted = [PromotedOut(token_id=int(i), token=tok.decode([int(i)]), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
+    promoted = [PromotedOut(token_id=int(i), token=token_text(tok, i), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
                 for v, i in zip(pv, pi)]
     moved_ids, spreads = ST.most_moved_tokens(probs, req.moved_top)
-    moved = [MovedOut(token_id=i, token=tok.decode([i]), spread=d, probs=[float(p[i]) for p in probs])
+    moved = [MovedOut(token_id=i, token=token_text(tok, i), spread=d, probs=[float(p[i]) for p in probs])
              for i, d in zip(moved_ids, spreads)]
     top_next = []
     for p in probs:
         j = int(p.argmax())
-        top_next.append(TokenOut(id=j, text=tok.decode([j]), prob=float(p[j])))
+        top_next.append(TokenOut(id=j, text=token_text(tok, j), prob=float(p[j])))
     return DoseResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text, strengths=list(req.strengths),
                         completions=[gen_out(c) for c in comps], promoted=promoted, moved=moved,
                         top_next=top_next)
@@ -139,7 +140,7 @@ def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureRes
     views = S.temperature_views(logits, req.temperatures, top, req.top_k, req.top_p)
     tok = engine.tokenizer
     return TemperatureResponse(
-        profile=engine.profile.name, prompt_text=text, tokens=[TokenRef(id=i, token=tok.decode([i])) for i in top],
+        profile=engine.profile.name, prompt_text=text, tokens=[TokenRef(id=i, token=token_text(tok, i)) for i in top],
         views=[TemperatureViewOut(temperature=v.temperature, entropy_bits=v.entropy_bits, probs=list(v.probs), kept=list(v.kept),
                                   renormalised=list(v.renormalised), n_kept=v.n_kept, entropy_kept_bits=v.entropy_kept_bits) for v in views],
         top_k=req.top_k, top_p=req.top_p, steered=bool(feats))

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from app.engine.tokens import token_text
+
 
 @dataclass(frozen=True)
 class SAETokenView:
@@ -120,7 +122,7 @@ def _decoder(tok):
     def decode(i) -> str:
         i = int(i)
         if i not in memo:
-            memo[i] = tok.decode([i])
+            memo[i] = token_text(tok, i)
         return memo[i]
     return decode
 

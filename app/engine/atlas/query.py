@@ -12,6 +12,7 @@ from app.engine.atlas.core import (
     PairIndependence,
     SearchHit,
 )
+from app.engine.tokens import token_text
 
 
 def pair_independence(W_dec_coarse: torch.Tensor, W_dec_fine: torch.Tensor, max_checked: int = 2048,
@@ -73,7 +74,7 @@ def search_by_text(model, saes: dict, hook_name: str, prefix_ids: Sequence[int],
             f = int(f)
             tid = int(query_ids[int(where[f])])
             hits.append(SearchHit(sae=n, index=f, score=float(score[f]), activation=float(mx[f]),
-                                  token=model.tokenizer.decode([tid]),
+                                  token=token_text(model.tokenizer, tid),
                                   label=atlas.label(n, f) if atlas is not None else "",
                                   density=float(atlas.density[n][f]) if atlas is not None else None,
                                   max_act=float(atlas.max_act[n][f]) if atlas is not None else None))
