@@ -56,6 +56,7 @@ class AnalyzeResponse(BaseModel):
     tokens: list[TokenModel]
     explained_variance: dict[str, float | None]
     next_tokens: list[tuple[str, float]]
+    next_token_ids: list[int] = Field(default_factory=list, description="the ids of next_tokens, in the same order")
     sae_widths: dict[str, int] = Field(default_factory=dict)
     lens: LensResponse | None = None
     card: FeatureResponse | None = Field(default=None, description="the card of the requested `feature` on this prompt")

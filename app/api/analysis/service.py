@@ -68,7 +68,7 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
         toks.append(TokenModel(position=p, token_id=tid, token=t, sink=a.sink[p], resid_norm=a.resid_norm[p], saes=saes))
     ev = {k: (None if v != v else v) for k, v in a.explained_variance.items()}
     return AnalyzeResponse(profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=toks,
-                           explained_variance=ev, next_tokens=list(a.next_token_top),
+                           explained_variance=ev, next_tokens=list(a.next_token_top), next_token_ids=list(a.next_token_ids),
                            sae_widths={k: int(s.cfg.d_sae) for k, s in engine.saes.items()},
                            lens=_lens_response(engine, lens, ids) if lens is not None else None,
                            card=_card(engine, settings, req))

@@ -49,6 +49,12 @@ class AttributionTermModel(BaseModel):
     attribution: float
 
 
+class NextTokenModel(BaseModel):
+    id: int
+    token: str = Field(description="as shown (app.engine.tokens: a byte token as <0xXX>)")
+    prob: float
+
+
 class AttributionResponse(BaseModel):
     profile: str
     hook_name: str
@@ -67,3 +73,6 @@ class AttributionResponse(BaseModel):
     decomposed: list[int]
     correlation: float | None = Field(default=None, description="Pearson(estimate, actual) over the validated features")
     n_validated: int
+    next_tokens: list[NextTokenModel] = Field(default_factory=list, description="the model's top next tokens at position, by id: the targets to pick from")
+    twin: NextTokenModel | None = Field(default=None, description="a typed target's spaced twin ('Paris' <-> ' Paris') with its probability")
+    target_warning: str | None = Field(default=None, description="set when the twin is far more likely than the typed token")

@@ -9,6 +9,7 @@ from app.api.attribution.schemas import (
     AttributionRequest,
     AttributionResponse,
     AttributionTermModel,
+    NextTokenModel,
 )
 from app.api.errors import out_of_range, unprocessable
 from app.engine import attribution as attr
@@ -33,6 +34,7 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
     vocab = int(engine.model.cfg.d_vocab_out)
     note = None
     target = None
+    twin = None  # (id, text) of the typed target's spaced twin
     if req.target_id is not None:
         if req.target_id >= vocab:
             raise out_of_range(["body", "target_id"], f"token id {req.target_id} does not exist: the vocabulary has {vocab} tokens (0..{vocab - 1})")
@@ -44,11 +46,15 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
         target = int(t_ids[0])
         if len(t_ids) > 1:
             note = f"{req.target!r} is {len(t_ids)} tokens; its first, {token_text(tok, target)!r}, is attributed"
+        twin_text = attr.spaced_twin(req.target)
+        twin_ids = tok.encode(twin_text, add_special_tokens=False) if twin_text else []
+        if twin_ids and int(twin_ids[0]) != target:
+            twin = (int(twin_ids[0]), twin_text)
     sink_norm = engine.profile.sink_norm
     atlas = getattr(engine, "atlas", None)
     with engine.session():
         a = attr.attribute(engine.model, engine.saes, engine.hook_name, ids, position=p, target=target, top=req.top,
-                           sink_norm=sink_norm)
+                           sink_norm=sink_norm, probs_of=(twin[0],) if twin else ())
         if req.n_validate:
             a = attr.validate_by_ablation(engine.model, engine.saes, engine.hook_name, a, req.n_validate, sink_norm)
     dec = lambda i: token_text(tok, i)  # noqa: E731
@@ -63,9 +69,20 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
             positions=[AttributionPositionModel(position=q, token=strip[q], activation=act, attribution=at)
                        for q, act, at in f.positions],
             estimate=v.estimate if v else None, actual=v.actual if v else None))
+    twin_out, warning = None, None
+    if twin is not None:
+        (tid, p_twin), = a.also
+        twin_out = NextTokenModel(id=tid, token=dec(tid), prob=p_twin)
+        if attr.twin_is_meant(a.prob, p_twin):
+            space = "without" if twin[1].startswith(" ") else "with"
+            warning = (f"You typed {req.target!r}: the token {dec(a.target)!r} ({space} a leading space) has p = {a.prob:.3f} "
+                       f"here, while {dec(tid)!r} has p = {p_twin:.3f}. A word inside a sentence is usually the token "
+                       f"with its space; pick the target from the model's next tokens below.")
     return AttributionResponse(
         profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=strip,
         position=p, target_id=a.target, target=dec(a.target), target_note=note, logit=a.logit, prob=a.prob,
         top_next=[(dec(i), q) for i, q in a.top_next], total=a.total, features=feats,
         terms=[AttributionTermModel(name=t.name, sae=t.sae, attribution=t.attribution) for t in a.terms],
-        decomposed=list(a.decomposed), correlation=_finite(a.correlation), n_validated=len(a.ablations))
+        decomposed=list(a.decomposed), correlation=_finite(a.correlation), n_validated=len(a.ablations),
+        next_tokens=[NextTokenModel(id=i, token=dec(i), prob=q) for i, q in a.top_next], twin=twin_out,
+        target_warning=warning)

@@ -65,6 +65,7 @@ def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_
         per_sae=per_sae,
         explained_variance=ev,
         next_token_top=tuple((decode(i), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
+        next_token_ids=tuple(int(i) for i in pi.tolist()),
     )
 
 

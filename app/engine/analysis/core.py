@@ -31,6 +31,7 @@ class Analysis:
     per_sae: dict  # name -> tuple[SAETokenView, ...] (one per position)
     explained_variance: dict  # name -> EV over non-sink positions
     next_token_top: tuple[tuple[str, float], ...]  # top next tokens after the prompt, (token, prob)
+    next_token_ids: tuple[int, ...] = ()  # their ids, in the same order
 
 
 @dataclass(frozen=True)
