@@ -83,7 +83,7 @@
       t.querySelector('.a').textContent = a >= 100 ? a.toFixed(0) : a.toFixed(a >= 10 ? 1 : 2);
     });
     var note = $('#colour-note');
-    if (note) note.textContent = 'Coloured by ' + card.dataset.sae + ' #' + card.dataset.index +
+    if (note) note.textContent = 'Coloured by ' + (card.dataset.name || card.dataset.sae + ' ' + card.dataset.index) +
       (max > 0 ? ' (0 – ' + max.toFixed(2) + ').' : ': not active on this prompt.') +
       (nSink ? ' Outlined: sink positions, left out of the scale.' : '');
   }

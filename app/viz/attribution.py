@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from app.viz.lens import label
+from app.viz.names import feature_name
 
 
 def ablation_figure(result: dict) -> dict:
@@ -11,7 +12,7 @@ def ablation_figure(result: dict) -> dict:
     ys = [f["actual"] for f in pts]
     lo = min(xs + ys + [0.0])
     hi = max(xs + ys + [0.0])
-    text = [f"{f['sae']} #{f['index']}" + (f" {label(f['label'])}" if f.get("label") else "") for f in pts]
+    text = [feature_name(f['sae'], f['index']) + (f" {label(f['label'])}" if f.get("label") else "") for f in pts]
     corr = result.get("correlation")
     traces = [
         {"type": "scatter", "mode": "lines", "x": [lo, hi], "y": [lo, hi], "line": {"dash": "dot", "color": "#9ca3af"},

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel
+from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel, SteerLinkModel
 from app.api.schemas import PromptFields
 
 SaeName = Literal["coarse", "fine"]
@@ -77,3 +77,4 @@ class FeatureResponse(BaseModel):
     max_position: int | None = None
     atlas: FeatureAtlasModel | None = Field(default=None, description="corpus context from the feature atlas (none without one)")
     atlas_status: AtlasStatusModel | None = Field(default=None, description="whether there is an atlas, else how to build it")
+    steer: SteerLinkModel | None = Field(default=None, description="where its 'steer' link opens Generate (none when no scale is known)")

@@ -11,7 +11,7 @@ from app.api.analysis.schemas import (
     TokenModel,
 )
 from app.api.errors import check_feature_index, unprocessable
-from app.api.features.service import atlas_status, feature_atlas
+from app.api.features.service import atlas_status, feature_atlas, steer_link
 from app.api.limits import enforce_limits
 from app.api.schemas import PromptFields
 from app.engine import analysis as an
@@ -118,4 +118,5 @@ def run_feature(engine, settings, sae: str, index: int, top: int = 10, prompt: P
         ranked = [p for p in range(len(acts)) if include_sinks or not sink[p]] or list(range(len(acts)))
         best = max(ranked, key=lambda p: acts[p])
         resp.max_activation, resp.max_position = acts[best], best
+    resp.steer = steer_link(engine, settings, sae, index, resp.max_activation)
     return resp

@@ -41,6 +41,7 @@ class AttributionEntryModel(BaseModel):
     max_activation: float
     estimate: float | None = Field(default=None, description="linear estimate of the logit change when clamped to 0 (= −attribution)")
     actual: float | None = Field(default=None, description="measured logit change when clamped to 0")
+    steer_value: float | None = Field(default=None, description="the strength its 'steer' link opens Generate with, signed like the attribution (app.engine.steering.link_strength)")
 
 
 class AttributionTermModel(BaseModel):

@@ -12,6 +12,7 @@ from app.api.attribution.schemas import (
     NextTokenModel,
 )
 from app.api.errors import out_of_range, unprocessable
+from app.api.features.service import steer_link
 from app.engine import attribution as attr
 from app.engine.tokens import token_text, token_texts
 
@@ -63,9 +64,12 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
     feats = []
     for f in a.features:
         v = ab.get((f.sae, f.index))
+        mx = max((act for _, act, _ in f.positions), default=0.0)
+        link = steer_link(engine, settings, f.sae, f.index, mx)
         feats.append(AttributionEntryModel(
             sae=f.sae, index=f.index, label=atlas.label(f.sae, f.index) if atlas is not None else None,
-            attribution=f.attribution, max_activation=max((act for _, act, _ in f.positions), default=0.0),
+            attribution=f.attribution, max_activation=mx,
+            steer_value=(link.value if f.attribution >= 0 else -link.value) if link is not None else None,
             positions=[AttributionPositionModel(position=q, token=strip[q], activation=act, attribution=at)
                        for q, act, at in f.positions],
             estimate=v.estimate if v else None, actual=v.actual if v else None))
@@ -74,7 +78,7 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
         (tid, p_twin), = a.also
         twin_out = NextTokenModel(id=tid, token=dec(tid), prob=p_twin)
         if attr.twin_is_meant(a.prob, p_twin):
-            space = "without" if twin[1].startswith(" ") else "with"
+            space = "without" if str(twin[1]).startswith(" ") else "with"
             warning = (f"You typed {req.target!r}: the token {dec(a.target)!r} ({space} a leading space) has p = {a.prob:.3f} "
                        f"here, while {dec(tid)!r} has p = {p_twin:.3f}. A word inside a sentence is usually the token "
                        f"with its space; pick the target from the model's next tokens below.")

@@ -6,6 +6,7 @@ from typing import Callable
 
 from app.api.analysis.service import encode_checked
 from app.api.errors import check_feature_index, unprocessable
+from app.api.features.service import atlas_mean
 from app.api.generate.schemas import (
     DoseRequest,
     DoseResponse,
@@ -175,7 +176,7 @@ def run_feature_info(engine, settings, req: FeatureInfoRequest) -> FeatureInfoRe
     width = check_feature_index(engine.saes, req.sae, req.index, ["body", "index"], status=422)
     with engine.session():
         fs = ST.feature_scale(engine.model, engine.saes, engine.hook_name, req.sae, req.index, ids,
-                              steer_options(engine, False, req.skip_sinks))
+                              steer_options(engine, False, req.skip_sinks), atlas_mean=atlas_mean(engine, req.sae, req.index))
     span = ST.slider_span(fs.typical_max, settings.limits.max_steering_strength)
     return FeatureInfoResponse(sae=req.sae, index=req.index, width=width, max_on_prompt=fs.max_on_prompt,
                                typical_max=fs.typical_max, source=fs.source, slider_min=-span, slider_max=span,
