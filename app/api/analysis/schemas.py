@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel, SteerLinkModel
-from app.api.schemas import PromptFields
+from app.api.schemas import PromptFields, SystemReadModel
 
 SaeName = Literal["coarse", "fine"]
 FEATURE_PATTERN = r"^(coarse|fine):\d{1,9}$"  # 'sae:index' of a feature
@@ -57,6 +57,7 @@ class AnalyzeResponse(BaseModel):
     explained_variance: dict[str, float | None]
     next_tokens: list[tuple[str, float]]
     next_token_ids: list[int] = Field(default_factory=list, description="the ids of next_tokens, in the same order")
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")
     sae_widths: dict[str, int] = Field(default_factory=dict)
     lens: LensResponse | None = None
     card: FeatureResponse | None = Field(default=None, description="the card of the requested `feature` on this prompt")

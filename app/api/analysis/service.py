@@ -13,9 +13,9 @@ from app.api.analysis.schemas import (
 from app.api.errors import check_feature_index, unprocessable
 from app.api.features.service import atlas_status, feature_atlas, steer_link
 from app.api.limits import enforce_limits
-from app.api.schemas import PromptFields
+from app.api.schemas import PromptFields, SystemReadModel
 from app.engine import analysis as an
-from app.engine.prompts import encode_prompt
+from app.engine.prompts import encode_prompt, template_system
 from app.engine.tokens import token_texts
 
 NEURONPEDIA = "https://www.neuronpedia.org"
@@ -26,11 +26,24 @@ def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...]
     """(token ids, rendered text) of a request's prompt, or 422 when it breaks a limit (characters, tokens)."""
     enforce_limits(req, settings.limits)
     ep = encode_prompt(engine.tokenizer, req.prompt, req.system_prompt, req.chat,
-                       prepend_bos=engine.profile.prepend_bos)
+                       prepend_bos=engine.profile.prepend_bos, no_default_system=req.no_default_system)
     limit = settings.limits.max_prompt_tokens
     if len(ep.token_ids) > limit:
         raise unprocessable(["body", "prompt"], f"prompt has {len(ep.token_ids)} tokens; the limit is {limit}", "too_long")
     return ep.token_ids, ep.text
+
+
+def system_read(engine, prompt: str, system_prompt: str | None, chat: bool | None, no_default: bool = False) -> SystemReadModel:
+    """Which system prompt the model reads for these fields (the same encoding as encode_checked; no model run)."""
+    ep = encode_prompt(engine.tokenizer, prompt, system_prompt, chat, prepend_bos=engine.profile.prepend_bos,
+                       no_default_system=no_default)
+    ts = template_system(engine.tokenizer) if ep.chat else None
+    return SystemReadModel(source=ep.system_source, text=ep.system, default=ts.default if ts else None,
+                           can_omit=bool(ts and ts.can_omit), chat=ep.chat)
+
+
+def system_of(engine, req: PromptFields) -> SystemReadModel:
+    return system_read(engine, req.prompt, req.system_prompt, req.chat, req.no_default_system)
 
 
 def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
@@ -71,7 +84,7 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
                            explained_variance=ev, next_tokens=list(a.next_token_top), next_token_ids=list(a.next_token_ids),
                            sae_widths={k: int(s.cfg.d_sae) for k, s in engine.saes.items()},
                            lens=_lens_response(engine, lens, ids) if lens is not None else None,
-                           card=_card(engine, settings, req))
+                           card=_card(engine, settings, req), system=system_of(engine, req))
 
 
 def _card(engine, settings, req: AnalyzeRequest) -> FeatureResponse | None:

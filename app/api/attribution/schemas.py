@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import PromptFields, check_text
+from app.api.schemas import PromptFields, SystemReadModel, check_text
 
 KIND = "attribution"
 
@@ -77,3 +77,4 @@ class AttributionResponse(BaseModel):
     next_tokens: list[NextTokenModel] = Field(default_factory=list, description="the model's top next tokens at position, by id: the targets to pick from")
     twin: NextTokenModel | None = Field(default=None, description="a typed target's spaced twin ('Paris' <-> ' Paris') with its probability")
     target_warning: str | None = Field(default=None, description="set when the twin is far more likely than the typed token")
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")

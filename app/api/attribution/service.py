@@ -24,7 +24,7 @@ def _finite(x) -> float | None:
 
 def run_attribution(engine, settings, req: AttributionRequest) -> AttributionResponse:
     """Rank both SAEs' features by their attribution to the target logit; clamp the top ones to check."""
-    from app.api.analysis.service import encode_checked
+    from app.api.analysis.service import encode_checked, system_of
 
     ids, text = encode_checked(engine, settings, req)
     n = len(ids)
@@ -89,4 +89,4 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
         terms=[AttributionTermModel(name=t.name, sae=t.sae, attribution=t.attribution) for t in a.terms],
         decomposed=list(a.decomposed), correlation=_finite(a.correlation), n_validated=len(a.ablations),
         next_tokens=[NextTokenModel(id=i, token=dec(i), prob=q) for i, q in a.top_next], twin=twin_out,
-        target_warning=warning)
+        target_warning=warning, system=system_of(engine, req))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from app.api.analysis.service import encode_checked
+from app.api.analysis.service import encode_checked, system_of, system_read
 from app.api.errors import check_feature_index, unprocessable
 from app.api.features.service import atlas_mean
 from app.api.generate.schemas import (
@@ -78,7 +78,7 @@ def run_generate(engine, settings, req: GenerateRequest, cancel=None,
                                 stops, steer_options(engine, req.generated_only, req.skip_sinks), cancel=cancel,
                                 on_token=on_token)
     return GenerateResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
-                            prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g))
+                            prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g), system=system_of(engine, req))
 
 
 def run_steer(engine, settings, req: SteerRequest) -> SteerResponse:
@@ -96,7 +96,8 @@ def run_steer(engine, settings, req: SteerRequest) -> SteerResponse:
     return SteerResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
                          prompt_tokens=token_strings(engine.tokenizer, ids), unsteered=gen_out(a), steered=gen_out(b),
                          diverged=diverged, first_divergence=first,
-                         shift=shift_rows(ra.first_logits.softmax(-1), rb.first_logits.softmax(-1), engine.tokenizer, req.top_n))
+                         shift=shift_rows(ra.first_logits.softmax(-1), rb.first_logits.softmax(-1), engine.tokenizer, req.top_n),
+                         system=system_of(engine, req))
 
 
 def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
@@ -127,7 +128,7 @@ def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
         top_next.append(TokenOut(id=j, text=token_text(tok, j), prob=float(p[j])))
     return DoseResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text, strengths=list(req.strengths),
                         completions=[gen_out(c) for c in comps], promoted=promoted, moved=moved,
-                        top_next=top_next)
+                        top_next=top_next, system=system_of(engine, req))
 
 
 def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureResponse:
@@ -144,7 +145,7 @@ def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureRes
         profile=engine.profile.name, prompt_text=text, tokens=[TokenRef(id=i, token=token_text(tok, i)) for i in top],
         views=[TemperatureViewOut(temperature=v.temperature, entropy_bits=v.entropy_bits, probs=list(v.probs), kept=list(v.kept),
                                   renormalised=list(v.renormalised), n_kept=v.n_kept, entropy_kept_bits=v.entropy_kept_bits) for v in views],
-        top_k=req.top_k, top_p=req.top_p, steered=bool(feats))
+        top_k=req.top_k, top_p=req.top_p, steered=bool(feats), system=system_of(engine, req))
 
 
 def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftResponse:
@@ -158,7 +159,7 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
     encoded = []
     for field, sys_prompt in (("system_a", req.system_a), ("system_b", req.system_b)):
         ep = encode_prompt(engine.tokenizer, req.prompt, sys_prompt or None, req.chat,
-                           prepend_bos=engine.profile.prepend_bos)
+                           prepend_bos=engine.profile.prepend_bos, no_default_system=req.no_default_system)
         if len(ep.token_ids) > settings.limits.max_prompt_tokens:
             raise unprocessable(["body", field], f"prompt with {field} has {len(ep.token_ids)} tokens; the limit is {settings.limits.max_prompt_tokens}")
         encoded.append(ep)
@@ -168,7 +169,9 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
     pa, pb = la.softmax(-1), lb.softmax(-1)
     return SystemShiftResponse(profile=engine.profile.name, text_a=encoded[0].text, text_b=encoded[1].text,
                                rows=shift_rows(pa, pb, engine.tokenizer, req.top_n),
-                               entropy_a_bits=S.entropy_bits(pa), entropy_b_bits=S.entropy_bits(pb), steered=bool(feats))
+                               entropy_a_bits=S.entropy_bits(pa), entropy_b_bits=S.entropy_bits(pb), steered=bool(feats),
+                               system_a_read=system_read(engine, req.prompt, req.system_a or None, req.chat, req.no_default_system),
+                               system_b_read=system_read(engine, req.prompt, req.system_b or None, req.chat, req.no_default_system))
 
 
 def run_feature_info(engine, settings, req: FeatureInfoRequest) -> FeatureInfoResponse:
