@@ -126,3 +126,24 @@ def test_embedded_smollm2_default_is_named(embedded_engine):
         n = c.post("/api/temperature", json={"prompt": "Hi", "chat": True, "top_n": 3, "no_default_system": True}).json()
         assert n["system"]["text"] == "" and smol not in n["prompt_text"]
         assert n["prompt_text"].startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nHi")
+
+
+def test_map_pull_compares_with_what_the_model_read(default_client, tiny_engine):
+    """The map's 'without system prompt' run is the template's default unless none is asked for; both are named."""
+    from app.api.map import service
+
+    assert service.layout_status(tiny_engine)[0] is not None
+    c = default_client
+    body = {"prompt": "Tell me about cats.", "system_prompt": "You are a pirate.", "max_new_tokens": 2}
+    res = c.post("/api/map/path", json=body).json()
+    assert res["system"]["source"] == "given" and res["without_system"]["source"] == "template default"
+    from app.engine.tokens import token_texts
+
+    ids = encode_prompt(tiny_engine.tokenizer, body["prompt"], None, True).token_ids  # the default inserted
+    assert [p["token"] for p in res["paths"][1]["points"]] == token_texts(tiny_engine.tokenizer, ids)
+    none = c.post("/api/map/path", json={**body, "no_default_system": True}).json()
+    assert none["without_system"]["source"] == "none" and none["without_system"]["text"] == ""
+    ids = encode_prompt(tiny_engine.tokenizer, body["prompt"], None, True, no_default_system=True).token_ids
+    assert [p["token"] for p in none["paths"][1]["points"]] == token_texts(tiny_engine.tokenizer, ids)
+    frag = H.unescape(c.post("/fragments/map", data={**{k: str(v) for k, v in body.items()}}).text)
+    assert "Without: the system prompt the model read:" in frag and "the chat template's default" in frag
