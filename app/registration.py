@@ -24,6 +24,7 @@ from app.viz.experiment import experiment_view
 from app.viz.lens import lens_figure, visible
 from app.viz.map import drift_figure as map_drift_figure
 from app.viz.map import paths_figure as map_paths_figure
+from app.viz.names import feature_name
 from app.viz.splits import children_figure, max_cosine_histogram
 from app.viz.steering import dose_figure
 from app.viz.temperature import temperature_figure
@@ -59,7 +60,7 @@ FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_f
            "attribution_figure": ablation_figure, "experiment_csv": experiment.to_csv}
 GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figure, "map_drift_figure": map_drift_figure,
            "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
-           "remember_result": remember_result}  # results shown with a Save form count as computed (app/provenance.py)
+           "remember_result": remember_result, "feature_name": feature_name}  # results shown with a Save form count as computed (app/provenance.py)
 
 _PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
 _FEATURE = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}

@@ -40,13 +40,16 @@
     var q = new URLSearchParams(location.search), inp = $('#analysis') ? inputs() : null;
     var v = inp || { prompt: q.get('prompt') || '', system_prompt: q.get('system_prompt'),
       chat: q.get('chat') === 'on' ? true : q.get('chat') === 'off' ? false : null, top_k: q.get('top_k') || 10,
-      include_sinks: q.get('include_sinks') === '1', lens: q.get('lens') !== '0', rank: q.get('rank') || 'unusual' };
+      include_sinks: q.get('include_sinks') === '1', lens: q.get('lens') !== '0', rank: q.get('rank') || 'unusual',
+      no_default_system: ['on', 'true', '1'].indexOf(q.get('no_default_system')) >= 0 };
     form.elements.prompt.value = v.prompt || '';
     form.elements.system_prompt.value = v.system_prompt || '';
     if (v.system_prompt) form.elements.system_prompt.closest('details').open = true;
     form.elements.chat.value = v.chat === true ? 'on' : v.chat === false ? 'off' : 'auto';
     form.elements.top_k.value = v.top_k || 10;
     if (form.elements.rank) form.elements.rank.value = v.rank || 'unusual';
+    var nd = form.querySelector('input[type=checkbox][name=no_default_system]');
+    if (nd) nd.checked = !!v.no_default_system;
     form.querySelector('input[type=checkbox][name=include_sinks]').checked = !!v.include_sinks;
     form.querySelector('input[type=checkbox][name=lens]').checked = v.lens !== false;
   }
@@ -84,7 +87,7 @@
       t.querySelector('.a').textContent = a >= 100 ? a.toFixed(0) : a.toFixed(a >= 10 ? 1 : 2);
     });
     var note = $('#colour-note');
-    if (note) note.textContent = 'Coloured by ' + card.dataset.sae + ' #' + card.dataset.index +
+    if (note) note.textContent = 'Coloured by ' + (card.dataset.name || card.dataset.sae + ' ' + card.dataset.index) +
       (max > 0 ? ' (0 – ' + max.toFixed(2) + ').' : ': not active on this prompt.') +
       (nSink ? ' Outlined: sink positions, left out of the scale.' : '');
   }

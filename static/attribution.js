@@ -3,6 +3,13 @@
 (function () {
   if (window.asnAttribution) return;
   window.asnAttribution = true;
+  // typing a target as text picks the "other" choice (a checked chip's id would win over the text)
+  document.addEventListener('input', function (e) {
+    var box = e.target.closest('.target-picker input[type=text]');
+    if (!box) return;
+    var other = box.closest('.pick-other').querySelector('input[type=radio]');
+    if (other) other.checked = true;
+  });
   document.addEventListener('click', function (e) {
     var tok = e.target.closest('.strip .tok');
     if (tok) {

@@ -160,6 +160,8 @@
         var body = { prompt: prompt };
         if (a.system) body.system_prompt = a.system;
         if (chat !== undefined && chat !== null) body.chat = chat;
+        var nd = form && form.querySelector('[name=no_default_system]');
+        if (nd && nd.checked) body.no_default_system = true;
         return tokenize(body);
       })).then(function (rs) {
         if (mine !== seq) return;
@@ -178,7 +180,7 @@
       }).catch(function () { span.textContent = ''; });
     }
     function later() { clearTimeout(timer); timer = setTimeout(count, 250); }
-    function relevant(e) { if (e.target === field || e.target.name === 'chat' || e.target.name in systems) later(); }
+    function relevant(e) { if (e.target === field || e.target.name === 'chat' || e.target.name === 'no_default_system' || e.target.name in systems) later(); }
     (form || field).addEventListener('input', relevant);
     (form || field).addEventListener('change', relevant);
     count();

@@ -91,6 +91,7 @@
     var fd = new FormData(form), b = { prompt: fd.get('prompt') }, f = { s: fd.getAll('f_sae'), i: fd.getAll('f_index'), m: fd.getAll('f_mode'), v: fd.getAll('f_value') };
     if (fd.get('system_prompt')) b.system_prompt = fd.get('system_prompt');
     var chat = fd.get('chat'); if (chat === 'on') b.chat = true; else if (chat === 'off') b.chat = false;
+    if (fd.get('no_default_system') === 'on') b.no_default_system = true;
     ['max_new_tokens', 'top_k', 'seed'].forEach(function (k) { if (fd.get(k) !== '') b[k] = parseInt(fd.get(k), 10); });
     ['temperature', 'top_p'].forEach(function (k) { if (fd.get(k) !== '') b[k] = parseFloat(fd.get(k)); });
     b.generated_only = fd.getAll('generated_only').indexOf('on') >= 0;

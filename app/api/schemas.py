@@ -42,11 +42,23 @@ class PromptFields(BaseModel):
     prompt: Annotated[str, Limit("max_prompt_chars")] = Field(min_length=1, description="at most max_prompt_chars characters (/health limits)")
     system_prompt: Annotated[str | None, Limit("max_system_prompt_chars")] = Field(default=None, description="at most max_system_prompt_chars characters")
     chat: bool | None = Field(default=None, description="use the chat template (default: when a system prompt is given)")
+    no_default_system: bool = Field(default=False, description="with the chat template and no system prompt: send an empty "
+                                    "system message so a template that inserts a default system prompt (SmolLM2) leaves it out")
 
     @field_validator("prompt", "system_prompt", mode="after")
     @classmethod
     def _valid_text(cls, v):
         return check_text(v)
+
+
+class SystemReadModel(BaseModel):
+    """Which system prompt the model read (app.engine.prompts.encode_prompt), shown in every chat view."""
+
+    source: str = Field(description='"given", "template default" (the chat template inserted its own), "none" or "prepended as text"')
+    text: str | None = Field(default=None, description="the system prompt the model read (\"\" = an empty system turn)")
+    default: str | None = Field(default=None, description="the chat template's default system prompt, when it has one")
+    can_omit: bool = Field(default=False, description="the default can be left out (no_default_system)")
+    chat: bool = Field(default=False, description="the chat template was used")
 
 
 def finite(v: float, name: str = "value") -> float:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from app.engine.steering import SteerFeature, SteerOptions, steered_next_token_logits, steered_positions
+from app.engine.tokens import token_text
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Attribution:
     decomposed: tuple[int, ...]  # positions whose features are counted
     ablations: tuple[Ablation, ...] = ()
     correlation: float = float("nan")  # Pearson(estimate, actual) over the ablations
+    also: tuple[tuple[int, float], ...] = ()  # (id, prob) at `position` of the tokens asked for with probs_of
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -79,10 +81,11 @@ def make_grad_leaf_hook(store: dict, key: str = "x"):
     return grad_leaf_hook
 
 
-def logit_gradient(model, hook_name: str, token_ids, target: int | None = None, top: int = 10):
+def logit_gradient(model, hook_name: str, token_ids, target: int | None = None, top: int = 10, probs_of=()):
     """One forward over token_ids (grad recorded), one backward from the last position's target logit.
 
-    Returns (x [pos, d], g [pos, d] = dlogit/dx at the hook, target id, logit, prob, top next (id, prob)).
+    Returns (x [pos, d], g [pos, d] = dlogit/dx at the hook, target id, logit, prob, top next (id, prob),
+    (id, prob) of each id in probs_of).
     Works inside engine.session() (which runs in inference mode): grad is switched back on locally.
     """
     from app.engine.analysis import _final_logits
@@ -98,19 +101,21 @@ def logit_gradient(model, hook_name: str, token_ids, target: int | None = None, 
         (g,) = torch.autograd.grad(logits[target], store["x"])
     pv, pi = probs.topk(min(top, probs.shape[-1]))
     return (_wide(store["x"].detach()[0]), _wide(g[0]), target, float(logits[target].detach()), float(probs[target]),
-            tuple((int(i), float(v)) for v, i in zip(pv.tolist(), pi.tolist())))
+            tuple((int(i), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
+            tuple((int(i), float(probs[int(i)])) for i in probs_of))
 
 
 def attribute(model, saes: dict, hook_name: str, token_ids, position: int | None = None, target: int | None = None,
-              top: int = 20, positions_per_feature: int = 5, sink_norm: float | None = None) -> Attribution:
+              top: int = 20, positions_per_feature: int = 5, sink_norm: float | None = None, probs_of=()) -> Attribution:
     """Rank the features of every SAE in `saes` by their attribution to the target logit at `position`
-    (default: the last token; target default: the model's top next token there)."""
+    (default: the last token; target default: the model's top next token there); `probs_of`: token ids whose
+    next-token probability there is wanted too (a typed target's spaced twin)."""
     ids = list(token_ids)
     p = len(ids) - 1 if position is None else int(position)
     if not 0 <= p < len(ids):
         raise IndexError(f"position {p} outside 0..{len(ids) - 1}")
     ids = ids[:p + 1]
-    x, g, target, logit, prob, top_next = logit_gradient(model, hook_name, ids, target)
+    x, g, target, logit, prob, top_next, also = logit_gradient(model, hook_name, ids, target, probs_of=probs_of)
     with torch.inference_mode():
         keep = steered_positions(0, x[None], len(ids), SteerOptions(sink_norm=sink_norm)).cpu()
         pos = torch.nonzero(keep).flatten()
@@ -136,7 +141,7 @@ def attribute(model, saes: dict, hook_name: str, token_ids, position: int | None
                 cands.append(FeatureAttribution(name, int(f), float(tot[f]), where))
     cands.sort(key=lambda fa: (-abs(fa.attribution), fa.sae, fa.index))
     return Attribution(tuple(ids), p, target, logit, prob, top_next, tuple(cands[:top]), tuple(terms), total,
-                       tuple(int(i) for i in pos.tolist()))
+                       tuple(int(i) for i in pos.tolist()), also=also)
 
 
 def pearson(a, b) -> float:
@@ -160,6 +165,19 @@ def validate_by_ablation(model, saes: dict, hook_name: str, att: Attribution, n:
         abl.append(Ablation(fa.sae, fa.index, -fa.attribution, float(logits[att.target]) - clean))
     corr = pearson([a.estimate for a in abl], [a.actual for a in abl])
     return Attribution(**{**att.__dict__, "ablations": tuple(abl), "correlation": corr})
+
+
+def spaced_twin(text: str) -> str | None:
+    """The same word with the leading space toggled ("Paris" <-> " Paris"): a byte-level tokenizer's tokens for a
+    word mid-sentence carry the space, so a typed "Paris" is usually not the token meant."""
+    if text.startswith(" "):
+        return text[1:] or None
+    return " " + text
+
+
+def twin_is_meant(p_target: float, p_twin: float, ratio: float = 10.0, floor: float = 0.01) -> bool:
+    """Warn when the twin is at least `ratio` times as likely as the typed token and not itself negligible."""
+    return p_twin >= floor and p_twin >= ratio * p_target
 
 
 def target_token_id(tokenizer, text: str) -> tuple[int, int]:
@@ -188,12 +206,12 @@ def report(engine, prompt: str = ROME_PROMPT, target_text: str | None = " Rome",
         if target_text is not None:
             target, n_tok = target_token_id(tok, target_text)
             if n_tok > 1:
-                lines.append(f"note: {target_text!r} is {n_tok} tokens; attributing its first, {tok.decode([target])!r}")
+                lines.append(f"note: {target_text!r} is {n_tok} tokens; attributing its first, {token_text(tok, target)!r}")
         sink_norm = engine.profile.sink_norm
         att = attribute(engine.model, engine.saes, engine.hook_name, ids, target=target, top=top, sink_norm=sink_norm)
         att = validate_by_ablation(engine.model, engine.saes, engine.hook_name, att, validate, sink_norm)
         cards = {(f.sae, f.index): feature_card(engine.model, engine.saes[f.sae], f.sae, f.index, top=5) for f in att.features}
-    dec = lambda i: tok.decode([int(i)])  # noqa: E731
+    dec = lambda i: token_text(tok, i)  # noqa: E731
     lines.append(f"profile {engine.profile.name}, hook {engine.hook_name}")
     lines.append(f"prompt {prompt!r} ({len(ids)} tokens); target {dec(att.target)!r} (id {att.target}) "
                  f"logit {att.logit:.3f} prob {att.prob:.3f}")

@@ -33,6 +33,7 @@ from app.engine.generation import (
 )
 from app.engine.sampling import SamplingParams, make_generator, sample_next
 from app.engine.steering import SteerFeature, SteerOptions
+from app.engine.tokens import token_text
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def _generate_chunk(model, saes, hook_name, rows: Sequence[BatchRow], max_new_to
                     nxt.append(pad_id)
                     continue
                 tid = sample_next(logits[b], rows[b].params, gens[b])
-                out[b].append(GenToken(tid, tok.decode([tid]), math.exp(float(logits[b, tid] - lse[b]))))
+                out[b].append(GenToken(tid, token_text(tok, tid), math.exp(float(logits[b, tid] - lse[b]))))
                 nxt.append(tid)
                 if tid in stop:
                     live[b], finish[b] = False, "stop"

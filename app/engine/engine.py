@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -12,6 +13,8 @@ import torch
 from app.engine.analysis import ResidualCache
 from app.engine.loading import load_model, load_sae, validate_pair, with_neuronpedia_ids
 from app.engine.profiles import Profile, get_profile
+from app.engine.prompts import template_system
+from app.engine.tokens import REPLACEMENT, token_text
 
 SAE_NAMES = ("coarse", "fine")
 
@@ -96,6 +99,18 @@ class Engine:
         self.atlas_dir = at.default_atlas_dir(self.profile, atlas_root)
         fp = at.atlas_fingerprint(self.profile.name, self.hook_name, self.fingerprint)
         self.atlas, self.atlas_status = at.load_for_engine(self.atlas_dir, fp, self.profile.name)
+        if self.atlas is not None and self.tokenizer is not None:
+            # atlases built before app.engine.tokens stored byte tokens as "\ufffd": show their bytes instead
+            strings = {i: token_text(self.tokenizer, i) if REPLACEMENT in s else s
+                       for i, s in self.atlas.token_strings.items()}
+            self.atlas = dataclasses.replace(self.atlas, token_strings=strings)
+
+    def template_system(self):
+        """What the chat template does with the system prompt (prompts.template_system: its default, whether a true
+        none is possible), rendered once; the forms offer "none" from it."""
+        if "_template_system" not in self.__dict__:
+            self.__dict__["_template_system"] = template_system(self.tokenizer) if self.tokenizer is not None else None
+        return self.__dict__["_template_system"]
 
     @property
     def hook_name(self) -> str:

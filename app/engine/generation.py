@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from app.engine import compat
 from app.engine.decoder_common import KVCacheDecoder
 from app.engine.sampling import SamplingParams, make_generator, sample_next
+from app.engine.tokens import token_text
 
 FAST_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
 
@@ -243,7 +244,7 @@ def iter_generate(model, prompt_ids, max_new_tokens: int, params: SamplingParams
             tid = sample_next(logits, params, gen)
             prob = math.exp(float(logits[tid] - torch.logsumexp(logits, -1)))
             run.seconds = time.perf_counter() - t0
-            yield GenToken(tid, tok.decode([tid]), prob)
+            yield GenToken(tid, token_text(tok, tid), prob)
             if tid in stop:
                 run.finish_reason = "stop"
                 break

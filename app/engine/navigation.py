@@ -15,6 +15,7 @@ import torch
 
 from app.engine.analysis import make_store_hook, sink_mask
 from app.engine.layout import Layout, token_positions
+from app.engine.tokens import token_texts
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def prompt_path(model, saes: dict, hook_name: str, token_ids, layout: Layout, si
     """(path, resid [pos, d], acts) for one prompt."""
     resid, acts = hook_features(model, saes, hook_name, token_ids, fwd_hooks)
     sink = sink_mask(model, token_ids, resid, sink_norm).tolist()
-    tokens = [model.tokenizer.decode([int(i)]) for i in token_ids]
+    tokens = token_texts(model.tokenizer, token_ids)
     return path_from_acts(layout, token_ids, tokens, acts, sink), resid, acts
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from app.engine.tokens import token_text
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -148,7 +150,7 @@ def distribution_shift(probs_a: torch.Tensor, probs_b: torch.Tensor, tokenizer, 
                 ids.append(i)
     rank_a = _ranks(probs_a, ids)
     rank_b = _ranks(probs_b, ids)
-    rows = [ShiftRow(i, tokenizer.decode([i]), float(probs_a[i]), float(probs_b[i]), rank_a[i], rank_b[i]) for i in ids]
+    rows = [ShiftRow(i, token_text(tokenizer, i), float(probs_a[i]), float(probs_b[i]), rank_a[i], rank_b[i]) for i in ids]
     rows.sort(key=lambda r: -max(r.p_a, r.p_b))
     return rows
 

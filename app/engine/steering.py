@@ -24,6 +24,7 @@ from app.engine import generation
 from app.engine.analysis import logit_direction
 from app.engine.generation import Generation, GenerationRun, GenToken, PositionState, next_token_logits
 from app.engine.sampling import SamplingParams
+from app.engine.tokens import token_text
 
 Mode = Literal["add", "clamp"]
 
@@ -143,9 +144,29 @@ def most_moved_tokens(probs, k: int) -> tuple[list[int], list[float]]:
     return [int(i) for i in top.indices], [float(v) for v in top.values]
 
 
-def slider_span(typical_max: float, limit: float) -> float:
-    """Half-width of a feature's strength slider: 3x its typical max activation, capped at the strength limit."""
-    return min(3.0 * typical_max, limit)
+SLIDER_TIMES = 12.0  # a feature's strength slider spans +-12x its typical activation
+LINK_TIMES = 6.0  # a "steer with this feature" link opens at 6x (half the slider): enough to move the output
+
+
+def slider_span(typical: float, limit: float) -> float:
+    """Half-width of a feature's strength slider: SLIDER_TIMES x its typical activation, capped at the strength limit."""
+    return min(SLIDER_TIMES * typical, limit)
+
+
+def link_strength(typical: float, limit: float) -> float:
+    """The strength a "steer" link opens Generate with: LINK_TIMES x the typical activation, inside the slider (so
+    inside the limit), rounded to 2 decimals. The one rule for every link (feature card, feature page, attribution)."""
+    return round(min(LINK_TIMES * typical, slider_span(typical, limit)), 2)
+
+
+def typical_activation(atlas_mean: float | None, prompt_max: float | None) -> tuple[float, str] | None:
+    """(scale, where it came from): the feature's mean activation when firing on the atlas corpus, else its max on
+    the prompt; None when neither is known (or positive)."""
+    if atlas_mean is not None and atlas_mean > 0:
+        return float(atlas_mean), "its mean activation when firing on the atlas corpus"
+    if prompt_max is not None and prompt_max > 0:
+        return float(prompt_max), "its max activation on the prompt (no atlas)"
+    return None
 
 
 def steered_next_token_logits(model, saes: dict, hook_name: str, prompt_ids, features, opts: SteerOptions = SteerOptions()) -> torch.Tensor:
@@ -166,9 +187,10 @@ class FeatureScale:
 
 
 def feature_scale(model, saes: dict, hook_name: str, sae_name: str, index: int, prompt_ids, opts: SteerOptions = SteerOptions(),
-                  promoted_top: int = 5) -> FeatureScale:
-    """Max activation of the feature on this prompt; when it does not fire there, the median over features of
-    their max activation on the prompt (the scale SAE activations have at this hook)."""
+                  promoted_top: int = 5, atlas_mean: float | None = None) -> FeatureScale:
+    """The slider's scale: the feature's mean activation when firing on the atlas (atlas_mean, when known), else its
+    max activation on this prompt; when it does not fire there either, the median over features of their max
+    activation on the prompt (the scale SAE activations have at this hook)."""
     sae = saes[sae_name]
     layer = int(hook_name.split(".")[1])
     toks = torch.tensor([list(prompt_ids)], device=model.cfg.device)
@@ -181,7 +203,9 @@ def feature_scale(model, saes: dict, hook_name: str, sae_name: str, index: int, 
         mx = float(acts[:, index].max()) if acts.numel() else 0.0
         per_feature = acts.max(0).values
         fired = per_feature[per_feature > 0]
-        if mx > 0:
+        if atlas_mean is not None and atlas_mean > 0:
+            typical, source = float(atlas_mean), "its mean activation when firing on the atlas corpus"
+        elif mx > 0:
             typical, source = mx, "this feature's max activation on the prompt"
         elif fired.numel():
             typical, source = float(fired.median()), "median max activation of the features that fire on the prompt (this one does not)"
@@ -189,4 +213,4 @@ def feature_scale(model, saes: dict, hook_name: str, sae_name: str, index: int, 
             typical, source = 1.0, "default (no feature fires on the prompt)"
         pv, pi = logit_direction(model, sae, index).topk(promoted_top)
     tok = model.tokenizer
-    return FeatureScale(mx, typical, source, tuple((int(i), tok.decode([int(i)]), float(v)) for v, i in zip(pv, pi)))
+    return FeatureScale(mx, typical, source, tuple((int(i), token_text(tok, i), float(v)) for v, i in zip(pv, pi)))

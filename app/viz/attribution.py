@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import html
 
+from app.viz.names import feature_name
+
 
 def ablation_figure(result: dict) -> dict:
     """Linear estimate (−attribution) vs the measured logit change when each top feature is clamped to 0."""
@@ -15,7 +17,7 @@ def ablation_figure(result: dict) -> dict:
     lo = min(xs + ys + [0.0])
     hi = max(xs + ys + [0.0])
     # an atlas label is words, not a token: spaces stay spaces (label() would show them as "·"), HTML escaped
-    names = [f"#{rank} · {f['sae']} #{f['index']}" + (f" {html.escape(f['label'], quote=False)}" if f.get("label") else "")
+    names = [f"#{rank} · {feature_name(f['sae'], f['index'])}" + (f" {html.escape(f['label'], quote=False)}" if f.get("label") else "")
              for rank, f in ranked]
     corr = result.get("correlation")
     traces = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 
 from app.engine.decomposition import KIND_LABELS, classify, go_no_go_rows
+from app.viz.names import feature_name
 
 COLORS = {"blue": "#1f6fd1", "orange": "#f08c00", "red": "#d62728", "grey": "#9aa0a6"}
 # cosine -> colour for graph links (same scale as the heatmap's positive half)
@@ -93,13 +94,13 @@ def graph_figure(inputs: dict, result: dict) -> dict:
         traces.append({"type": "scatter", "mode": "lines", "x": [0, 1], "y": [yc[p["coarse"]], yf[p["fine"]]],
                        "line": {"width": round(w, 2), "color": cos_color(p["cos"])}, "opacity": 0.85,
                        "hoverinfo": "text", "showlegend": False,
-                       "text": f"C-{p['coarse']} → F-{p['fine']}<br>correlation {p['corr']:.3f}<br>cosine {p['cos']:.3f}"})
+                       "text": f"{feature_name('coarse', p['coarse'])} → {feature_name('fine', p['fine'])}<br>correlation {p['corr']:.3f}<br>cosine {p['cos']:.3f}"})
     traces.append({"type": "scatter", "mode": "markers+text", "x": [0] * nc, "y": [yc[c] for c in m["coarse"]],
-                   "text": [f"C-{c}" for c in m["coarse"]], "textposition": "middle left", "showlegend": False,
+                   "text": [feature_name("coarse", c) for c in m["coarse"]], "textposition": "middle left", "showlegend": False,
                    "marker": {"size": 16, "color": "#333"}, "hoverinfo": "text", "name": "coarse",
                    **card_links("coarse", m["coarse"])})
     traces.append({"type": "scatter", "mode": "markers+text", "x": [1] * nf, "y": [yf[f] for f in fine_order],
-                   "text": [f"F-{f}" for f in fine_order], "textposition": "middle right", "showlegend": False,
+                   "text": [feature_name("fine", f) for f in fine_order], "textposition": "middle right", "showlegend": False,
                    "marker": {"size": 10, "color": "#777"}, "hoverinfo": "text", "name": "fine",
                    **card_links("fine", fine_order)})
     traces.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "showlegend": False, "hoverinfo": "skip",
@@ -122,7 +123,7 @@ def scatter_figure(inputs: dict, result: dict) -> dict:
         traces.append({"type": "scatter", "mode": "markers", "name": html.escape(KIND_LABELS[kind]),
                        "x": [p["corr"] for p in sel], "y": [p["cos"] for p in sel],
                        "marker": {"color": COLORS[kind], "size": 9 if kind != "grey" else 6, "opacity": 0.9 if kind != "grey" else 0.45},
-                       "text": [f"C-{p['coarse']} → F-{p['fine']}" for p in sel],
+                       "text": [f"{feature_name('coarse', p['coarse'])} → {feature_name('fine', p['fine'])}" for p in sel],
                        "hovertemplate": "%{text}<br>correlation %{x:.3f}<br>cosine %{y:.3f}<extra></extra>"})
     shapes = [
         {"type": "line", "x0": -1, "x1": 1, "y0": ct, "y1": ct, "line": {"color": "#1f6fd1", "dash": "dash", "width": 1}},
@@ -150,7 +151,7 @@ def heatmap_figure(inputs: dict, result: dict) -> dict:
     j_of = {f: j for j, f in enumerate(m["fine"])}
     z = [[m["cos"][i][j_of[f]] for f in cols] for i in range(len(m["coarse"]))]
     text = [[f"{v:.2f}" for v in row] for row in z]
-    return {"data": [{"type": "heatmap", "z": z, "x": [f"F-{f}" for f in cols], "y": [f"C-{c}" for c in m["coarse"]],
+    return {"data": [{"type": "heatmap", "z": z, "x": [feature_name("fine", f) for f in cols], "y": [feature_name("coarse", c) for c in m["coarse"]],
                       "text": text, "texttemplate": "%{text}" if len(cols) <= 20 else None,
                       "colorscale": "RdBu", "reversescale": True, "zmin": -1, "zmax": 1, "zmid": 0,
                       "colorbar": {"title": {"text": "cosine"}},
@@ -173,7 +174,7 @@ def histogram_figure(inputs: dict, result: dict) -> dict:
     colors = ["#1f6fd1" if x - width / 2 >= ct else "#9aa0a6" for x in centers]
     return {"data": [{"type": "bar", "x": centers, "y": [max(k, 0) for k in counts], "width": width,
                       "marker": {"color": colors}, "hovertemplate": "cosine %{x:.2f}: %{y} fine features<extra></extra>"}],
-            "layout": {"title": {"text": f"Cosine of all {m['scan']['n_fine']:,} fine features against C-{c} "
+            "layout": {"title": {"text": f"Cosine of all {m['scan']['n_fine']:,} fine features against {feature_name('coarse', c)} "
                                          f"({n_above} at or above {ct:g})", "font": {"size": 14}},
                        "height": 340, "margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "bargap": 0,
                        "xaxis": {"title": {"text": "decoder cosine similarity"}, "range": [-1, 1]},

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from app.viz.names import feature_name
+
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#b45309",
            "#4338ca", "#0f766e", "#a21caf", "#65a30d", "#c2410c", "#1d4ed8", "#15803d"]
 NOISE = "#c7ccd4"
@@ -178,7 +180,7 @@ def path_traces(result: dict) -> list:
         colour = PATH_COLOURS.get(p["name"], "#111827")
         hover = []
         for q in pts:
-            tops = "<br>".join(f"{esc(t['sae'])} {t['index']} {esc(t['label'])} ({t['activation']:.2f})" for t in q["top"])
+            tops = "<br>".join(f"{esc(feature_name(t['sae'], t['index']))} {esc(t['label'])} ({t['activation']:.2f})" for t in q["top"])
             hover.append(f"<b>{q['position']}: {esc(repr(q['token']))}</b><br>{tops}")
         traces.append({"type": "scatter", "mode": "lines+markers+text", "name": esc(p["name"]),
                        "x": [q["x"] for q in pts], "y": [q["y"] for q in pts],
@@ -190,7 +192,7 @@ def path_traces(result: dict) -> list:
     if st and st.get("marked"):
         traces.append({"type": "scatter", "mode": "markers", "name": "steered features", "meta": "path",
                        "x": [m["x"] for m in st["marked"]], "y": [m["y"] for m in st["marked"]],
-                       "hovertext": [f"{esc(m['sae'])} {m['index']} {esc(m['label'])}" for m in st["marked"]],
+                       "hovertext": [f"{esc(feature_name(m['sae'], m['index']))} {esc(m['label'])}" for m in st["marked"]],
                        "hoverinfo": "text", "marker": {"symbol": "star", "size": 16, "color": "#dc2626",
                                                        "line": {"width": 1, "color": "#111"}}})
     return traces

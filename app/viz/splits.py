@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from app.viz.lens import label
+from app.viz.names import feature_name
 
 LAYOUT = {"paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
           "font": {"family": "system-ui, sans-serif", "size": 11}}
@@ -34,7 +35,7 @@ def children_figure(result: dict) -> dict:
         if m["fine"] not in seen:
             seen.add(m["fine"])
             pts.append(m)
-    text = [f"F-{m['fine']}" + (f" {label(m['label'])}" if m.get("label") else "") for m in pts]
+    text = [feature_name("fine", m["fine"]) + (f" {label(m['label'])}" if m.get("label") else "") for m in pts]
     trace = {"type": "scatter", "mode": "markers", "x": [m["cosine"] for m in pts],
              "y": [m["p_fine_given_coarse"] for m in pts], "text": text,
              "customdata": [[m["p_coarse_given_fine"], m["n_both"]] for m in pts],

@@ -36,6 +36,8 @@ def parse_inputs(params) -> AnalyzeRequest:
         raw["system_prompt"] = sp
     if (chat := flag(last(params, "chat"), None)) is not None:
         raw["chat"] = chat
+    if flag(last(params, "no_default_system"), False):
+        raw["no_default_system"] = True
     if (top_k := last(params, "top_k")) not in (None, ""):
         raw["top_k"] = top_k
     if rank := last(params, "rank"):
@@ -72,6 +74,8 @@ def page_url(inputs: dict) -> str | None:
         q["system_prompt"] = inputs["system_prompt"]
     if inputs.get("chat") is not None:
         q["chat"] = "on" if inputs["chat"] else "off"
+    if inputs.get("no_default_system"):
+        q["no_default_system"] = "on"
     if inputs.get("top_k", 10) != 10:
         q["top_k"] = inputs["top_k"]
     if inputs.get("include_sinks"):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from app.api.analysis import run_feature
 from app.api.deps import EngineDep, SettingsDep
-from app.api.features import SearchRequest, atlas_status, check_feature, feature_atlas, run_search
+from app.api.features import SearchRequest, atlas_status, check_feature, feature_atlas, run_search, steer_link
 from app.web.forms import errors_of, last
 from app.web.templating import render_fragment, render_page
 from app.web.views import fill_result, guarded
@@ -55,13 +55,15 @@ def search_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 
 @router.get("/fragments/atlas/{sae}/{index}", response_class=HTMLResponse)
-def atlas_fragment(request: Request, sae: str, index: int, engine: EngineDep):
+def atlas_fragment(request: Request, sae: str, index: int, engine: EngineDep, settings: SettingsDep):
     """The atlas part of a feature card (for cards that load it on demand: steering, discovery, graphs)."""
     ctx = {"fa": None, "atlas_status": atlas_status(engine).model_dump(), "steer_prompt": last(request.query_params, "prompt")}
     try:
         check_feature(engine, sae, index)
         fa = feature_atlas(engine, sae, index)
         ctx["fa"] = fa.model_dump() if fa is not None else None
+        link = steer_link(engine, settings, sae, index)
+        ctx["steer"] = link.model_dump() if link is not None else None
     except HTTPException as exc:
         return HTMLResponse(f'<p class="errors" role="alert">{html.escape("; ".join(errors_of(exc)))}</p>',
                             status_code=exc.status_code)

@@ -37,7 +37,7 @@ _lock = threading.Lock()
 
 def parse_inputs(params) -> MapRequest:
     """MapRequest from query or form fields (empty fields take their defaults; lists as JSON or '0,1,2')."""
-    raw = model_fields_of(params, MapRequest, flags=("chat", "compare_system"))
+    raw = model_fields_of(params, MapRequest, flags=("chat", "compare_system", "no_default_system"))
     if "drift_ks" in raw and isinstance(raw["drift_ks"], str):
         s = raw["drift_ks"].strip()
         try:

@@ -34,7 +34,7 @@ PAGES: dict[str, tuple[str, str, type[BaseModel]]] = {
 KIND_OF_VIEW = {view: kind for kind, (_, view, _) in PAGES.items()}
 TEXT = ("prompt", "system_prompt", "system_a", "system_b")
 NUMBERS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "top_n", "promoted_top")
-FLAGS = ("generated_only", "skip_sinks")
+FLAGS = ("generated_only", "skip_sinks", "no_default_system")
 
 
 def feature_param(f: Mapping[str, Any]) -> str:

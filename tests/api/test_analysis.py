@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from app.engine.tokens import token_text
+
 PROMPT = "The cat sat on the mat"
 
 
@@ -53,8 +55,8 @@ def test_lens_matches_plain_torch_rmsnorm_unembed(tiny_client, tiny_engine):
         got_p = np.array(body["top_probs"][li])
         np.testing.assert_allclose(got_p, pv.numpy(), rtol=1e-4, atol=1e-6)
         for p in range(len(ids)):
-            # compare by id (several byte tokens decode to the same replacement character)
-            want = [tiny_engine.tokenizer.decode([int(t)]) for t in pi[p]]
+            # each token shown alone (a byte token as <0xXX>: app.engine.tokens)
+            want = [token_text(tiny_engine.tokenizer, t) for t in pi[p]]
             assert body["top_tokens"][li][p] == want
     # the last layer's lens is the model's own next-token distribution
     with torch.inference_mode():
@@ -90,7 +92,7 @@ def test_feature_card_matches_numpy_and_plain_encode(tiny_client, tiny_engine, s
     order = np.argsort(-proj)
     np.testing.assert_allclose([v for _, v in body["promoted"]], proj[order[:8]], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose([v for _, v in body["suppressed"]], proj[order[::-1][:8]], rtol=1e-4, atol=1e-6)
-    assert [t for t, _ in body["promoted"]] == [tiny_engine.tokenizer.decode([int(i)]) for i in order[:8]]
+    assert [t for t, _ in body["promoted"]] == [token_text(tiny_engine.tokenizer, i) for i in order[:8]]
     assert body["neuronpedia_url"] is None  # the tiny profile has no Neuronpedia id
 
     ids = ids_of(tiny_engine, PROMPT)

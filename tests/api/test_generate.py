@@ -216,7 +216,7 @@ def test_feature_info(tiny_client, tiny_engine):
     r = tiny_client.post("/api/steer/feature", json={"prompt": PROMPT, "sae": "coarse", "index": 3})
     assert r.status_code == 200, r.text
     j = r.json()
-    assert j["slider_max"] == pytest.approx(min(3 * j["typical_max"], 500.0))
+    assert j["slider_max"] == pytest.approx(min(12 * j["typical_max"], 500.0))
     assert tiny_client.post("/api/steer/feature", json={"prompt": PROMPT, "sae": "coarse", "index": 64}).status_code == 422
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from app.engine import analysis as an
+from app.engine.tokens import token_text, token_texts
 
 PROMPT = "The capital of France is Paris. <|im_end|> Water boils at 100 degrees."
 
@@ -108,9 +109,9 @@ def test_next_tokens_match_full_forward(tiny):
     with torch.inference_mode():
         probs = eng.model(torch.tensor([ids]))[0, -1].softmax(-1)
     v, i = probs.topk(5)
-    assert [t for t, _ in a.next_token_top] == [eng.tokenizer.decode([t]) for t in i.tolist()]
+    assert [t for t, _ in a.next_token_top] == [token_text(eng.tokenizer, t) for t in i.tolist()]
     assert [p for _, p in a.next_token_top] == pytest.approx(v.tolist(), rel=1e-5)
-    assert a.tokens == tuple(eng.tokenizer.decode([t]) for t in ids)
+    assert a.tokens == tuple(token_texts(eng.tokenizer, ids))
 
 
 def test_sinks(tiny):
@@ -168,7 +169,7 @@ def test_logit_lens_matches_per_layer_computation(tiny):
         probs = (rms_norm(r, w_ln, m.cfg.eps) @ W_U + b_U).softmax(-1)
         v, i = probs.topk(5, dim=-1)
         for p in range(len(ids)):
-            assert lens.top_tokens[li][p] == tuple(eng.tokenizer.decode([t]) for t in i[p].tolist()), (li, p)
+            assert lens.top_tokens[li][p] == tuple(token_text(eng.tokenizer, t) for t in i[p].tolist()), (li, p)
             assert lens.top_probs[li][p] == pytest.approx(v[p].tolist(), rel=1e-4, abs=1e-6)
     # the last layer's lens is the model's output distribution
     with torch.inference_mode():
@@ -202,7 +203,7 @@ def test_feature_card_matches_numpy(tiny):
     card = an.feature_card(eng.model, sae, "fine", f, top=6, token_ids=ids, hook_name=eng.hook_name)
     logit_dir = sae.W_dec[f].detach().numpy().astype(np.float64) @ eng.model.W_U.detach().numpy().astype(np.float64)
     order = np.argsort(-logit_dir)
-    assert [t for t, _ in card.promoted] == [eng.tokenizer.decode([int(i)]) for i in order[:6]]
+    assert [t for t, _ in card.promoted] == [token_text(eng.tokenizer, i) for i in order[:6]]
     assert [v for _, v in card.promoted] == pytest.approx(logit_dir[order[:6]].tolist(), rel=1e-4)
     assert [v for _, v in card.suppressed] == pytest.approx(logit_dir[order[::-1][:6]].tolist(), rel=1e-4)
     assert card.decoder_norm == pytest.approx(float(np.linalg.norm(sae.W_dec[f].detach().numpy())), rel=1e-6)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from app.engine import analysis as an
+from app.engine.tokens import token_text
 
 PROMPT = "The capital of France is Paris. <|im_end|> Water boils at 100 degrees."
 
@@ -39,10 +40,10 @@ def test_lens_from_the_analysis_forward_equals_the_notebook(tiny):
     v, i = notebook_lens(eng.model, ids, 5)
     n_layers = eng.model.cfg.n_layers
     assert len(lens.layers) == n_layers + 1 == v.shape[0]
-    top1 = [[eng.tokenizer.decode([int(t)]) for t in row] for row in i[:, :, 0]]
+    top1 = [[token_text(eng.tokenizer, t) for t in row] for row in i[:, :, 0]]
     assert [[cell[0] for cell in row] for row in lens.top_tokens] == top1  # top-1 agreement 1.0
     assert torch.tensor(lens.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-5)
-    ids5 = [[[eng.tokenizer.decode([int(t)]) for t in cell] for cell in row] for row in i.tolist()]
+    ids5 = [[[token_text(eng.tokenizer, t) for t in cell] for cell in row] for row in i.tolist()]
     assert [[list(c) for c in row] for row in lens.top_tokens] == ids5
 
 

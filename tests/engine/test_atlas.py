@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from app.engine import atlas as at
+from app.engine.tokens import token_text
 
 CTX, N_WIN = 32, 22
 PARAMS = dict(top_examples=6, n_quantiles=3, per_quantile=4, n_bins=7, n_tokens=5, n_neighbours=4)
@@ -243,7 +244,7 @@ def test_feature_examples_show_context_activations(built, corpus, tiny_engine):
         g0 = ex.window * CTX + ex.start
         assert ex.token_ids == tuple(tokens[g0: g0 + len(ex.token_ids)].tolist())
         assert np.array_equal(np.asarray(ex.acts, np.float32), dense["fine"][g0: g0 + len(ex.acts), f])
-        assert ex.tokens[ex.position - ex.start] == tiny_engine.tokenizer.decode([int(tokens[g0 + ex.position - ex.start])])
+        assert ex.tokens[ex.position - ex.start] == token_text(tiny_engine.tokenizer, tokens[g0 + ex.position - ex.start])
         assert ex.position - ex.start <= 5 and len(ex.acts) <= 8
     assert sum(fa.hist_counts) == fa.n_firing and fa.hist_edges[-1] == pytest.approx(fa.max_act)
     assert fa.label == built.label("fine", f) and fa.label
@@ -310,7 +311,7 @@ def test_search_by_text_equals_direct_encode(tiny_engine, built):
         want = [int(i) for i in np.argsort(-mx, kind="stable") if mx[i] > 0][:15]
         assert [h.index for h in hits[n]] == want
         assert np.allclose([h.activation for h in hits[n]], mx[want], rtol=1e-5)
-        assert hits[n][0].token == eng.tokenizer.decode([query[int(acts[:, want[0]].argmax())]])
+        assert hits[n][0].token == token_text(eng.tokenizer, query[int(acts[:, want[0]].argmax())])
         # most unusual: the max activation over the mean activation when firing on the atlas, dense ones last
         typical, dense = built.mean_when_firing[n], built.density[n] > 0.10
         ratio = np.where(typical > 0, mx / np.maximum(typical, 1e-30), 0)

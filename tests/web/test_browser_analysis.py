@@ -95,7 +95,7 @@ def test_analyse_click_token_and_feature(live_server, browser):
     page.click(f"#tokpanel-4 .saecol[data-sae=fine] button.feat[data-index='{idx}']")
     page.wait_for_selector(f"#fcard[data-index='{idx}']")
     card = api(page, "GET", live_server + f"/api/features/fine/{idx}?top=12&prompt=" + prompt.replace(" ", "%20"))
-    assert page.locator("#fcard h2").inner_text().replace("\n", " ") == f"fine #{idx}"
+    assert page.locator("#fcard h2").inner_text().replace("\n", " ") == f"F-{idx} fine SAE"
     on = page.locator(".strip .tok.on").evaluate_all("els => els.map(e => +e.dataset.pos)")
     assert on == [p for p, a in enumerate(card["activations"]) if a > 0]
     assert 4 in on

@@ -64,7 +64,7 @@ def test_card_examples_neighbour_and_search(live):
         target = int(nb.get_attribute("data-index"))
         nb.click()
         page.wait_for_url(re.compile(rf"/features/coarse/{target}$"))
-        assert page.inner_text("h1").startswith(f"coarse #{target}")
+        assert page.inner_text("h1").startswith(f"C-{target}")
         assert page.locator(".atlas-examples .ex .t.hl").count() == len(atlas.feature("coarse", target).examples)
 
         # the header search box: results of both modes, a click lands on a feature page

@@ -207,5 +207,8 @@ def test_streamed_generation_opens_in_analyze(server, page):  # noqa: F811
     assert page.title() == "Generation · Hello there · Generate & steer · Activation Space Navigator"
     page.click("#stream-links a.analyze-link")
     page.wait_for_selector(".strip .tok")
-    assert page.input_value("#prompt") == "Hello there" + text  # chat auto without a system prompt: the raw prompt
+    gen = page.request.post(server + "/api/generate", data={"prompt": "Hello there", "max_new_tokens": 5}).json()["generation"]
+    assert text == "".join(t["text"] for t in gen["tokens"])  # each token as shown (a byte token as <0xXX>)
+    # the link analyses the text itself (the decoded sequence): chat auto without a system prompt, the raw prompt
+    assert page.input_value("#prompt") == "Hello there" + gen["text"]
     assert page.input_value("select[name=chat]") == "off"

@@ -40,7 +40,7 @@ def test_feature_page_shows_examples_label_and_neighbours(client, atlas):
     for nb in fa.neighbours["coarse"]:
         assert f'href="/features/coarse/{nb.index}"' in page
     assert 'name="q"' in page and 'action="/search"' in page  # the header search box
-    assert "steer with this feature" in page and f"fine%3A{f}%3Aadd%3A" in page
+    assert "steer: add c = " in page and f"fine%3A{f}%3Aadd%3A" in page
 
 
 def test_feature_page_unknown_index_is_404_naming_the_range(client):

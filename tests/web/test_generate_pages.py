@@ -24,7 +24,7 @@ def test_generate_page_from_address_renders_steering(tiny_client):
     r = tiny_client.get("/generate", params={"prompt": PROMPT, "f": "coarse:3:add:40", "max_new_tokens": "5", "view": "steer"})
     assert r.status_code == 200, r.text
     assert 'id="col-unsteered"' in r.text and 'id="col-steered"' in r.text
-    assert "coarse#3" in r.text
+    assert "C-3</a>" in r.text
     assert "<b>there</b>" not in r.text and "&lt;b&gt;there&lt;/b&gt;" in r.text  # model/user text escaped
     assert 'value="40"' in r.text  # the feature row is refilled from the address
 
@@ -148,7 +148,7 @@ def test_steer_and_dose_results_have_headings_and_labelled_save_buttons(tiny_cli
     dose = tiny_client.post("/fragments/dose", data=form)
     assert steer.status_code == dose.status_code == 200
     assert '<h2 class="result-h">Steered vs unsteered</h2>' in steer.text
-    assert '<h2 class="result-h">Dose-response: coarse #2 (add)</h2>' in dose.text
+    assert '<h2 class="result-h">Dose-response: C-2 (add)</h2>' in dose.text
     assert '<button type="submit" class="save-button">Save steered vs unsteered</button>' in steer.text
     assert '<button type="submit" class="save-button">Save dose-response</button>' in dose.text
 

@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel
-from app.api.schemas import PromptFields
+from app.api.features.schemas import AtlasStatusModel, FeatureAtlasModel, SteerLinkModel
+from app.api.schemas import PromptFields, SystemReadModel
 from app.engine.ranking import RankBy
 
 SaeName = Literal["coarse", "fine"]
@@ -62,6 +62,8 @@ class AnalyzeResponse(BaseModel):
     tokens: list[TokenModel]
     explained_variance: dict[str, float | None]
     next_tokens: list[tuple[str, float]]
+    next_token_ids: list[int] = Field(default_factory=list, description="the ids of next_tokens, in the same order")
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")
     sae_widths: dict[str, int] = Field(default_factory=dict)
     lens: LensResponse | None = None
     card: FeatureResponse | None = Field(default=None, description="the card of the requested `feature` on this prompt")
@@ -82,3 +84,4 @@ class FeatureResponse(BaseModel):
     max_position: int | None = None
     atlas: FeatureAtlasModel | None = Field(default=None, description="corpus context from the feature atlas (none without one)")
     atlas_status: AtlasStatusModel | None = Field(default=None, description="whether there is an atlas, else how to build it")
+    steer: SteerLinkModel | None = Field(default=None, description="where its 'steer' link opens Generate (none when no scale is known)")

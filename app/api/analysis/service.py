@@ -11,12 +11,13 @@ from app.api.analysis.schemas import (
     TokenModel,
 )
 from app.api.errors import check_feature_index, unprocessable
-from app.api.features.service import atlas_status, feature_atlas
+from app.api.features.service import atlas_status, feature_atlas, steer_link
 from app.api.limits import enforce_limits
-from app.api.schemas import PromptFields
+from app.api.schemas import PromptFields, SystemReadModel
 from app.engine import analysis as an
-from app.engine.prompts import encode_prompt
+from app.engine.prompts import encode_prompt, template_system
 from app.engine.ranking import RankBy, RankedFeature, rank_features
+from app.engine.tokens import token_texts
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 RANK_POOL = 128  # active features per token and SAE that the rank order is chosen from
@@ -27,7 +28,7 @@ def encode_checked(engine, settings, req: PromptFields) -> tuple[tuple[int, ...]
     """(token ids, rendered text) of a request's prompt, or 422 when it breaks a limit (characters, tokens)."""
     enforce_limits(req, settings.limits)
     ep = encode_prompt(engine.tokenizer, req.prompt, req.system_prompt, req.chat,
-                       prepend_bos=engine.profile.prepend_bos)
+                       prepend_bos=engine.profile.prepend_bos, no_default_system=req.no_default_system)
     limit = settings.limits.max_prompt_tokens
     if len(ep.token_ids) > limit:
         raise unprocessable(["body", "prompt"], f"prompt has {len(ep.token_ids)} tokens; the limit is {limit}", "too_long")
@@ -46,11 +47,22 @@ def feature_label(engine, sae: str, index: int) -> str:
     """The atlas label of a feature ('' without an atlas)."""
     at = engine.atlas
     return at.label(sae, int(index)) if at is not None and sae in at.codes else ""
+def system_read(engine, prompt: str, system_prompt: str | None, chat: bool | None, no_default: bool = False) -> SystemReadModel:
+    """Which system prompt the model reads for these fields (the same encoding as encode_checked; no model run)."""
+    ep = encode_prompt(engine.tokenizer, prompt, system_prompt, chat, prepend_bos=engine.profile.prepend_bos,
+                       no_default_system=no_default)
+    ts = template_system(engine.tokenizer) if ep.chat else None
+    return SystemReadModel(source=ep.system_source, text=ep.system, default=ts.default if ts else None,
+                           can_omit=bool(ts and ts.can_omit), chat=ep.chat)
+
+
+def system_of(engine, req: PromptFields) -> SystemReadModel:
+    return system_read(engine, req.prompt, req.system_prompt, req.chat, req.no_default_system)
 
 
 def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
     return LensResponse(profile=engine.profile.name, layers=list(lens.layers),
-                        tokens=[engine.tokenizer.decode([int(t)]) for t in ids],
+                        tokens=token_texts(engine.tokenizer, ids),
                         top_tokens=[[list(c) for c in row] for row in lens.top_tokens],
                         top_probs=[[list(c) for c in row] for row in lens.top_probs])
 
@@ -87,10 +99,10 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
         toks.append(TokenModel(position=p, token_id=tid, token=t, sink=a.sink[p], resid_norm=a.resid_norm[p], saes=saes))
     ev = {k: (None if v != v else v) for k, v in a.explained_variance.items()}
     return AnalyzeResponse(profile=engine.profile.name, hook_name=engine.hook_name, text=text, tokens=toks,
-                           explained_variance=ev, next_tokens=list(a.next_token_top),
+                           explained_variance=ev, next_tokens=list(a.next_token_top), next_token_ids=list(a.next_token_ids),
                            sae_widths={k: int(s.cfg.d_sae) for k, s in engine.saes.items()},
                            lens=_lens_response(engine, lens, ids) if lens is not None else None,
-                           card=_card(engine, settings, req))
+                           card=_card(engine, settings, req), system=system_of(engine, req))
 
 
 def _card(engine, settings, req: AnalyzeRequest) -> FeatureResponse | None:
@@ -132,9 +144,10 @@ def run_feature(engine, settings, sae: str, index: int, top: int = 10, prompt: P
                            neuronpedia_url=neuronpedia_url(engine, sae, index))
     resp.atlas, resp.atlas_status = feature_atlas(engine, sae, index), atlas_status(engine)
     if acts is not None:
-        resp.tokens = [engine.tokenizer.decode([int(t)]) for t in ids]
+        resp.tokens = token_texts(engine.tokenizer, ids)
         resp.activations, resp.sink = acts, sink
         ranked = [p for p in range(len(acts)) if include_sinks or not sink[p]] or list(range(len(acts)))
         best = max(ranked, key=lambda p: acts[p])
         resp.max_activation, resp.max_position = acts[best], best
+    resp.steer = steer_link(engine, settings, sae, index, resp.max_activation)
     return resp

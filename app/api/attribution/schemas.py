@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import PromptFields, check_text
+from app.api.schemas import PromptFields, SystemReadModel, check_text
 
 KIND = "attribution"
 
@@ -41,12 +41,19 @@ class AttributionEntryModel(BaseModel):
     max_activation: float
     estimate: float | None = Field(default=None, description="linear estimate of the logit change when clamped to 0 (= −attribution)")
     actual: float | None = Field(default=None, description="measured logit change when clamped to 0")
+    steer_value: float | None = Field(default=None, description="the strength its 'steer' link opens Generate with, signed like the attribution (app.engine.steering.link_strength)")
 
 
 class AttributionTermModel(BaseModel):
     name: str = Field(description='"error" (SAE reconstruction error), "bias" (decoder bias) or "sink" (positions not decomposed)')
     sae: str | None = None
     attribution: float
+
+
+class NextTokenModel(BaseModel):
+    id: int
+    token: str = Field(description="as shown (app.engine.tokens: a byte token as <0xXX>)")
+    prob: float
 
 
 class AttributionResponse(BaseModel):
@@ -67,3 +74,7 @@ class AttributionResponse(BaseModel):
     decomposed: list[int]
     correlation: float | None = Field(default=None, description="Pearson(estimate, actual) over the validated features")
     n_validated: int
+    next_tokens: list[NextTokenModel] = Field(default_factory=list, description="the model's top next tokens at position, by id: the targets to pick from")
+    twin: NextTokenModel | None = Field(default=None, description="a typed target's spaced twin ('Paris' <-> ' Paris') with its probability")
+    target_warning: str | None = Field(default=None, description="set when the twin is far more likely than the typed token")
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")

@@ -77,12 +77,22 @@ class AtlasStatusModel(BaseModel):
     built_at: str | None = None
 
 
+class SteerLinkModel(BaseModel):
+    """Where a "steer with this feature" link opens Generate (app.engine.steering.link_strength)."""
+    value: float = Field(description="the strength c (add), inside the slider and the limit")
+    typical: float = Field(description="the feature's typical activation the slider is scaled by")
+    times: float = Field(description="value / typical (before the cap)")
+    source: str = Field(description="where typical came from")
+    slider_max: float = Field(description="the Generate slider's half-width for this feature")
+
+
 class FeatureAtlasResponse(BaseModel):
     sae: str
     index: int
     width: int
     atlas: FeatureAtlasModel | None
     atlas_status: AtlasStatusModel
+    steer: SteerLinkModel | None = None
 
 
 class SearchRequest(BaseModel):

@@ -11,10 +11,13 @@ from app.api.features.schemas import (
     SearchHitModel,
     SearchRequest,
     SearchResponse,
+    SteerLinkModel,
 )
 from app.api.limits import enforce_limits
 from app.engine import atlas as at
+from app.engine import steering as ST
 from app.engine.atlas.label_score import label_score
+from app.engine.tokens import token_texts
 
 
 def atlas_status(engine) -> AtlasStatusModel:
@@ -53,10 +56,27 @@ def feature_atlas(engine, sae: str, index: int) -> FeatureAtlasModel | None:
     return FeatureAtlasModel.model_validate(d)
 
 
+def atlas_mean(engine, sae: str, index: int) -> float | None:
+    """The feature's mean activation when firing on the atlas corpus (None without an atlas)."""
+    a = engine.atlas
+    return float(a.mean_when_firing[sae][index]) if a is not None and sae in a.mean_when_firing else None
+
+
+def steer_link(engine, settings, sae: str, index: int, prompt_max: float | None = None) -> SteerLinkModel | None:
+    """Where a "steer with this feature" link opens Generate: the one rule in app.engine.steering."""
+    scale = ST.typical_activation(atlas_mean(engine, sae, index), prompt_max)
+    if scale is None:
+        return None
+    typical, source = scale
+    limit = settings.limits.max_steering_strength
+    return SteerLinkModel(value=ST.link_strength(typical, limit), typical=typical, times=ST.LINK_TIMES, source=source,
+                          slider_max=ST.slider_span(typical, limit))
+
+
 def run_feature_atlas(engine, settings, sae: str, index: int) -> FeatureAtlasResponse:
     width = check_feature(engine, sae, index)
     return FeatureAtlasResponse(sae=sae, index=index, width=width, atlas=feature_atlas(engine, sae, index),
-                                atlas_status=atlas_status(engine))
+                                atlas_status=atlas_status(engine), steer=steer_link(engine, settings, sae, index))
 
 
 def _prefix_ids(engine) -> list[int]:
@@ -100,7 +120,7 @@ def run_search(engine, settings, req: SearchRequest) -> SearchResponse:
             found = at.search_by_text(engine.model, engine.saes, engine.hook_name, _prefix_ids(engine), ids,
                                       sink_norm=engine.profile.sink_norm, top=req.top, atlas=engine.atlas)
         resp.text = _hits(engine, req, found)
-        resp.query_tokens = [engine.tokenizer.decode([int(i)]) for i in ids]
+        resp.query_tokens = token_texts(engine.tokenizer, ids)
     if req.mode in ("both", "atlas") and engine.atlas is not None:
         resp.atlas = _hits(engine, req, at.search_atlas(engine.atlas, req.q, top=req.top))
     return resp

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import FiniteModel, PromptFields
+from app.api.schemas import FiniteModel, PromptFields, SystemReadModel
 from app.engine import sampling as S
 
 SaeName = Literal["coarse", "fine"]
@@ -93,6 +93,7 @@ class SystemShiftRequest(SteeringFields):
     system_a: Annotated[str | None, Limit("max_system_prompt_chars")] = Field(default=None, description="None/empty: no system prompt")
     system_b: Annotated[str | None, Limit("max_system_prompt_chars")] = Field(default=None)
     chat: bool = Field(default=True, description="use the chat template for both")
+    no_default_system: bool = Field(default=False, description="an empty A or B is a true none: the template's default system prompt is left out")
     top_n: Annotated[int, Limit("max_features_shown", "max")] = Field(default=10, ge=1)
 
 
@@ -125,6 +126,7 @@ class GenerateResponse(BaseModel):
     prompt_text: str
     prompt_tokens: list[str]
     generation: GenerationOut
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")
 
 
 class ShiftRowOut(BaseModel):
@@ -147,6 +149,7 @@ class SteerResponse(BaseModel):
     diverged: list[bool]  # per generated position: the two tokens differ (or one run has ended)
     first_divergence: int | None
     shift: list[ShiftRowOut]  # next-token distribution at the end of the prompt, unsteered (a) vs steered (b)
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")
 
 
 class PromotedOut(BaseModel):
@@ -172,6 +175,7 @@ class DoseResponse(BaseModel):
     promoted: list[PromotedOut]
     moved: list[MovedOut] = Field(default_factory=list)  # what the chart plots (empty in snapshots saved before it)
     top_next: list[TokenOut]  # the most probable next token at each strength
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")
 
 
 class TokenRef(BaseModel):
@@ -197,6 +201,7 @@ class TemperatureResponse(BaseModel):
     top_k: int
     top_p: float
     steered: bool
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read (chat template default included)")
 
 
 class SystemShiftResponse(BaseModel):
@@ -207,6 +212,8 @@ class SystemShiftResponse(BaseModel):
     entropy_a_bits: float
     entropy_b_bits: float
     steered: bool
+    system_a_read: SystemReadModel | None = Field(default=None, description="which system prompt the model read with A")
+    system_b_read: SystemReadModel | None = Field(default=None, description="which system prompt the model read with B")
 
 
 class FeatureInfoResponse(BaseModel):

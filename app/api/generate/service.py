@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from app.api.analysis.service import encode_checked
+from app.api.analysis.service import encode_checked, system_of, system_read
 from app.api.errors import check_feature_index, unprocessable
+from app.api.features.service import atlas_mean
 from app.api.generate.schemas import (
     DoseRequest,
     DoseResponse,
@@ -34,6 +35,7 @@ from app.engine import sampling as S
 from app.engine import steering as ST
 from app.engine.analysis import logit_direction
 from app.engine.prompts import encode_prompt, token_strings
+from app.engine.tokens import token_text
 
 
 def check_features(engine, feats: list[SteerFeatureModel], field: str = "steering") -> list[ST.SteerFeature]:
@@ -76,7 +78,7 @@ def run_generate(engine, settings, req: GenerateRequest, cancel=None,
                                 stops, steer_options(engine, req.generated_only, req.skip_sinks), cancel=cancel,
                                 on_token=on_token)
     return GenerateResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
-                            prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g))
+                            prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g), system=system_of(engine, req))
 
 
 def run_steer(engine, settings, req: SteerRequest) -> SteerResponse:
@@ -94,7 +96,8 @@ def run_steer(engine, settings, req: SteerRequest) -> SteerResponse:
     return SteerResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
                          prompt_tokens=token_strings(engine.tokenizer, ids), unsteered=gen_out(a), steered=gen_out(b),
                          diverged=diverged, first_divergence=first,
-                         shift=shift_rows(ra.first_logits.softmax(-1), rb.first_logits.softmax(-1), engine.tokenizer, req.top_n))
+                         shift=shift_rows(ra.first_logits.softmax(-1), rb.first_logits.softmax(-1), engine.tokenizer, req.top_n),
+                         system=system_of(engine, req))
 
 
 def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
@@ -114,18 +117,18 @@ def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
                                              req.max_new_tokens, stops, opts, run=run))
             probs.append(run.first_logits.softmax(-1))
     tok = engine.tokenizer
-    promoted = [PromotedOut(token_id=int(i), token=tok.decode([int(i)]), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
+    promoted = [PromotedOut(token_id=int(i), token=token_text(tok, i), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
                 for v, i in zip(pv, pi)]
     moved_ids, spreads = ST.most_moved_tokens(probs, req.moved_top)
-    moved = [MovedOut(token_id=i, token=tok.decode([i]), spread=d, probs=[float(p[i]) for p in probs])
+    moved = [MovedOut(token_id=i, token=token_text(tok, i), spread=d, probs=[float(p[i]) for p in probs])
              for i, d in zip(moved_ids, spreads)]
     top_next = []
     for p in probs:
         j = int(p.argmax())
-        top_next.append(TokenOut(id=j, text=tok.decode([j]), prob=float(p[j])))
+        top_next.append(TokenOut(id=j, text=token_text(tok, j), prob=float(p[j])))
     return DoseResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text, strengths=list(req.strengths),
                         completions=[gen_out(c) for c in comps], promoted=promoted, moved=moved,
-                        top_next=top_next)
+                        top_next=top_next, system=system_of(engine, req))
 
 
 def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureResponse:
@@ -139,10 +142,10 @@ def run_temperature(engine, settings, req: TemperatureRequest) -> TemperatureRes
     views = S.temperature_views(logits, req.temperatures, top, req.top_k, req.top_p)
     tok = engine.tokenizer
     return TemperatureResponse(
-        profile=engine.profile.name, prompt_text=text, tokens=[TokenRef(id=i, token=tok.decode([i])) for i in top],
+        profile=engine.profile.name, prompt_text=text, tokens=[TokenRef(id=i, token=token_text(tok, i)) for i in top],
         views=[TemperatureViewOut(temperature=v.temperature, entropy_bits=v.entropy_bits, probs=list(v.probs), kept=list(v.kept),
                                   renormalised=list(v.renormalised), n_kept=v.n_kept, entropy_kept_bits=v.entropy_kept_bits) for v in views],
-        top_k=req.top_k, top_p=req.top_p, steered=bool(feats))
+        top_k=req.top_k, top_p=req.top_p, steered=bool(feats), system=system_of(engine, req))
 
 
 def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftResponse:
@@ -156,7 +159,7 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
     encoded = []
     for field, sys_prompt in (("system_a", req.system_a), ("system_b", req.system_b)):
         ep = encode_prompt(engine.tokenizer, req.prompt, sys_prompt or None, req.chat,
-                           prepend_bos=engine.profile.prepend_bos)
+                           prepend_bos=engine.profile.prepend_bos, no_default_system=req.no_default_system)
         if len(ep.token_ids) > settings.limits.max_prompt_tokens:
             raise unprocessable(["body", field], f"prompt with {field} has {len(ep.token_ids)} tokens; the limit is {settings.limits.max_prompt_tokens}")
         encoded.append(ep)
@@ -166,7 +169,9 @@ def run_system_shift(engine, settings, req: SystemShiftRequest) -> SystemShiftRe
     pa, pb = la.softmax(-1), lb.softmax(-1)
     return SystemShiftResponse(profile=engine.profile.name, text_a=encoded[0].text, text_b=encoded[1].text,
                                rows=shift_rows(pa, pb, engine.tokenizer, req.top_n),
-                               entropy_a_bits=S.entropy_bits(pa), entropy_b_bits=S.entropy_bits(pb), steered=bool(feats))
+                               entropy_a_bits=S.entropy_bits(pa), entropy_b_bits=S.entropy_bits(pb), steered=bool(feats),
+                               system_a_read=system_read(engine, req.prompt, req.system_a or None, req.chat, req.no_default_system),
+                               system_b_read=system_read(engine, req.prompt, req.system_b or None, req.chat, req.no_default_system))
 
 
 def run_feature_info(engine, settings, req: FeatureInfoRequest) -> FeatureInfoResponse:
@@ -174,7 +179,7 @@ def run_feature_info(engine, settings, req: FeatureInfoRequest) -> FeatureInfoRe
     width = check_feature_index(engine.saes, req.sae, req.index, ["body", "index"], status=422)
     with engine.session():
         fs = ST.feature_scale(engine.model, engine.saes, engine.hook_name, req.sae, req.index, ids,
-                              steer_options(engine, False, req.skip_sinks))
+                              steer_options(engine, False, req.skip_sinks), atlas_mean=atlas_mean(engine, req.sae, req.index))
     span = ST.slider_span(fs.typical_max, settings.limits.max_steering_strength)
     return FeatureInfoResponse(sae=req.sae, index=req.index, width=width, max_on_prompt=fs.max_on_prompt,
                                typical_max=fs.typical_max, source=fs.source, slider_min=-span, slider_max=span,

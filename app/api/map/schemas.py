@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import FiniteModel, PromptFields
+from app.api.schemas import FiniteModel, PromptFields, SystemReadModel
 
 SaeName = Literal["coarse", "fine"]
 ColorBy = Literal["cluster", "density", "sae", "cosine", "selectivity"]
@@ -140,3 +140,5 @@ class MapResponse(BaseModel):
     steer: SteerModel | None = None
     drift: list[DriftPointModel] = Field(default_factory=list)
     drift_note: str | None = None
+    system: SystemReadModel | None = Field(default=None, description="which system prompt the model read for 'prompt'")
+    without_system: SystemReadModel | None = Field(default=None, description="and for 'without system prompt' (a template's default counts)")

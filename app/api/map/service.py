@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from app.api.analysis.service import encode_checked
+from app.api.analysis.service import encode_checked, system_of, system_read
 from app.api.errors import check_feature_index, no_such_feature, out_of_range, unprocessable
 from app.api.limits import enforce_limits
 from app.api.map.schemas import (
@@ -155,7 +155,8 @@ def run_map(engine, settings, req: MapRequest) -> MapResponse:
     paths, pull, steer, drift, note = [], None, None, [], None
     plain_ids = None
     if req.system_prompt and req.compare_system:
-        plain_ids = encode_prompt(tok, req.prompt, None, True if req.chat is None else req.chat).token_ids
+        plain_ids = encode_prompt(tok, req.prompt, None, True if req.chat is None else req.chat,
+                                  prepend_bos=engine.profile.prepend_bos, no_default_system=req.no_default_system).token_ids
     with engine.session():
         main, _, _ = nav.prompt_path(engine.model, engine.saes, engine.hook_name, ids, lay, sink_norm)
         paths.append(path_model(engine, "prompt", main))
@@ -189,7 +190,10 @@ def run_map(engine, settings, req: MapRequest) -> MapResponse:
                 note = (f"k > {pts[-1].k if pts else -1} left out: the conversation would exceed "
                         f"{settings.limits.max_prompt_tokens} tokens (max_prompt_tokens)")
     return MapResponse(profile=engine.profile.name, hook_name=engine.hook_name, layout=layout_info(lay),
-                       regions=region_models(lay), paths=paths, pull=pull, steer=steer, drift=drift, drift_note=note)
+                       regions=region_models(lay), paths=paths, pull=pull, steer=steer, drift=drift, drift_note=note,
+                       system=system_of(engine, req),
+                       without_system=system_read(engine, req.prompt, None, True if req.chat is None else req.chat,
+                                                  req.no_default_system) if plain_ids is not None else None)
 
 
 def point_row(lay: Layout, sae: str, index: int) -> int:

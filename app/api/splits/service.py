@@ -22,6 +22,7 @@ from app.api.splits.schemas import (
     StitchingModel,
 )
 from app.engine import splits
+from app.engine.tokens import token_text, token_texts
 
 _LOCK = threading.Lock()
 _INDEXES: OrderedDict = OrderedDict()  # id(engine) -> (engine, atlas, SplitIndex, {(threshold, child_cos): summary})
@@ -142,9 +143,10 @@ def run_split_map(engine, settings, req: SplitMapRequest) -> SplitMapResponse:
         with engine.session():
             st = splits.stitch_on_prompt(engine.model, engine.saes["coarse"], engine.saes["fine"], engine.hook_name, ids, c,
                                          all_children, sink_norm=engine.profile.sink_norm)
-        dec = lambda i: engine.tokenizer.decode([int(i)])  # noqa: E731
+        dec = lambda i: token_text(engine.tokenizer, i)  # noqa: E731
+        strip = token_texts(engine.tokenizer, ids)
         stitching = StitchingModel(
-            children=list(st.children), positions=list(st.positions), tokens=[dec(ids[p]) for p in st.positions],
+            children=list(st.children), positions=list(st.positions), tokens=[strip[p] for p in st.positions],
             coarse_act=list(st.coarse_act), children_act=list(st.children_act), rel_error_coarse=st.rel_error_coarse,
             rel_error_stitched=st.rel_error_stitched, rel_error_per_pos=[list(x) for x in st.rel_error_per_pos],
             next_clean=[(dec(i), p) for i, p in st.next_clean], next_coarse=[(dec(i), p) for i, p in st.next_coarse],

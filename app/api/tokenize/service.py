@@ -9,6 +9,7 @@ from app.engine.prompts import encode_prompt
 def run_tokenize(engine, settings, req: TokenizeRequest) -> TokenizeResponse:
     """Token count of the prompt as encoded for the model (more than the limit is reported, not refused)."""
     enforce_limits(req, settings.limits)
-    ep = encode_prompt(engine.tokenizer, req.prompt, req.system_prompt, req.chat, prepend_bos=engine.profile.prepend_bos)
+    ep = encode_prompt(engine.tokenizer, req.prompt, req.system_prompt, req.chat, prepend_bos=engine.profile.prepend_bos,
+                       no_default_system=req.no_default_system)
     return TokenizeResponse(n_tokens=len(ep.token_ids), limit=settings.limits.max_prompt_tokens,
                             n_chars=len(req.prompt), max_chars=settings.limits.max_prompt_chars)

@@ -21,6 +21,7 @@ from app.engine.analysis.core import (
     sae_token_views,
     sink_mask,
 )
+from app.engine.tokens import token_text, token_texts
 
 __all__ = ["SAETokenView", "Analysis", "LogitLens", "FeatureCard", "sink_mask", "sae_token_views", "explained_variance", "make_store_hook", "_forward_capture", "_final_logits", "_decoder", "lens_hook_names", "ResidualCache", "analyze", "feature_activations", "LENS_ROWS_PER_CHUNK",
            "lens_residuals", "lens_top", "logit_lens", "logit_direction", "feature_card", "feature_activations_and_sinks"]
@@ -58,12 +59,13 @@ def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_
     decode = _decoder(model.tokenizer)
     return Analysis(
         token_ids=tuple(int(t) for t in token_ids),
-        tokens=tuple(decode(t) for t in token_ids),
+        tokens=tuple(token_texts(model.tokenizer, token_ids)),
         sink=tuple(bool(s) for s in sink),
         resid_norm=tuple(resid.norm(dim=-1).tolist()),
         per_sae=per_sae,
         explained_variance=ev,
         next_token_top=tuple((decode(i), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
+        next_token_ids=tuple(int(i) for i in pi.tolist()),
     )
 
 
@@ -177,8 +179,8 @@ def feature_card(model, sae, sae_name: str, index: int, top: int = 10, token_ids
         acts = tuple(float(a) for a in feature_activations(model, sae, hook_name, token_ids, index))
     return FeatureCard(
         sae=sae_name, index=index, decoder_norm=float(sae.W_dec[index].float().norm()),
-        promoted=tuple((tok.decode([int(i)]), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
-        suppressed=tuple((tok.decode([int(i)]), float(-v)) for v, i in zip(nv.tolist(), ni.tolist())),
+        promoted=tuple((token_text(tok, i), float(v)) for v, i in zip(pv.tolist(), pi.tolist())),
+        suppressed=tuple((token_text(tok, i), float(-v)) for v, i in zip(nv.tolist(), ni.tolist())),
         activations=acts, max_activation=max(acts) if acts else None,
     )
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from app.engine.tokens import token_text
+
 
 @dataclass(frozen=True)
 class SAETokenView:
@@ -29,6 +31,7 @@ class Analysis:
     per_sae: dict  # name -> tuple[SAETokenView, ...] (one per position)
     explained_variance: dict  # name -> EV over non-sink positions
     next_token_top: tuple[tuple[str, float], ...]  # top next tokens after the prompt, (token, prob)
+    next_token_ids: tuple[int, ...] = ()  # their ids, in the same order
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def _decoder(tok):
     def decode(i) -> str:
         i = int(i)
         if i not in memo:
-            memo[i] = tok.decode([i])
+            memo[i] = token_text(tok, i)
         return memo[i]
     return decode
 

@@ -19,6 +19,7 @@ from app.engine.atlas.core import (
     Atlas,
     _assemble,
 )
+from app.engine.tokens import token_text
 
 
 def forward_to_hook(model, hook_name: str, toks: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,7 @@ def build_atlas(model, saes: dict, windows: Sequence[Sequence[int]], hook_name: 
     add_neighbours(summaries, {n: saes[n].W_dec for n in names}, n_neighbours)
     tok = model.tokenizer
     uniq = np.unique(tokens)
-    strings = {int(i): tok.decode([int(i)]) for i in uniq} if tok is not None else {}
+    strings = {int(i): token_text(tok, i) for i in uniq} if tok is not None else {}
     info = {**(meta or {}), "version": ATLAS_VERSION, "corpus_sha": key["corpus"], "windows": len(windows),
             "tokens": int(len(tokens)), "valid_tokens": int(valid.sum()), "hook_name": hook_name,
             "sink_norm": sink_norm, "encode_seconds": round(encode_s, 2),

@@ -13,6 +13,7 @@ from app.engine.atlas.core import (
     SearchHit,
 )
 from app.engine.ranking import RankBy, rank_features
+from app.engine.tokens import token_text
 
 
 def pair_independence(W_dec_coarse: torch.Tensor, W_dec_fine: torch.Tensor, max_checked: int = 2048,
@@ -66,7 +67,7 @@ def search_by_text(model, saes: dict, hook_name: str, prefix_ids: Sequence[int],
         for r in ranked:
             tid = int(query_ids[int(where[r.index])])
             hits.append(SearchHit(sae=n, index=r.index, score=r.ratio if r.ratio is not None else r.value,
-                                  activation=r.value, token=model.tokenizer.decode([tid]),
+                                  activation=r.value, token=token_text(model.tokenizer, tid),
                                   label=at.label(n, r.index) if at else "",
                                   density=float(at.density[n][r.index]) if at else None,
                                   max_act=float(at.max_act[n][r.index]) if at else None, dense=r.dense))
