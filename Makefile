@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-slow install fetch browser postgres train bench load clean
+.PHONY: run test lint test-slow install fetch browser postgres train lens bench load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,11 @@ atlas: fetch
 
 train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)
+
+# The tuned lens of the embedded model (data/lens/smollm2-135m: translators + held-out KL per layer in kl.json);
+# ~15 min on 1 thread of 2 shared cores (LENS_ARGS e.g. "--corpus-windows 500 --threads 2").
+lens: $(STAMP)
+	nice -n 10 $(BIN)/python -m app.training.tuned_lens --profile $(PROFILE) $(LENS_ARGS)
 
 # Ratios against in-process baselines; ends with one summary table (bench/summary.py), also written as
 # bench/results/<UTC time>-<commit>[-BENCH_LABEL].json. Raw per-benchmark JSON goes to bench/results/raw/.
