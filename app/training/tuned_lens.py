@@ -191,7 +191,8 @@ def run(args) -> dict:
     train_w, held_w = corpus_windows(tok, Path(args.corpus_cache) if args.corpus_cache else corpus_mod.CACHE)
     prompts = [ln.strip() for f in ("neutral", "france") for ln in (DATA_DIR / "prompts" / f"{f}.txt").read_text().splitlines() if ln.strip()]
     random.Random(1).shuffle(prompts)
-    eval_prompts = [ln.strip() for ln in (DATA_DIR / "prompts" / "eval_neutral.txt").read_text().splitlines() if ln.strip()]
+    eval_prompts = [ln.strip() for ln in (DATA_DIR / "prompts" / "eval_neutral.txt").read_text().splitlines()
+                    if ln.strip()][: args.eval_chat]
     t = time.perf_counter()
     chat_train = chat_transcripts(hf, tok, prompts[: args.chat])
     chat_val = chat_transcripts(hf, tok, prompts[args.chat: args.chat + args.val_chat])
@@ -247,6 +248,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default="smollm2-135m")
     ap.add_argument("--corpus-windows", type=int, default=250, help="corpus windows (128 tokens) fitted")
     ap.add_argument("--chat", type=int, default=120, help="chat transcripts generated and fitted")
+    ap.add_argument("--eval-chat", type=int, default=40, help="held-out chat transcripts (data/prompts/eval_neutral.txt)")
     ap.add_argument("--val-windows", type=int, default=8)
     ap.add_argument("--val-chat", type=int, default=16)
     ap.add_argument("--val-tokens", type=int, default=512)
