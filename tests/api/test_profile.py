@@ -23,3 +23,19 @@ def test_profile_json_matches_the_loaded_tensors(tiny_client, tiny_engine):
     assert others["tiny"]["missing"] == [] and others["gpt2-small"]["command"] == "make run PROFILE=gpt2-small"
     assert p["pair_independence"] is None or "mean_same_index_cosine" in p["pair_independence"]
     assert "--coarse RELEASE:ID|PATH" in p["adhoc_command"]
+
+
+def test_profile_says_whether_there_is_a_tuned_lens(tiny_client, tiny_engine, tmp_path):
+
+    from app.engine import tuned_lens as TL
+
+    assert "no tuned lens in data/lens/tiny" in tiny_client.get("/api/profile").json()["tuned_lens"]
+    n, d = tiny_engine.model.cfg.n_layers, tiny_engine.model.cfg.d_model
+    TL.save_tuned_lens(TL.identity_lens(n, d), tmp_path / "tiny", "tiny")
+    before = tiny_engine.tuned_lens, tiny_engine.tuned_lens_status
+    tiny_engine.load_tuned_lens(tmp_path)
+    try:
+        assert tiny_client.get("/api/profile").json()["tuned_lens"] == f"ok ({tmp_path / 'tiny'})"
+        assert f"ok ({tmp_path / 'tiny'})" in tiny_client.get("/profile").text
+    finally:
+        tiny_engine.tuned_lens, tiny_engine.tuned_lens_status = before
