@@ -57,7 +57,7 @@ train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)
 
 # The tuned lens of the embedded model (data/lens/smollm2-135m: translators + held-out KL per layer in kl.json);
-# ~15 min on 1 thread of 2 shared cores (LENS_ARGS e.g. "--corpus-windows 500 --threads 2").
+# ~10 min wall (2.5 CPU-min) on 1 thread of the shared 2 cores; more text: LENS_ARGS="--corpus-windows 400 --chat 120".
 lens: $(STAMP)
 	nice -n 10 $(BIN)/python -m app.training.tuned_lens --profile $(PROFILE) $(LENS_ARGS)
 

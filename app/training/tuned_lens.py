@@ -187,7 +187,8 @@ def run(args) -> dict:
     if args.eval_only:
         return eval_only(args, profile, hf)
     n, d = hf.config.num_hidden_layers, hf.config.hidden_size
-    log = {"profile": profile.name, "sink_norm": profile.sink_norm}
+    log = {"profile": profile.name, "sink_norm": profile.sink_norm,
+           "args": {k: v for k, v in vars(args).items() if k not in ("out", "corpus_cache", "chat_dir")}}
     train_w, held_w = corpus_windows(tok, Path(args.corpus_cache) if args.corpus_cache else corpus_mod.CACHE)
     prompts = [ln.strip() for f in ("neutral", "france") for ln in (DATA_DIR / "prompts" / f"{f}.txt").read_text().splitlines() if ln.strip()]
     random.Random(1).shuffle(prompts)
@@ -246,13 +247,13 @@ def run(args) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="smollm2-135m")
-    ap.add_argument("--corpus-windows", type=int, default=250, help="corpus windows (128 tokens) fitted")
-    ap.add_argument("--chat", type=int, default=120, help="chat transcripts generated and fitted")
-    ap.add_argument("--eval-chat", type=int, default=40, help="held-out chat transcripts (data/prompts/eval_neutral.txt)")
-    ap.add_argument("--val-windows", type=int, default=8)
-    ap.add_argument("--val-chat", type=int, default=16)
-    ap.add_argument("--val-tokens", type=int, default=512)
-    ap.add_argument("--eval-tokens", type=int, default=768, help="held-out tokens per set (corpus, chat)")
+    ap.add_argument("--corpus-windows", type=int, default=80, help="corpus windows (128 tokens) fitted")
+    ap.add_argument("--chat", type=int, default=32, help="chat transcripts generated and fitted")
+    ap.add_argument("--eval-chat", type=int, default=24, help="held-out chat transcripts (data/prompts/eval_neutral.txt)")
+    ap.add_argument("--val-windows", type=int, default=2)
+    ap.add_argument("--val-chat", type=int, default=6)
+    ap.add_argument("--val-tokens", type=int, default=192)
+    ap.add_argument("--eval-tokens", type=int, default=384, help="held-out tokens per set (corpus, chat)")
     ap.add_argument("--corpus-cache", default=None, help="unpacked corpus packages (default data/cache/corpus)")
     ap.add_argument("--chat-dir", default=None, help="app.training.chat's shards (default data/chat/<profile>)")
     ap.add_argument("--eval-only", action="store_true", help="only add the KL on the chat eval shards to kl.json")
