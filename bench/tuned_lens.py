@@ -1,7 +1,8 @@
 """Tuned vs logit lens readout on the embedded model: the same cached residuals through each (no forward, no memo),
 interleaved; the tuned lens adds one batched [n, pos, d] x [n, d, d] matmul before the same chunked unembedding.
+Also the unembedding alone as it ran before the per-cell KL (what the KL strip costs).
 
-    python bench/tuned_lens.py [--tokens 64] [--reps 7] [--threads 1] [--lens data/lens/smollm2-135m]
+    python -m bench.tuned_lens [--tokens 64] [--reps 7] [--threads 1] [--lens data/lens/smollm2-135m]
 """
 from __future__ import annotations
 
@@ -45,7 +46,12 @@ def main() -> None:
         return an.logit_lens(model, ids, top=5, resid_cache=cache, cache_key=key, tuned=tuned,
                              sink_norm=profile.sink_norm)
 
-    times = interleave({"logit": lambda: run(None), "tuned": lambda: run(lens)}, args.reps)
+    def before():  # the logit lens before the KL strip: every row through the fused top-k, no reference distribution
+        L1, P, d = stack.shape
+        return an.lens_top(model, stack.reshape(L1 * P, d), 5)
+
+    times = interleave({"logit": lambda: run(None), "tuned": lambda: run(lens), "logit, no KL (before)": before},
+                       args.reps)
     out = summary(times, "logit") | {"tokens": len(ids), "threads": args.threads, "lens": lens.source}
     print(json.dumps(out, indent=1))
 

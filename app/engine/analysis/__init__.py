@@ -98,15 +98,15 @@ def lens_residuals(model, token_ids, resid_cache: ResidualCache | None = None, c
     return stack
 
 
-def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, torch.Tensor] | None = None
+def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] | None = None
              ) -> tuple[torch.Tensor, ...]:
     """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
 
     Per chunk of rows: one matmul (bias fused, skipped when zero), the top-k, then the softmax normaliser
     from the top-1 logit (the row max) with the exponent taken in place: the [N, vocab] tensor is never held
     and each chunk's logits are read twice (top-k, exp-sum) instead of logsumexp's max/sub/exp/sum passes.
-    With ref = (final probabilities [P, vocab], their sum p log p [P]) for rows laid out layer-major over P
-    positions, a third tensor: KL(final || row) in nats [N], from sum p log p - p.logits + logsumexp.
+    With ref = `lens_reference(...)` of P positions, for rows laid out layer-major over them, a third tensor:
+    KL(final || row) in nats [N], from sum p log p - p.logits + logsumexp.
     """
     cfg = model.cfg
     W_U = model.W_U.detach()
@@ -123,9 +123,12 @@ def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, torch
         logits = (torch.addmm(b_U, x, W_U) if b_U is not None else x @ W_U).float()
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
-        if ref is not None:  # p . logits before the logits are overwritten below
+        if ref is not None:  # p . logits, before the logits are overwritten below
             pos = torch.arange(s0, s0 + logits.shape[0], device=logits.device) % ref[0].shape[0]
-            dot = torch.bmm(logits.unsqueeze(1), ref[0].index_select(0, pos).unsqueeze(2)).view(-1)
+            if cap > 0:  # soft-capped logits are not linear in x: read the chunk against p itself
+                dot = torch.bmm(logits.unsqueeze(1), ref[0].index_select(0, pos).unsqueeze(2)).view(-1)
+            else:  # p . (x W_U + b) = x . (W_U p) + b . p: a [chunk, d] product, no extra pass over the vocabulary
+                dot = (x.float() * ref[2].index_select(0, pos)).sum(-1) + ref[3].index_select(0, pos)
         v, i = logits.topk(top, dim=-1)
         m = v[:, :1]
         lse = m + logits.sub_(m).exp_().sum(-1, keepdim=True).log_()
@@ -140,12 +143,14 @@ def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, torch
     return out if ref is None else (*out, torch.cat(kls))
 
 
-def lens_reference(model, final_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's own next-token distribution at each position from its final residual [P, d]:
-    (probabilities [P, vocab], sum p log p [P]) -- the reference every lens row's KL is taken to."""
+def lens_reference(model, final_rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The model's own next-token distribution at each position from its final residual [P, d], the reference
+    every lens row's KL is taken to: (p [P, vocab], sum p log p [P], W_U p [P, d], b_U . p [P])."""
     logp = _final_logits(model, final_rows[None].to(model.W_U.dtype))[0].float().log_softmax(-1)
     p = logp.exp()
-    return p, (p * logp).sum(-1)
+    b_U = getattr(model, "b_U", None)
+    pb = p @ b_U.detach().float() if b_U is not None else torch.zeros(p.shape[0])
+    return p, (p * logp).sum(-1), p @ model.W_U.detach().float().T, pb
 
 
 def _lens_sinks(model, token_ids, stack: torch.Tensor, positions, sink_norm: float | None) -> torch.Tensor:
