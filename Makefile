@@ -57,7 +57,8 @@ train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)
 
 # The tuned lens of the embedded model (data/lens/smollm2-135m: translators + held-out KL per layer in kl.json);
-# ~10 min wall (2.5 CPU-min) on 1 thread of the shared 2 cores; more text: LENS_ARGS="--corpus-windows 400 --chat 120".
+# ~25 min wall (4.5 CPU-min) on 1 thread of the shared 2 cores; more text: LENS_ARGS="--corpus-windows 400 --chat 120".
+# Then `make lens LENS_ARGS=--eval-only` adds the KL on app.training.chat's held-out shards (data/chat/<profile>).
 lens: $(STAMP)
 	nice -n 10 $(BIN)/python -m app.training.tuned_lens --profile $(PROFILE) $(LENS_ARGS)
 

@@ -81,7 +81,7 @@ def evaluate(hf, lens: TunedLens, sets: dict, sink_norm: float | None, max_token
     for name, seqs_eval in sets.items():
         es, el = gather(hf, seqs_eval, sink_norm, max_tokens)
         tuned, logit = layer_kls(hf, es, el, lens, 1.0), layer_kls(hf, es, el, lens, 0.0)
-        table[name] = {"tokens": es.shape[1], "sequences": len(seqs_eval), "tuned": tuned.tolist(),
+        table[name] = {"tokens": es.shape[1], "sequences_available": len(seqs_eval), "tuned": tuned.tolist(),
                        "logit": logit.tolist(), "mean_ratio": float((tuned / logit).mean()),
                        "tuned_below_logit_every_layer": bool((tuned < logit).all())}
         print(f"{name}: mean tuned/logit KL ratio {table[name]['mean_ratio']:.3f}", flush=True)
@@ -247,13 +247,13 @@ def run(args) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="smollm2-135m")
-    ap.add_argument("--corpus-windows", type=int, default=80, help="corpus windows (128 tokens) fitted")
-    ap.add_argument("--chat", type=int, default=32, help="chat transcripts generated and fitted")
-    ap.add_argument("--eval-chat", type=int, default=24, help="held-out chat transcripts (data/prompts/eval_neutral.txt)")
+    ap.add_argument("--corpus-windows", type=int, default=200, help="corpus windows (128 tokens) fitted")
+    ap.add_argument("--chat", type=int, default=64, help="chat transcripts generated and fitted")
+    ap.add_argument("--eval-chat", type=int, default=40, help="held-out chat transcripts (data/prompts/eval_neutral.txt)")
     ap.add_argument("--val-windows", type=int, default=2)
-    ap.add_argument("--val-chat", type=int, default=6)
-    ap.add_argument("--val-tokens", type=int, default=192)
-    ap.add_argument("--eval-tokens", type=int, default=384, help="held-out tokens per set (corpus, chat)")
+    ap.add_argument("--val-chat", type=int, default=8)
+    ap.add_argument("--val-tokens", type=int, default=256)
+    ap.add_argument("--eval-tokens", type=int, default=768, help="held-out tokens per set (corpus, chat)")
     ap.add_argument("--corpus-cache", default=None, help="unpacked corpus packages (default data/cache/corpus)")
     ap.add_argument("--chat-dir", default=None, help="app.training.chat's shards (default data/chat/<profile>)")
     ap.add_argument("--eval-only", action="store_true", help="only add the KL on the chat eval shards to kl.json")
