@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-slow install fetch browser postgres train bench load clean
+.PHONY: run test lint test-slow install fetch browser postgres train lens bench load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,12 @@ atlas: fetch
 
 train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)
+
+# The tuned lens of the embedded model (data/lens/smollm2-135m: translators + held-out KL per layer in kl.json);
+# ~25 min wall (4.5 CPU-min) on 1 thread of the shared 2 cores; more text: LENS_ARGS="--corpus-windows 400 --chat 120".
+# Then `make lens LENS_ARGS=--eval-only` adds the KL on app.training.chat's held-out shards (data/chat/<profile>).
+lens: $(STAMP)
+	nice -n 10 $(BIN)/python -m app.training.tuned_lens --profile $(PROFILE) $(LENS_ARGS)
 
 # Ratios against in-process baselines; ends with one summary table (bench/summary.py), also written as
 # bench/results/<UTC time>-<commit>[-BENCH_LABEL].json. Raw per-benchmark JSON goes to bench/results/raw/.

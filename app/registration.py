@@ -21,7 +21,7 @@ from app.provenance import remember_result
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
 from app.viz.experiment import experiment_view
-from app.viz.lens import lens_figure, visible
+from app.viz.lens import lens_figure, lens_kl_figure, visible
 from app.viz.map import drift_figure as map_drift_figure
 from app.viz.map import paths_figure as map_paths_figure
 from app.viz.names import feature_name
@@ -54,7 +54,8 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            experiment.router, experiment_pages.router,
            profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router, site_pages.router)
 
-FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_figure,
+FILTERS = {"lens_figure": lens_figure, "lens_kl_figure": lens_kl_figure, "visible": visible,
+           "lens_switch_vals": analysis_pages.lens_switch_vals, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,
            "split_histogram": max_cosine_histogram, "split_children_figure": children_figure,
            "attribution_figure": ablation_figure, "experiment_csv": experiment.to_csv}

@@ -12,14 +12,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def interleave(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
-    """Run each function once per round, `reps` rounds; -> seconds per run for each name."""
+def interleave(fns: dict[str, Callable[[], object]], reps: int,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Run each function once per round, `reps` rounds; -> seconds per run for each name (by `clock`)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 

@@ -41,7 +41,8 @@
     var v = inp || { prompt: q.get('prompt') || '', system_prompt: q.get('system_prompt'),
       chat: q.get('chat') === 'on' ? true : q.get('chat') === 'off' ? false : null, top_k: q.get('top_k') || 10,
       include_sinks: q.get('include_sinks') === '1', lens: q.get('lens') !== '0', rank: q.get('rank') || 'unusual',
-      no_default_system: ['on', 'true', '1'].indexOf(q.get('no_default_system')) >= 0 };
+      no_default_system: ['on', 'true', '1'].indexOf(q.get('no_default_system')) >= 0,
+      lens_kind: q.get('lens_kind') === 'tuned' ? 'tuned' : 'logit' };
     form.elements.prompt.value = v.prompt || '';
     form.elements.system_prompt.value = v.system_prompt || '';
     if (v.system_prompt) form.elements.system_prompt.closest('details').open = true;
@@ -52,6 +53,7 @@
     if (nd) nd.checked = !!v.no_default_system;
     form.querySelector('input[type=checkbox][name=include_sinks]').checked = !!v.include_sinks;
     form.querySelector('input[type=checkbox][name=lens]').checked = v.lens !== false;
+    if (form.elements.lens_kind) form.elements.lens_kind.value = v.lens_kind === 'tuned' ? 'tuned' : 'logit';
   }
 
   // ---- feature colouring

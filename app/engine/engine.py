@@ -61,14 +61,18 @@ class Engine:
     atlas_status: str = "not loaded"  # "ok" or why there is none (missing / stale / unreadable) + the build command
     atlas_dir: object = None  # Path of the profile's atlas folder
     pair_check: object = None  # atlas.PairIndependence of the coarse/fine pair (same-index decoder cosines)
+    tuned_lens: object = field(default=None, repr=False)  # tuned_lens.TunedLens, or None (see tuned_lens_status)
+    tuned_lens_status: str = "not loaded"  # "ok" or why there is none (folders looked in) + how to get one
     # every-layer residuals of recently analysed prompts, for the follow-up logit lens (analysis.ResidualCache)
     resid_cache: ResidualCache = field(default_factory=ResidualCache, repr=False)
 
     @classmethod
-    def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, **kw) -> "Engine":
+    def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, lens_root=None,
+              **kw) -> "Engine":
         """Load a profile's model and both SAEs (raises loading.ProfileUnavailable with one clear line).
 
         atlas_root: folder holding `<profile>/` atlases (default: data/atlas or data/cache/atlas, see atlas.py).
+        lens_root: folder holding `<profile>/` tuned lenses (default data/lens; then the HF cache, see tuned_lens.py).
         """
         profile = get_profile(profile) if isinstance(profile, str) else profile
         profile = with_neuronpedia_ids(profile)
@@ -86,6 +90,7 @@ class Engine:
         eng = cls(profile, lm.model, lm.tokenizer, saes, lm.chat_template, device, time.perf_counter() - t0, **kw)
         eng.fingerprint = weights_fingerprint(*saes.values())
         eng.load_atlas(atlas_root)
+        eng.load_tuned_lens(lens_root)
         if "coarse" in saes and "fine" in saes:
             from app.engine.atlas import pair_independence
 
@@ -111,6 +116,13 @@ class Engine:
         if "_template_system" not in self.__dict__:
             self.__dict__["_template_system"] = template_system(self.tokenizer) if self.tokenizer is not None else None
         return self.__dict__["_template_system"]
+
+    def load_tuned_lens(self, root=None) -> None:
+        """(Re)load the profile's tuned lens; sets tuned_lens (None when there is none) and tuned_lens_status."""
+        from app.engine.tuned_lens import find_tuned_lens
+
+        cfg = self.model.cfg  # type: ignore[attr-defined]
+        self.tuned_lens, self.tuned_lens_status = find_tuned_lens(self.profile, cfg.n_layers, cfg.d_model, root)
 
     @property
     def hook_name(self) -> str:

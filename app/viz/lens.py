@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 
 WS = {" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"}
@@ -38,6 +39,7 @@ def lens_figure(lens: dict, hook_name: str | None = None, height_per_layer: int 
     """
     layers, tokens = list(lens["layers"]), list(lens["tokens"])
     tt, tp = lens["top_tokens"], lens["top_probs"]
+    kl = lens.get("kl") or None
     n = len(tokens)
     z = [[row[p][0] for p in range(n)] for row in tp]
     text = [[label(row[p][0]) for p in range(n)] for row in tt]
@@ -47,6 +49,8 @@ def lens_figure(lens: dict, hook_name: str | None = None, height_per_layer: int 
         for p in range(n):
             head = f"layer {html.escape(layers[li], quote=False)} · pos {p} <b>{label(tokens[p])}</b>"
             lines = [f"{label(t)}  {q:.3f}" for t, q in zip(trow[p], prow[p])]
+            if kl is not None:
+                lines.append(f"KL to the output {kl[li][p]:.3f} nats")
             hrow.append("<br>".join([head] + lines))
         hover.append(hrow)
     trace = {
@@ -74,4 +78,32 @@ def lens_figure(lens: dict, hook_name: str | None = None, height_per_layer: int 
         layout["margin"]["l"] = 80
         layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "y", "x0": -0.5, "x1": n - 0.5, "y0": row - 0.5,
                              "y1": row + 0.5, "line": {"color": "#ea580c", "width": 2}, "fillcolor": "rgba(0,0,0,0)"}]
+    return {"data": [trace], "layout": layout, "config": {"displayModeBar": False}}
+
+
+def lens_kl_figure(lens: dict) -> dict | None:
+    """The per-layer KL strip: one cell per layer, mean KL(model's output || the layer's readout) over the prompt's
+    non-sink positions, in nats (log colour scale: early layers sit at ~10, late ones near 0). None without KL."""
+    means = lens.get("kl_mean")
+    if not means:
+        return None
+    layers = list(lens["layers"])
+    kind = html.escape(str(lens.get("lens_kind", "logit")), quote=False)
+    hover = [f"layer {html.escape(name, quote=False)} · {kind} lens<br>mean KL {v:.3f} nats" for name, v in zip(layers, means)]
+    trace = {
+        # Plotly has no log colour axis for heatmaps: the colour is log10(KL), the text the value
+        "type": "heatmap", "z": [[math.log10(max(v, 1e-3)) for v in means]], "x": list(range(len(layers))), "y": [0],
+        "text": [[f"{v:.2f}" if v < 9.995 else f"{v:.1f}" for v in means]], "texttemplate": "%{text}",
+        "textfont": {"size": 9}, "customdata": [hover], "hovertemplate": "%{customdata}<extra></extra>",
+        "colorscale": [[0.0, "#f7fcf5"], [0.35, "#fdd49e"], [0.7, "#ef6548"], [1.0, "#7f0000"]],
+        "zmin": -3.0, "zmax": math.log10(12.0), "xgap": 1, "showscale": False,
+    }
+    layout = {
+        "margin": {"l": 60, "r": 20, "t": 4, "b": 30}, "height": 74,
+        "xaxis": {"tickmode": "array", "tickvals": list(range(len(layers))),
+                  "ticktext": [html.escape(name, quote=False) for name in layers], "tickfont": {"size": 9}},
+        "yaxis": {"tickmode": "array", "tickvals": [0], "ticktext": ["KL"], "fixedrange": True},
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"family": "system-ui, sans-serif", "size": 11},
+    }
     return {"data": [trace], "layout": layout, "config": {"displayModeBar": False}}

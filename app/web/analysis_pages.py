@@ -42,6 +42,8 @@ def parse_inputs(params) -> AnalyzeRequest:
         raw["top_k"] = top_k
     if rank := last(params, "rank"):
         raw["rank"] = rank
+    if (kind := last(params, "lens_kind")) not in (None, ""):
+        raw["lens_kind"] = kind
     if (feature := last(params, "feature")) and FEATURE_RE.match(feature):  # a malformed one is ignored
         raw["feature"] = feature
     return AnalyzeRequest.model_validate(raw)
@@ -84,6 +86,8 @@ def page_url(inputs: dict) -> str | None:
         q["lens"] = "0"
     if inputs.get("rank", "unusual") != "unusual":
         q["rank"] = inputs["rank"]
+    if inputs.get("lens_kind", "logit") != "logit":
+        q["lens_kind"] = inputs["lens_kind"]
     if inputs.get("feature"):
         q["feature"] = inputs["feature"]
     return cap_url("/?" + urlencode(q))
@@ -93,6 +97,11 @@ def lens_vals(inputs: dict) -> dict:
     """The form fields that ask for the same analysis again (no nulls: a form field is text)."""
     out = {k: v for k, v in inputs.items() if v is not None}
     return {k: ("1" if v else "0") if isinstance(v, bool) else v for k, v in out.items()}
+
+
+def lens_switch_vals(inputs: dict) -> dict:
+    """lens_vals without lens_kind (the switch's button gives it) and with switch=1 (the answer pushes the address)."""
+    return {k: v for k, v in lens_vals(inputs).items() if k != "lens_kind"} | {"switch": "1"}
 
 
 def analysis_view(engine, settings, params, defer_lens: bool = False, strict_feature: bool = False) -> dict:
@@ -112,6 +121,7 @@ def analysis_view(engine, settings, params, defer_lens: bool = False, strict_fea
         return run_analysis(engine, settings, req.model_copy(update={"lens": False}) if defer_lens and req.lens else req)
 
     ctx = run_view(KIND, parse, params, analyse)
+    ctx["lens_status"] = getattr(engine, "tuned_lens_status", "not loaded")  # the live switch (not in snapshots)
     if defer_lens and ctx["result"] is not None and ctx["inputs"]["lens"]:
         ctx["lens_vals"] = lens_vals(ctx["inputs"])
     return ctx
@@ -135,8 +145,11 @@ async def analysis_fragment(request: Request, engine: EngineDep, settings: Setti
 @router.post("/fragments/analysis/lens", response_class=HTMLResponse)
 async def analysis_lens_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The lens of an analysis fragment, asked for once its features are drawn: no forward when the features'
-    residuals are still cached; the Save box comes again (out of band) with the complete result."""
-    return await form_fragment(request, engine, settings, "fragments/analysis_lens.html", analysis_view)
+    residuals are still cached; the Save box comes again (out of band) with the complete result. The lens panel's
+    logit / tuned switch posts here too (switch=1): then the answer pushes the address with the new lens_kind."""
+    switch = last(await request.form(), "switch") == "1"
+    return await form_fragment(request, engine, settings, "fragments/analysis_lens.html", analysis_view,
+                               page_url if switch else None)
 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)

@@ -42,3 +42,19 @@ def test_profile_reports_each_evaluation_set_of_metrics_json(tmp_path):
     (tmp_path / "b" / "metrics.json").write_text(json.dumps({"explained_variance": 0.81, "history": [1, 2], "mean_l0": 32}))
     assert sae_quality(tmp_path / "b") == {"corpus": {"explained_variance": 0.81, "mean_l0": 32}}
     assert sae_quality(tmp_path / "c") is None and sae_quality(None) is None
+
+
+def test_profile_says_whether_there_is_a_tuned_lens(tiny_client, tiny_engine, tmp_path):
+
+    from app.engine import tuned_lens as TL
+
+    assert "no tuned lens in data/lens/tiny" in tiny_client.get("/api/profile").json()["tuned_lens"]
+    n, d = tiny_engine.model.cfg.n_layers, tiny_engine.model.cfg.d_model
+    TL.save_tuned_lens(TL.identity_lens(n, d), tmp_path / "tiny", "tiny")
+    before = tiny_engine.tuned_lens, tiny_engine.tuned_lens_status
+    tiny_engine.load_tuned_lens(tmp_path)
+    try:
+        assert tiny_client.get("/api/profile").json()["tuned_lens"] == f"ok ({tmp_path / 'tiny'})"
+        assert f"ok ({tmp_path / 'tiny'})" in tiny_client.get("/profile").text
+    finally:
+        tiny_engine.tuned_lens, tiny_engine.tuned_lens_status = before

@@ -135,3 +135,30 @@ def test_analysis_from_cached_residuals_runs_no_forward_and_equals_fresh(tiny):
         for name in eng.saes:
             assert [v.indices for v in a.per_sae[name]] == [v.indices for v in fresh.per_sae[name]]
             assert a.explained_variance[name] == pytest.approx(fresh.explained_variance[name], abs=1e-6)
+
+
+@pytest.mark.parametrize("cap", [0.0, 5.0])
+def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap):
+    """Each row's KL to a reference row, without a cap (the x . W_U p shortcut) and with one (read against p)."""
+    eng, _ = tiny
+    m = eng.model
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(3 * 7, m.cfg.d_model, generator=g) * 3  # 3 layers x 7 positions, layer-major
+    final = torch.randn(7, m.cfg.d_model, generator=g) * 3
+    b = torch.randn(m.cfg.d_vocab_out, generator=g)
+    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 5)
+    with torch.inference_mode():
+        orig = m.b_U.detach().clone()
+        try:
+            m.b_U.copy_(b)
+            monkeypatch.setattr(m.cfg, "output_logits_soft_cap", cap)
+
+            def logp(x):
+                z = m.ln_final(x.unsqueeze(0))[0] @ m.W_U + b
+                return (cap * torch.tanh(z / cap) if cap > 0 else z).log_softmax(-1)
+            _, _, kl = an.lens_top(m, rows, 4, an.lens_reference(m, final))
+            p = logp(final)
+            want = (p.exp() * (p - logp(rows).view(3, 7, -1))).sum(-1).reshape(-1)
+        finally:
+            m.b_U.copy_(orig)
+    assert kl.numpy() == pytest.approx(want.numpy(), abs=2e-5)

@@ -10,6 +10,9 @@ from app.api.schemas import PromptFields, SystemReadModel
 from app.engine.ranking import RankBy
 
 SaeName = Literal["coarse", "fine"]
+LensKind = Literal["logit", "tuned"]
+LENS_KIND_DOC = ("which lens reads the layers: 'logit' (final norm + unembedding) or 'tuned' (each layer's affine "
+                 "translator first; 422 when the profile has no tuned lens)")
 FEATURE_PATTERN = r"^(coarse|fine):\d{1,9}$"  # 'sae:index' of a feature
 
 
@@ -17,6 +20,7 @@ class AnalyzeRequest(PromptFields):
     top_k: int = Field(default=10, ge=1, le=50, description="features listed per token and SAE (at most 50)")
     include_sinks: bool = Field(default=False, description="rank features at position 0 / special / massive-norm tokens too")
     lens: bool = Field(default=False, description="also run the logit lens (the `lens` field of the response)")
+    lens_kind: LensKind = Field(default="logit", description=LENS_KIND_DOC)
     feature: str | None = Field(default=None, pattern=FEATURE_PATTERN,
                                 description="'sae:index' of a feature whose card comes with the result (`card`)")
     rank: RankBy = Field(default="unusual", description="unusual: by activation over the feature's typical activation, "
@@ -45,6 +49,7 @@ class TokenModel(BaseModel):
 
 class LensRequest(PromptFields):
     top: int = Field(default=5, ge=1, le=10, description="tokens kept per layer and position (at most 10)")
+    lens_kind: LensKind = Field(default="logit", description=LENS_KIND_DOC)
 
 
 class LensResponse(BaseModel):
@@ -53,6 +58,13 @@ class LensResponse(BaseModel):
     tokens: list[str]
     top_tokens: list[list[list[str]]] = Field(description="[layer][position] -> top tokens, most probable first")
     top_probs: list[list[list[float]]] = Field(description="[layer][position] -> their probabilities")
+    lens_kind: LensKind = Field(default="logit", description="the lens that read the layers")
+    kl: list[list[float]] = Field(default_factory=list, description="[layer][position] -> KL(model's output || this "
+                                  "layer's readout) in nats over the full vocabulary (0 on the last layer)")
+    kl_mean: list[float] | None = Field(default=None, description="[layer] -> mean KL over positions that are not "
+                                        "sinks (None when every position is one)")
+    sink: list[bool] = Field(default_factory=list, description="[position] -> left out of kl_mean (position 0, "
+                             "special tokens, residual norm above the profile's sink_norm)")
 
 
 class AnalyzeResponse(BaseModel):

@@ -64,7 +64,26 @@ def _lens_response(engine, lens: an.LogitLens, ids) -> LensResponse:
     return LensResponse(profile=engine.profile.name, layers=list(lens.layers),
                         tokens=token_texts(engine.tokenizer, ids),
                         top_tokens=[[list(c) for c in row] for row in lens.top_tokens],
-                        top_probs=[[list(c) for c in row] for row in lens.top_probs])
+                        top_probs=[[list(c) for c in row] for row in lens.top_probs], lens_kind=lens.kind,
+                        kl=[list(row) for row in lens.kl], sink=list(lens.sink),
+                        kl_mean=None if lens.kl_mean is None else list(lens.kl_mean))
+
+
+def tuned_for(engine, kind: str):
+    """The engine's tuned lens for lens_kind 'tuned' (None for 'logit'); 422 naming lens_kind when it has none."""
+    if kind != "tuned":
+        return None
+    tuned = getattr(engine, "tuned_lens", None)
+    if tuned is None:
+        why = getattr(engine, "tuned_lens_status", "not loaded")
+        raise unprocessable(["body", "lens_kind"], f"profile {engine.profile.name} has no tuned lens: {why}")
+    return tuned
+
+
+def _lens(engine, ids, kind: str, top: int = 5, cache=None, key=None) -> an.LogitLens:
+    """The logit or tuned lens of a prompt (the residuals from the analysis forward when it kept them)."""
+    return an.logit_lens(engine.model, ids, top=top, resid_cache=cache, cache_key=key, tuned=tuned_for(engine, kind),
+                         sink_norm=engine.profile.sink_norm)
 
 
 def _resid_cache(engine, ids):
@@ -77,6 +96,8 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
     """Shared by the JSON API and the HTML fragments."""
     ids, text = encode_checked(engine, settings, req)
     lens = None
+    if req.lens:
+        tuned_for(engine, req.lens_kind)  # 422 before any model work
     with engine.session():
         # the same forward keeps every layer's residual: the lens (now or in a follow-up /api/lens) runs no forward
         cache, key = _resid_cache(engine, ids)
@@ -84,7 +105,7 @@ def run_analysis(engine, settings, req: AnalyzeRequest) -> AnalyzeResponse:
         a = an.analyze(engine.model, engine.saes, engine.hook_name, ids, top_k=max(req.top_k, RANK_POOL), sink_norm=engine.profile.sink_norm,
                        resid_cache=cache, cache_key=key)
         if req.lens:
-            lens = an.logit_lens(engine.model, ids, resid_cache=cache, cache_key=key)
+            lens = _lens(engine, ids, req.lens_kind, cache=cache, key=key)
     toks = []
     for p, (tid, t) in enumerate(zip(a.token_ids, a.tokens)):
         saes = {}
@@ -116,9 +137,10 @@ def _card(engine, settings, req: AnalyzeRequest) -> FeatureResponse | None:
 
 def run_lens(engine, settings, req: LensRequest) -> LensResponse:
     ids, _ = encode_checked(engine, settings, req)
+    tuned_for(engine, req.lens_kind)
     with engine.session():
         cache, key = _resid_cache(engine, ids)
-        lens = an.logit_lens(engine.model, ids, top=req.top, resid_cache=cache, cache_key=key)
+        lens = _lens(engine, ids, req.lens_kind, top=req.top, cache=cache, key=key)
     return _lens_response(engine, lens, ids)
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.schemas import model_of
 from app.engine.profile_info import ProfileInfo, SAEInfo
@@ -25,6 +25,7 @@ class ProfileResponse(model_of(ProfileInfo, through="decoder")):  # type: ignore
     source_file: str | None
     fingerprint: str
     atlas: str | None
+    tuned_lens: str | None = Field(default=None, description='"ok (<folder>)", or why Analyze has no tuned lens')
     pair_independence: dict | None
     profiles: list[OtherProfile]
     adhoc_command: str

@@ -11,6 +11,17 @@ from app.engine.profiles import PROFILES_DIR, load_profiles
 ADHOC = ("python -m app serve --model NAME_OR_PATH --hook HOOK --coarse RELEASE:ID|PATH --fine RELEASE:ID|PATH")
 
 
+def _lens_status(engine) -> str | None:
+    """The tuned lens the Analyze switch reads: "ok (<folder>)" or why there is none."""
+    status = getattr(engine, "tuned_lens_status", None)
+    lens = getattr(engine, "tuned_lens", None)
+    if status == "ok" and lens is not None:
+        from app.engine.tuned_lens import shown
+
+        return f"ok ({shown(lens.source)})"
+    return status
+
+
 def run_profile(engine, settings) -> ProfileResponse:
     """The loaded profile (sizes from the tensors; no model work, so no session) and the shipped alternatives."""
     info = describe(engine.profile, engine.model, engine.saes)
@@ -20,6 +31,6 @@ def run_profile(engine, settings) -> ProfileResponse:
                            missing=missing_parts(p), command=f"make run PROFILE={p.name}")
               for p in load_profiles(PROFILES_DIR).values()]
     return ProfileResponse(**d, device=engine.device, fingerprint=engine.fingerprint,
-                           atlas=getattr(engine, "atlas_status", None),
+                           atlas=getattr(engine, "atlas_status", None), tuned_lens=_lens_status(engine),
                            pair_independence=pair_summary(getattr(engine, "pair_check", None)),
                            profiles=others, adhoc_command=ADHOC)

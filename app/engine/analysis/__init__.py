@@ -22,9 +22,10 @@ from app.engine.analysis.core import (
     sink_mask,
 )
 from app.engine.tokens import token_text, token_texts
+from app.engine.tuned_lens import translate
 
 __all__ = ["SAETokenView", "Analysis", "LogitLens", "FeatureCard", "sink_mask", "sae_token_views", "explained_variance", "make_store_hook", "_forward_capture", "_final_logits", "_decoder", "lens_hook_names", "ResidualCache", "analyze", "feature_activations", "LENS_ROWS_PER_CHUNK",
-           "lens_residuals", "lens_top", "logit_lens", "logit_direction", "feature_card", "feature_activations_and_sinks"]
+           "lens_residuals", "lens_top", "lens_reference", "logit_lens", "logit_direction", "feature_card", "feature_activations_and_sinks"]
 
 
 def analyze(model, saes: dict, hook_name: str, token_ids, top_k: int = 10, sink_norm: float | None = None,
@@ -99,12 +100,15 @@ def lens_residuals(model, token_ids, resid_cache: ResidualCache | None = None, c
     return stack
 
 
-def lens_top(model, rows: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] | None = None
+             ) -> tuple[torch.Tensor, ...]:
     """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
 
     Per chunk of rows: one matmul (bias fused, skipped when zero), the top-k, then the softmax normaliser
     from the top-1 logit (the row max) with the exponent taken in place: the [N, vocab] tensor is never held
     and each chunk's logits are read twice (top-k, exp-sum) instead of logsumexp's max/sub/exp/sum passes.
+    With ref = `lens_reference(...)` of P positions, for rows laid out layer-major over them, a third tensor:
+    KL(final || row) in nats [N], from sum p log p - p.logits + logsumexp.
     """
     cfg = model.cfg
     W_U = model.W_U.detach()
@@ -112,7 +116,7 @@ def lens_top(model, rows: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.T
     b_U = None if b_U is None or not bool(b_U.detach().any()) else b_U.detach().float()
     cap = getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0
     top = min(top, cfg.d_vocab_out)
-    vals, idxs = [], []
+    vals, idxs, kls = [], [], []
     for s0 in range(0, rows.shape[0], LENS_ROWS_PER_CHUNK):
         x = rows[s0: s0 + LENS_ROWS_PER_CHUNK].unsqueeze(0)
         if cfg.normalization_type is not None:
@@ -121,42 +125,80 @@ def lens_top(model, rows: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.T
         logits = (torch.addmm(b_U, x, W_U) if b_U is not None else x @ W_U).float()
         if cap > 0:
             logits = cap * torch.tanh(logits / cap)
+        if ref is not None:  # p . logits, before the logits are overwritten below
+            pos = torch.arange(s0, s0 + logits.shape[0], device=logits.device) % ref[0].shape[0]
+            if cap > 0:  # soft-capped logits are not linear in x: read the chunk against p itself
+                dot = torch.bmm(logits.unsqueeze(1), ref[0].index_select(0, pos).unsqueeze(2)).view(-1)
+            else:  # p . (x W_U + b) = x . (W_U p) + b . p: a [chunk, d] product, no extra pass over the vocabulary
+                dot = (x.float() * ref[2].index_select(0, pos)).sum(-1) + ref[3].index_select(0, pos)
         v, i = logits.topk(top, dim=-1)
         m = v[:, :1]
         lse = m + logits.sub_(m).exp_().sum(-1, keepdim=True).log_()
         vals.append((v - lse).exp_())
         idxs.append(i)
+        if ref is not None:
+            kls.append((ref[1].index_select(0, pos) - dot + lse[:, 0]).clamp_min_(0.0))
     if not vals:
-        return torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64)
-    return torch.cat(vals), torch.cat(idxs)
+        empty = (torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64))
+        return empty if ref is None else (*empty, torch.zeros(0))
+    out = (torch.cat(vals), torch.cat(idxs))
+    return out if ref is None else (*out, torch.cat(kls))
+
+
+def lens_reference(model, final_rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The model's own next-token distribution at each position from its final residual [P, d], the reference
+    every lens row's KL is taken to: (p [P, vocab], sum p log p [P], W_U p [P, d], b_U . p [P])."""
+    logp = _final_logits(model, final_rows[None].to(model.W_U.dtype))[0].float().log_softmax(-1)
+    p = logp.exp()
+    b_U = getattr(model, "b_U", None)
+    pb = p @ b_U.detach().float() if b_U is not None else torch.zeros(p.shape[0])
+    return p, (p * logp).sum(-1), p @ model.W_U.detach().float().T, pb
+
+
+def _lens_sinks(model, token_ids, stack: torch.Tensor, positions, sink_norm: float | None) -> torch.Tensor:
+    """[pos] bool: position 0, special tokens, and positions whose residual norm exceeds sink_norm at any layer."""
+    mask = sink_mask(model, token_ids, stack.norm(dim=-1).amax(0)[:, None], sink_norm)
+    return mask if positions is None else mask[list(positions)]
 
 
 def logit_lens(model, token_ids, top: int = 5, positions=None, resid_cache: ResidualCache | None = None,
-               cache_key=None) -> LogitLens:
-    """Each layer's resid_post (and the embedding) through ln_final + unembed; top tokens per position.
+               cache_key=None, tuned=None, sink_norm: float | None = None) -> LogitLens:
+    """Each layer's resid_post (and the embedding) through ln_final + unembed; top tokens per position, and each
+    cell's KL to the model's own output distribution (kl_mean: per layer, over positions that are not sinks).
 
     The residuals come from the analysis forward when it kept them in resid_cache (else one forward, no
     unembedding of the final layer: its row of the lens is the model's own output); `lens_top` does the
-    unembedding chunk by chunk. `positions` (optional) restricts the lens to those positions.
+    unembedding chunk by chunk. `positions` (optional) restricts the lens to those positions. `tuned` (a
+    tuned_lens.TunedLens) translates every row but the last first: one batched matmul, then the same readout.
     """
     n = model.cfg.n_layers
+    kind = "logit" if tuned is None else "tuned"
     memo = None if resid_cache is None or cache_key is None else \
-        (cache_key, top, None if positions is None else tuple(int(p) for p in positions))
+        (cache_key, top, None if positions is None else tuple(int(p) for p in positions),
+         kind if tuned is None else (kind, tuned.fingerprint), sink_norm)
     if memo is not None and (done := resid_cache.get_lens(memo)) is not None:  # type: ignore[union-attr]
         return done
-    stack = lens_residuals(model, token_ids, resid_cache, cache_key)  # [n+1, pos, d]
-    if positions is not None:
-        stack = stack[:, list(positions)]
+    full = lens_residuals(model, token_ids, resid_cache, cache_key)  # [n+1, pos, d]
+    sinks = _lens_sinks(model, token_ids, full, positions, sink_norm)
+    stack = full if positions is None else full[:, list(positions)]
+    if tuned is not None:
+        stack = translate(tuned, stack)
     L1, P, d = stack.shape
     top = min(top, model.cfg.d_vocab_out)
-    pv, pi = lens_top(model, stack.reshape(L1 * P, d), top)
-    probs = pv.reshape(L1, P, top).tolist()
-    ids = pi.reshape(L1, P, top).tolist()
+    ref = lens_reference(model, stack[-1])
+    fv, fi = ref[0].topk(top, dim=-1)
+    pv, pi, kl = lens_top(model, stack[:-1].reshape((L1 - 1) * P, d), top, ref)
+    probs = torch.cat([pv, fv]).reshape(L1, P, top).tolist()
+    ids = torch.cat([pi, fi]).reshape(L1, P, top).tolist()
+    kl = torch.cat([kl, torch.zeros(P)]).reshape(L1, P)
+    kept = kl[:, ~sinks]
     decode = _decoder(model.tokenizer)
     labels = ["embed"] + [str(i) for i in range(n)]
     lens = LogitLens(tuple(labels),
                      tuple(tuple(tuple(decode(t) for t in cell) for cell in row) for row in ids),
-                     tuple(tuple(tuple(cell) for cell in row) for row in probs))
+                     tuple(tuple(tuple(cell) for cell in row) for row in probs), kind,
+                     tuple(tuple(row) for row in kl.tolist()),
+                     tuple(kept.mean(-1).tolist()) if kept.shape[1] else None, tuple(bool(s) for s in sinks))
     if memo is not None:
         resid_cache.put_lens(memo, lens)  # type: ignore[union-attr]
     return lens

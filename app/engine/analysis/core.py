@@ -39,6 +39,10 @@ class LogitLens:
     layers: tuple[str, ...]  # "embed", "0", ..., "n_layers-1"
     top_tokens: tuple[tuple[tuple[str, ...], ...], ...]  # [layer][pos] -> top-5 token strings
     top_probs: tuple[tuple[tuple[float, ...], ...], ...]  # [layer][pos] -> top-5 probabilities
+    kind: str = "logit"  # "logit" or "tuned" (each row translated by the tuned lens first)
+    kl: tuple[tuple[float, ...], ...] = ()  # [layer][pos] -> KL(model's output || this readout), nats
+    kl_mean: tuple[float, ...] | None = None  # [layer] -> mean KL over non-sink positions (None: all are sinks)
+    sink: tuple[bool, ...] = ()  # [pos] left out of kl_mean
 
 
 @dataclass(frozen=True)
