@@ -211,6 +211,7 @@ def test_search_map_finds_regions_by_word_and_features_by_id(built):
         assert (hit.sae, hit.index) == ("fine", 12) and (hit.x, hit.y) == pytest.approx(tuple(lay.xy[row]), abs=1e-4)
         assert hit.box.x0 < hit.x < hit.box.x1 and hit.box.y0 < hit.y < hit.box.y1
         assert hit.region == int(lay.cluster[row])
+        assert S.search_map(lay, q).regions == ()
     assert S.search_map(lay, "fine:99999").features == ()  # outside the SAE: nothing, no error
     assert S.parse_feature_id("C-1332", ("coarse", "fine")) == ("coarse", 1332) and S.parse_feature_id("paris", ("coarse",)) is None
     # feature hits from elsewhere (the atlas search) keep their order, duplicates and bad ids dropped

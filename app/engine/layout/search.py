@@ -113,7 +113,8 @@ def matching_regions(layout: Layout, words: Sequence[str]) -> list[RegionHit]:
 def search_map(layout: Layout, query: str, feature_hits: Sequence[tuple[str, int]] = (), max_regions: int = 10,
                max_features: int = 20) -> MapSearch:
     """Places on the map for a query: the matching regions, then the features (an id like 'fine:12' first, then
-    `feature_hits` in the order given, e.g. the atlas search's best first), each with the box to show it in."""
+    `feature_hits` in the order given, e.g. the atlas search's best first), each with the box to show it in.
+    An id alone ('fine:12') finds that feature only ("12" would otherwise match a region called "cluster 12")."""
     words = query_words(query)
     feats: list[PointHit] = []
     seen = set()
@@ -128,4 +129,5 @@ def search_map(layout: Layout, query: str, feature_hits: Sequence[tuple[str, int
         feats.append(point_hit(layout, sae, int(index)))
         if len(feats) >= max_features:
             break
-    return MapSearch(query.strip(), tuple(matching_regions(layout, words)[:max_regions]), tuple(feats))
+    regs = () if by_id is not None else tuple(matching_regions(layout, words)[:max_regions])  # an id names one feature
+    return MapSearch(query.strip(), regs, tuple(feats))
