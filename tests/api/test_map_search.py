@@ -52,9 +52,10 @@ def test_words_find_atlas_features_in_the_atlas_search_order(client, atlas, tiny
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["atlas"] is True and got["features"], got
-    found = search_atlas(atlas, word, top=8)
+    found = search_atlas(atlas, word, top=50)
+    whole = lambda h: word.lower() in re.findall(r"[^\W_]+", h.token.lower())  # noqa: E731
     want = [(h.sae, h.index) for h in sorted((h for hs in found.values() for h in hs),
-                                             key=lambda h: (-h.score, -h.activation, h.sae, h.index))][:8]
+                                             key=lambda h: (not whole(h), -h.score, -h.activation, h.sae, h.index))][:8]
     assert [(f["sae"], f["index"]) for f in got["features"]] == want
     for f in got["features"]:
         row = lay.offset(f["sae"]) + f["index"]

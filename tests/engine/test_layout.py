@@ -238,3 +238,16 @@ def test_the_shipped_map_names_no_region_by_function_words_and_none_twice():
     assert len(set(names)) == len(names), names
     for n in names:
         assert all(L.content_word(w) for w in n.split(" · ")), n
+
+
+def test_whole_word_matches_come_first():
+    """/map?q=paris listed features firing on "comparison" (a substring hit, share 1.0) above the " Paris" ones."""
+    from types import SimpleNamespace as H
+
+    from app.engine.layout import search as S
+
+    hits = [H(sae="fine", index=1, token="comparison", score=1.0, activation=5.0),
+            H(sae="fine", index=2, token=" Paris", score=0.6, activation=9.0),
+            H(sae="coarse", index=3, token="Paris", score=0.7, activation=1.0),
+            H(sae="fine", index=4, token="Parisian", score=0.9, activation=1.0)]
+    assert S.whole_words_first(hits, "paris") == [("coarse", 3), ("fine", 2), ("fine", 1), ("fine", 4)]

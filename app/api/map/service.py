@@ -245,9 +245,8 @@ def run_map_search(engine, settings, req: MapSearchRequest) -> MapSearchResponse
     if atlas is not None and places.parse_feature_id(req.q, lay.sae_names) is None:
         from app.engine.atlas import search_atlas
 
-        found = search_atlas(atlas, req.q, top=req.top)  # best of both SAEs together, by score
-        hits = [(h.sae, h.index) for h in sorted((h for hs in found.values() for h in hs),
-                                                 key=lambda h: (-h.score, -h.activation, h.sae, h.index))]
+        found = search_atlas(atlas, req.q, top=50)  # more than shown: whole-word matches may rank low by score
+        hits = places.whole_words_first([h for hs in found.values() for h in hs], req.q)
     got = places.search_map(lay, req.q, hits, max_features=req.top)
     feats = [PlaceFeature(sae=f.sae, index=f.index, label=label_of(engine, f.sae, f.index), x=f.x, y=f.y, region=f.region,
                           region_label=lay.regions[f.region].label if f.region >= 0 else None, box=BoxModel(**vars(f.box)))

@@ -64,6 +64,19 @@ def parse_feature_id(query: str, sae_names: Sequence[str]) -> tuple[str, int] | 
     return (sae, int(m.group(2))) if sae in sae_names else None
 
 
+def whole_words_first(hits: Sequence, query: str) -> list[tuple[str, int]]:
+    """Atlas hits (objects with sae, index, token, score, activation) -> (sae, index), those whose matching token is
+    a query word as a whole word first ("paris" is inside "comparison": the substring match alone ranked features
+    that fire on "comparison" above the " Paris" ones), then by score, max activation, sae, index."""
+    words = set(query_words(query))
+
+    def key(h):
+        whole = bool(words & {w.lower() for w in WORD_RE.findall(h.token or "")})
+        return (not whole, -h.score, -h.activation, h.sae, h.index)
+
+    return [(h.sae, h.index) for h in sorted(hits, key=key)]
+
+
 def padded_box(xs: np.ndarray, ys: np.ndarray, span: tuple[float, float], min_share: float = 0.06) -> Box:
     """A box around the points with 15 % margin, at least min_share of the whole map's span on each axis."""
     cx, cy = (float(xs.min()) + float(xs.max())) / 2, (float(ys.min()) + float(ys.max())) / 2
