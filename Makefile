@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-slow install fetch browser postgres train lens bench load clean
+.PHONY: run test lint test-slow install fetch browser axe postgres train lens bench load clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,15 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# axe-core for the accessibility browser test (tests/web/test_browser_axe.py injects .axe/node_modules/axe-core/axe.min.js
+# into every page): installed once from the npm registry like Chromium from Debian, so no test fetches anything.
+AXE_VERSION ?= 4.14.1
+AXE_JS := .axe/node_modules/axe-core/axe.min.js
+axe: $(AXE_JS)
+$(AXE_JS):
+	@command -v npm >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null)
+	npm install --prefix .axe --no-save --no-audit --no-fund --no-package-lock --silent axe-core@$(AXE_VERSION)
+
 # Debian's PostgreSQL for the store tests (tests/pg_server.py runs initdb + pg_ctl in a temporary directory), and
 # nginx for the two-replicas-behind-a-proxy test (tests/deploy/test_proxy.py runs docker/nginx.conf).
 postgres:
@@ -37,14 +46,14 @@ fetch: $(STAMP)
 run: fetch
 	$(BIN)/python -m app serve --profile $(PROFILE) --host $(HOST) --port $(PORT)
 
-test: fetch browser postgres
+test: fetch browser axe postgres
 	$(BIN)/python -m pytest -n 2 -q
 
 # ruff (pyflakes, isort, bugbear, pycodestyle errors) and mypy on the engine and the API; config in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench && $(BIN)/mypy app/engine app/api
 
-test-slow: fetch browser postgres
+test-slow: fetch browser axe postgres
 	$(BIN)/python -m pytest -q -m "slow"
 
 # The feature atlas (corpus context for every feature): data/atlas/<profile> for the embedded profile; then the

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n-neighbors", type=int, default=15)
     p.add_argument("--min-dist", type=float, default=0.1)
     p.add_argument("--n-epochs", type=int, default=None, help="UMAP epochs (default: UMAP's, 200 above 10k points)")
+    p.add_argument("--names-only", action="store_true",
+                   help="keep the stored map (positions, regions' shapes) and only name its regions again from the atlas")
 
 
 def load_decoders(profile_name: str) -> tuple[dict, str, object]:
@@ -69,14 +71,37 @@ def build(profile_name: str, out: Path | None = None, atlas_root=None, seed: int
     return lay, folder
 
 
+def rename(profile_name: str, out: Path | None = None, atlas_root=None, log=print):
+    """Name the stored layout's regions again (the naming rule changed; UMAP is not rerun, so nothing moves)."""
+    from app.engine import atlas as at
+    from app.engine.layout import load_layout, rename_regions, save_layout
+    from app.engine.profiles import get_profile
+
+    profile = get_profile(profile_name)
+    folder = Path(out) if out else at.default_atlas_dir(profile, atlas_root)
+    lay = load_layout(folder)
+    if lay is None:
+        raise FileNotFoundError(f"no map in {folder}; build it with `python -m app map --profile {profile_name}`")
+    atlas, status = at.load_for_engine(folder, lay.fingerprint, profile.name)
+    if atlas is None:
+        raise FileNotFoundError(f"no atlas for this map in {folder} ({status})")
+    new = rename_regions(lay, atlas.label)
+    path = save_layout(folder, new)
+    log(f"wrote {path}: {len(new.regions)} regions named again")
+    return new, folder
+
+
 def run(args) -> int:
     from app.engine.loading import ProfileUnavailable
     from app.settings import Settings
 
     try:
+        if getattr(args, "names_only", False):
+            rename(args.profile, args.out, getattr(Settings(profile=args.profile), "atlas_root", None))
+            return 0
         build(args.profile, args.out, getattr(Settings(profile=args.profile), "atlas_root", None), args.seed,
               args.n_neighbors, args.min_dist, args.n_epochs)
-    except ProfileUnavailable as exc:
+    except (ProfileUnavailable, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

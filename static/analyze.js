@@ -59,7 +59,7 @@
   // ---- feature colouring
   function clearColours() {
     $$('.strip .tok').forEach(function (t) {
-      t.style.background = ''; t.classList.remove('on', 'hot', 'sinkact'); t.querySelector('.a').textContent = '';
+      t.style.removeProperty('--heat'); t.classList.remove('on', 'heat', 'sinkact'); t.querySelector('.a').textContent = '';
     });
     var note = $('#colour-note'); if (note) note.textContent = '';
   }
@@ -84,8 +84,8 @@
       }
       if (max <= 0) return;
       var x = Math.min(1, a / max);
-      t.style.background = 'rgba(234, 88, 12, ' + (0.12 + 0.78 * x).toFixed(3) + ')';
-      t.classList.add('on'); if (x > 0.6) t.classList.add('hot');
+      t.style.setProperty('--heat', (0.12 + 0.78 * x).toFixed(3)); // text colour by the shade: app.css .heat
+      t.classList.add('on', 'heat');
       t.querySelector('.a').textContent = a >= 100 ? a.toFixed(0) : a.toFixed(a >= 10 ? 1 : 2);
     });
     var note = $('#colour-note');

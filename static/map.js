@@ -92,8 +92,37 @@
   }
 
   function baseTraces(el) {
-    return (el.data || []).filter(function (t) { return t.meta !== 'path' && t.meta !== 'labels'; });
+    return (el.data || []).filter(function (t) { return t.meta !== 'path' && t.meta !== 'labels' && t.meta !== 'focus'; });
   }
+
+  // a found place (templates/fragments/map_search.html, the region list): show its box; a feature gets a ring and
+  // its card. Buttons, so the whole path works from the keyboard.
+  function fly(btn) {
+    var el = mapEl(), b = btn.dataset;
+    if (!el || !el.layout || !window.Plotly) return;
+    var idx = [];
+    (el.data || []).forEach(function (t, i) { if (t.meta === 'focus') idx.push(i); });
+    var p = idx.length ? Plotly.deleteTraces(el, idx) : Promise.resolve();
+    var view = b.all ? { 'xaxis.autorange': true, 'yaxis.autorange': true }
+      : { 'xaxis.range': [+b.x0, +b.x1], 'yaxis.range': [+b.y0, +b.y1] };
+    el.dataset.flown = b.feature || (b.region !== undefined ? 'region:' + b.region : 'all');
+    p.then(function () {
+      if (!b.feature) return null;
+      return Plotly.addTraces(el, { type: 'scatter', mode: 'markers', x: [+b.x], y: [+b.y], meta: 'focus', hoverinfo: 'skip',
+        showlegend: false, marker: { symbol: 'circle-open', size: 22, color: '#111827', line: { width: 3 } } });
+    }).then(function () { return Plotly.relayout(el, view); });  // plotly_relayout: labels + names for the new view
+    var box = el.getBoundingClientRect();  // on a phone the list sits below the map: bring the map into view
+    if (box.top < 0 || box.bottom > window.innerHeight) el.scrollIntoView({ block: 'nearest' });
+    if (b.feature) {
+      var parts = b.feature.split(':');
+      el.dataset.clicked = b.feature;
+      htmx.ajax('GET', '/map/feature/' + encodeURIComponent(parts[0]) + '/' + parts[1], { target: '#map-card', swap: 'innerHTML' });
+    }
+  }
+  document.addEventListener('click', function (e) {
+    var btn = e.target.closest && e.target.closest('button.map-go');
+    if (btn) { e.preventDefault(); fly(btn); }
+  });
 
   function labels(el) {
     var xr = el.layout && el.layout.xaxis && el.layout.xaxis.range, yr = el.layout && el.layout.yaxis && el.layout.yaxis.range;

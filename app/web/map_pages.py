@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
@@ -17,12 +18,24 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_or_409, layout_status, point_row, run_map
+from app.api.map import (
+    KIND,
+    PLACEMENT,
+    MapRequest,
+    feature_point,
+    layout_or_409,
+    layout_status,
+    place_regions,
+    point_row,
+    run_map,
+    run_map_search,
+)
+from app.api.map.routes import search_request
 from app.api.map.service import check_features
 from app.engine.layout import NEIGHBOURS, cosine_to
 from app.viz.map import esc, map_figure, point_table, snippet
 from app.web.forms import errors_of, last, model_fields_of
-from app.web.templating import render_page
+from app.web.templating import render_fragment, render_page
 from app.web.views import address, form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -162,7 +175,30 @@ def map_page(request: Request, engine: EngineDep, settings: SettingsDep, store: 
         ctx["honesty"]["d_model"] = int(next(iter(engine.saes.values())).W_dec.shape[1])
         ctx["figure"] = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery,
                                    prompt_rows(lay, ctx.get("result")) if lay.n > 60_000 else ())
+        ctx["places"] = [r.model_dump() for r in place_regions(lay)]
+        if request.query_params.get("q"):
+            ctx.update(search_context(engine, settings, request.query_params.get("q")))
     return render_page(request, "map.html", ctx, status)
+
+
+def search_context(engine, settings, q: str) -> dict:
+    """{"search": MapSearchResponse dict, "q"} or {"search_errors", "status", "q"} for templates/fragments/map_search.html."""
+    try:
+        return {"q": q, "search": run_map_search(engine, settings, search_request(q)).model_dump()}
+    except HTTPException as exc:
+        return {"q": q, "search_errors": errors_of(exc), "status": exc.status_code}
+
+
+@router.get("/fragments/map/search", response_class=HTMLResponse)
+def map_search_fragment(request: Request, engine: EngineDep, settings: SettingsDep, q: str = ""):
+    """The places matching q (regions, features) as buttons that fly the map there; the address follows (?q=...)."""
+    ctx = search_context(engine, settings, q)
+    cur = request.headers.get("HX-Current-URL")
+    push = None
+    if cur and ctx.get("search"):  # the page's address with q set, keeping the view's other fields
+        params = [(k, v) for k, v in parse_qsl(urlsplit(cur).query, keep_blank_values=True) if k != "q"] + [("q", q)]
+        push = "/map?" + urlencode(params)
+    return render_fragment(request, "fragments/map_search.html", ctx, push)
 
 
 @router.post("/fragments/map", response_class=HTMLResponse)

@@ -161,3 +161,82 @@ def test_cosine_to_equals_numpy(built):
     want = X @ v / (np.linalg.norm(X, axis=1) * np.linalg.norm(v))
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got[64 + 17] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_region_names_skip_function_words_and_never_repeat():
+    """The shipped map named two regions "the · a · is" (function words: more common in those regions than on the map,
+    yet naming nothing one can look for). Function words and lone letters never name a region, and two regions whose
+    best words are the same get different names: the larger keeps the plain one, the other swaps in its next word."""
+    rows = ([" the · a · is · verb · noun · adj"] * 6 + [" the · a · is · verb · noun · adj · past"] * 4  # region 0 (10)
+            + [" the · a · is · verb · noun · adj · tense"] * 2 + [" the · a · is · verb · noun · adj"] * 6  # region 1
+            + [" x · n · of · paris · france"] * 6  # region 2: lone letters and "of"
+            + [" code · def"] * 20)  # the rest of the map (no region)
+    n = len(rows)
+    cl = np.array([0] * 10 + [1] * 8 + [2] * 6 + [-1] * 20, dtype=np.int32)
+    xy = np.random.default_rng(0).uniform(0, 1, (n, 2))
+    regs = L.regions(cl, xy, np.zeros(n, dtype=np.int64), lambda r: rows[r])
+    names = [r.label for r in regs]
+    for r in regs:
+        assert not {"the", "a", "is", "of", "x", "n"} & set(r.label.split(" · ")), r.label
+        assert all(L.content_word(w) for w, _ in r.words)
+    assert names[0] == "adj · noun · verb" and names[1] == "adj · noun · tense", names  # same best three words
+    assert names[2] == "france · paris"
+    assert len(set(names)) == len(names)
+    # words run out: the region id tells them apart
+    rows = [" alpha · zeta"] * 6 + [" code"] * 10
+    regs = L.regions(np.array([0] * 3 + [1] * 3 + [-1] * 10, dtype=np.int32), np.random.default_rng(1).uniform(0, 1, (16, 2)),
+                     np.zeros(16, dtype=np.int64), lambda r: rows[r])
+    assert [r.label for r in regs] == ["alpha · zeta", "alpha · zeta (1)"]
+
+
+def test_search_map_finds_regions_by_word_and_features_by_id(built):
+    """A word flies to the regions it names (prefix of a name word), an id like 'fine:12' / 'F-12' to that feature;
+    every box holds what it shows."""
+    from app.engine.layout import search as S
+
+    _, _, lay = built
+    target = next(r for r in lay.regions if not r.label.startswith("cluster"))
+    word = target.label.split(" · ")[0]
+    got = S.search_map(lay, word[:4].upper() + "  ")
+    assert target.id in [r.id for r in got.regions]
+    want = sorted((r for r in lay.regions if any(w.startswith(word[:4]) for w in r.label.split(" · ") + [w for w, _ in r.words])),
+                  key=lambda r: (-r.size, r.id))
+    assert [r.id for r in got.regions] == [r.id for r in want]
+    for h in got.regions:  # the box holds the region's drawn shape (its soft hull)
+        pts = np.asarray(lay.regions[h.id].hull)
+        assert ((pts[:, 0] >= h.box.x0) & (pts[:, 0] <= h.box.x1) & (pts[:, 1] >= h.box.y0) & (pts[:, 1] <= h.box.y1)).all()
+    for q in ("fine:12", "F-12", "fine 12", "f#12"):
+        hit = S.search_map(lay, q).features[0]
+        row = lay.offset("fine") + 12
+        assert (hit.sae, hit.index) == ("fine", 12) and (hit.x, hit.y) == pytest.approx(tuple(lay.xy[row]), abs=1e-4)
+        assert hit.box.x0 < hit.x < hit.box.x1 and hit.box.y0 < hit.y < hit.box.y1
+        assert hit.region == int(lay.cluster[row])
+        assert S.search_map(lay, q).regions == ()
+    assert S.search_map(lay, "fine:99999").features == ()  # outside the SAE: nothing, no error
+    assert S.parse_feature_id("C-1332", ("coarse", "fine")) == ("coarse", 1332) and S.parse_feature_id("paris", ("coarse",)) is None
+    # feature hits from elsewhere (the atlas search) keep their order, duplicates and bad ids dropped
+    got = S.search_map(lay, "zzz", [("coarse", 5), ("fine", 3), ("coarse", 5), ("fine", 10_000)])
+    assert [(f.sae, f.index) for f in got.features] == [("coarse", 5), ("fine", 3)] and got.regions == ()
+
+
+def test_rename_regions_keeps_the_map_and_names_it_again(built):
+    _, _, lay = built
+    new = L.rename_regions(lay, lambda s, i: f" the · of · {s}{i % 2}")
+    assert np.array_equal(new.xy, lay.xy) and np.array_equal(new.cluster, lay.cluster)
+    assert [r.hull for r in new.regions] == [r.hull for r in lay.regions]
+    assert all("the" not in r.label.split(" · ") for r in new.regions)
+
+
+def test_the_shipped_map_names_no_region_by_function_words_and_none_twice():
+    """data/atlas/smollm2-135m/layout.npz as shipped had "the · a · is" twice, "to · the · in", "be · have · will"."""
+    from pathlib import Path
+
+    lay = L.load_layout(Path(__file__).resolve().parents[2] / "data" / "atlas" / "smollm2-135m")
+    if lay is None:
+        pytest.skip("no shipped map")
+    names = [r.label for r in lay.regions]
+    assert len(set(names)) == len(names), names
+    for n in names:
+        assert all(L.content_word(w) for w in n.split(" · ")), n
+
+

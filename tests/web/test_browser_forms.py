@@ -151,10 +151,11 @@ def test_sink_position_is_outlined_not_coloured_at_full_scale(live_server, brows
     page.wait_for_selector(f"#fcard[data-index='{found['index']}']")
     sink = page.locator("#tok-0")
     expect(sink).to_have_class(re.compile(r"\bsink\b.*\bsinkact\b"))
-    assert sink.evaluate("e => e.style.background") == ""
+    assert sink.evaluate("e => e.style.getPropertyValue('--heat')") == ""
     assert sink.locator(".a").inner_text() == f"{found['activations'][0]:.2f}"
     best = page.locator(f"#tok-{found['max_position']}")
-    assert "hot" in best.get_attribute("class")  # the scale's top is the non-sink max
+    # the scale's top is the non-sink max (app.css .heat: the shade, and its text colour from the shade)
+    assert "heat" in best.get_attribute("class") and best.evaluate("e => e.style.getPropertyValue('--heat')") == "0.900"
     expect(page.locator("#colour-note")).to_contain_text("Outlined: sink positions")
     page.screenshot(path=str(ARTIFACTS / "analysis-sink-outlined.png"))
     page.close()

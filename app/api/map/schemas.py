@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import FiniteModel, PromptFields, SystemReadModel
+from app.api.schemas import FiniteModel, PromptFields, SystemReadModel, check_text
 
 SaeName = Literal["coarse", "fine"]
 ColorBy = Literal["cluster", "density", "sae", "cosine", "selectivity"]
@@ -142,3 +142,55 @@ class MapResponse(BaseModel):
     drift_note: str | None = None
     system: SystemReadModel | None = Field(default=None, description="which system prompt the model read for 'prompt'")
     without_system: SystemReadModel | None = Field(default=None, description="and for 'without system prompt' (a template's default counts)")
+
+
+class MapSearchRequest(BaseModel):
+    """A word, a feature id ('fine:123', 'C-1332') or a phrase to find on the map."""
+
+    model_config = ConfigDict(extra="forbid")
+    q: Annotated[str, Limit("max_search_chars")] = Field(min_length=1, description="a word, phrase or feature id "
+                                                                                   "(at most max_search_chars characters)")
+    top: int = Field(default=12, ge=1, le=50, description="features to return (at most 50)")
+
+    @field_validator("q", mode="after")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        check_text(v)
+        if not v.strip():
+            raise ValueError("the query is empty (only spaces)")
+        return v
+
+
+class BoxModel(BaseModel):
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+
+class PlaceRegion(BaseModel):
+    id: int
+    label: str
+    size: int
+    centroid: tuple[float, float]
+    box: BoxModel = Field(description="the part of the map to show to see the region (layout units)")
+    matched: list[str] = Field(default_factory=list, description="the query words its name or words matched")
+
+
+class PlaceFeature(BaseModel):
+    sae: str
+    index: int
+    label: str
+    x: float
+    y: float
+    region: int = Field(description="-1: in no region")
+    region_label: str | None
+    box: BoxModel
+
+
+class MapSearchResponse(BaseModel):
+    query: str
+    regions: list[PlaceRegion]
+    features: list[PlaceFeature] = Field(description="a feature id first, then atlas matches (label tokens and top "
+                                                     "examples containing the query), best first")
+    atlas: bool = Field(description="whether an atlas was searched (without one only regions and ids are found)")

@@ -10,14 +10,19 @@ from app.api.analysis.service import encode_checked, system_of, system_read
 from app.api.errors import check_feature_index, no_such_feature, out_of_range, unprocessable
 from app.api.limits import enforce_limits
 from app.api.map.schemas import (
+    BoxModel,
     DriftPointModel,
     LayoutInfo,
     MapRequest,
     MapResponse,
+    MapSearchRequest,
+    MapSearchResponse,
     MarkedModel,
     MovedModel,
     PathModel,
     PathPointModel,
+    PlaceFeature,
+    PlaceRegion,
     PullModel,
     RegionModel,
     SteerModel,
@@ -25,6 +30,7 @@ from app.api.map.schemas import (
 )
 from app.engine import navigation as nav
 from app.engine.layout import Layout, load_layout
+from app.engine.layout import search as places
 from app.engine.prompts import encode_prompt
 
 PLACEMENT = ("Each token sits at the activation-weighted mean position of the features active at it (both SAEs): "
@@ -224,3 +230,30 @@ def feature_point(engine, sae: str, index: int) -> dict:
         except Exception:
             pass
     return out
+
+
+def place_regions(lay: Layout, hits=None) -> list[PlaceRegion]:
+    """Regions with the box that shows each (all of them, largest first, or the search's hits)."""
+    hits = hits if hits is not None else [places.RegionHit(r.id, r.label, r.size, r.centroid, places.region_box(lay, r), ())
+                                          for r in lay.regions]
+    return [PlaceRegion(id=h.id, label=h.label, size=h.size, centroid=h.centroid, box=BoxModel(**vars(h.box)),
+                        matched=list(h.matched)) for h in hits]
+
+
+def run_map_search(engine, settings, req: MapSearchRequest) -> MapSearchResponse:
+    """Regions and features matching a query (no model work): region names and words, a feature id, atlas hits."""
+    enforce_limits(req, settings.limits, loc=("query",))
+    lay = layout_or_409(engine)
+    atlas = getattr(engine, "atlas", None)
+    hits: list = []
+    if atlas is not None and places.parse_feature_id(req.q, lay.sae_names) is None:
+        from app.engine.atlas import search_atlas
+
+        found = search_atlas(atlas, req.q, top=req.top)  # whole words only, each SAE's hits by lift
+        hits = [(h.sae, h.index) for h in sorted((h for hs in found.values() for h in hs), key=lambda h: (-h.score, h.sae, h.index))]
+    got = places.search_map(lay, req.q, hits, max_features=req.top)
+    feats = [PlaceFeature(sae=f.sae, index=f.index, label=label_of(engine, f.sae, f.index), x=f.x, y=f.y, region=f.region,
+                          region_label=lay.regions[f.region].label if f.region >= 0 else None, box=BoxModel(**vars(f.box)))
+             for f in got.features]
+    return MapSearchResponse(query=got.query, regions=place_regions(lay, got.regions), features=feats,
+                             atlas=atlas is not None)

@@ -15,11 +15,21 @@ import numpy as np
 
 from app.engine.layout.base import Layout, Region
 from app.engine.layout.neighbours import cosine_knn, cosine_to, neighbour_preservation, planar_knn, unit_rows
-from app.engine.layout.regions import LABEL_MARKUP_RE, WORD_RE, clusters, label_words, region_of, regions, telling_words
+from app.engine.layout.regions import (
+    FUNCTION_WORDS,
+    LABEL_MARKUP_RE,
+    WORD_RE,
+    clusters,
+    content_word,
+    label_words,
+    region_of,
+    regions,
+    telling_words,
+)
 
 __all__ = ["LAYOUT_FILE", "LAYOUT_VERSION", "NEIGHBOURS", "Layout", "Region", "cosine_knn", "cosine_to",
-           "neighbour_preservation", "planar_knn", "unit_rows", "LABEL_MARKUP_RE", "WORD_RE", "clusters", "label_words",
-           "region_of", "regions", "telling_words", "umap_xy", "build_layout", "save_layout", "load_layout",
+           "neighbour_preservation", "planar_knn", "unit_rows", "FUNCTION_WORDS", "content_word", "LABEL_MARKUP_RE", "WORD_RE", "clusters", "label_words",
+           "region_of", "regions", "telling_words", "rename_regions", "umap_xy", "build_layout", "save_layout", "load_layout",
            "token_positions", "sparse_token_positions"]
 
 LAYOUT_FILE = "layout.npz"
@@ -85,6 +95,22 @@ def build_layout(decoders: Mapping[str, np.ndarray], *, seed: int = 0, n_neighbo
               "min_cluster_size": mcs, "min_samples": max(2, mcs // 4), "max_cluster_size": N // 4,
               "metric": "cosine", "k": NEIGHBOURS}
     return Layout(names, widths, xy, cl, regs, pres, params, fingerprint, time.perf_counter() - t0)
+
+
+def rename_regions(layout: Layout, label_fn: Callable[[str, int], str]) -> Layout:
+    """The same layout (positions, clusters, hulls) with its regions named again from label_fn(sae, index): what
+    `python -m app map --names-only` writes when only the naming rule changed (no UMAP, the map keeps its shape)."""
+    names = layout.sae_names
+    sae_row = layout.sae_of_row()
+    offsets = [layout.offset(n) for n in names]
+
+    def row_label(r: int) -> str:
+        s = int(sae_row[r])
+        return label_fn(names[s], r - offsets[s])
+
+    regs = regions(layout.cluster, layout.xy, sae_row, row_label)
+    return Layout(layout.sae_names, layout.widths, layout.xy, layout.cluster, regs, layout.preservation, layout.params,
+                  layout.fingerprint, layout.seconds)
 
 
 # --- storage ----------------------------------------------------------------------------------------------
