@@ -12,10 +12,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def interleave(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
-    """Run each function once per round, `reps` rounds; -> seconds per run for each name."""
+def interleave(fns: dict[str, Callable[[], object]], reps: int,
+               before_round: Callable[[int], object] | None = None) -> dict[str, list[float]]:
+    """Run each function once per round, `reps` rounds; -> seconds per run for each name.
+
+    before_round(r) (untimed) runs first in each round: e.g. it sets that round's fresh prompt."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
+    for r in range(reps):
+        if before_round is not None:
+            before_round(r)
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()

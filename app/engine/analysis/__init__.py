@@ -21,6 +21,7 @@ from app.engine.analysis.core import (
     sae_token_views,
     sink_mask,
 )
+from app.engine.analysis.unembed import unembed_top
 
 __all__ = ["SAETokenView", "Analysis", "LogitLens", "FeatureCard", "sink_mask", "sae_token_views", "explained_variance", "make_store_hook", "_forward_capture", "_final_logits", "_decoder", "lens_hook_names", "ResidualCache", "analyze", "feature_activations", "LENS_ROWS_PER_CHUNK",
            "lens_residuals", "lens_top", "logit_lens", "logit_direction", "feature_card", "feature_activations_and_sinks"]
@@ -97,36 +98,13 @@ def lens_residuals(model, token_ids, resid_cache: ResidualCache | None = None, c
     return stack
 
 
-def lens_top(model, rows: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lens_top(model, rows: torch.Tensor, top: int, low_precision: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
 
-    Per chunk of rows: one matmul (bias fused, skipped when zero), the top-k, then the softmax normaliser
-    from the top-1 logit (the row max) with the exponent taken in place: the [N, vocab] tensor is never held
-    and each chunk's logits are read twice (top-k, exp-sum) instead of logsumexp's max/sub/exp/sum passes.
+    The shared unembedding kernel (`analysis.unembed.unembed_top`, LENS_ROWS_PER_CHUNK rows at a time): bf16 with
+    the top candidates rescored in fp32 where the CPU has bf16 units, exact fp32 elsewhere or with low_precision=False.
     """
-    cfg = model.cfg
-    W_U = model.W_U.detach()
-    b_U = getattr(model, "b_U", None)
-    b_U = None if b_U is None or not bool(b_U.detach().any()) else b_U.detach().float()
-    cap = getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0
-    top = min(top, cfg.d_vocab_out)
-    vals, idxs = [], []
-    for s0 in range(0, rows.shape[0], LENS_ROWS_PER_CHUNK):
-        x = rows[s0: s0 + LENS_ROWS_PER_CHUNK].unsqueeze(0)
-        if cfg.normalization_type is not None:
-            x = model.ln_final(x)
-        x = x[0].to(W_U.dtype)
-        logits = (torch.addmm(b_U, x, W_U) if b_U is not None else x @ W_U).float()
-        if cap > 0:
-            logits = cap * torch.tanh(logits / cap)
-        v, i = logits.topk(top, dim=-1)
-        m = v[:, :1]
-        lse = m + logits.sub_(m).exp_().sum(-1, keepdim=True).log_()
-        vals.append((v - lse).exp_())
-        idxs.append(i)
-    if not vals:
-        return torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64)
-    return torch.cat(vals), torch.cat(idxs)
+    return unembed_top(model, rows, top, LENS_ROWS_PER_CHUNK, low_precision)
 
 
 def logit_lens(model, token_ids, top: int = 5, positions=None, resid_cache: ResidualCache | None = None,
