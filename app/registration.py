@@ -112,15 +112,20 @@ def build_views() -> ViewRegistry:
     return views
 
 
-def build_app_templates():
-    """The Jinja environment with every filter and global the templates use."""
-    return build_templates(FILTERS, GLOBALS)
+def build_app_templates(assets=None):
+    """The Jinja environment with every filter and global the templates use; `asset(name)` is the app's hashed
+    static address (app/static_assets.py), or the plain /static/<name> without an app."""
+    return build_templates(FILTERS, {**GLOBALS, "asset": assets.url if assets is not None else _plain_asset})
+
+
+def _plain_asset(name: str) -> str:
+    return f"/static/{name}"
 
 
 def register_all(app: FastAPI) -> None:
     """Routers, views and templates for this app; raises when a view cannot be rendered."""
     views = build_views()
-    templates = build_app_templates()
+    templates = build_app_templates(getattr(app.state, "assets", None))
     check_fragments(templates, views)
     app.state.views = views
     app.state.templates = templates
