@@ -17,6 +17,8 @@ from app.api import profile as profile_api
 from app.api import tokenize as tokenize_api
 from app.explorations_registry import ViewRegistry
 from app.provenance import remember_result
+from app.settings import ROOT
+from app.static_assets import StaticAssets
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
 from app.viz.experiment import experiment_view
@@ -112,14 +114,11 @@ def build_views() -> ViewRegistry:
     return views
 
 
-def build_app_templates(assets=None):
-    """The Jinja environment with every filter and global the templates use; `asset(name)` is the app's hashed
-    static address (app/static_assets.py), or the plain /static/<name> without an app."""
-    return build_templates(FILTERS, {**GLOBALS, "asset": assets.url if assets is not None else _plain_asset})
-
-
-def _plain_asset(name: str) -> str:
-    return f"/static/{name}"
+def build_app_templates(assets: StaticAssets | None = None):
+    """The Jinja environment with every filter and global the templates use; `asset(name)` is the hashed static
+    address (app/static_assets.py: the app's own, or one over the same static/ folder, which gives the same hashes)."""
+    assets = assets if assets is not None else StaticAssets(ROOT / "static")
+    return build_templates(FILTERS, {**GLOBALS, "asset": assets.url})
 
 
 def register_all(app: FastAPI) -> None:
