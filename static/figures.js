@@ -19,6 +19,8 @@
   }
   function draw(root) {
     var blocks = (root || document).querySelectorAll('script[type="application/json"][data-figure]');
+    // a placeholder whose content will draw (the lens computing): fetch plotly.js while the server works
+    if (!blocks.length && !window.Plotly && (root || document).querySelector('[data-will-draw]')) withPlotly(function () {});
     if (!blocks.length) return;
     if (!window.Plotly) return withPlotly(function () { draw(root); });
     blocks.forEach(function (s) {
