@@ -94,8 +94,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline-root", type=Path, required=True)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated, of: " + ", ".join(PAGES))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    pages = {p: PAGES[p] for p in args.pages.split(",")}
     import httpx
     from playwright.sync_api import sync_playwright
 
@@ -105,7 +107,7 @@ def main() -> None:
         servers["ours"] = start(ROOT, tmp, "ours")
         servers["before"] = start(args.baseline_root.resolve(), tmp, "before")
         for _, base in servers.values():  # server-side warm-up (figure caches, first-request imports): not the browser's
-            for path in PAGES:
+            for path in pages:
                 httpx.get(base + path, timeout=300)
         load_before = os.getloadavg()
         runs: dict = {}
@@ -113,9 +115,10 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            for _ in range(args.reps):
-                for path, label in PAGES.items():
-                    for who, (_, base) in servers.items():
+            for rep in range(args.reps):
+                for path, label in pages.items():
+                    order = list(servers.items())
+                    for who, (_, base) in (order if rep % 2 == 0 else order[::-1]):  # alternate who goes first
                         got = load(browser, base, path)
                         for kind, g in got.items():
                             name = f"{label}{' (cached)' if kind == 'cached' else ''}, {who}"
@@ -139,7 +142,7 @@ def main() -> None:
         res["runs"][name] = {"p50_s": round(statistics.median(r["s"] for r in rs), 3),
                              "p50_bytes": int(statistics.median(r["bytes"] for r in rs)),
                              "requests": rs[0]["requests"], "runs_s": [round(r["s"], 3) for r in rs]}
-    for label in PAGES.values():
+    for label in pages.values():
         for kind in ("", " (cached)"):
             o, b = res["runs"][f"{label}{kind}, ours"], res["runs"][f"{label}{kind}, before"]
             res["runs"][f"{label}{kind}, ours"].update(ratio_s=round(o["p50_s"] / b["p50_s"], 3),

@@ -109,7 +109,7 @@ def _forward_capture(model, token_ids, names) -> tuple[torch.Tensor, dict]:
     if fast and not hooks_outside_fast_path(model, getattr(cls, "extra_hooks", ())):
         hooks = [(n, make_store_hook(store, n)) for n in dict.fromkeys([*names, last])]
         try:
-            with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+            with torch.no_grad(), model.hooks(fwd_hooks=hooks):  # plain tensors (not inference ones): callers may need grad later
                 cls(model, len(ids)).step(ids)
             return store[last], store
         except ValueError:  # e.g. a rotary table shorter than the prompt: transformer-lens's forward below
