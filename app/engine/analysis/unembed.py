@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 CANDIDATES = 27  # extra bf16 candidates rescored in fp32 beyond the top k asked (top 5 -> 32)
+BF16_ROWS_PER_CHUNK = 64  # [64, vocab] logits (12 MB fp32) stay in cache between the top-k and the exp-sum passes
 
 
 def bf16_matmul_fast(device) -> bool:
@@ -29,18 +30,23 @@ def bf16_matmul_fast(device) -> bool:
         return False
 
 
-def _split_weights(model) -> torch.Tensor:
-    """[W_U; W_U] in bf16 [2d, vocab], kept on the model and rebuilt only when W_U changed (data_ptr / version)."""
+def _split_weights(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """([W_U; W_U] in bf16 [2d, vocab], W_U^T fp32 contiguous [vocab, d] for the rescoring gathers: the embedding
+    itself when tied), kept on the model and rebuilt only when W_U changed (data_ptr / version)."""
     W_U = model.W_U
     key = (W_U.data_ptr(), W_U._version)
     cached = getattr(model, "_asn_lens_bf16", None)
     if cached is not None and cached[0] == key:
-        return cached[1]
+        return cached[1], cached[2]
     with torch.no_grad():
         w = W_U.detach().to(torch.bfloat16)
         W2 = torch.cat([w, w], dim=0).contiguous()
-    model._asn_lens_bf16 = (key, W2)
-    return W2
+        W_E = getattr(model, "W_E", None)
+        tied = W_E is not None and W_E.shape == W_U.T.shape and W_E.dtype == W_U.dtype and W_E.is_contiguous() \
+            and bool(torch.equal(W_E.detach(), W_U.detach().T))
+        WT = W_E.detach() if tied else W_U.detach().T.contiguous()
+    model._asn_lens_bf16 = (key, W2, WT)
+    return W2, WT
 
 
 def _finish(logits: torch.Tensor, b_U, cap: float) -> torch.Tensor:
@@ -67,7 +73,9 @@ def unembed_top(model, rows: torch.Tensor, top: int, chunk: int, low_precision: 
     if low_precision is None:
         low_precision = W_U.dtype == torch.float32 and bf16_matmul_fast(W_U.device)
     K = min(vocab, top + CANDIDATES)
-    W2 = _split_weights(model) if low_precision and K < vocab else None
+    W2, WT = _split_weights(model) if low_precision and K < vocab else (None, None)
+    if W2 is not None:
+        chunk = min(chunk, BF16_ROWS_PER_CHUNK)
     vals, idxs = [], []
     for s0 in range(0, rows.shape[0], chunk):
         x = rows[s0: s0 + chunk].unsqueeze(0)
@@ -77,7 +85,7 @@ def unembed_top(model, rows: torch.Tensor, top: int, chunk: int, low_precision: 
         if W2 is None:
             v, i, lse = _exact_chunk(x, W_U, b_U, cap, top)
         else:
-            v, i, lse = _bf16_chunk(x, W_U, W2, b_U, cap, top, K)
+            v, i, lse = _bf16_chunk(x, WT, W2, b_U, cap, top, K)
         vals.append((v - lse).exp_())
         idxs.append(i)
     if not vals:
@@ -96,21 +104,22 @@ def _exact_chunk(x, W_U, b_U, cap, top):
     return v, i, lse
 
 
-def _bf16_chunk(x, W_U, W2, b_U, cap, top, K):
+def _bf16_chunk(x, WT, W2, b_U, cap, top, K):
     """bf16 logits of the whole vocabulary (split x, see the module docstring), the top K of them rescored in fp32."""
     xf = x.float()
     head = xf.to(torch.bfloat16)
     x2 = torch.cat([head, (xf - head.float()).to(torch.bfloat16)], dim=1)  # [n, 2d]
-    approx = _finish((x2 @ W2).float(), b_U, cap)  # [n, vocab]
+    approx = x2 @ W2  # [n, vocab] bf16
+    if b_U is not None or cap > 0:
+        approx = _finish(approx.float(), b_U, cap)
     cv, ci = approx.topk(K, dim=-1)  # candidates
-    cols = W_U.index_select(1, ci.reshape(-1)).view(W_U.shape[0], *ci.shape)  # [d, n, K]
-    exact = torch.einsum("nd,dnk->nk", xf, cols.float())
+    exact = torch.einsum("nd,nkd->nk", xf, WT.index_select(0, ci.reshape(-1)).view(*ci.shape, -1).float())
     if b_U is not None:
         exact = exact + b_U[ci]
     if cap > 0:
         exact = _finish(exact, None, cap)
     m = exact.max(-1, keepdim=True).values
-    z = (approx.sub_(m).exp_().sum(-1, keepdim=True) - (cv - m).exp().sum(-1, keepdim=True)
+    z = (approx.float().sub_(m).exp_().sum(-1, keepdim=True) - (cv.float() - m).exp().sum(-1, keepdim=True)
          + (exact - m).exp().sum(-1, keepdim=True))
     v, order = exact.topk(top, dim=-1)
     return v, ci.gather(1, order), m + z.clamp_min(1e-30).log()
