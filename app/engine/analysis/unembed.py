@@ -36,7 +36,7 @@ def _split_weights(model) -> tuple[torch.Tensor, torch.Tensor]:
     W_U = model.W_U
     key = (W_U.data_ptr(), W_U._version)
     cached = getattr(model, "_asn_lens_bf16", None)
-    if cached is not None and cached[0] == key:
+    if cached is not None and len(cached) == 3 and cached[0] == key:
         return cached[1], cached[2]
     with torch.no_grad():
         w = W_U.detach().to(torch.bfloat16)
