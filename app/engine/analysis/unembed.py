@@ -44,7 +44,7 @@ def _split_weights(model) -> tuple[torch.Tensor, torch.Tensor]:
         W_E = getattr(model, "W_E", None)
         tied = W_E is not None and W_E.shape == W_U.T.shape and W_E.dtype == W_U.dtype and W_E.is_contiguous() \
             and bool(torch.equal(W_E.detach(), W_U.detach().T))
-        WT = W_E.detach() if tied else W_U.detach().T.contiguous()
+        WT = W_E.detach() if tied and W_E is not None else W_U.detach().T.contiguous()
     model._asn_lens_bf16 = (key, W2, WT)
     return W2, WT
 
