@@ -73,6 +73,8 @@ lens: $(STAMP)
 
 # Ratios against in-process baselines; ends with one summary table (bench/summary.py), also written as
 # bench/results/<UTC time>-<commit>[-BENCH_LABEL].json. Raw per-benchmark JSON goes to bench/results/raw/.
+# Lines time prompts and pages not seen before unless named "cached". BENCH_BASELINE=DIR (a checkout of the code to
+# compare with, data/models linked) adds cold page loads of both servers and the server's peak RSS (bench/pages.py).
 BENCH_RAW := bench/results/raw
 bench: fetch
 	mkdir -p $(BENCH_RAW)
@@ -80,6 +82,7 @@ bench: fetch
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/discover.py --json $(BENCH_RAW)/discover.json
 	$(BIN)/python bench/serve.py --json $(BENCH_RAW)/serve.json
+	@if [ -n "$(BENCH_BASELINE)" ]; then $(BIN)/python bench/pages.py --baseline-root $(BENCH_BASELINE) --json $(BENCH_RAW)/pages.json; fi
 	$(BIN)/python bench/summary.py $(BENCH_RAW)
 
 # Long load runs (8 users x 120 s with a discovery job, then 40 users x 60 s) against uvicorn on 127.0.0.1, tiny

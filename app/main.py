@@ -8,7 +8,7 @@ from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
 
 from app.api.streams import Streams
 from app.engine.engine import Engine, EngineBusy
@@ -16,6 +16,7 @@ from app.jobs import runner_for
 from app.middleware import install as install_guards
 from app.registration import register_all
 from app.settings import ROOT, Settings, get_settings
+from app.static_assets import StaticAssets
 from app.store import open_store
 
 __all__ = ["create_app", "ROOT"]
@@ -51,7 +52,11 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
                   docs_url=None, redoc_url=None,  # /docs is our page (app/web/docs_pages.py): Swagger UI from static/
                   description="Residual-stream features, logit lens, steering and concept discovery over a transformer and two SAEs.")
     app.state.settings = settings
-    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.state.assets = StaticAssets(ROOT / "static")  # gzip kept in memory, hashed addresses cached for a year
+    app.mount("/static", app.state.assets, name="static")
+    # pages and JSON gzipped on the fly (level 6: /map's 1.2 MB of figure JSON in ~20 ms); streams and /static's
+    # already-compressed bytes pass through untouched
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     install_guards(app, settings)  # body limit (413), CSP, OOM -> 503, non-finite JSON -> 422, OpenAPI errors
 
     @app.exception_handler(EngineBusy)

@@ -18,6 +18,8 @@ from app.api import profile as profile_api
 from app.api import tokenize as tokenize_api
 from app.explorations_registry import ViewRegistry
 from app.provenance import remember_result
+from app.settings import ROOT
+from app.static_assets import StaticAssets
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
 from app.viz.experiment import experiment_view
@@ -116,15 +118,17 @@ def build_views() -> ViewRegistry:
     return views
 
 
-def build_app_templates():
-    """The Jinja environment with every filter and global the templates use."""
-    return build_templates(FILTERS, GLOBALS)
+def build_app_templates(assets: StaticAssets | None = None):
+    """The Jinja environment with every filter and global the templates use; `asset(name)` is the hashed static
+    address (app/static_assets.py: the app's own, or one over the same static/ folder, which gives the same hashes)."""
+    assets = assets if assets is not None else StaticAssets(ROOT / "static")
+    return build_templates(FILTERS, {**GLOBALS, "asset": assets.url})
 
 
 def register_all(app: FastAPI) -> None:
     """Routers, views and templates for this app; raises when a view cannot be rendered."""
     views = build_views()
-    templates = build_app_templates()
+    templates = build_app_templates(getattr(app.state, "assets", None))
     check_fragments(templates, views)
     app.state.views = views
     app.state.templates = templates

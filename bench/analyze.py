@@ -2,25 +2,29 @@
 
     .venv/bin/python bench/analyze.py [--tokens 64] [--reps 7] [--threads 2] [--json out.json]
 
-Notebook way (what an interpretability notebook does for the same view): transformer-lens
-`run_with_cache` on the full model (every hook cached), `sae.encode` of both SAEs on the hook's
-activations, `cache.accumulated_resid(apply_ln=True)` through `model.unembed`, softmax, top 5.
-Ours:
-- `features`: `analysis.analyze` (features of both SAEs, reconstruction, sinks, next tokens) keeping every
-  layer's residual in a ResidualCache (what the page's features fragment waits for);
-- `lens (cached)`: the follow-up `logit_lens` reading those residuals (no forward);
-- `view+lens`: both, i.e. the view with the lens complete (goal <= 0.5x the notebook way);
-- what moved the figure: `view+lens, 2 forwards` (the lens runs its own forward, as before issue 17) and
-  `lens, logsumexp` (the cached residuals through the unfused per-chunk logsumexp + top-k of before).
+Every line times a prompt not seen before unless its name says "cached": each round takes a new 64-token prompt
+(windows of data/prompts/*.txt, one per round, shared by every contender of that round) and every contender
+builds a new ResidualCache, so no forward, residual or lens of an earlier run is reused. Rounds interleave the
+contenders (background load hits them alike); medians and the median of per-round ratios are reported, with the
+load average before and after.
 
-Runs are interleaved and medians of --reps reported (the CPU is shared: ratios, not absolutes, are the
-result). If the profile's SAEs are not trained yet, random TopK SAEs of the same widths and k are used:
-the cost depends only on the shapes. Peak RSS is read after a warm-up of our path alone, then at the end.
+Notebook way (what an interpretability notebook does for the same view): transformer-lens `run_with_cache` on
+the full model (every hook cached), `sae.encode` of both SAEs on the hook's activations,
+`cache.accumulated_resid(apply_ln=True)` through `model.unembed`, fp32 softmax, top 5.
+Ours, on a fresh prompt:
+- `features`: `analysis.analyze` keeping every layer's residual (what the page's features fragment waits for);
+- `view+lens`: features, then the lens from the kept residuals (the view with the lens complete);
+- `view+lens, before (TL forward, fp32 lens)`: the same with transformer-lens's forward and the exact fp32
+  unembedding (what this commit replaced: the fast decoder's forward and the bf16 kernel);
+Cached (the same prompt again): `features (cached)` (residuals kept: SAE encodes only), `lens (cached)` (memo hit).
+Agreement of our lens with the notebook's (top-1 token per cell, max |dp| on the top 5) is measured on every
+round's prompt. If the profile's SAEs are not trained yet, random TopK SAEs of the same widths and k are used.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,10 +33,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.engine import analysis as an  # noqa: E402
+from app.engine.analysis.unembed import bf16_matmul_fast  # noqa: E402
 from app.engine.loading import ProfileUnavailable, load_model, load_sae  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
 from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("The capital of France is Paris. Paris is the largest city in France and sits on the banks of the Seine. "
         "The Eiffel Tower was built for the 1889 World's Fair, and the Louvre is the most visited museum in the "
         "world. Lyon, Marseille and Toulouse are other large French cities; the country borders Spain, Italy, "
@@ -56,6 +62,17 @@ def load_saes(profile, d_model: int):
         return saes, "random (same widths and k; not trained yet)"
 
 
+def fresh_prompts(tok, n_tokens: int, count: int) -> list[list[int]]:
+    """`count` distinct prompts of exactly n_tokens: consecutive windows of the shipped prompt sets' lines."""
+    lines = [ln.strip() for f in ("neutral.txt", "france.txt", "eval_neutral.txt")
+             if (p := ROOT / "data" / "prompts" / f).exists() for ln in p.read_text().splitlines() if ln.strip()]
+    ids = tok.encode(" ".join(lines) if lines else TEXT * 50, add_special_tokens=False)
+    step = max(1, min(n_tokens, (len(ids) - n_tokens) // max(count, 1)))
+    out = [ids[s: s + n_tokens] for s in range(0, len(ids) - n_tokens, step)][:count]
+    assert len(out) == count and all(len(o) == n_tokens for o in out), "not enough prompt text"
+    return out
+
+
 def notebook_way(model, saes, hook_name, toks):
     logits, cache = model.run_with_cache(toks)
     feats = {n: sae.encode(cache[hook_name][0]) for n, sae in saes.items()}
@@ -65,6 +82,14 @@ def notebook_way(model, saes, hook_name, toks):
     top = probs.topk(5, dim=-1)
     nxt = logits[0, -1].softmax(-1).topk(10)
     return feats, recon, top, nxt
+
+
+def tl_forward_capture(model, token_ids, names):
+    """The analysis forward before this change: transformer-lens's own forward with store hooks."""
+    store: dict = {}
+    with model.hooks(fwd_hooks=[(n, an.make_store_hook(store, n)) for n in names]):
+        resid = model(torch.tensor([list(token_ids)]), stop_at_layer=model.cfg.n_layers)
+    return resid, store
 
 
 def main() -> None:
@@ -81,64 +106,90 @@ def main() -> None:
     lm = load_model(profile, "cpu")
     model, tok = lm.model, lm.tokenizer
     saes, sae_kind = load_saes(profile, model.cfg.d_model)
-    ids = tok.encode(TEXT, add_special_tokens=False)[: args.tokens]
-    assert len(ids) == args.tokens, len(ids)
-    toks = torch.tensor([ids])
     hook = profile.hook_name
     rss_loaded = peak_rss_mb()
+    warm, *prompts = fresh_prompts(tok, args.tokens, args.reps + 1)
+    state = {"ids": warm}  # this round's prompt
 
-    cache = an.ResidualCache()
-    key = cache.key("bench", ids)
-
-    def features():
-        return an.analyze(model, saes, hook, ids, top_k=10, sink_norm=profile.sink_norm, resid_cache=cache, cache_key=key)
-
-    def lens_cached():
-        return an.logit_lens(model, ids, top=5, resid_cache=cache, cache_key=key)
+    def features(cache=None):
+        cache = cache if cache is not None else an.ResidualCache()
+        a = an.analyze(model, saes, hook, state["ids"], top_k=10, sink_norm=profile.sink_norm, resid_cache=cache,
+                       cache_key=cache.key("bench", state["ids"]))
+        return a, cache
 
     def view_lens():
-        return features(), lens_cached()
+        a, cache = features()
+        return a, an.logit_lens(model, state["ids"], top=5, resid_cache=cache, cache_key=cache.key("bench", state["ids"]))
 
-    def view_lens_two_forwards():
-        return an.analyze(model, saes, hook, ids, top_k=10, sink_norm=profile.sink_norm), an.logit_lens(model, ids, top=5)
+    def view_lens_before():
+        ids = state["ids"]
+        names = an.lens_hook_names(model.cfg.n_layers)
+        final, store = tl_forward_capture(model, ids, names[:-1])
+        resid = store[hook][0].float()
+        for sae in saes.values():
+            an.sae_token_views(sae, resid, 10)
+        an._final_logits(model, final[:, -1:])
+        stack = torch.stack([store[nm][0] for nm in names[:-1]] + [final[0]]).float()
+        return an.lens_top(model, stack.reshape(-1, stack.shape[-1]), 5, low_precision=False)
 
-    def lens_logsumexp():  # before issue 17: logsumexp + top-k per chunk, bias added by the unembed
-        stack = cache.get(key)
-        rows = stack.reshape(-1, stack.shape[-1])
-        for s0 in range(0, rows.shape[0], an.LENS_ROWS_PER_CHUNK):
-            logits = an._final_logits(model, rows[s0: s0 + an.LENS_ROWS_PER_CHUNK].unsqueeze(0))[0].float()
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            v, i = logits.topk(5, dim=-1)
-            (v - lse).exp()
+    kept: dict = {}
 
-    def unembed_floor():  # the least any exact fp32 lens does: ln_final + one [rows, d] @ [d, vocab] matmul
-        stack = cache.get(key)
-        x = model.ln_final(stack.reshape(1, -1, stack.shape[-1]))[0]
-        return x @ model.W_U
+    def features_cached():
+        if kept.get("ids") != state["ids"]:  # first sight of this round's prompt: fill the cache (untimed below)
+            kept.update(ids=state["ids"], cache=features()[1])
+        return features(kept["cache"])
 
+    def lens_cached():
+        c = kept["cache"]
+        return an.logit_lens(model, state["ids"], top=5, resid_cache=c, cache_key=c.key("bench", state["ids"]))
+
+    agreement: list[tuple[int, int, float]] = []
+
+    def notebook():
+        return notebook_way(model, saes, hook, torch.tensor([state["ids"]]))
+
+    def check_agreement():
+        _, lens = view_lens()
+        _, _, top, _ = notebook()
+        nb = top.indices[:, 0, :, 0]
+        agree = sum(tok.decode([int(nb[li, p])]) == lens.top_tokens[li][p][0]
+                    for li in range(nb.shape[0]) for p in range(nb.shape[1]))
+        agreement.append((agree, nb.numel(), float((torch.tensor(lens.top_probs) - top.values[:, 0]).abs().max())))
+
+    fns = {"notebook": notebook, "features": lambda: features(), "view+lens": view_lens,
+           "view+lens, before (TL forward, fp32 lens)": view_lens_before,
+           "features (cached)": features_cached, "lens (cached)": lens_cached}
+    load_before = os.getloadavg()
     with torch.inference_mode():
         for _ in range(2):
-            view_lens()  # warm-up (also the peak of our path alone)
+            view_lens()  # warm-up on the warm-up prompt (one-off costs: fused weights, bf16 W_U, oneDNN kernels)
+            features_cached(), lens_cached()
         rss_ours = peak_rss_mb()
-        # agreement with the notebook's lens: top-1 token per layer x position, top-5 probabilities
-        _, lens = view_lens()
-        _, _, top, _ = notebook_way(model, saes, hook, toks)
-        nb_top1 = top.indices[:, 0, :, 0]
-        agree = sum(tok.decode([int(nb_top1[li, p])]) == lens.top_tokens[li][p][0]
-                    for li in range(nb_top1.shape[0]) for p in range(nb_top1.shape[1])) / nb_top1.numel()
-        max_dp = float((torch.tensor(lens.top_probs) - top.values[:, 0]).abs().max())
-        times = interleave({"notebook": lambda: notebook_way(model, saes, hook, toks), "features": features,
-                            "lens (cached)": lens_cached, "view+lens": view_lens,
-                            "view+lens, 2 forwards": view_lens_two_forwards, "lens, logsumexp": lens_logsumexp,
-                            "unembed matmul alone": unembed_floor}, args.reps)
+
+        def next_prompt(r: int) -> None:
+            state["ids"] = prompts[r]
+            features_cached(), lens_cached()  # the cached lines' prompt is seen once before they are timed
+
+        times = interleave(fns, args.reps, before_round=next_prompt)
+        for ids in prompts:
+            state["ids"] = ids
+            check_agreement()
+    load_after = os.getloadavg()
     res = summary(times, baseline="notebook")
-    res.update({"tokens": args.tokens, "threads": args.threads, "saes": sae_kind, "lens_top1_agreement": agree,
-                "lens_max_abs_prob_diff": max_dp,
+    agree, cells = sum(a for a, _, _ in agreement), sum(c for _, c, _ in agreement)
+    res.update({"tokens": args.tokens, "threads": args.threads, "saes": sae_kind, "fresh_prompts": len(prompts),
+                "lens_kernel": "bf16 + fp32 rescoring" if bf16_matmul_fast("cpu") else "fp32",
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "lens_top1_agreement": agree / cells, "lens_cells": cells,
+                "lens_max_abs_prob_diff": max(d for _, _, d in agreement),
+                "load_average_before": load_before, "load_average_after": load_after,
                 "peak_rss_mb_model_loaded": rss_loaded, "peak_rss_mb_ours": rss_ours, "peak_rss_mb_end": peak_rss_mb()})
     for name, r in res["runs"].items():
-        print(f"{name:22s} p50 {r['p50_ms']:8.1f} ms  (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
+        print(f"{name:42s} p50 {r['p50_ms']:8.1f} ms  (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
               f"x{r['ratio_p50']:.3f} of notebook (paired x{r['ratio_paired_median']:.3f})")
-    print(f"SAEs: {sae_kind}; lens top-1 agreement with the notebook: {agree:.4f}; max |dp| top-5: {max_dp:.2e}")
+    print(f"SAEs: {sae_kind}; lens kernel: {res['lens_kernel']} ({res['cpu_capability']}); top-1 agreement with the "
+          f"notebook: {res['lens_top1_agreement']:.5f} over {cells} cells; max |dp| top-5: {res['lens_max_abs_prob_diff']:.2e}")
+    print(f"load average before {load_before}, after {load_after}")
     print(f"peak RSS: model loaded {rss_loaded:.0f} MB, after our path {rss_ours:.0f} MB, after the notebook way {res['peak_rss_mb_end']:.0f} MB")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,15 @@ def peak_rss_mb() -> float:
 
 
 def interleave(fns: dict[str, Callable[[], object]], reps: int,
-               clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Run each function once per round, `reps` rounds; -> seconds per run for each name (by `clock`)."""
+               clock: Callable[[], float] = time.perf_counter,
+               before_round: Callable[[int], object] | None = None) -> dict[str, list[float]]:
+    """Run each function once per round, `reps` rounds; -> seconds per run for each name (by `clock`).
+
+    before_round(r) (untimed) runs first in each round: e.g. it sets that round's fresh prompt."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
+    for r in range(reps):
+        if before_round is not None:
+            before_round(r)
         for name, fn in fns.items():
             t0 = clock()
             fn()

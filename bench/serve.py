@@ -3,7 +3,7 @@ without and then with a discovery job running in the background.
 
     .venv/bin/python bench/serve.py [--profile smollm2-135m] [--users 8] [--seconds 60] [--json out.json]
 
-Each user loops over what a person on the dashboard does: analyse a prompt and then ask for its logit lens,
+Each user loops over what a person on the dashboard does: analyse a prompt never sent before and then ask for its logit lens,
 open a feature card with the prompt's activations, or run a short steer (8 greedy tokens). In the second phase
 one more client keeps a discovery job running (100 + 100 prompts, made unique per job so the collection cache
 never answers) and polls it. Reported per phase and route: n, p50 / p95 latency (ms), errors; throughput
@@ -85,8 +85,10 @@ class Recorder:
 
 def user_loop(base: str, rec: Recorder, stop: threading.Event, seed: int, widths: dict) -> None:
     rng = random.Random(seed)
+    n = 0
     while not stop.is_set():
-        prompt = rng.choice(PROMPTS)
+        n += 1  # a prompt not seen before (the server's residual cache would answer a repeated one without a forward)
+        prompt = f"{rng.choice(PROMPTS)} ({seed}.{n})"
         r = rng.random()
         if r < 0.5:
             rec.timed("analyze", base, "POST", "/api/analyze", {"prompt": prompt})

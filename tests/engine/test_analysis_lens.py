@@ -78,8 +78,10 @@ def test_a_second_lens_of_the_same_prompt_unembeds_nothing(tiny, monkeypatch):
     assert unembeds == [1, 1, 1]
 
 
-def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch):
-    """The fused normaliser and bias path against torch.log_softmax, with a non-zero b_U and a soft cap."""
+@pytest.mark.parametrize("low_precision,tol", [(False, 1e-6), (True, 1e-4)])
+def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch, low_precision, tol):
+    """The fused normaliser and bias path against torch.log_softmax, with a non-zero b_U and a soft cap: the fp32
+    path exactly, the bf16 path (candidates rescored in fp32) within its bar."""
     eng, _ = tiny
     m = eng.model
     g = torch.Generator().manual_seed(0)
@@ -91,14 +93,14 @@ def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch):
         try:
             m.b_U.copy_(b)
             monkeypatch.setattr(m.cfg, "output_logits_soft_cap", 5.0)
-            pv, pi = an.lens_top(m, rows, 4)
+            pv, pi = an.lens_top(m, rows, 4, low_precision=low_precision)
             logits = m.ln_final(rows.unsqueeze(0))[0] @ m.W_U + b
             logits = 5.0 * torch.tanh(logits / 5.0)
             ref_v, ref_i = logits.log_softmax(-1).exp().topk(4, dim=-1)
         finally:
             m.b_U.copy_(orig)
     assert torch.equal(pi, ref_i)
-    assert pv.numpy() == pytest.approx(ref_v.numpy(), abs=1e-6)
+    assert pv.numpy() == pytest.approx(ref_v.numpy(), abs=tol)
 
 
 def test_residual_cache_is_bounded_lru():
@@ -162,3 +164,28 @@ def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap):
         finally:
             m.b_U.copy_(orig)
     assert kl.numpy() == pytest.approx(want.numpy(), abs=2e-5)
+
+
+def test_the_capturing_forward_runs_the_fast_decoder_and_equals_transformer_lens(tiny, monkeypatch):
+    """The analysis forward goes through the architecture's fast decoder (transformer-lens's forward is not called)
+    and captures the residuals transformer-lens computes; a hook on a point the fast decoder skips sends it back."""
+    eng, ids = tiny
+    m = eng.model
+    names = an.lens_hook_names(m.cfg.n_layers)[:-1]
+    last = f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"
+    with torch.inference_mode():
+        _, ref = m.run_with_cache(torch.tensor([ids]), names_filter=lambda n: n in names or n == last)
+    tl_calls = []
+    real_forward = m.forward
+    monkeypatch.setattr(m, "forward", lambda *a, **k: tl_calls.append(1) or real_forward(*a, **k))
+    with torch.inference_mode():
+        final, store = an._forward_capture(m, ids, names)
+    assert tl_calls == []
+    for n in names:
+        assert store[n][0].numpy() == pytest.approx(ref[n][0].numpy(), rel=1e-4, abs=1e-5), n
+    assert final[0].numpy() == pytest.approx(ref[last][0].numpy(), rel=1e-4, abs=1e-5)
+    seen = []
+    with torch.inference_mode(), m.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", lambda a, hook: seen.append(1))]):
+        _, again = an._forward_capture(m, ids, names)
+    assert tl_calls == [1] and seen == [1]
+    assert again[names[-1]][0].numpy() == pytest.approx(ref[names[-1]][0].numpy(), rel=1e-4, abs=1e-5)

@@ -21,6 +21,7 @@ from app.engine.analysis.core import (
     sae_token_views,
     sink_mask,
 )
+from app.engine.analysis.unembed import unembed_top
 from app.engine.tokens import token_text, token_texts
 from app.engine.tuned_lens import translate
 
@@ -100,9 +101,13 @@ def lens_residuals(model, token_ids, resid_cache: ResidualCache | None = None, c
     return stack
 
 
-def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] | None = None
-             ) -> tuple[torch.Tensor, ...]:
+def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] | None = None,
+             low_precision: bool | None = None) -> tuple[torch.Tensor, ...]:
     """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
+
+    Without `ref`: the shared unembedding kernel (`analysis.unembed.unembed_top`, LENS_ROWS_PER_CHUNK rows at a time):
+    bf16 with the top candidates rescored in fp32 where the CPU has bf16 units, exact fp32 elsewhere or with
+    low_precision=False. With `ref` (the KL to the model's output is asked for): exact fp32, as below.
 
     Per chunk of rows: one matmul (bias fused, skipped when zero), the top-k, then the softmax normaliser
     from the top-1 logit (the row max) with the exponent taken in place: the [N, vocab] tensor is never held
@@ -110,6 +115,8 @@ def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] 
     With ref = `lens_reference(...)` of P positions, for rows laid out layer-major over them, a third tensor:
     KL(final || row) in nats [N], from sum p log p - p.logits + logsumexp.
     """
+    if ref is None:
+        return unembed_top(model, rows, top, LENS_ROWS_PER_CHUNK, low_precision)
     cfg = model.cfg
     W_U = model.W_U.detach()
     b_U = getattr(model, "b_U", None)

@@ -1,0 +1,88 @@
+"""The lens's exactness bar on the real model (issue 29): against the fp32 notebook way (transformer-lens
+run_with_cache, accumulated_resid(apply_ln=True), unembed, softmax, top 5), the lens users get (bf16 unembedding
+with fp32-rescored candidates where the CPU has bf16 units) agrees on the top-1 token in >= 99.9 % of the cells
+and every shown probability is within 1e-3. A control shows the bar bites: plain bf16 rounding misses it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.engine import analysis as an
+from app.engine.analysis.unembed import bf16_matmul_fast
+
+pytestmark = pytest.mark.embedded
+
+PROMPTS = [
+    "The capital of France is Paris. Paris is the largest city in France and sits on the banks of the Seine. "
+    "The Eiffel Tower was built for the 1889 World's Fair, and the Louvre is the most visited museum in the world.",
+    "def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n\nprint(fib(10)) # prints 55, the tenth "
+    "Fibonacci number, and then",
+    "<|im_start|>user\nWhat is the boiling point of water at sea level?<|im_end|>\n<|im_start|>assistant\n"
+    "Water boils at 100 degrees Celsius (212 degrees Fahrenheit) at sea level.",
+]
+
+
+def notebook(model, ids):
+    """fp32, every cell's full softmax: -> (top-5 probabilities [L+1, pos, 5], ids, normalised residuals)."""
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(torch.tensor([list(ids)]))
+        acc = cache.accumulated_resid(apply_ln=True)[:, 0]  # [layers+1, pos, d]
+        probs = model.unembed(acc).softmax(-1)
+        v, i = probs.topk(5, dim=-1)
+    return v, i, acc
+
+
+@pytest.fixture(scope="module")
+def cells(embedded_engine):
+    eng = embedded_engine
+    out = []
+    for text in PROMPTS:
+        ids = eng.tokenizer.encode(text, add_special_tokens=False)
+        cache = an.ResidualCache()
+        key = cache.key(eng.fingerprint, ids)
+        an.analyze(eng.model, eng.saes, eng.hook_name, ids, resid_cache=cache, cache_key=key)
+        lens = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
+        out.append((ids, lens, *notebook(eng.model, ids)))
+    return out
+
+
+def test_lens_meets_the_bar_against_the_fp32_notebook(embedded_engine, cells):
+    tok = embedded_engine.tokenizer
+    agree = total = 0
+    worst = 0.0
+    for _ids, lens, v, i, _acc in cells:
+        for li in range(v.shape[0]):
+            for p in range(v.shape[1]):
+                agree += lens.top_tokens[li][p][0] == tok.decode([int(i[li, p, 0])])
+                total += 1
+        worst = max(worst, float((torch.tensor(lens.top_probs) - v).abs().max()))
+    assert total > 2500
+    print(f"lens vs fp32 notebook: top-1 agreement {agree / total:.5f} over {total} cells, max |dp| {worst:.2e}")
+    assert agree / total >= 0.999, (agree, total)
+    assert worst <= 1e-3, worst
+
+
+def test_plain_bf16_misses_the_bar(embedded_engine, cells):
+    """The control: rounding the normalised residual and W_U to bf16 and taking the softmax there (no split, no fp32
+    rescoring) moves shown probabilities by more than 1e-3, so the bar above can fail."""
+    W = embedded_engine.model.W_U.detach().to(torch.bfloat16)
+    worst = 0.0
+    for _ids, _lens, v, _i, acc in cells:
+        with torch.inference_mode():
+            rough = (acc.to(torch.bfloat16) @ W).float().softmax(-1).topk(5, dim=-1).values
+        worst = max(worst, float((rough - v).abs().max()))
+    print(f"plain bf16: max |dp| {worst:.2e}")
+    assert worst > 1e-3, worst
+
+
+def test_the_bf16_path_is_what_runs_here(embedded_engine, cells):
+    """Where the CPU has bf16 units the lens takes the bf16 path (else the fp32 one, exact)."""
+    m = embedded_engine.model
+    if not bf16_matmul_fast(m.W_U.device):
+        pytest.skip("no bf16 matmul units on this CPU: the lens runs in fp32")
+    assert getattr(m, "_asn_lens_bf16", None) is not None
+    ids, lens, v, _i, _acc = cells[0]
+    with torch.inference_mode():
+        exact_v, _ = an.lens_top(m, an.lens_residuals(m, ids).reshape(-1, m.cfg.d_model), 5, low_precision=False)
+    assert exact_v.reshape(v.shape).numpy() == pytest.approx(v.numpy(), abs=1e-5)  # the fp32 path: the notebook's
+    assert torch.tensor(lens.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-3)
