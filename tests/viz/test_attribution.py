@@ -19,8 +19,8 @@ def test_dots_are_numbered_as_the_table_and_named_in_the_hover():
     assert dots["text"] == ["1", "3", "4"]
     assert dots["x"] == [f["estimate"] for f in feats if f["actual"] is not None]
     assert dots["textposition"] == "middle center" and dots["marker"]["size"] >= 2 * dots["textfont"]["size"] - 2
-    assert dots["customdata"] == ["#1 · coarse #11991 GDP · Military · Python", "#3 · coarse #11993 GDP · Military",
-                                  "#4 · fine #11994"]
+    assert dots["customdata"] == ["#1 · C-11991 GDP · Military · Python", "#3 · C-11993 GDP · Military",
+                                  "#4 · F-11994"]
     assert "%{customdata}" in dots["hovertemplate"]
     names = ablation_figure({"features": [feature(1, "<b>x</b>", 0.2)], "correlation": None})["data"][1]["customdata"]
-    assert names == ["#1 · fine #11992 &lt;b&gt;x&lt;/b&gt;"]  # escaped: Plotly renders a subset of HTML
+    assert names == ["#1 · F-11992 &lt;b&gt;x&lt;/b&gt;"]  # escaped: Plotly renders a subset of HTML
