@@ -11,7 +11,18 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from app.api import analysis, attribution, discover, experiment, explorations, features, generate, health, splits
+from app.api import (
+    analysis,
+    attribution,
+    discover,
+    experiment,
+    explorations,
+    features,
+    generate,
+    health,
+    patching,
+    splits,
+)
 from app.api import map as map_api
 from app.api import profile as profile_api
 from app.api import tokenize as tokenize_api
@@ -49,7 +60,8 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            splits.router, attribution.router, splits_pages.router, attribution_pages.router,
            map_api.router, map_pages.router,
            experiment.router, experiment_pages.router,
-           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router)
+           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router,
+           patching.router)
 
 FILTERS = {"lens_figure": lens_figure, "visible": visible, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,

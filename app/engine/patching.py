@@ -182,10 +182,12 @@ def _grid(values: np.ndarray) -> tuple[tuple[float, ...], ...]:
 
 
 def exact_patching(model, clean_ids, corrupt_ids, answer: int, wrong: int, site: str = "resid_pre",
-                   layers=None, batch_rows: int = 64) -> PatchGrid:
-    """Patch every (layer, position) of `site` from clean into corrupt, many cells per forward batch."""
+                   layers=None, batch_rows: int | None = None, batch_tokens: int = 4096) -> PatchGrid:
+    """Patch every (layer, position) of `site` from clean into corrupt, many cells per forward batch
+    (batch_rows rows, default batch_tokens // tokens)."""
     layers = _check_run(model, clean_ids, corrupt_ids, layers)
     n = len(clean_ids)
+    batch_rows = batch_rows or max(1, batch_tokens // max(n, 1))
     names = [site_hook(site, x) for x in layers]
     starts = sorted({f"blocks.{x}.hook_resid_pre" for x in layers})
     clean, clean_out = cached_run(model, clean_ids, names)
@@ -195,7 +197,7 @@ def exact_patching(model, clean_ids, corrupt_ids, answer: int, wrong: int, site:
     cells = [(x, p) for x in layers for p in range(n)]
     out = np.empty(len(cells))
     batches = 0
-    for lo in range(0, len(cells), max(1, batch_rows)):
+    for lo in range(0, len(cells), batch_rows):
         chunk = cells[lo:lo + batch_rows]
         start = min(x for x, _ in chunk)
         by_layer: dict[int, tuple[list[int], list[int]]] = {}

@@ -13,6 +13,7 @@ from app.engine.loading import load_model
 from app.engine.profiles import Profile, SAESpec
 from app.engine.random_models import random_hf_model
 from app.engine.tiny import byte_tokenizer
+from tests.patching_reference import hf_logits, hf_patch_grid
 
 HOOK = "blocks.1.hook_resid_post"
 CLEAN = list(b"The cat sat on")
@@ -39,60 +40,12 @@ def models(tmp_path_factory):
     return load_model(prof).model, ref
 
 
-def hf_logits(ref, ids, hooks=()):
-    handles = [h() for h in hooks]
-    try:
-        with torch.no_grad():
-            return ref(torch.tensor([ids])).logits[0, -1].double()
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @pytest.fixture(scope="module")
 def answer(models):
     """The answer/wrong pair whose logits move most between clean and corrupt (HF forward)."""
     _, ref = models
     d = hf_logits(ref, CLEAN) - hf_logits(ref, CORRUPT)
     return int(d.argmax()), int(d.argmin())
-
-
-def hf_module(ref, site, layer):
-    block = ref.model.layers[layer]
-    return {"resid_pre": block, "attn_out": block.self_attn, "mlp_out": block.mlp}[site]
-
-
-def hf_patched_ld(ref, site, layer, pos, a, w):
-    """Clean's activation of `site` at (layer, pos) written into the corrupt run with plain torch hooks."""
-    mod = hf_module(ref, site, layer)
-    saved = {}
-    if site == "resid_pre":  # the decoder layer's input hidden states
-        def grab(m, args, kwargs):
-            hs = args[0] if args else kwargs["hidden_states"]
-            saved["x"] = hs[0].clone()
-
-        def put(m, args, kwargs):
-            hs = (args[0] if args else kwargs["hidden_states"]).clone()
-            hs[0, pos] = saved["x"][pos]
-            return ((hs,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hs})
-
-        reg = lambda fn: lambda: mod.register_forward_pre_hook(fn, with_kwargs=True)  # noqa: E731
-    else:
-        def first(out):
-            return out[0] if isinstance(out, tuple) else out
-
-        def grab(m, args, out):
-            saved["x"] = first(out)[0].clone()
-
-        def put(m, args, out):
-            o = first(out).clone()
-            o[0, pos] = saved["x"][pos]
-            return (o,) + tuple(out[1:]) if isinstance(out, tuple) else o
-
-        reg = lambda fn: lambda: mod.register_forward_hook(fn)  # noqa: E731
-    hf_logits(ref, CLEAN, [reg(grab)])
-    lg = hf_logits(ref, CORRUPT, [reg(put)])
-    return float(lg[a] - lg[w])
 
 
 @pytest.mark.parametrize("site", list(P.SITES))
@@ -105,7 +58,7 @@ def test_exact_grid_matches_hf_hook_patch(models, answer, site):
         hf_logits(ref, CORRUPT)[a] - hf_logits(ref, CORRUPT)[w])
     assert g.ld_clean == pytest.approx(lc, abs=1e-4) and g.ld_corrupt == pytest.approx(lk, abs=1e-4)
     assert abs(lc - lk) > 0.2
-    want = np.array([[hf_patched_ld(ref, site, x, p, a, w) for p in range(len(CLEAN))] for x in range(3)])
+    want, _, _ = hf_patch_grid(ref, CLEAN, CORRUPT, site, range(3), a, w)
     np.testing.assert_allclose(np.array(g.patched), want, atol=1e-4)
     np.testing.assert_allclose(np.array(g.grid), (want - lk) / (lc - lk), atol=1e-4)
     assert g.batches == -(-3 * len(CLEAN) // 5) and g.runs == 3 * len(CLEAN)  # batched, never one forward per cell
