@@ -74,3 +74,29 @@ def test_heads_table_has_every_head_with_the_json_scores(tiny_client):
     want = [body["scores"][k][int(layer)][int(head)] for k in ("previous_token", "induction", "duplicate_token", "first_position")]
     assert vals == [round(w, 3) for w in want]
     assert figure(r.text, "heads-induction-fig")["data"][0]["z"] == body["scores"]["induction"]
+
+
+def test_saved_patching_and_heads_export_csv(tiny_client):
+    """/e/<id>/export/patching_grid.csv and heads.csv read back as the stored JSON's grids."""
+    import csv
+    import io
+
+    for kind, req, table in (("patching", {"clean": CLEAN, "corrupt": CORRUPT, "answer": "a", "wrong": "e"}, "patching_grid"),
+                             ("heads", {"seq_len": 6, "n_seqs": 2}, "heads")):
+        res = tiny_client.post(f"/api/{kind}", json=req).json()
+        saved = tiny_client.post("/api/explorations", json={"kind": kind, "title": "t", "inputs": req, "result": res})
+        assert saved.status_code in (200, 201), saved.text
+        eid = saved.json()["id"]
+        assert f'href="/e/{eid}/export/{table}.csv"' in tiny_client.get(f"/e/{eid}").text
+        rows = list(csv.DictReader(io.StringIO(tiny_client.get(f"/e/{eid}/export/{table}.csv").text)))
+        if kind == "patching":
+            assert len(rows) == len(res["layers"]) * len(CLEAN)
+            for x in rows:
+                i, p = res["layers"].index(int(x["layer"])), int(x["position"])
+                assert float(x["exact"]) == res["grid"][i][p] and float(x["attribution"]) == res["attribution_grid"][i][p]
+                assert x["token"] == CLEAN[p]
+        else:
+            assert len(rows) == res["n_layers"] * res["n_heads"]
+            for x in rows:
+                for k in res["scores"]:
+                    assert float(x[k]) == res["scores"][k][int(x["layer"])][int(x["head"])]
