@@ -94,7 +94,7 @@ def pattern_figure(result: dict, example: dict) -> dict:
     ticks = _ticks(result["tokens"])
     n = len(example["pattern"])
     trace = {"type": "heatmap", "z": example["pattern"], "x": ticks[-n:] if len(ticks) >= n else list(range(n)),
-             "y": ticks[-n:] if len(ticks) >= n else list(range(n)), "colorscale": "Blues", "zmin": 0, "zmax": 1,
+             "y": ticks[-n:] if len(ticks) >= n else list(range(n)), "colorscale": "Blues", "reversescale": True, "zmin": 0, "zmax": 1,
              "showscale": False, "hovertemplate": "query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"}
     layout = {**_LAYOUT, "height": 300, "margin": {"l": 10, "r": 5, "t": 28, "b": 10},
               "title": {"text": f"{SCORE_NAMES[example['score']]}: L{example['layer']} H{example['head']}", "font": {"size": 12}},
