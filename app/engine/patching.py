@@ -206,9 +206,13 @@ def exact_patching(model, clean_ids, corrupt_ids, answer: int, wrong: int, site:
             by_layer[x][1].append(p)
         hooks = [(site_hook(site, x), make_patch_rows_hook(clean[site_hook(site, x)], rs, ps))
                  for x, (rs, ps) in by_layer.items()]
-        resid = corrupt[f"blocks.{start}.hook_resid_pre"][None].repeat(len(chunk), 1, 1)
         with model.hooks(fwd_hooks=hooks):
-            final = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
+            if model.cfg.positional_embedding_type == "shortformer":  # blocks re-add position embeddings: no skip
+                toks = torch.tensor([list(corrupt_ids)] * len(chunk), device=model.cfg.device)
+                final = model(toks, stop_at_layer=model.cfg.n_layers, attention_mask=torch.ones_like(toks))
+            else:
+                resid = corrupt[f"blocks.{start}.hook_resid_pre"][None].repeat(len(chunk), 1, 1)
+                final = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
         out[lo:lo + len(chunk)] = logit_diff(model, final, answer, wrong).cpu().numpy()
         batches += 1
     raw = out.reshape(len(layers), n)
