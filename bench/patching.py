@@ -55,7 +55,7 @@ def speed(model, tok, args) -> dict:
     times = interleave({"forward": forward, "exact_resid_pre_grid": grid}, args.reps)
     res = summary(times, baseline="forward")
     g = grid()
-    res.update({"tokens": args.tokens, "layers": len(g.layers), "runs": g.runs, "batches": g.batches,
+    res.update({"tokens": args.tokens, "layers": len(g.layers), "patched_runs": g.runs, "batches": g.batches,
                 "batch_rows": args.batch, "threads": args.threads, "goal_p50_s": 3.0,
                 "loadavg": os.getloadavg(), "cpus": os.cpu_count(), "peak_rss_mb": peak_rss_mb()})
     return res
@@ -132,7 +132,7 @@ def main() -> None:
     for name, x in res["runs"].items():
         print(f"{name:22s} p50 {x['p50_ms']:8.1f} ms  (min {x['min_ms']:.1f}, max {x['max_ms']:.1f})")
     la = ", ".join(f"{v:.2f}" for v in res["loadavg"])
-    print(f"exact resid_pre grid, {res['tokens']} tokens x {res['layers']} layers = {res['runs']} runs in "
+    print(f"exact resid_pre grid, {res['tokens']} tokens x {res['layers']} layers = {res["patched_runs"]} runs in "
           f"{res['batches']} batches: p50 {r['p50_ms'] / 1000:.2f} s (goal <= 3 s on a quiet machine; "
           f"{r['ratio_p50']:.0f}x one forward); load average {la} on {res['cpus']} CPUs, {args.threads} threads")
     print(f"median of runs: {statistics.median(r['runs_ms']):.0f} ms; peak RSS {res['peak_rss_mb']:.0f} MB")
