@@ -132,7 +132,7 @@ def main() -> None:
     for name, x in res["runs"].items():
         print(f"{name:22s} p50 {x['p50_ms']:8.1f} ms  (min {x['min_ms']:.1f}, max {x['max_ms']:.1f})")
     la = ", ".join(f"{v:.2f}" for v in res["loadavg"])
-    print(f"exact resid_pre grid, {res['tokens']} tokens x {res['layers']} layers = {res["patched_runs"]} runs in "
+    print(f"exact resid_pre grid, {res['tokens']} tokens x {res['layers']} layers = {res['patched_runs']} runs in "
           f"{res['batches']} batches: p50 {r['p50_ms'] / 1000:.2f} s (goal <= 3 s on a quiet machine; "
           f"{r['ratio_p50']:.0f}x one forward); load average {la} on {res['cpus']} CPUs, {args.threads} threads")
     print(f"median of runs: {statistics.median(r['runs_ms']):.0f} ms; peak RSS {res['peak_rss_mb']:.0f} MB")
