@@ -12,7 +12,18 @@ from functools import partial
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import analysis, attribution, discover, experiment, explorations, features, generate, health, splits
+from app.api import (
+    analysis,
+    attribution,
+    discover,
+    experiment,
+    explorations,
+    features,
+    generate,
+    health,
+    patching,
+    splits,
+)
 from app.api import map as map_api
 from app.api import profile as profile_api
 from app.api import tokenize as tokenize_api
@@ -27,6 +38,15 @@ from app.viz.lens import lens_figure, lens_kl_figure, visible
 from app.viz.map import drift_figure as map_drift_figure
 from app.viz.map import paths_figure as map_paths_figure
 from app.viz.names import feature_name
+from app.viz.patching import (
+    SCORE_NAMES,
+    attribution_scatter,
+    grid_figure,
+    head_rows,
+    pattern_figure,
+    score_figure,
+    top_deltas,
+)
 from app.viz.splits import children_figure, max_cosine_histogram
 from app.viz.steering import dose_figure
 from app.viz.temperature import temperature_figure
@@ -40,6 +60,7 @@ from app.web import (
     feature_pages,
     generate_pages,
     map_pages,
+    patching_pages,
     profile_pages,
     site_pages,
     splits_pages,
@@ -54,16 +75,20 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            splits.router, attribution.router, splits_pages.router, attribution_pages.router,
            map_api.router, map_pages.router,
            experiment.router, experiment_pages.router,
-           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router, site_pages.router)
+           profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router, site_pages.router,
+           patching.router, patching_pages.router)
 
 FILTERS = {"lens_figure": lens_figure, "lens_kl_figure": lens_kl_figure, "visible": visible,
            "lens_switch_vals": analysis_pages.lens_switch_vals, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,
            "split_histogram": max_cosine_histogram, "split_children_figure": children_figure,
-           "attribution_figure": ablation_figure, "experiment_csv": experiment.to_csv}
+           "attribution_figure": ablation_figure, "experiment_csv": experiment.to_csv,
+           "patching_scatter": attribution_scatter, "patching_top_deltas": top_deltas}
 GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figure, "map_drift_figure": map_drift_figure,
            "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
-           "remember_result": remember_result, "feature_name": feature_name}  # results shown with a Save form count as computed (app/provenance.py)
+           "remember_result": remember_result, "feature_name": feature_name,
+           "patching_grid_figure": grid_figure, "head_score_figure": score_figure, "head_pattern_figure": pattern_figure,
+           "head_rows": head_rows, "head_score_names": SCORE_NAMES}  # results shown with a Save form count as computed (app/provenance.py)
 
 _PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
 _FEATURE = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}
@@ -115,6 +140,15 @@ def build_views() -> ViewRegistry:
                             "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
                             "eval_prompts": ["My favourite place is", "For dinner I cook"], "strengths": [4.0],
                             "max_new_tokens": 4})
+    views.register(patching.COMPARE_KIND, patching.CompareRequest, patching.run_compare, "/compare",
+                   response_model=patching.CompareResponse, label="prompt comparison", url_fn=patching_pages.compare_url,
+                   example={"prompt_a": "The cat sat", "prompt_b": "The dog sat", "tokens": ["a", "e"], "top": 5})
+    views.register(patching.PATCHING_KIND, patching.PatchingRequest, patching.run_patching, "/patching",
+                   response_model=patching.PatchingResponse, label="activation patching", url_fn=patching_pages.patching_url,
+                   example={"clean": "The cat sat", "corrupt": "The dog sat", "answer": "a", "wrong": "e"})
+    views.register(patching.HEADS_KIND, patching.HeadsRequest, patching.run_heads, "/heads",
+                   response_model=patching.HeadsResponse, label="attention heads", url_fn=patching_pages.heads_url,
+                   example={"seq_len": 6, "n_seqs": 2})
     return views
 
 

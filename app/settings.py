@@ -49,6 +49,9 @@ class Limits(BaseSettings):
     max_experiment_children: int = 8  # fine features steered with the anchor
     max_experiment_seeds: int = 4
     max_experiment_tokens: int = 60_000  # prompts x conditions x seeds x max_new_tokens
+    # activation patching and attention heads (issue 27)
+    max_patching_tokens: int = 48  # clean/corrupt length: the exact grid is layers x tokens patched runs
+    max_attention_tokens: int = 32  # the attention panel returns layers x heads x tokens² weights
 
 
 class Settings(BaseSettings):

@@ -61,12 +61,30 @@ def _dose(result: dict) -> Rows:
     return header, (row for rows in (moved, promoted) for row in rows)
 
 
+def _patching_grid(result: dict) -> Rows:
+    """One row per (layer, position) of the patching grids: exact and (when run) attribution normalised LD."""
+    att = result.get("attribution_grid") or []
+    header = ["site", "layer", "position", "token", "exact", "attribution"]
+    rows = ([result["site"], layer, p, tok, result["grid"][i][p], att[i][p] if att else None]
+            for i, layer in enumerate(result["layers"]) for p, tok in enumerate(result["tokens"]))
+    return header, rows
+
+
+def _heads(result: dict) -> Rows:
+    """One row per head: its four scores."""
+    names = list(result["scores"])
+    return ["layer", "head", *names], ([layer, h, *(result["scores"][k][layer][h] for k in names)]
+                                       for layer in range(result["n_layers"]) for h in range(result["n_heads"]))
+
+
 # table name -> (the kinds that have it, how to read it)
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], Rows]]] = {
     "features": (("analysis",), _features),
     "discovery": (("discovery",), _discovery),
     "shift": (("steering", "system_shift"), _shift),
     "dose": (("dose",), _dose),
+    "patching_grid": (("patching",), _patching_grid),
+    "heads": (("heads",), _heads),
 }
 
 

@@ -42,6 +42,11 @@ PAGES = [
     ("splits", f"/splits?coarse=3&prompt={P}", "main"),
     ("attribution", f"/attribution?prompt={P}", "main"),
     ("docs", "/docs", ".opblock"),
+    ("compare", "/compare?prompt_a=The+capital+of+France+is&prompt_b=The+capital+of+Italy+is&tokens=%5B%22a%22%2C%22e%22%5D",
+     "#compare table.diffs"),
+    ("patching", "/patching?clean=The+capital+of+France+is&corrupt=The+capital+of+Greece+is&answer=a&wrong=e",
+     "#patch-exact-fig svg"),
+    ("heads", "/heads?seq_len=10&n_seqs=2", "#heads-induction-fig svg"),
 ]
 
 

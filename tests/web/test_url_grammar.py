@@ -13,12 +13,23 @@ from starlette.datastructures import QueryParams
 
 from app.explorations_registry import to_jsonable
 from app.registration import build_views
-from app.web import analysis_pages, attribution_pages, discover_pages, experiment_pages, map_pages, splits_pages, urls
+from app.web import (
+    analysis_pages,
+    attribution_pages,
+    discover_pages,
+    experiment_pages,
+    map_pages,
+    patching_pages,
+    splits_pages,
+    urls,
+)
 
 # kind -> the reader of its page's address (what the page runs when it is opened)
 READERS = {"analysis": analysis_pages.parse_inputs, "discovery": discover_pages.parse_inputs,
            "split_map": splits_pages.parse_inputs, "attribution": attribution_pages.parse_inputs,
            "map": map_pages.parse_inputs, "experiment": experiment_pages.parse_inputs,
+           "compare": patching_pages.parse_compare, "patching": patching_pages.parse_patching,
+           "heads": patching_pages.parse_heads,
            **{k: partial(urls.from_query, k) for k in urls.PAGES}}
 VIEWS = build_views()
 STEER = {"prompt": "Tell me, please: a+b=c & 100%?", "system_prompt": "You are terse.\nVery.", "chat": True,
@@ -34,6 +45,11 @@ VARIANTS = {
              "promoted_top": 3},
     "temperature": {"prompt": "Once", "system_prompt": "Be brief.", "chat": False, "temperatures": [0.2, 1.5, 3.0],
                     "top_k": 4, "top_p": 0.5, "top_n": 6, "steering": STEER["steering"], "skip_sinks": False},
+    "compare": {"prompt_a": "The cat", "prompt_b": "The dog", "tokens": [" Paris", " Rome"], "position": 2, "top": 4,
+                "system_prompt": "Be brief.", "chat": False},
+    "patching": {"clean": "The cat", "corrupt": "The dog", "answer": " Paris", "wrong": " Rome", "site": "mlp_out",
+                 "features": False, "attribution": False, "system_prompt": "Be brief.", "chat": True},
+    "heads": {"seq_len": 9, "n_seqs": 3, "seed": 5, "top": 4},
     "system_shift": {"prompt": "Which queue?", "system_a": "You are a cat.", "system_b": None, "chat": False, "top_n": 3,
                      "steering": STEER["steering"][:1], "generated_only": True},
 }
