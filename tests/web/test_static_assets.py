@@ -91,3 +91,14 @@ def test_bytes_per_cold_load(tiny_client, page):
     if page == "/docs":
         budget = 600_000  # Swagger UI's bundle (1.4 MB, 0.4 MB gzipped)
     assert got["total"] <= budget, (page, got["sizes"])
+
+
+def test_every_template_links_assets_through_asset():
+    """A template that writes src="/static/x" skips the hashed, cached address (the patching pages did)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "templates"
+    plain = [(p.name, m) for p in root.rglob("*.html")
+             for m in re.findall(r'(?:src|href)="/static/[^"]*"', p.read_text(encoding="utf-8"))]
+    assert plain == []
