@@ -14,6 +14,7 @@ from app.engine import tuned_lens as TL
 from app.engine.loading import load_model
 from app.engine.profiles import Profile, SAESpec
 from app.engine.random_models import save_random_hf
+from app.engine.tokens import token_text
 
 PROMPT = list(range(40, 75))
 
@@ -64,7 +65,7 @@ def test_tuned_lens_matches_plain_torch_affine_then_hf_norm_and_lm_head(llama, t
     assert got.kind == "tuned"
     assert torch.tensor(got.top_probs).numpy() == pytest.approx(pv.numpy(), abs=1e-5)
     assert [[list(c) for c in row] for row in got.top_tokens] == \
-        [[[model.tokenizer.decode([t]) for t in c] for c in row] for row in pi.tolist()]
+        [[[token_text(model.tokenizer, t) for t in c] for c in row] for row in pi.tolist()]
     final = ref[-1]
     kl = (final.exp() * (final - ref)).sum(-1)  # [n+1, pos]
     assert torch.tensor(got.kl).numpy() == pytest.approx(kl.numpy(), abs=1e-5)

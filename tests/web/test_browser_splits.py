@@ -89,7 +89,7 @@ def test_attribute_a_token_and_open_a_card(live, browser):
     assert page.input_value("#attr-position") == "10"
     page.click("#attr-btn")
     page.wait_for_selector("#attr-table tbody tr")
-    assert "(position 10)" in page.locator("#attribution h3").inner_text()
+    assert "(position 10)" in page.locator("#attribution h2").inner_text()
     assert page.locator("#attr-correlation").count() == 1
     first = page.locator("#attr-table a.attr-feat").first
     sae, idx = first.get_attribute("data-sae"), first.get_attribute("data-index")

@@ -70,7 +70,7 @@ def live_analysis(client, prompt="Tom & <Jerry>", top_k="4"):
 def lens_reply(client, live: str) -> str:
     """The second step of the live view: the features fragment asks /fragments/analysis/lens (hx-vals of #lens-slot);
     its reply carries the lens and, out of band, the Save box with the complete result."""
-    m = re.search(r'<div id="lens-slot" hx-post="/fragments/analysis/lens"[^>]*hx-vals="([^"]*)"', live)
+    m = re.search(r'<div id="lens-slot"[^>]*hx-post="/fragments/analysis/lens"[^>]*hx-vals="([^"]*)"', live)
     assert m, "the features fragment asks for the lens"
     r = client.post("/fragments/analysis/lens", data=json.loads(html.unescape(m.group(1))))
     assert r.status_code == 200 and 'hx-swap-oob="innerHTML:#analysis .save-slot"' in r.text

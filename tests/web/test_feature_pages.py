@@ -35,7 +35,7 @@ def test_feature_page_shows_examples_label_and_neighbours(client, atlas):
     assert page.count('class="ex"') == len(fa.examples) + sum(len(b) for _, b in fa.quantiles)
     first = page[page.index('class="ex"'):]
     first = first[:first.index("</div>")]
-    hl = re.findall(r'class="t hl[^"]*"[^>]*title="([0-9.]+)"', first)
+    hl = re.findall(r'class="t (?:heat )?hl[^"]*"[^>]*title="([0-9.]+)"', first)
     assert len(hl) == 1 and float(hl[0]) == pytest.approx(fa.examples[0].activation, abs=1e-3)
     for nb in fa.neighbours["coarse"]:
         assert f'href="/features/coarse/{nb.index}"' in page
@@ -70,7 +70,7 @@ def test_analysis_card_fragment_carries_the_atlas(client, atlas):
     f = busiest(atlas, "coarse")
     r = client.post("/fragments/feature", data={"prompt": "The capital of France", "sae": "coarse", "index": str(f)})
     assert r.status_code == 200
-    assert 'class="atlas"' in r.text and 'data-atlas="yes"' in r.text and 'class="t hl' in r.text
+    assert 'class="atlas"' in r.text and 'data-atlas="yes"' in r.text and re.search(r'class="t (?:heat )?hl', r.text)
     frag = client.get(f"/fragments/atlas/coarse/{f}")
     assert frag.status_code == 200 and 'data-atlas="yes"' in frag.text
     assert client.get("/fragments/atlas/coarse/64").status_code == 404

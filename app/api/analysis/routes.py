@@ -18,7 +18,8 @@ router = APIRouter(prefix="/api", tags=["analysis"])
 
 
 post_service(router, "/analyze", run_analysis,
-             "Tokens, each SAE's top features and reconstruction quality per token; the logit lens with lens=true.")
+             "Tokens, each SAE's top features and reconstruction quality per token; the logit lens with lens=true.",
+             responses={404: {"description": "`feature` names an index outside its SAE's width"}})
 post_service(router, "/lens", run_lens,
              "Logit lens: every layer's residual through the final norm and the unembedding; top tokens per position.")
 
