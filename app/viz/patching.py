@@ -1,6 +1,7 @@
 """Patching and head figures (Plotly dicts from PatchingResponse / HeadsResponse dicts; strings HTML-escaped)."""
 from __future__ import annotations
 
+import html
 from urllib.parse import urlencode
 
 from app.viz.lens import label
@@ -54,7 +55,7 @@ def grid_figure(inputs: dict, result: dict, which: str = "grid") -> dict:
                        "line": {"color": "#111827", "width": 2}})
     height = max(260, 16 * len(y) + 110)
     layout = {**_LAYOUT, "height": height, "margin": {"l": 45, "r": 10, "t": 30, "b": 90},
-              "title": {"text": f"{title} · {result['site']}", "font": {"size": 12}},
+              "title": {"text": f"{title} · {html.escape(str(result['site']), quote=False)}", "font": {"size": 12}},
               "xaxis": {"tickangle": -45, "automargin": True}, "yaxis": {"autorange": "reversed"}, "shapes": shapes}
     return {"data": [trace], "layout": layout, "config": {"displayModeBar": False, "responsive": True}}
 
