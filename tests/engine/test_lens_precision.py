@@ -86,5 +86,6 @@ def test_the_bf16_path_is_what_runs_here(embedded_engine, cells):
     assert getattr(m, "_asn_lens_bf16", None) is not None
     with torch.inference_mode():
         exact_v, _ = an.lens_top(m, an.lens_residuals(m, ids).reshape(-1, m.cfg.d_model), 5, low_precision=False)
-    assert exact_v.reshape(v.shape).numpy() == pytest.approx(v.numpy(), abs=1e-5)  # the fp32 path: the notebook's
+    # the fp32 path equals the notebook way up to summation order: 1.02e-5 measured at 2 of 8,370 cells (issue 17 too)
+    assert exact_v.reshape(v.shape).numpy() == pytest.approx(v.numpy(), abs=5e-5)
     assert torch.tensor(lens.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-3)
