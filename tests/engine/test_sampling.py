@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.engine import sampling as S
@@ -36,28 +36,41 @@ def np_filtered(logits, t, k, p):
     return pr
 
 
+def decided(logits, t, k, p, tol=1e-5):
+    """Tokens whose nucleus membership float32 maths can decide: those whose float64 mass before them (in
+    descending order) is not within tol of p. At p a hair under 1, the tail's membership is rounding."""
+    pr = np_filtered(logits, t, k, 1.0)
+    order = np.argsort(-pr, kind="stable")
+    before = np.empty_like(pr)
+    before[order] = np.cumsum(pr[order]) - pr[order]
+    return (np.abs(before - p) > tol) if p < 1 else np.ones_like(pr, dtype=bool)
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), t=st.floats(0.1, 3.0), k=st.integers(0, 40), p=st.floats(0.05, 1.0))
+@example(seed=65, t=1.0, k=0, p=0.9999999999999999)
 def test_filtered_probs_match_numpy(seed, t, k, p):
     g = np.random.default_rng(seed)
     logits = g.normal(0, 3, size=50).astype(np.float32)
     got = S.filtered_probs(torch.from_numpy(logits), t, k, p).numpy()
     want = np_filtered(logits, t, k, p)
     assert got.sum() == pytest.approx(1.0, abs=1e-5)
-    # the same survivors (nucleus ties at the boundary are measure-zero with normal logits)
-    assert ((got > 0) == (want > 0)).all()
+    # the same survivors wherever float32 can tell (ties at the boundary are measure-zero with normal logits)
+    d = decided(logits, t, k, p)
+    assert ((got > 0) == (want > 0))[d].all()
     np.testing.assert_allclose(got, want, atol=2e-6)
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), t=st.floats(0.1, 3.0), p=st.floats(0.05, 1.0))
+@example(seed=65, t=1.0, p=0.9999999999999999)  # CI found it: the tail's membership at p = 1 - 1e-16 is rounding
 def test_filtered_probs_rows_match_numpy_per_row(seed, t, p):
     g = np.random.default_rng(seed)
     logits = g.normal(0, 3, size=(6, 50)).astype(np.float32)
     got = S.filtered_probs_rows(torch.from_numpy(logits), t, p).numpy()
     for b in range(6):
         want = np_filtered(logits[b], t, 0, p)
-        assert ((got[b] > 0) == (want > 0)).all()
+        assert ((got[b] > 0) == (want > 0))[decided(logits[b], t, 0, p)].all()
         np.testing.assert_allclose(got[b], want, atol=2e-6)
 
 
