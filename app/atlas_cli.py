@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--chat-dir", default=None, help="folder of chat shards (default data/chat/<profile>)")
     p.add_argument("--cofire-tokens", type=int, default=131_072,
                    help="tokens whose full codes are kept (the split map's co-firing sample)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="make the existing version-1 atlas folder compact (no model run; same corpus and SAEs)")
 
 
 def chat_eval_windows(folder: Path, n_windows: int, ctx: int = CTX) -> tuple[list[list[int]], dict]:
@@ -97,6 +99,25 @@ def run(args) -> int:
     from app.settings import Settings
 
     settings = Settings(profile=args.profile)
+    if args.upgrade:  # no model needed
+        from app.engine.profiles import get_profile
+
+        out = Path(args.out) if args.out else at.default_atlas_dir(get_profile(args.profile), getattr(settings, "atlas_root", None))
+        from app.engine.atlas.compact import upgrade
+
+        t0 = time.perf_counter()
+        small = upgrade(out, args.cofire_tokens)
+        if small is None:
+            print(f"error: {out} holds no version-1 atlas to upgrade", file=sys.stderr)
+            return 2
+        layout = out / "layout.npz"  # the map depends on the decoders only: it stays valid, keep it
+        kept = layout.read_bytes() if layout.exists() else None
+        at.save_atlas(small, out)
+        if kept is not None:
+            layout.write_bytes(kept)
+        print(f"atlas: {out} upgraded to the compact form in {time.perf_counter() - t0:.0f}s, "
+              f"{at.folder_bytes(out) / 1e6:.1f} MB")
+        return 0
     try:
         eng = Engine.build(args.profile, args.device, atlas_root=getattr(settings, "atlas_root", None))
     except ProfileUnavailable as exc:

@@ -474,3 +474,43 @@ def test_label_detection_score_equals_brute_force_on_held_out_windows(built, cor
                 assert got.f1 == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
                 checked["scored"] += 1
     assert checked["scored"] > 20
+
+
+def test_a_version_1_folder_upgrades_to_the_same_compact_atlas(built, corpus, tmp_path):
+    """A folder in the old format (every token's codes, nothing precomputed) is refused as stale, and
+    compact.upgrade turns it into the atlas a fresh build gives, without running the model."""
+    import json
+
+    import scipy.sparse as sp
+
+    from app.engine.atlas import compact
+
+    windows, sink_norm, valid, dense = corpus
+    tokens = np.asarray(windows, np.int32).reshape(-1)
+    old = tmp_path / "v1"
+    old.mkdir()
+    np.save(old / "tokens.npy", tokens)
+    np.save(old / "valid.npy", np.packbits(valid))
+    for n, d in dense.items():
+        m = sp.csr_matrix(d)
+        np.savez(old / f"codes_{n}.npz", data=m.data.astype(np.float16), indices=m.indices.astype(np.uint16),
+                 indptr=m.indptr.astype(np.int64), shape=np.asarray(m.shape))
+        np.savez_compressed(old / f"summary_{n}.npz", **{k: v for k, v in built.summaries[n].items()
+                                                        if k in ("n_firing", "mean_when_firing", "max_act", "hist",
+                                                                 "top_rows", "quant_rows", "tok_ids", "tok_counts",
+                                                                 "tok_mean", "nb_same_idx", "nb_same_cos",
+                                                                 "nb_other_idx", "nb_other_cos")})
+    (old / "token_strings.json").write_text(json.dumps(sorted(built.token_strings.items())))
+    (old / "meta.json").write_text(json.dumps({"version": 1, "fingerprint": "fp", "ctx": CTX, "saes": ["coarse", "fine"]}))
+    atlas, status = at.load_for_engine(old, "fp", "tiny")
+    assert atlas is None and status.startswith("stale") and "version 1" in status
+    up = compact.upgrade(old, cofire_tokens=COFIRE_WINDOWS * CTX)
+    assert up.meta["version"] == at.ATLAS_VERSION and up.meta["upgraded_from_version"] == 1
+    assert up.label_parts == built.label_parts and up.words["words"] == built.words["words"]
+    for n in built.summaries:
+        for k, v in built.summaries[n].items():
+            assert np.array_equal(up.summaries[n][k], v), (n, k)
+    at.save_atlas(up, old)
+    atlas, status = at.load_for_engine(old, "fp", "tiny")
+    assert status == "ok" and atlas.feature("fine", 5) == built.feature("fine", 5)
+    assert compact.upgrade(old) is None  # already compact

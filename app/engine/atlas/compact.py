@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from app.engine.atlas.core import ATLAS_VERSION
 from app.engine.atlas.selective import selective_parts, token_key
 from app.engine.atlas.words import MIN_LIFT, MIN_MATCHED_FIRINGS, MIN_SHARE
 
@@ -184,5 +185,19 @@ def compact(atlas, cofire_tokens: int):
         summaries[n] = s
         codes[n] = c[:keep_rows]
     index = {"words": words["words"], "n_pos": words["n_pos"], "first": words["first"]}
-    meta = {**atlas.meta, "cofire_tokens": keep_rows}
+    meta = {**atlas.meta, "cofire_tokens": keep_rows, "version": ATLAS_VERSION}
     return replace(atlas, codes=codes, summaries=summaries, words=index, label_parts=parts, meta=meta, _cache={})
+
+
+def upgrade(folder, cofire_tokens: int = 131_072):
+    """A version-1 atlas folder (every token's codes) in the compact form, without running the model; None when the
+    folder holds no atlas or one that is already compact."""
+    from app.engine.atlas.storage import load_atlas, read_meta
+
+    meta = read_meta(folder)
+    if meta is None or meta.get("version", 1) >= ATLAS_VERSION:
+        return None
+    old = load_atlas(folder)
+    small = compact(old, cofire_tokens)
+    small.meta["upgraded_from_version"] = meta.get("version", 1)
+    return small

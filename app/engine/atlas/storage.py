@@ -74,10 +74,12 @@ def load_atlas(folder: Path) -> Atlas | None:
         with np.load(folder / f"summary_{n}.npz") as s:
             summaries[n] = {k: s[k] for k in s.files}
     strings = {int(i): s for i, s in json.loads((folder / "token_strings.json").read_text())}
-    parts = json.loads((folder / "label_parts.json").read_text(encoding="utf-8"))
-    with np.load(folder / "words.npz") as z:
-        words = {"words": json.loads((folder / "words.json").read_text(encoding="utf-8")),
-                 "n_pos": z["n_pos"].astype(np.int64), "first": z["first"]}
+    parts, words = {}, {}
+    if meta.get("version", 1) >= 2:  # a version-1 folder (full codes, nothing precomputed) loads for compact.upgrade
+        parts = json.loads((folder / "label_parts.json").read_text(encoding="utf-8"))
+        with np.load(folder / "words.npz") as z:
+            words = {"words": json.loads((folder / "words.json").read_text(encoding="utf-8")),
+                     "n_pos": z["n_pos"].astype(np.int64), "first": z["first"]}
     fp = meta.pop("fingerprint")
     ctx = meta.pop("ctx")
     return _assemble(fp, tokens, ctx, valid, codes, summaries, strings, meta, words, parts)
