@@ -116,15 +116,15 @@ def label_scores(codes: sp.csr_matrix, tokens: np.ndarray, valid: np.ndarray, ct
     lab_f, lab_t, lab_c = _feature_token_counts(codes, tokens, lab)
     n_lab = np.bincount(lab_f, weights=lab_c, minlength=F)
     # only tokens whose key can pass both rules matter (a key's count is summed, its lift is the max of its tokens)
-    key_of = np.array([keys.get(int(t), "") for t in lab_t], dtype=object)
+    key_names, key_id = np.unique(np.array([keys.get(int(t), "") for t in range(size)], dtype=object).astype(str),
+                                  return_inverse=True)
     lift = (lab_c / np.maximum(n_lab[lab_f], 1)) / np.maximum(base[lab_t], 1e-300)
-    cand: dict[tuple[int, str], list[float]] = {}
-    for f, k, c, li in zip(lab_f.tolist(), key_of.tolist(), lab_c.tolist(), lift.tolist()):
-        e = cand.setdefault((f, k), [0.0, 0.0])
-        e[0] += c
-        e[1] = max(e[1], li)
-    good = {fk for fk, (c, li) in cand.items() if c >= 3 and li >= 4.0}
-    keep = np.fromiter(((f, k) in good for f, k in zip(lab_f.tolist(), key_of.tolist())), bool, len(lab_f))
+    grp = lab_f * len(key_names) + key_id.ravel()[lab_t]
+    ug, ginv = np.unique(grp, return_inverse=True)
+    gcount = np.bincount(ginv.ravel(), weights=lab_c, minlength=len(ug))
+    glift = np.zeros(len(ug))
+    np.maximum.at(glift, ginv.ravel(), lift)
+    keep = ((gcount >= 3) & (glift >= 4.0))[ginv.ravel()]
     parts: list[list[str]] = [[] for _ in range(F)]
     kf, kt, kc = lab_f[keep], lab_t[keep], lab_c[keep]
     bounds = np.searchsorted(kf, np.arange(F + 1))
@@ -160,13 +160,13 @@ def context_acts(codes: sp.csr_matrix, rows: np.ndarray, ctx: int) -> np.ndarray
     r = rows[..., None].astype(np.int64)
     pos = r % ctx + off
     ok = (r >= 0) & (pos >= 0) & (pos < ctx)
-    q = np.where(ok, (r // ctx) * ctx + pos, 0)
-    f = np.arange(F).reshape((F,) + (1,) * (rows.ndim))
-    qk = (f * T + q).ravel()
-    at = np.minimum(np.searchsorted(keys, qk), max(len(keys) - 1, 0))
-    found = (keys[at] == qk) if len(keys) else np.zeros(len(qk), bool)
-    vals = np.where(found, csc.data[at] if len(keys) else 0.0, 0.0).reshape(q.shape)
-    return np.where(ok, vals, 0.0).astype(np.float16)
+    f = np.broadcast_to(np.arange(F).reshape((F,) + (1,) * (rows.ndim)), ok.shape)
+    qk = f[ok] * T + ((r // ctx) * ctx + pos)[ok]  # only real context tokens are looked up
+    out = np.zeros(ok.shape, np.float16)
+    if len(keys) and len(qk):
+        at = np.minimum(np.searchsorted(keys, qk), len(keys) - 1)
+        out[ok] = np.where(keys[at] == qk, csc.data[at], 0.0)
+    return out
 
 
 def compact(atlas, cofire_tokens: int):
