@@ -1,8 +1,12 @@
-"""`python -m app atlas --profile P [--tokens N] [--corpus heldout|offline|FILE]`: build a profile's feature atlas.
+"""`python -m app atlas --profile P [--tokens N] [--corpus heldout|offline|FILE] [--chat-share S]`: build a profile's
+feature atlas.
 
 heldout: the held-out windows of the SAE training corpus (data/cache/training/<profile>/windows.json, never
 trained on); offline: the offline corpus (app/training/corpus.py) with the profile's tokenizer; FILE: a text
-file, tokenised and cut into windows. Resumable: chunks are checkpointed next to the output folder.
+file, tokenised and cut into windows. Plus, up to --chat-share of the windows, the held-out chat transcripts
+(data/chat/<profile>/eval-*.jsonl.gz, app.training.chat; their user turns are never used by a training transcript),
+interleaved with the corpus windows (seeded), so the co-firing sample (the first windows) holds both.
+Resumable: chunks are checkpointed next to the output folder.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import time
 from pathlib import Path
 
 CTX = 128
-DEFAULT_TOKENS = 100_000
+DEFAULT_TOKENS = 1_000_000
+CHAT_SHARE = 0.3
 
 
 def add_parser(sub) -> None:
@@ -26,6 +31,32 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk-windows", type=int, default=64, help="windows per checkpointed chunk")
+    p.add_argument("--chat-share", type=float, default=CHAT_SHARE,
+                   help="share of the windows from the held-out chat transcripts (at most what there is)")
+    p.add_argument("--chat-dir", default=None, help="folder of chat shards (default data/chat/<profile>)")
+    p.add_argument("--cofire-tokens", type=int, default=131_072,
+                   help="tokens whose full codes are kept (the split map's co-firing sample)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="make the existing version-1 atlas folder compact (no model run; same corpus and SAEs)")
+
+
+def chat_eval_windows(folder: Path, n_windows: int, ctx: int = CTX) -> tuple[list[list[int]], dict]:
+    """Up to n_windows windows of the held-out chat transcripts in `folder` (none when it has no eval shards)."""
+    from app.training import chat as chat_mod
+    from app.training.corpus import pack_windows
+
+    if n_windows <= 0 or not folder.exists():
+        return [], {"source": str(folder), "windows": 0}
+    rows = chat_mod.read_shards(folder, "eval")
+    windows = pack_windows([list(r.ids) for r in rows], ctx, sep=[])[:n_windows]
+    return windows, {"source": str(folder), "split": "eval", "transcripts": len(rows), "windows": len(windows)}
+
+
+def mixed_windows(corpus: list[list[int]], chat: list[list[int]], n_windows: int, seed: int = 1) -> list[list[int]]:
+    """The chat windows and enough corpus windows to make n_windows, shuffled together (seeded)."""
+    out = chat + corpus[: max(0, n_windows - len(chat))]
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def corpus_windows(kind: str, profile, tokenizer, n_windows: int, ctx: int = CTX) -> tuple[list[list[int]], dict]:
@@ -68,6 +99,25 @@ def run(args) -> int:
     from app.settings import Settings
 
     settings = Settings(profile=args.profile)
+    if args.upgrade:  # no model needed
+        from app.engine.profiles import get_profile
+
+        out = Path(args.out) if args.out else at.default_atlas_dir(get_profile(args.profile), getattr(settings, "atlas_root", None))
+        from app.engine.atlas.compact import upgrade
+
+        t0 = time.perf_counter()
+        small = upgrade(out, args.cofire_tokens)
+        if small is None:
+            print(f"error: {out} holds no version-1 atlas to upgrade", file=sys.stderr)
+            return 2
+        layout = out / "layout.npz"  # the map depends on the decoders only: it stays valid, keep it
+        kept = layout.read_bytes() if layout.exists() else None
+        at.save_atlas(small, out)
+        if kept is not None:
+            layout.write_bytes(kept)
+        print(f"atlas: {out} upgraded to the compact form in {time.perf_counter() - t0:.0f}s, "
+              f"{at.folder_bytes(out) / 1e6:.1f} MB")
+        return 0
     try:
         eng = Engine.build(args.profile, args.device, atlas_root=getattr(settings, "atlas_root", None))
     except ProfileUnavailable as exc:
@@ -75,11 +125,18 @@ def run(args) -> int:
         return 2
     out = Path(args.out) if args.out else eng.atlas_dir
     n_windows = max(1, -(-args.tokens // CTX))
+    from app.engine.profiles import DATA_DIR
+
+    chat_dir = Path(args.chat_dir) if args.chat_dir else DATA_DIR / "chat" / eng.profile.name
     try:
-        windows, corpus = corpus_windows(args.corpus, eng.profile, eng.tokenizer, n_windows)
+        chat, chat_info = chat_eval_windows(chat_dir, int(n_windows * max(0.0, min(1.0, args.chat_share))))
+        windows, corpus = corpus_windows(args.corpus, eng.profile, eng.tokenizer, n_windows - len(chat))
     except (FileNotFoundError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if chat:
+        windows = mixed_windows(windows, chat, n_windows)
+        corpus = {**corpus, "chat": chat_info, "chat_share": round(len(chat) / max(1, len(windows)), 4)}
     if not windows:
         print("error: the corpus gave no windows", file=sys.stderr)
         return 2
@@ -94,10 +151,11 @@ def run(args) -> int:
         with eng.background_session():
             atlas = at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, fingerprint=fp,
                                    sink_norm=eng.profile.sink_norm, batch_size=args.batch_size,
-                                   chunk_windows=args.chunk_windows, work_dir=work, progress=progress, meta=meta)
+                                   chunk_windows=args.chunk_windows, work_dir=work, progress=progress, meta=meta,
+                                   cofire_tokens=args.cofire_tokens)
     at.save_atlas(atlas, out)
     shutil.rmtree(work, ignore_errors=True)
     mb = at.folder_bytes(out) / 1e6
     print(f"atlas: {len(atlas.tokens)} tokens ({atlas.n_valid} counted), {atlas.meta['seconds']:.0f}s, "
-          f"{mb:.1f} MB in {out}")
+          f"{mb:.1f} MB in {out}; chat share {corpus.get('chat_share', 0.0):.0%}")
     return 0

@@ -33,3 +33,37 @@ def test_atlas_command_builds_what_the_engine_loads(tmp_path, tiny_engine):
 def test_atlas_command_names_a_missing_corpus(tmp_path, capsys):
     assert main(["atlas", "--profile", "tiny", "--corpus", str(tmp_path / "no.txt"), "--out", str(tmp_path / "a")]) == 2
     assert "no.txt" in capsys.readouterr().err
+
+
+def test_atlas_command_mixes_in_the_held_out_chat_transcripts(tmp_path, tiny_engine):
+    """--chat-share of the windows come from data/chat/<profile>/eval-*.jsonl.gz (never the train shards), shuffled
+    in with the corpus windows; the share and the source are in meta.json."""
+    import gzip
+
+    tok = tiny_engine.tokenizer
+    chat = tmp_path / "chat"
+    chat.mkdir()
+    rows = []
+    for i in range(20):
+        ids = tok.encode(f"User: question {i} about dogs? Assistant: dogs bark and wag their tails, {i} times.",
+                         add_special_tokens=False)
+        rows.append({"turn_id": f"t{i}", "split": "eval", "kind": "question", "source": "test", "system": None,
+                     "user": "q", "reply": "r", "ids": ids, "n_prompt": 5, "finish": "stop", "temperature": 0.0,
+                     "top_p": 1.0, "seed": 0})
+    with gzip.open(chat / "eval-0000.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    with gzip.open(chat / "train-0000.jsonl.gz", "wt", encoding="utf-8") as fh:  # must not be read
+        fh.write(json.dumps({**rows[0], "split": "train", "ids": [7] * 4000}) + "\n")
+    text = "\n\n".join(f"Paris is the capital of France. Item {i}: the river Seine and French wine." for i in range(60))
+    (tmp_path / "corpus.txt").write_text(text)
+    out = tmp_path / "root" / "tiny"
+    assert main(["atlas", "--profile", "tiny", "--corpus", str(tmp_path / "corpus.txt"), "--tokens", str(10 * 128),
+                 "--out", str(out), "--chat-dir", str(chat), "--chat-share", "0.3", "--cofire-tokens", "512"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["windows"] == 10 and meta["corpus"]["chat_share"] == 0.3 and meta["cofire_tokens"] == 512
+    assert meta["corpus"]["chat"]["split"] == "eval" and meta["corpus"]["chat"]["windows"] == 3
+    stream = [t for r in rows for t in r["ids"]]
+    chat_windows = {tuple(stream[i * 128:(i + 1) * 128]) for i in range(3)}
+    tokens = np.load(out / "tokens.npy").astype(np.int64).reshape(10, 128)
+    got = [tuple(w) for w in tokens.tolist()]
+    assert sum(w in chat_windows for w in got) == 3 and 7 not in tokens  # the three chat windows, no train shard

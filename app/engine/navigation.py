@@ -26,7 +26,7 @@ class PathPoint:
     token: str
     xy: tuple[float, float] | None  # None: a sink, or no active feature
     sink: bool
-    top: tuple[tuple[str, int, float], ...]  # (sae, index, activation), strongest first (both SAEs)
+    top: tuple[tuple[str, int, float], ...]  # (sae, index, activation), strongest first (both SAEs; HOVER_POOL)
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,11 @@ def hook_features(model, saes: dict, hook_name: str, token_ids, fwd_hooks=()) ->
     return resid, acts
 
 
-def path_from_acts(layout: Layout, token_ids, tokens, acts: dict, sink, top: int = 3) -> PromptPath:
-    """Place every non-sink token (token_positions) and keep its strongest features for the hover."""
+HOVER_POOL = 12  # strongest features kept per token: the hover ranks them (ranking.rank_mixed) and shows the first 3
+
+
+def path_from_acts(layout: Layout, token_ids, tokens, acts: dict, sink, top: int = HOVER_POOL) -> PromptPath:
+    """Place every non-sink token (token_positions) and keep its `top` strongest features (both SAEs) for the hover."""
     keep = {n: np.where(np.asarray(sink)[:, None], 0.0, a) for n, a in acts.items() if n in layout.sae_names}
     xy = token_positions(layout, keep)
     points = []

@@ -42,3 +42,34 @@ def rank_features(indices: Sequence[int] | np.ndarray, values: Sequence[float] |
     else:
         rows.sort(key=lambda r: (-r.value, r.index))
     return tuple(rows)
+
+
+@dataclass(frozen=True)
+class RankedMixed:
+    sae: str
+    index: int
+    value: float  # the raw activation
+    ratio: float | None
+    dense: bool
+
+
+def rank_mixed(cands: Sequence[tuple[str, int, float]], typical: dict | None, density: dict | None,
+               by: RankBy = "unusual", dense_density: float = DENSE_DENSITY) -> tuple[RankedMixed, ...]:
+    """Features of several SAEs (sae, index, activation) in one display order, as rank_features orders one SAE's;
+    typical / density: {sae: [d_sae] array} (None, or an SAE missing: no ratio, not dense)."""
+    rows = []
+    for s, i, v in cands:
+        t = typical.get(s) if typical else None
+        d = density.get(s) if density else None
+        r = rank_features([i], [v], t, d, by, dense_density)[0]
+        rows.append(RankedMixed(s, r.index, r.value, r.ratio, r.dense))
+    if by == "unusual" and typical:
+        rows.sort(key=lambda r: (r.dense, -(r.ratio or 0.0), -r.value, r.sae, r.index))
+    else:
+        rows.sort(key=lambda r: (-r.value, r.sae, r.index))
+    return tuple(rows)
+
+
+def dense_last(items: Sequence, dense: Sequence[bool]) -> list:
+    """Items in their own order (a view's own score: attribution, selectivity), the dense ones after the rest."""
+    return [x for x, d in zip(items, dense) if not d] + [x for x, d in zip(items, dense) if d]

@@ -11,6 +11,7 @@ feature with >= 3 fine features above the cosine threshold. Same engine function
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cos", type=float, default=0.3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is faster on a shared, busy CPU)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the GO verdict and the steering anchor (JSON; python -m app.artifacts reads it)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -77,8 +80,11 @@ def main(argv=None) -> int:
     print(f"== coarse -> fine: fine features (of all {scan['n_fine']}) with decoder cosine >= {a.cos}")
     sel = {r["index"]: r for r in res["tables"]["coarse"]}
     best_sel, best_n = 0.0, 0
+    anchors = []  # (selectivity x concept fire rate, coarse) of mapped, not noisy, features with >= 3 fine matches
     for i, c in enumerate(m["coarse"]):
         hits = [(f, v) for f, v in scan["matches"][i] if v >= a.cos]
+        if len(hits) >= 3 and not sel[c]["noisy"]:
+            anchors.append((sel[c]["selectivity"] * sel[c]["fire_concept"], c))
         corr = {f: m["corr"][i][m["fine"].index(f)] for f, _ in hits if f in m["fine"]}
         s = sel[c]["selectivity"]
         best_sel, best_n = max(best_sel, s), max(best_n, len(hits))
@@ -89,6 +95,10 @@ def main(argv=None) -> int:
     go = top_sel >= 0.9 and best_n >= 3
     print(f"\nGO criterion: max coarse selectivity {top_sel:.3f} (need >= 0.9); most fine features above {a.cos} "
           f"for a mapped coarse feature: {best_n} (need >= 3) -> {'GO' if go else 'NO-GO'}")
+    if a.json is not None:
+        anchor = max(anchors)[1] if anchors else None
+        a.json.write_text(json.dumps({"go": go, "anchor": anchor, "rule": "mapped, not noisy, >= 3 fine features above "
+                                      f"cosine {a.cos}; largest selectivity x concept fire rate"}))
     return 0
 
 

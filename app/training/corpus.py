@@ -12,7 +12,9 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Union
+
+from app.training import prose
 
 CACHE = Path(__file__).resolve().parents[2] / "data" / "cache" / "corpus"
 
@@ -20,7 +22,7 @@ CACHE = Path(__file__).resolve().parents[2] / "data" / "cache" / "corpus"
 @dataclass(frozen=True)
 class Source:
     name: str
-    fetch: str  # "apt:<pkg>" or "pip:<spec>"
+    fetch: str  # "apt:<pkg>", "pip:<spec>" or "local:site-packages|dpkg" (this machine's text, snapshotted once)
     licence: str
     token_budget: int
     reader: str  # name of a reader function below
@@ -36,6 +38,12 @@ SOURCES: list[Source] = [
     Source("foldoc", "apt:dict-foldoc", "GFDL-1.1+", 550_000, "read_dictd_foldoc"),
     Source("fortunes", "apt:fortunes", "BSD-4-clause / quotations", 450_000, "read_fortunes"),
     Source("jargon-file", "apt:jargon-text", "public domain", 350_000, "read_jargon"),
+    # English prose: installed packages' long descriptions, each document under its own package's licence
+    # (recorded per source as licence -> documents); app/training/prose.py
+    Source("pypi-descriptions", "local:site-packages", "per document: its package's PyPI licence", 300_000,
+           "read_local_snapshot"),
+    Source("debian-descriptions", "local:dpkg", "per document: its package's DEP-5 copyright licence", 80_000,
+           "read_local_snapshot"),
 ]
 
 
@@ -46,6 +54,10 @@ def fetch(source: Source, cache: Path = CACHE) -> Path:
         return root
     root.mkdir(parents=True, exist_ok=True)
     kind, spec = source.fetch.split(":", 1)
+    if kind == "local":
+        prose.snapshot_local(spec, root)
+        (root / ".done").touch()
+        return root
     dl = cache / "dl" / source.name
     dl.mkdir(parents=True, exist_ok=True)
     if kind == "apt":
@@ -167,8 +179,14 @@ def read_jargon(root: Path) -> Iterator[str]:
             yield para
 
 
-READERS: dict[str, Callable[[Path], Iterator[str]]] = {
-    f.__name__: f for f in (read_factbook, read_dictd_gcide, read_dictd_foldoc, read_wordnet, read_python_doc, read_fortunes, read_jargon)
+def read_local_snapshot(root: Path) -> Iterator[tuple[str, str]]:
+    """(text, licence) pairs of a local source's snapshot (prose.py)."""
+    yield from prose.read_snapshot(root)
+
+
+READERS: dict[str, Callable[[Path], Iterable[Union[str, tuple[str, str]]]]] = {
+    f.__name__: f for f in (read_factbook, read_dictd_gcide, read_dictd_foldoc, read_wordnet, read_python_doc, read_fortunes,
+                            read_jargon, read_local_snapshot)
 }
 
 
@@ -179,26 +197,31 @@ def build_corpus(tokenizer, seed: int = 0, scale: float = 1.0, cache: Path = CAC
     docs: list[tuple[str, list[int]]] = []
     record = {"seed": seed, "sources": []}
     for src in SOURCES:
-        texts = []
-        for t in READERS[src.reader](fetch(src, cache)):
+        texts = []  # (text, licence of this document: the source's unless the reader gives one)
+        for item in READERS[src.reader](fetch(src, cache)):
+            t, lic = item if isinstance(item, tuple) else (item, src.licence)
             key = hashlib.sha1(" ".join(t.lower().split()).encode()).hexdigest()
             if key not in seen:
                 seen.add(key)
-                texts.append(t)
+                texts.append((t, lic))
         rng.shuffle(texts)
         budget, used, n_docs = int(src.token_budget * scale), 0, 0
         src_hash = hashlib.sha256()
-        for t in texts:
+        licences: dict[str, int] = {}
+        for t, lic in texts:
             ids = tokenizer.encode(t, add_special_tokens=False)[:512]
             docs.append((src.name, ids))
             src_hash.update(json.dumps(ids).encode())
+            licences[lic] = licences.get(lic, 0) + 1
             used += len(ids)
             n_docs += 1
             if used >= budget:
                 break
-        record["sources"].append({"name": src.name, "fetch": src.fetch, "licence": src.licence,
-                                  "documents": n_docs, "documents_available": len(texts), "tokens": used,
-                                  "sha256": src_hash.hexdigest()})
+        entry = {"name": src.name, "fetch": src.fetch, "licence": src.licence, "documents": n_docs,
+                 "documents_available": len(texts), "tokens": used, "sha256": src_hash.hexdigest()}
+        if set(licences) != {src.licence}:
+            entry["licences"] = dict(sorted(licences.items(), key=lambda kv: (-kv[1], kv[0])))
+        record["sources"].append(entry)
     rng.shuffle(docs)
     h = hashlib.sha256()
     for _, ids in docs:

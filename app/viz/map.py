@@ -18,6 +18,13 @@ MAX_POINTS = 60_000  # above this many features, send the top-N by density plus 
 REGION_LABELS = 40  # the largest regions get their label on the map; the rest on hover
 
 
+def _hover_line(t: dict) -> str:
+    """One feature on a token's hover: name, label, raw activation beside its ratio to the typical one, dense mark."""
+    ratio = f", ×{t['ratio']:.1f} typical" if t.get("ratio") is not None else ""
+    dense = " · dense" if t.get("dense") else ""
+    return f"{esc(feature_name(t['sae'], t['index']))} {esc(t.get('label') or '')} ({t['activation']:.2f}{ratio}){dense}"
+
+
 def esc(s) -> str:
     return html.escape(str(s), quote=False)
 
@@ -180,7 +187,7 @@ def path_traces(result: dict) -> list:
         colour = PATH_COLOURS.get(p["name"], "#111827")
         hover = []
         for q in pts:
-            tops = "<br>".join(f"{esc(feature_name(t['sae'], t['index']))} {esc(t['label'])} ({t['activation']:.2f})" for t in q["top"])
+            tops = "<br>".join(_hover_line(t) for t in q["top"])
             hover.append(f"<b>{q['position']}: {esc(repr(q['token']))}</b><br>{tops}")
         traces.append({"type": "scatter", "mode": "lines+markers+text", "name": esc(p["name"]),
                        "x": [q["x"] for q in pts], "y": [q["y"] for q in pts],

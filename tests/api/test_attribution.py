@@ -57,3 +57,34 @@ def test_errors_name_the_field_and_the_range(tiny_client, body, status, loc, nee
     assert r.status_code == status, r.text
     item = r.json()["detail"][0]
     assert item["loc"] == loc and needle in item["msg"]
+
+
+def test_dense_features_come_after_the_rest_with_their_ratio_unless_asked(tiny_client, tiny_engine):
+    """With an atlas: each entry's ratio is its max activation over the atlas's mean when firing, dense ones
+    (> 10% of the atlas's tokens) are marked and listed after the others (each group in attribution order);
+    rank=attribution keeps the engine's order."""
+    from dataclasses import replace
+
+    from tests.atlas_fixtures import tiny_atlas, with_atlas
+
+    ids = tiny_engine.tokenizer.encode(PROMPT, add_special_tokens=False)
+    with tiny_engine.session():
+        ref = A.attribute(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, ids, top=10)
+    atlas = tiny_atlas(tiny_engine)
+    density = {n: np.zeros_like(d) for n, d in atlas.density.items()}
+    for j, f in enumerate(ref.features):  # every other listed feature is made dense
+        density[f.sae][f.index] = 0.5 if j % 2 == 0 else 0.05
+    atlas = replace(atlas, density=density)
+    order = [(f.sae, f.index) for f in ref.features]
+    with with_atlas(tiny_engine, atlas):
+        body = tiny_client.post("/api/attribution", json={"prompt": PROMPT, "top": 10, "n_validate": 0}).json()
+        raw = tiny_client.post("/api/attribution", json={"prompt": PROMPT, "top": 10, "n_validate": 0,
+                                                        "rank": "attribution"}).json()
+    got = [(f["sae"], f["index"]) for f in body["features"]]
+    want = [k for j, k in enumerate(order) if j % 2 == 1] + [k for j, k in enumerate(order) if j % 2 == 0]
+    assert got == want and [(f["sae"], f["index"]) for f in raw["features"]] == order
+    for f in body["features"]:
+        assert f["dense"] == (density[f["sae"]][f["index"]] > 0.10)
+        typical = float(atlas.mean_when_firing[f["sae"]][f["index"]])
+        assert f["ratio"] == pytest.approx(f["max_activation"] / typical, rel=1e-6) if typical > 0 else f["ratio"] is None
+        assert f["label"] == atlas.label(f["sae"], f["index"])

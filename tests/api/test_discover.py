@@ -282,3 +282,33 @@ def test_view_at_another_threshold_saves_what_a_rerun_gives(client, done):
     rr = client.post(f"/api/explorations/{saved.json()['id']}/rerun").json()
     assert rr["result_matches"], rr["first_difference"]
     assert rr["result"]["go_no_go"][0]["n_above"] == want
+
+
+def test_tables_carry_label_ratio_and_put_dense_features_last_unless_asked(tiny_engine, client, done):
+    """With an atlas: each row's label, its mean on the concept over the atlas's mean when firing, the dense mark
+    (> 10% of the atlas's tokens), and dense rows after the rest (each group by selectivity); rank=selectivity keeps
+    plain selectivity order."""
+    from dataclasses import replace
+
+    from tests.atlas_fixtures import tiny_atlas, with_atlas
+
+    _, plain = done
+    atlas = tiny_atlas(tiny_engine)
+    density = {n: np.zeros_like(d) for n, d in atlas.density.items()}
+    for n, rows in plain["tables"].items():
+        for j, r in enumerate(rows):
+            density[n][r["index"]] = 0.5 if j % 2 == 0 else 0.01  # every other row dense
+    atlas = replace(atlas, density=density)
+    with with_atlas(tiny_engine, atlas):
+        ranked = client.post("/api/discover", json=BODY).json()
+        raw = client.post("/api/discover", json={**BODY, "rank": "selectivity"}).json()
+    for n, rows in plain["tables"].items():
+        order = [r["index"] for r in rows]
+        assert [r["index"] for r in raw["tables"][n]] == order
+        want = [i for j, i in enumerate(order) if j % 2 == 1] + [i for j, i in enumerate(order) if j % 2 == 0]
+        assert [r["index"] for r in ranked["tables"][n]] == want
+        for r in ranked["tables"][n]:
+            i = r["index"]
+            assert r["dense"] == (density[n][i] > 0.10) and r["label"] == atlas.label(n, i)
+            t = float(atlas.mean_when_firing[n][i])
+            assert (r["ratio"] == pytest.approx(r["mean_concept"] / t, rel=1e-6)) if t > 0 else r["ratio"] is None

@@ -116,3 +116,34 @@ def test_stored_layout_is_used_and_stale_one_refused(tiny_engine, tiny_layout, t
         save_layout(tmp_path / "tiny", replace(moved, fingerprint="other"))
         r = c.get("/api/map/layout")
         assert r.status_code == 409 and "stale" in r.json()["detail"]
+
+
+def test_hover_lists_the_most_unusual_features_with_ratio_and_dense_last(tiny_client, tiny_engine, tiny_layout):
+    """Each token's hover: of its 12 strongest features (both SAEs, by a plain encode here), the 3 first in
+    ranking order (activation / atlas mean when firing, dense after the rest), raw activation beside the ratio."""
+    from app.engine.navigation import HOVER_POOL
+    from tests.atlas_fixtures import tiny_atlas, with_atlas
+
+    prompt = "Paris is the capital of France."
+    atlas = tiny_atlas(tiny_engine)
+    with with_atlas(tiny_engine, atlas):
+        r = tiny_client.post("/api/map/path", json={"prompt": prompt, "chat": False})
+    assert r.status_code == 200, r.text
+    ids = encode_prompt(tiny_engine.tokenizer, prompt, None, False).token_ids
+    with torch.inference_mode():
+        _, cache = tiny_engine.model.run_with_cache(torch.tensor([list(ids)]))
+        resid = cache[tiny_engine.hook_name][0]
+        acts = {n: s.encode(resid).double().numpy() for n, s in tiny_engine.saes.items()}
+    checked = 0
+    for t, p in enumerate(r.json()["paths"][0]["points"]):
+        pool = sorted(((n, i, acts[n][t, i]) for n in acts for i in np.flatnonzero(acts[n][t] > 0)),
+                      key=lambda c: (-c[2], c[0], c[1]))[:HOVER_POOL]
+        dense = {(n, i): atlas.density[n][i] > 0.10 for n, i, _ in pool}
+        ratio = {(n, i): v / atlas.mean_when_firing[n][i] for n, i, v in pool if atlas.mean_when_firing[n][i] > 0}
+        want = sorted(pool, key=lambda c: (dense[c[:2]], -ratio.get(c[:2], 0.0), -c[2], c[0], c[1]))[:3]
+        assert [(f["sae"], f["index"]) for f in p["top"]] == [(n, int(i)) for n, i, _ in want], t
+        for f, (n, i, v) in zip(p["top"], want):
+            assert f["activation"] == pytest.approx(v, rel=1e-4) and f["dense"] == dense[(n, i)]
+            assert f["ratio"] == pytest.approx(ratio[(n, i)], rel=1e-4) and f["label"] == atlas.label(n, int(i))
+            checked += 1
+    assert checked >= 9

@@ -12,6 +12,7 @@ from app.engine.tokens import token_text
 
 CTX, N_WIN = 32, 22
 PARAMS = dict(top_examples=6, n_quantiles=3, per_quantile=4, n_bins=7, n_tokens=5, n_neighbours=4)
+COFIRE_WINDOWS = 5  # the compact atlas keeps the codes of the first 5 windows only (the split map's sample)
 
 
 def plain_resid(model, windows, layer: int) -> torch.Tensor:
@@ -73,7 +74,7 @@ def built(tiny_engine, corpus):
     eng = tiny_engine
     with eng.session():
         return at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, fingerprint="fp", sink_norm=sink_norm,
-                              batch_size=3, chunk_windows=5, **PARAMS)
+                              batch_size=3, chunk_windows=5, cofire_tokens=COFIRE_WINDOWS * CTX, **PARAMS)
 
 
 def brute_force(dense: np.ndarray, tokens: np.ndarray, valid: np.ndarray, f: int) -> dict:
@@ -114,7 +115,8 @@ def test_summaries_equal_brute_force(built, corpus):
     checked_fire = 0
     for n, d in dense.items():
         s = built.summaries[n]
-        assert np.allclose(built.codes[n].toarray(), d, rtol=0, atol=0)
+        assert built.codes[n].shape == (COFIRE_WINDOWS * CTX, d.shape[1])  # only the co-firing sample is kept
+        assert np.allclose(built.codes[n].toarray(), d[: COFIRE_WINDOWS * CTX], rtol=0, atol=0)
         for f in range(d.shape[1]):
             b = brute_force(d, tokens, valid, f)
             assert s["n_firing"][f] == b["n_firing"]
@@ -246,6 +248,11 @@ def test_feature_examples_show_context_activations(built, corpus, tiny_engine):
         assert np.array_equal(np.asarray(ex.acts, np.float32), dense["fine"][g0: g0 + len(ex.acts), f])
         assert ex.tokens[ex.position - ex.start] == token_text(tiny_engine.tokenizer, tokens[g0 + ex.position - ex.start])
         assert ex.position - ex.start <= 5 and len(ex.acts) <= 8
+    assert any(ex.window >= COFIRE_WINDOWS for ex in fa.examples)  # contexts stored, not read from the codes
+    wide = built.feature("fine", f, left=40, right=40)  # wider than stored: clipped to the stored context
+    assert all(ex.position - ex.start <= 16 and ex.start + len(ex.acts) - ex.position <= 7 for ex in wide.examples)
+    with pytest.raises(IndexError, match="co-firing sample"):
+        built.example("fine", f, COFIRE_WINDOWS * CTX)
     assert sum(fa.hist_counts) == fa.n_firing and fa.hist_edges[-1] == pytest.approx(fa.max_act)
     assert fa.label == built.label("fine", f) and fa.label
     with pytest.raises(IndexError, match="0..511"):
@@ -280,7 +287,8 @@ def test_resume_after_interruption_gives_the_same_atlas(tiny_engine, corpus, bui
         if done >= 2 * 5 * CTX:
             raise Stop
 
-    kw = dict(fingerprint="fp", sink_norm=sink_norm, batch_size=3, chunk_windows=5, work_dir=tmp_path / "w", **PARAMS)
+    kw = dict(fingerprint="fp", sink_norm=sink_norm, batch_size=3, chunk_windows=5, work_dir=tmp_path / "w",
+              cofire_tokens=COFIRE_WINDOWS * CTX, **PARAMS)
     with eng.session(), pytest.raises(Stop):
         at.build_atlas(eng.model, eng.saes, windows, eng.hook_name, progress=stop_after_two, **kw)
     assert sorted(p.name for p in (tmp_path / "w").glob("chunk_*.npz")) == ["chunk_00000.npz", "chunk_00001.npz"]
@@ -347,25 +355,51 @@ def _naive_word_positions(atlas, query):
     return out
 
 
-def test_search_atlas_ranks_by_lift_on_whole_words(built):
+def test_search_atlas_ranks_by_lift_on_whole_words(built, corpus):
     from app.engine.atlas import words
 
-    s = built.summaries["fine"]
-    alpha = np.array([built.tok(t).strip().isalpha() if t >= 0 else False for t in s["tok_ids"][:, 0]])
-    f = int(np.argmax(s["tok_counts"][:, 0] * alpha))
-    query = built.tok(s["tok_ids"][f, 0]).strip()
-    pos = _naive_word_positions(built, query)
-    assert words.matching_positions(built, query).tolist() == pos
-    dense = {n: (c.toarray() > 0) for n, c in built.codes.items()}
-    hits = at.search_atlas(built, query, top=50)
-    for n, fires in dense.items():
-        on_word = fires[pos].sum(0)
-        lift = (on_word / len(pos)) / np.maximum(fires[built.valid].mean(0), 1 / built.n_valid)
-        ok = (on_word >= words.MIN_MATCHED_FIRINGS) & (lift >= words.MIN_LIFT)
-        want = sorted(np.flatnonzero(ok), key=lambda i: (-lift[i], -on_word[i], i))[:50]
-        assert [h.index for h in hits[n]] == want
-        assert np.allclose([h.score for h in hits[n]], lift[want])
+    listed = 0
+    for query in ("Paris", "France", "water", "Berlin", "Rome", "degrees", "boils", "the", "is", "100"):
+        pos = _naive_word_positions(built, query)
+        assert words.matching_positions(built, query).tolist() == pos and pos
+        dense = {n: (d > 0) for n, d in corpus[3].items()}  # all the corpus's codes (the atlas keeps a sample only)
+        hits = at.search_atlas(built, query, top=50)
+        for n, fires in dense.items():
+            on_word = fires[pos].sum(0)
+            lift = (on_word / len(pos)) / np.maximum(fires[built.valid].mean(0), 1 / built.n_valid)
+            share = on_word / np.maximum(fires.sum(0), 1)
+            ok = (on_word >= words.MIN_MATCHED_FIRINGS) & (lift >= words.MIN_LIFT) & (share >= words.MIN_SHARE)
+            want = sorted(np.flatnonzero(ok), key=lambda i: (-lift[i], -on_word[i], i))[:50]
+            assert [h.index for h in hits[n]] == want, (query, n)
+            listed += len(want)
+            assert np.allclose([h.score for h in hits[n]], lift[want])
+            mean_on_word = (corpus[3][n][pos] * fires[pos]).sum(0) / np.maximum(on_word, 1)
+            assert np.allclose([h.activation for h in hits[n]], mean_on_word[want], rtol=1e-3)
+            assert all(built.tok(int(built.tokens[pos[0]])) == h.token for h in hits[n])
+    assert listed > 0  # not vacuous
     assert at.search_atlas(built, "   ") == {"coarse": (), "fine": ()}
+
+
+def test_word_index_equals_naive_whole_word_positions(built):
+    """The build-time word index (every \\w+ word of the corpus text): its valid positions per word."""
+    from app.engine.atlas import compact
+
+    w = built.words
+    assert w["words"] == sorted(w["words"]) and len(w["words"]) > 10
+    full = compact.word_index(built.tokens, built.valid, built.ctx, built.tok)
+    for i, word in enumerate(w["words"]):
+        pos = _naive_word_positions(built, word)
+        assert int(w["n_pos"][i]) == len(pos), word
+        assert int(w["first"][i]) == (pos[0] if pos else -1)
+        assert full["pos"][full["word"] == i].tolist() == pos
+
+
+def test_compact_atlas_on_disk_keeps_no_per_token_codes(built, tmp_path):
+    at.save_atlas(built, tmp_path / "a")
+    for n in built.summaries:
+        z = np.load(tmp_path / "a" / f"codes_{n}.npz")
+        assert tuple(z["shape"])[0] == COFIRE_WINDOWS * CTX < len(built.tokens)
+    assert np.load(tmp_path / "a" / "tokens.npy").dtype == np.uint16  # the tiny vocabulary fits
 
 
 def test_a_query_never_matches_inside_a_word(built):
@@ -440,3 +474,43 @@ def test_label_detection_score_equals_brute_force_on_held_out_windows(built, cor
                 assert got.f1 == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
                 checked["scored"] += 1
     assert checked["scored"] > 20
+
+
+def test_a_version_1_folder_upgrades_to_the_same_compact_atlas(built, corpus, tmp_path):
+    """A folder in the old format (every token's codes, nothing precomputed) is refused as stale, and
+    compact.upgrade turns it into the atlas a fresh build gives, without running the model."""
+    import json
+
+    import scipy.sparse as sp
+
+    from app.engine.atlas import compact
+
+    windows, sink_norm, valid, dense = corpus
+    tokens = np.asarray(windows, np.int32).reshape(-1)
+    old = tmp_path / "v1"
+    old.mkdir()
+    np.save(old / "tokens.npy", tokens)
+    np.save(old / "valid.npy", np.packbits(valid))
+    for n, d in dense.items():
+        m = sp.csr_matrix(d)
+        np.savez(old / f"codes_{n}.npz", data=m.data.astype(np.float16), indices=m.indices.astype(np.uint16),
+                 indptr=m.indptr.astype(np.int64), shape=np.asarray(m.shape))
+        np.savez_compressed(old / f"summary_{n}.npz", **{k: v for k, v in built.summaries[n].items()
+                                                        if k in ("n_firing", "mean_when_firing", "max_act", "hist",
+                                                                 "top_rows", "quant_rows", "tok_ids", "tok_counts",
+                                                                 "tok_mean", "nb_same_idx", "nb_same_cos",
+                                                                 "nb_other_idx", "nb_other_cos")})
+    (old / "token_strings.json").write_text(json.dumps(sorted(built.token_strings.items())))
+    (old / "meta.json").write_text(json.dumps({"version": 1, "fingerprint": "fp", "ctx": CTX, "saes": ["coarse", "fine"]}))
+    atlas, status = at.load_for_engine(old, "fp", "tiny")
+    assert atlas is None and status.startswith("stale") and "version 1" in status
+    up = compact.upgrade(old, cofire_tokens=COFIRE_WINDOWS * CTX)
+    assert up.meta["version"] == at.ATLAS_VERSION and up.meta["upgraded_from_version"] == 1
+    assert up.label_parts == built.label_parts and up.words["words"] == built.words["words"]
+    for n in built.summaries:
+        for k, v in built.summaries[n].items():
+            assert np.array_equal(up.summaries[n][k], v), (n, k)
+    at.save_atlas(up, old)
+    atlas, status = at.load_for_engine(old, "fp", "tiny")
+    assert status == "ok" and atlas.feature("fine", 5) == built.feature("fine", 5)
+    assert compact.upgrade(old) is None  # already compact

@@ -41,3 +41,26 @@ def test_unusual_order_puts_dense_last_then_ratio(seed, n):
 def test_without_an_atlas_the_order_is_by_activation():
     got = rank_features([5, 3, 9], [1.0, 7.0, 3.0], None, None)
     assert [r.index for r in got] == [3, 9, 5] and all(r.ratio is None and not r.dense for r in got)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 20))
+def test_mixed_saes_share_one_order_and_dense_last_keeps_each_group(seed, n):
+    from app.engine.ranking import dense_last, rank_mixed
+
+    g = np.random.default_rng(seed)
+    typical = {"coarse": g.uniform(0.5, 20, 50), "fine": g.uniform(0.5, 20, 300)}
+    density = {"coarse": g.uniform(0, 0.3, 50), "fine": g.uniform(0, 0.3, 300)}
+    cands = [("coarse" if g.random() < 0.4 else "fine", 0, float(g.uniform(0.1, 40))) for _ in range(n)]
+    cands = [(s, int(g.integers(0, 50 if s == "coarse" else 300)), v) for s, _, v in cands]
+    got = rank_mixed(cands, typical, density)
+    want = sorted(cands, key=lambda c: (density[c[0]][c[1]] > 0.10, -c[2] / typical[c[0]][c[1]], -c[2], c[0], c[1]))
+    assert [(r.sae, r.index, r.value) for r in got] == want
+    assert all(r.ratio == c[2] / typical[c[0]][c[1]] for r, c in zip(got, want))
+    raw = rank_mixed(cands, typical, density, by="activation")
+    assert [(r.sae, r.index, r.value) for r in raw] == sorted(cands, key=lambda c: (-c[2], c[0], c[1]))
+    assert [(r.sae, r.index) for r in rank_mixed(cands, None, None)] == [(s, i) for s, i, _ in
+                                                                        sorted(cands, key=lambda c: (-c[2], c[0], c[1]))]
+    flags = [bool(x) for x in g.random(n) < 0.5]
+    items = list(range(n))
+    assert dense_last(items, flags) == [i for i in items if not flags[i]] + [i for i in items if flags[i]]

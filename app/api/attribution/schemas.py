@@ -1,7 +1,7 @@
 """Which features drive a next-token logit: request and response."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -18,6 +18,9 @@ class AttributionRequest(PromptFields):
     target_id: int | None = Field(default=None, ge=0, description="candidate next token by id (wins over target)")
     top: Annotated[int, Limit("max_features_shown", "max")] = Field(default=20, ge=1, description="features listed (both SAEs together)")
     n_validate: int = Field(default=10, ge=0, le=20, description="top features checked by clamping them to 0")
+    rank: Literal["unusual", "attribution"] = Field(
+        default="unusual", description="unusual: by |attribution| with dense features (firing on > 10% of the atlas's "
+                                       "tokens) after the rest; attribution: by |attribution| only")
 
     @field_validator("target", mode="after")
     @classmethod
@@ -39,6 +42,8 @@ class AttributionEntryModel(BaseModel):
     attribution: float = Field(description="Σ over positions of activation × (W_dec · dlogit/dresid), logit units")
     positions: list[AttributionPositionModel] = Field(description="where it sits, largest |attribution| first")
     max_activation: float
+    ratio: float | None = Field(default=None, description="max_activation / the feature's typical activation when firing (atlas)")
+    dense: bool = Field(default=False, description="fires on more than 10% of the atlas's tokens")
     estimate: float | None = Field(default=None, description="linear estimate of the logit change when clamped to 0 (= −attribution)")
     actual: float | None = Field(default=None, description="measured logit change when clamped to 0")
     steer_value: float | None = Field(default=None, description="the strength its 'steer' link opens Generate with, signed like the attribution (app.engine.steering.link_strength)")

@@ -14,6 +14,7 @@ from app.api.attribution.schemas import (
 from app.api.errors import out_of_range, unprocessable
 from app.api.features.service import steer_link
 from app.engine import attribution as attr
+from app.engine.ranking import dense_last
 from app.engine.tokens import token_text, token_texts
 
 
@@ -24,7 +25,7 @@ def _finite(x) -> float | None:
 
 def run_attribution(engine, settings, req: AttributionRequest) -> AttributionResponse:
     """Rank both SAEs' features by their attribution to the target logit; clamp the top ones to check."""
-    from app.api.analysis.service import encode_checked, system_of
+    from app.api.analysis.service import encode_checked, ranked_features, system_of
 
     ids, text = encode_checked(engine, settings, req)
     n = len(ids)
@@ -66,13 +67,16 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
         v = ab.get((f.sae, f.index))
         mx = max((act for _, act, _ in f.positions), default=0.0)
         link = steer_link(engine, settings, f.sae, f.index, mx)
+        rk = ranked_features(engine, f.sae, [f.index], [mx])[0]
         feats.append(AttributionEntryModel(
             sae=f.sae, index=f.index, label=atlas.label(f.sae, f.index) if atlas is not None else None,
-            attribution=f.attribution, max_activation=mx,
+            attribution=f.attribution, max_activation=mx, ratio=rk.ratio, dense=rk.dense,
             steer_value=(link.value if f.attribution >= 0 else -link.value) if link is not None else None,
             positions=[AttributionPositionModel(position=q, token=strip[q], activation=act, attribution=at)
                        for q, act, at in f.positions],
             estimate=v.estimate if v else None, actual=v.actual if v else None))
+    if req.rank == "unusual":  # the attribution's own order, dense features after the rest
+        feats = dense_last(feats, [x.dense for x in feats])
     twin_out, warning = None, None
     if twin is not None:
         (tid, p_twin), = a.also

@@ -80,6 +80,9 @@ class DiscoverRequest(FiniteModel):
     corr_threshold: float = Field(default=0.3, ge=-1.0, le=1.0, description="activation correlation for 'correlated'")
     cos_near_zero: float = Field(default=0.1, ge=0.0, le=1.0, description="|cosine| below this counts as 'near 0' (red)")
     hist_coarse: int | None = Field(default=None, ge=0, description="coarse feature whose cosine histogram is drawn (default: the first mapped)")
+    rank: Literal["unusual", "selectivity"] = Field(
+        default="unusual", description="unusual: by selectivity with dense features (firing on > 10% of the atlas's "
+                                       "tokens) after the rest; selectivity: by selectivity only")
 
     def resolve(self) -> tuple[list[str], list[str]]:
         """(concept prompts, contrast prompts); 422 naming the field when a side has none."""
@@ -89,6 +92,9 @@ class DiscoverRequest(FiniteModel):
 
 class FeatureRowModel(model_of(disc.FeatureRow)):  # type: ignore[misc]  # the engine's FeatureRow fields, then:
     top_prompt: str | None = None
+    label: str = Field(default="", description="the feature's atlas label ('' without an atlas)")
+    ratio: float | None = Field(default=None, description="mean_concept / the feature's typical activation when firing (atlas)")
+    dense: bool = Field(default=False, description="fires on more than 10% of the atlas's tokens")
 
 
 class FineInfo(BaseModel):

@@ -16,6 +16,7 @@ from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import decomposition as dec
 from app.engine import discovery as disc
+from app.engine.ranking import dense_last
 from app.jobs import Job, JobRunner
 
 
@@ -29,7 +30,7 @@ def collect_key(engine, set_hash: str) -> str:
 
 
 def result_key(engine, set_hash: str, req: DiscoverRequest) -> str:
-    knobs = {k: v for k, v in req.model_dump().items() if k in ("aggregate", "top_k", "min_fire_rate", "n_coarse", "n_fine", "cos_threshold")}
+    knobs = {k: v for k, v in req.model_dump().items() if k in ("aggregate", "top_k", "min_fire_rate", "n_coarse", "n_fine", "cos_threshold", "rank")}
     h = hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:12]
     return f"discovery|{engine.profile.name}|{engine.fingerprint}|{set_hash}|{h}"
 
@@ -48,7 +49,20 @@ def build_result(engine, collected: disc.CollectedStats, req: DiscoverRequest, s
         res = disc.summarize(collected, engine.saes, params_of(req), prompts)
     res.update(profile=engine.profile.name, hook_name=engine.hook_name, fingerprint=engine.fingerprint, set_hash=set_hash,
                pair_independence=pair_summary(engine.pair_check))
+    res["tables"] = {n: ranked_rows(engine, n, rows, req.rank) for n, rows in res["tables"].items()}
     return DiscoveryResponse.model_validate(with_threshold(res, req.cos_threshold)).model_dump()
+
+
+def ranked_rows(engine, sae: str, rows: list[dict], rank: str) -> list[dict]:
+    """A selectivity table's rows with label, ratio (mean on the concept over the typical activation) and the dense
+    mark (ranking.rank_features); dense ones after the rest unless rank is "selectivity"."""
+    from app.api.analysis.service import feature_label, ranked_features
+
+    out = []
+    for r in rows:
+        rk = ranked_features(engine, sae, [r["index"]], [r["mean_concept"]])[0]
+        out.append({**r, "label": feature_label(engine, sae, r["index"]), "ratio": rk.ratio, "dense": rk.dense})
+    return out if rank == "selectivity" else dense_last(out, [r["dense"] for r in out])
 
 
 def with_threshold(result: dict, cos_threshold: float) -> dict:

@@ -56,6 +56,8 @@ class TopFeature(BaseModel):
     index: int
     activation: float
     label: str = ""
+    ratio: float | None = Field(default=None, description="activation / the feature's typical activation (atlas mean when firing)")
+    dense: bool = Field(default=False, description="fires on more than 10% of the atlas's tokens (listed after the rest)")
 
 
 class PathPointModel(BaseModel):

@@ -32,6 +32,7 @@ from app.engine import navigation as nav
 from app.engine.layout import Layout, load_layout
 from app.engine.layout import search as places
 from app.engine.prompts import encode_prompt
+from app.engine.ranking import rank_mixed
 
 PLACEMENT = ("Each token sits at the activation-weighted mean position of the features active at it (both SAEs): "
              "x_t = Σ a_tf·x_f / Σ a_tf. No UMAP at request time, so a placement is exact arithmetic on the stored "
@@ -131,10 +132,22 @@ def region_models(lay: Layout) -> list[RegionModel]:
             for r in lay.regions]
 
 
+HOVER_TOP = 3  # features shown per token on the map's hover
+
+
+def hover_top(engine, cands) -> list[TopFeature]:
+    """A token's features for the hover, in ranking.rank_mixed's order (most unusual first, dense ones last)."""
+    atlas = getattr(engine, "atlas", None)
+    typical = atlas.mean_when_firing if atlas is not None else None
+    density = atlas.density if atlas is not None else None
+    ranked = rank_mixed(cands, typical, density)[:HOVER_TOP]
+    return [TopFeature(sae=r.sae, index=r.index, activation=r.value, label=label_of(engine, r.sae, r.index),
+                       ratio=r.ratio, dense=r.dense) for r in ranked]
+
+
 def path_model(engine, name: str, path: nav.PromptPath) -> PathModel:
     pts = [PathPointModel(position=p.position, token=p.token, x=None if p.xy is None else p.xy[0],
-                          y=None if p.xy is None else p.xy[1], sink=p.sink,
-                          top=[TopFeature(sae=s, index=i, activation=a, label=label_of(engine, s, i)) for s, i, a in p.top])
+                          y=None if p.xy is None else p.xy[1], sink=p.sink, top=hover_top(engine, p.top))
            for p in path.points]
     return PathModel(name=name, points=pts)
 

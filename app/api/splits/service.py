@@ -44,7 +44,9 @@ def split_index(engine) -> tuple[splits.SplitIndex, dict]:
         Wc = engine.saes["coarse"].W_dec.detach().float().cpu().numpy().copy()
         Wf = engine.saes["fine"].W_dec.detach().float().cpu().numpy().copy()
     if atlas is not None:
-        ix = splits.SplitIndex(atlas.codes["coarse"], atlas.codes["fine"], Wc, Wf, valid=atlas.valid)
+        # the atlas keeps the codes of its first tokens only (its co-firing sample)
+        n = atlas.codes["coarse"].shape[0]
+        ix = splits.SplitIndex(atlas.codes["coarse"], atlas.codes["fine"], Wc, Wf, valid=atlas.valid[:n])
     else:
         ix = splits.SplitIndex.decoders_only(Wc, Wf)
     with _LOCK:

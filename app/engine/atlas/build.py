@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from app.engine.atlas.compact import compact
 from app.engine.atlas.core import (
     ATLAS_VERSION,
     SAE_ORDER,
@@ -65,8 +66,11 @@ def build_atlas(model, saes: dict, windows: Sequence[Sequence[int]], hook_name: 
                 sink_norm: float | None = None, batch_size: int = 8, chunk_windows: int = 64,
                 work_dir: Path | None = None, progress: Callable[[int, int], None] | None = None,
                 top_examples: int = 20, n_quantiles: int = 4, per_quantile: int = 5, n_bins: int = 20,
-                n_tokens: int = 10, n_neighbours: int = 10, meta: dict | None = None) -> Atlas:
-    """Stream windows [n, ctx] through the model to the hook, encode with every SAE, summarise per feature.
+                n_tokens: int = 10, n_neighbours: int = 10, meta: dict | None = None,
+                cofire_tokens: int = 131_072) -> Atlas:
+    """Stream windows [n, ctx] through the model to the hook, encode with every SAE, summarise per feature, and
+    keep the compact form (compact.compact: examples with their contexts, word index, label scores, and the codes
+    of the first `cofire_tokens` tokens only).
 
     Memory: one chunk's dense codes (chunk_windows x ctx x d_sae, transient) plus the sparse codes (nnz).
     With `work_dir`, each finished chunk is saved there and a later call with the same inputs resumes after
@@ -147,7 +151,10 @@ def build_atlas(model, saes: dict, windows: Sequence[Sequence[int]], hook_name: 
             "seconds": round(time.perf_counter() - t0, 2),
             "params": {"top_examples": top_examples, "n_quantiles": n_quantiles, "per_quantile": per_quantile,
                        "n_bins": n_bins, "n_tokens": n_tokens, "n_neighbours": n_neighbours}}
-    return _assemble(fingerprint, tokens, ctx, valid, codes, summaries, strings, info)
+    full = _assemble(fingerprint, tokens, ctx, valid, codes, summaries, strings, info)
+    small = compact(full, cofire_tokens)
+    small.meta["seconds"] = round(time.perf_counter() - t0, 2)
+    return small
 
 
 def _group_rank(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import numpy as np
 
 from app.engine.atlas.selective import selective_parts, token_key
 
-ATLAS_VERSION = 1
+ATLAS_VERSION = 2  # 2: compact (examples with their contexts, word index, label scores; no full codes)
 SAE_ORDER = ("coarse", "fine")
 VALUE_DTYPE = np.float16  # stored activations; summaries are computed from the same rounded values
 
@@ -94,13 +94,15 @@ class Atlas:
     tokens: np.ndarray  # [T] int32 token ids of the atlas corpus, windows concatenated
     ctx: int  # window length: window w covers tokens[w*ctx:(w+1)*ctx]
     valid: np.ndarray  # [T] bool: position counted (not position 0 / sink / special)
-    codes: dict  # "coarse"/"fine" -> scipy.sparse.csr_matrix [T, d_sae] float32 activations
+    codes: dict  # "coarse"/"fine" -> scipy.sparse.csr_matrix [S, d_sae] float32: the first S tokens only (co-firing)
     density: dict  # name -> [d_sae] share of valid tokens where the feature fires (> 0)
     mean_when_firing: dict  # name -> [d_sae]
     max_act: dict  # name -> [d_sae]
     summaries: dict = field(default_factory=dict)  # name -> {array name: np.ndarray} (see summarise)
     token_strings: dict = field(default_factory=dict)  # token id -> decoded string (ids in the corpus)
     meta: dict = field(default_factory=dict)  # corpus, build parameters, timings
+    words: dict = field(default_factory=dict)  # word index: "words" (sorted), "n_pos", "first" (see compact.py)
+    label_parts: dict = field(default_factory=dict)  # name -> per feature, its label parts made on 3 windows in 4
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -112,7 +114,7 @@ class Atlas:
         return int(self.valid.sum())
 
     def width(self, sae: str) -> int:
-        return int(self.codes[sae].shape[1])
+        return int(len(self.summaries[sae]["n_firing"]))
 
     def tok(self, token_id: int) -> str:
         return self.token_strings.get(int(token_id), f"<{int(token_id)}>")
@@ -137,15 +139,31 @@ class Atlas:
         return tuple(Neighbour(target, int(i), float(c), self.label(target, int(i))) for i, c in zip(idx, cos) if i >= 0)
 
     def example(self, sae: str, index: int, row: int, left: int = 16, right: int = 6) -> Example:
-        """The context around token `row` (a global position) with the feature's activation at each token."""
+        """The context around token `row` (a global position in the co-firing sample: row < codes[sae].shape[0])
+        with the feature's activation at each token."""
+        if not 0 <= int(row) < self.codes[sae].shape[0]:
+            raise IndexError(f"row {row} is outside the co-firing sample (0..{self.codes[sae].shape[0] - 1})")
         w, pos = divmod(int(row), self.ctx)
         start, stop = max(0, pos - left), min(self.ctx, pos + right + 1)
         g0 = w * self.ctx
         col = self.codes[sae][g0 + start: g0 + stop, index].toarray().ravel()
-        ids = self.tokens[g0 + start: g0 + stop]
+        return self._example(w, pos, start, stop, col)
+
+    def _example(self, w: int, pos: int, start: int, stop: int, col: np.ndarray) -> Example:
+        ids = self.tokens[w * self.ctx + start: w * self.ctx + stop]
         return Example(window=w, position=pos, start=start, token_ids=tuple(int(i) for i in ids),
                        tokens=tuple(self.tok(i) for i in ids), acts=tuple(float(a) for a in col),
                        activation=float(col[pos - start]))
+
+    def stored_example(self, row: int, acts: np.ndarray, left: int = 16, right: int = 6) -> Example:
+        """An example from its stored context activations (acts [EX_LEFT + 1 + EX_RIGHT] around `row`)."""
+        from app.engine.atlas.compact import EX_LEFT, EX_RIGHT
+
+        left, right = min(left, EX_LEFT), min(right, EX_RIGHT)
+        w, pos = divmod(int(row), self.ctx)
+        start, stop = max(0, pos - left), min(self.ctx, pos + right + 1)
+        col = np.asarray(acts[start - pos + EX_LEFT: stop - pos + EX_LEFT], dtype=np.float32)
+        return self._example(w, pos, start, stop, col)
 
     def feature(self, sae: str, index: int, left: int = 16, right: int = 6) -> FeatureAtlas:
         """Examples, quantile examples, histogram, tokens and neighbours of one feature."""
@@ -157,15 +175,16 @@ class Atlas:
         edges = tuple(float(e) for e in np.linspace(0.0, mx, s["hist"].shape[1] + 1)) if mx > 0 else ()
         toks = tuple(TokenStat(int(t), self.tok(t), int(c), float(m))
                      for t, c, m in zip(s["tok_ids"][index], s["tok_counts"][index], s["tok_mean"][index]) if c > 0)
-        ex = tuple(self.example(sae, index, r, left, right) for r in s["top_rows"][index] if r >= 0)
-        q = s["quant_rows"][index]
+        ex = tuple(self.stored_example(r, a, left, right)
+                   for r, a in zip(s["top_rows"][index], s["top_ctx"][index]) if r >= 0)
+        q, qa = s["quant_rows"][index], s["quant_ctx"][index]
         nq = q.shape[0]
         bands = []
         for b in range(nq):
-            rows = [r for r in q[b] if r >= 0]
+            rows = [(r, a) for r, a in zip(q[b], qa[b]) if r >= 0]
             if rows:
                 name = f"ranks {100 * b // nq}–{100 * (b + 1) // nq}%"
-                bands.append((name, tuple(self.example(sae, index, r, left, right) for r in rows)))
+                bands.append((name, tuple(self.stored_example(r, a, left, right) for r, a in rows)))
         nbs = {sae: self.neighbours(sae, index)}
         for other in self.codes:
             if other != sae:
@@ -225,10 +244,11 @@ def token_label(atlas: Atlas, sae: str, index: int, max_parts: int = 3, min_coun
     return f"{label} (in: {' · '.join(context)})" if context else label
 
 
-def _assemble(fingerprint, tokens, ctx, valid, codes, summaries, strings, meta) -> Atlas:
+def _assemble(fingerprint, tokens, ctx, valid, codes, summaries, strings, meta, words=None, label_parts=None) -> Atlas:
     n_valid = max(1, int(valid.sum()))
     density = {n: s["n_firing"] / n_valid for n, s in summaries.items()}
     mean = {n: s["mean_when_firing"] for n, s in summaries.items()}
     mx = {n: s["max_act"] for n, s in summaries.items()}
     return Atlas(fingerprint=fingerprint, tokens=tokens, ctx=ctx, valid=valid, codes=codes, density=density,
-                 mean_when_firing=mean, max_act=mx, summaries=summaries, token_strings=strings, meta=meta)
+                 mean_when_firing=mean, max_act=mx, summaries=summaries, token_strings=strings, meta=meta,
+                 words=words or {}, label_parts=label_parts or {})

@@ -17,19 +17,27 @@ from app.engine.atlas.core import (
 
 
 def save_atlas(atlas: Atlas, folder: Path) -> None:
-    """Token ids, sparse codes (uint16/int32 indices + fp16 values) and per-feature summaries; atomic swap."""
+    """Token ids (uint16 when they fit), the co-firing sample's sparse codes (uint16/int32 indices + fp16 values),
+    per-feature summaries (with example contexts, word pairs, label counts), word index, label parts; atomic swap."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".writing")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    np.save(tmp / "tokens.npy", atlas.tokens.astype(np.int32))
+    small = len(atlas.tokens) == 0 or int(atlas.tokens.max()) < 65536
+    np.save(tmp / "tokens.npy", atlas.tokens.astype(np.uint16 if small else np.int32))
     np.save(tmp / "valid.npy", np.packbits(atlas.valid))
     for n, m in atlas.codes.items():
         itype = np.uint16 if m.shape[1] <= 65536 else np.int32
         np.savez(tmp / f"codes_{n}.npz", data=m.data.astype(VALUE_DTYPE), indices=m.indices.astype(itype),
                  indptr=m.indptr.astype(np.int64), shape=np.asarray(m.shape))
         np.savez_compressed(tmp / f"summary_{n}.npz", **atlas.summaries[n])
+    (tmp / "label_parts.json").write_text(json.dumps(atlas.label_parts, ensure_ascii=False), encoding="utf-8")
+    w = atlas.words
+    (tmp / "words.json").write_text(json.dumps(list(w.get("words", [])), ensure_ascii=False),
+                                        encoding="utf-8")
+    np.savez_compressed(tmp / "words.npz", n_pos=np.asarray(w.get("n_pos", []), np.int32),
+                        first=np.asarray(w.get("first", []), np.int64))
     strings = sorted(atlas.token_strings.items())
     (tmp / "token_strings.json").write_text(json.dumps([[i, s] for i, s in strings]))
     (tmp / "meta.json").write_text(json.dumps({**atlas.meta, "fingerprint": atlas.fingerprint, "ctx": atlas.ctx,
@@ -56,7 +64,7 @@ def load_atlas(folder: Path) -> Atlas | None:
     meta = read_meta(folder)
     if meta is None:
         return None
-    tokens = np.load(folder / "tokens.npy")
+    tokens = np.load(folder / "tokens.npy").astype(np.int32)
     valid = np.unpackbits(np.load(folder / "valid.npy"))[: len(tokens)].astype(bool)
     codes, summaries = {}, {}
     for n in meta["saes"]:
@@ -66,9 +74,15 @@ def load_atlas(folder: Path) -> Atlas | None:
         with np.load(folder / f"summary_{n}.npz") as s:
             summaries[n] = {k: s[k] for k in s.files}
     strings = {int(i): s for i, s in json.loads((folder / "token_strings.json").read_text())}
+    parts, words = {}, {}
+    if meta.get("version", 1) >= 2:  # a version-1 folder (full codes, nothing precomputed) loads for compact.upgrade
+        parts = json.loads((folder / "label_parts.json").read_text(encoding="utf-8"))
+        with np.load(folder / "words.npz") as z:
+            words = {"words": json.loads((folder / "words.json").read_text(encoding="utf-8")),
+                     "n_pos": z["n_pos"].astype(np.int64), "first": z["first"]}
     fp = meta.pop("fingerprint")
     ctx = meta.pop("ctx")
-    return _assemble(fp, tokens, ctx, valid, codes, summaries, strings, meta)
+    return _assemble(fp, tokens, ctx, valid, codes, summaries, strings, meta, words, parts)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -6,6 +6,7 @@ a word split over several tokens (" Christ" + "mas") matches every token it span
 """
 from __future__ import annotations
 
+import bisect
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from app.engine.ranking import DENSE_DENSITY
 MIN_MATCHED_FIRINGS = 3  # a feature must fire on the query at least this often to be listed
 MIN_LIFT = 4.0  # and this many times more often than on a random position (else the column stays empty)
 MIN_SHARE = 0.02  # and the word must be at least this share of all its firings (else the word is incidental to it)
+WORD_RE = re.compile(r"\w+")  # a word of the corpus text (atlas.compact indexes these)
 
 
 def _text_index(atlas: Atlas) -> tuple[str, np.ndarray]:
@@ -61,32 +63,49 @@ def matching_positions(atlas: Atlas, query: str) -> np.ndarray:
     return pos[atlas.valid[pos]]
 
 
+def _word_hits(atlas: Atlas, n: str, word: str) -> tuple[int, dict[int, tuple[float, int, float]]]:
+    """(valid positions holding the word, {feature: (lift, firings on it, summed activation)}) from the stored pairs."""
+    words = atlas.words.get("words", [])
+    i = bisect.bisect_left(words, word)
+    if i == len(words) or words[i] != word:
+        return 0, {}
+    s = atlas.summaries[n]
+    lo, hi = np.searchsorted(s["word_w"], [i, i + 1])
+    n_pos = int(atlas.words["n_pos"][i])
+    n_valid = max(1, atlas.n_valid)
+    out = {}
+    for f, c, sm in zip(s["word_f"][lo:hi].tolist(), s["word_count"][lo:hi].tolist(), s["word_sum"][lo:hi].tolist()):
+        out[f] = ((c / n_pos) / max(float(atlas.density[n][f]), 1.0 / n_valid), c, sm)
+    return n_pos, out
+
+
 def search_words(atlas: Atlas, query: str, top: int = 20) -> dict[str, tuple[SearchHit, ...]]:
     """Features that fire on the query's word, ranked by lift: P(fires | word) / P(fires) on the atlas.
 
-    score = lift; activation = the feature's mean activation on the matched positions; only features with at least
+    score = lift; activation = the feature's mean activation on the word's positions; only features with at least
     MIN_MATCHED_FIRINGS firings on the word, lift >= MIN_LIFT and share >= MIN_SHARE are listed (an empty column
-    beats noise).
+    beats noise). Read from the word pairs stored at build time (compact.word_pairs, the same filters). A query of
+    several words (or with punctuation) lists the features stored for every one of its words, scored by the
+    smallest lift.
     """
-    pos = matching_positions(atlas, query)
+    parts = WORD_RE.findall(query.casefold())
     out: dict[str, tuple[SearchHit, ...]] = {}
-    n_valid = max(1, atlas.n_valid)
-    for n, codes in atlas.codes.items():
-        if len(pos) == 0:
+    for n in atlas.summaries:
+        if not parts or "word_w" not in atlas.summaries[n]:
             out[n] = ()
             continue
-        sub = codes[pos]
-        fired = np.bincount(sub.indices, minlength=codes.shape[1])  # firings on the word, per feature
-        summed = np.bincount(sub.indices, weights=sub.data, minlength=codes.shape[1])
-        p_word = fired / len(pos)
-        p_all = np.maximum(atlas.density[n], 1.0 / n_valid)
-        lift = p_word / p_all
-        share = fired / np.maximum(atlas.summaries[n]["n_firing"], 1)
-        cand = np.flatnonzero((fired >= MIN_MATCHED_FIRINGS) & (lift >= MIN_LIFT) & (share >= MIN_SHARE))
-        order = cand[np.lexsort((cand, -fired[cand], -lift[cand]))][:top]
-        tok = atlas.tok(int(atlas.tokens[pos[0]]))
-        out[n] = tuple(SearchHit(sae=n, index=int(f), score=float(lift[f]), activation=float(summed[f] / fired[f]),
-                                 token=tok, label=atlas.label(n, int(f)), density=float(atlas.density[n][f]),
+        per = [_word_hits(atlas, n, w) for w in parts]
+        common = set(per[0][1]).intersection(*(set(h) for _, h in per[1:]))
+        rows = []
+        for f in common:
+            lift, c, sm = min((h[f] for _, h in per), key=lambda x: x[0])
+            rows.append((f, lift, c, sm))
+        rows.sort(key=lambda r: (-r[1], -r[2], r[0]))
+        first = int(atlas.words["first"][bisect.bisect_left(atlas.words["words"], parts[0])]) if rows else -1
+        tok = atlas.tok(int(atlas.tokens[first])) if first >= 0 else ""
+        n_firing = atlas.summaries[n]["n_firing"]
+        out[n] = tuple(SearchHit(sae=n, index=int(f), score=float(lift), activation=float(sm / c), token=tok,
+                                 label=atlas.label(n, int(f)), density=float(atlas.density[n][f]),
                                  max_act=float(atlas.max_act[n][f]), dense=bool(atlas.density[n][f] > DENSE_DENSITY),
-                                 share=float(share[f])) for f in order)
+                                 share=float(c / max(int(n_firing[f]), 1))) for f, lift, c, sm in rows[:top])
     return out
