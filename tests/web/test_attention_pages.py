@@ -71,3 +71,19 @@ def test_top_dla_and_colours_against_numpy():
     assert [(h["layer"], h["head"]) for h in top["up"]] == [(1, 0), (0, 0)]
     assert [(h["layer"], h["head"]) for h in top["down"]] == [(0, 1), (1, 2)]
     assert dla_colour(0.0, 2.0) == "#ffffff" and dla_colour(-2.0, 2.0) == "#2166ac" and dla_colour(9, 2.0) == "#b2182b"
+
+
+def test_no_default_system_is_the_prompt_analyze_read(tiny_engine, monkeypatch):
+    """A chat template that inserts a default system prompt: with no_default_system the panel reads the prompt
+    without it, as Analyze does (it used to keep the default: other tokens than the analysis above it)."""
+    from app.engine.prompts import encode_prompt
+    from app.settings import Limits
+    from tests.conftest import make_client
+    from tests.web.test_system_prompt_read import DEFAULT, WITH_DEFAULT
+
+    monkeypatch.setattr(tiny_engine.tokenizer, "chat_template", WITH_DEFAULT)
+    want = encode_prompt(tiny_engine.tokenizer, "Hi", None, True, no_default_system=True)
+    assert DEFAULT not in want.text
+    with make_client(tiny_engine, limits=Limits(max_attention_tokens=128)) as c:
+        body = c.post("/api/attention", json={"prompt": "Hi", "chat": True, "no_default_system": True}).json()
+    assert len(body["tokens"]) == len(want.token_ids) and DEFAULT not in "".join(body["tokens"])
