@@ -21,7 +21,6 @@ from app.api.patching.schemas import (
     PatchingRequest,
     PatchingResponse,
 )
-from app.engine import analysis as an
 from app.engine import compare as cmp
 from app.engine import heads as hd
 from app.engine import patching as pt
@@ -148,10 +147,9 @@ def run_attention(engine, settings, req: AttentionRequest) -> AttentionResponse:
         target = int(t[0])
     with engine.session():
         # the residuals the analysis forward of this prompt kept (the panel opens after it): each block's attention
-        # alone runs on them, no forward; without them one forward keeps them for the next view of the prompt
+        # alone runs on them, no forward; without them one forward (cheaper than keeping them first)
         cache = getattr(engine, "resid_cache", None)
-        key = cache.key(engine.fingerprint, ids) if cache is not None else None
-        stack = an.lens_residuals(engine.model, ids, cache, key)
+        stack = cache.get(cache.key(engine.fingerprint, ids)) if cache is not None else None
         hp = hd.head_patterns(engine.model, ids, target, resid=stack)
     dec = _dec(engine)
     pats = np.round(hp.patterns.astype(np.float64), 4)
