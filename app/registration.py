@@ -31,6 +31,7 @@ from app.explorations_registry import ViewRegistry
 from app.provenance import remember_result
 from app.settings import ROOT
 from app.static_assets import StaticAssets
+from app.viz.attention import attention_panel, top_dla
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
 from app.viz.experiment import experiment_view
@@ -52,6 +53,7 @@ from app.viz.steering import dose_figure
 from app.viz.temperature import temperature_figure
 from app.web import (
     analysis_pages,
+    attention_pages,
     attribution_pages,
     discover_pages,
     docs_pages,
@@ -76,7 +78,7 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            map_api.router, map_pages.router,
            experiment.router, experiment_pages.router,
            profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router, site_pages.router,
-           patching.router, patching_pages.router)
+           patching.router, patching_pages.router, attention_pages.router)
 
 FILTERS = {"lens_figure": lens_figure, "lens_kl_figure": lens_kl_figure, "visible": visible,
            "lens_switch_vals": analysis_pages.lens_switch_vals, "dose_figure": dose_figure,
@@ -88,7 +90,8 @@ GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figur
            "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
            "remember_result": remember_result, "feature_name": feature_name,
            "patching_grid_figure": grid_figure, "head_score_figure": score_figure, "head_pattern_figure": pattern_figure,
-           "head_rows": head_rows, "head_score_names": SCORE_NAMES}  # results shown with a Save form count as computed (app/provenance.py)
+           "head_rows": head_rows, "head_score_names": SCORE_NAMES,
+           "attention_panel": attention_panel, "attention_top_dla": top_dla}  # results shown with a Save form count as computed (app/provenance.py)
 
 _PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
 _FEATURE = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}

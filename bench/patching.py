@@ -15,6 +15,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.engine import patching as P  # noqa: E402
 from app.engine.loading import load_model  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
-from bench.analyze import TEXT  # noqa: E402
+from bench.analyze import fresh_prompts  # noqa: E402
 from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
 
 CASES = (
@@ -36,27 +37,52 @@ CASES = (
 
 
 def speed(model, tok, args) -> dict:
-    ids = tok.encode(TEXT, add_special_tokens=False)[: args.tokens]
-    assert len(ids) == args.tokens, len(ids)
-    corrupt = list(ids)
-    corrupt[len(ids) // 2] = ids[len(ids) // 2 + 1]  # one token changed in the middle
-    toks = torch.tensor([ids])
+    """A new 16-token prompt per round (windows of the shipped prompt sets), its corrupt twin one token changed in
+    the middle; the grid and one plain forward of that prompt interleaved. With --threads 1 the clock is the
+    process's CPU time (what a quiet machine's wall time would be on one core; a loaded one inflates wall time)."""
+
     a, w = tok.encode(" the", add_special_tokens=False)[0], tok.encode(" a", add_special_tokens=False)[0]
+    prompts = fresh_prompts(tok, args.tokens, args.reps + 1)
+    state: dict = {}
+
+    def use(r: int) -> None:
+        ids = prompts[r]
+        corrupt = list(ids)
+        corrupt[len(ids) // 2] = ids[len(ids) // 2 + 1]  # one token changed in the middle
+        state.update(ids=ids, corrupt=corrupt, toks=torch.tensor([ids]))
 
     def forward():
         with torch.inference_mode():
-            return model(toks, attention_mask=torch.ones_like(toks))[0, -1]
+            return model(state["toks"], attention_mask=torch.ones_like(state["toks"]))[0, -1]
 
     def grid():
         with torch.inference_mode():
-            return P.exact_patching(model, ids, corrupt, a, w, "resid_pre", batch_rows=args.batch)
+            state["grid"] = P.exact_patching(model, state["ids"], state["corrupt"], a, w, "resid_pre",
+                                             batch_rows=args.batch)
+            return state["grid"]
 
-    grid()  # warm-up
-    times = interleave({"forward": forward, "exact_resid_pre_grid": grid}, args.reps)
+    def grid_before():  # whole-prompt rows from each chunk's first layer (this bench's figure before the prefix reuse)
+        supports = P.supports_prefix
+        P.supports_prefix = lambda m: False
+        try:
+            with torch.inference_mode():
+                return P.exact_patching(model, state["ids"], state["corrupt"], a, w, "resid_pre", batch_rows=args.batch)
+        finally:
+            P.supports_prefix = supports
+
+    use(args.reps)
+    grid()  # warm-up, on a prompt no round uses
+    clock = time.process_time if args.threads == 1 else time.perf_counter
+    fns = {"forward": forward, "exact_resid_pre_grid": grid}
+    if args.before:
+        fns["exact_resid_pre_grid, whole-prompt rows (before)"] = grid_before
+    times = interleave(fns, args.reps, clock=clock, before_round=use)
     res = summary(times, baseline="forward")
-    g = grid()
+    g = state["grid"]
     res.update({"tokens": args.tokens, "layers": len(g.layers), "patched_runs": g.runs, "batches": g.batches,
-                "batch_rows": args.batch, "threads": args.threads, "goal_p50_s": 3.0,
+                "work_positions_x_blocks": g.work, "whole_forward_work": args.tokens * len(g.layers),
+                "batch_rows": args.batch, "threads": args.threads, "goal_p50_s": 3.0, "fresh_prompts": args.reps,
+                "clock": "process CPU time" if clock is time.process_time else "wall",
                 "loadavg": os.getloadavg(), "cpus": os.cpu_count(), "peak_rss_mb": peak_rss_mb()})
     return res
 
@@ -114,6 +140,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None, help="rows per forward (default 4096 tokens' worth)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--before", action="store_true", help="also time the whole-prompt rows (the grid before prefix reuse)")
     ap.add_argument("--cases", type=Path, help="write the two cases' report here instead of timing")
     ap.add_argument("--sites", default=",".join(P.SITES), help="sites of the cases' grids")
     ap.add_argument("--check-every", type=int, default=1, help="HF-check every n-th layer of the cases")
@@ -130,11 +157,13 @@ def main() -> None:
     res = speed(lm.model, lm.tokenizer, args)
     r = res["runs"]["exact_resid_pre_grid"]
     for name, x in res["runs"].items():
-        print(f"{name:22s} p50 {x['p50_ms']:8.1f} ms  (min {x['min_ms']:.1f}, max {x['max_ms']:.1f})")
+        print(f"{name:48s} p50 {x['p50_ms']:8.1f} ms  (min {x['min_ms']:.1f}, max {x['max_ms']:.1f})")
     la = ", ".join(f"{v:.2f}" for v in res["loadavg"])
-    print(f"exact resid_pre grid, {res['tokens']} tokens x {res['layers']} layers = {res['patched_runs']} runs in "
-          f"{res['batches']} batches: p50 {r['p50_ms'] / 1000:.2f} s (goal <= 3 s on a quiet machine; "
-          f"{r['ratio_p50']:.0f}x one forward); load average {la} on {res['cpus']} CPUs, {args.threads} threads")
+    print(f"exact resid_pre grid, {res['tokens']} tokens x {res['layers']} layers = {res['patched_runs']} cells in "
+          f"{res['batches']} forwards, {res['work_positions_x_blocks']} positions x blocks run (one forward: "
+          f"{res['whole_forward_work']}): p50 {r['p50_ms'] / 1000:.2f} s by {res['clock']} (goal <= 3 s on a quiet "
+          f"machine; {r['ratio_p50']:.1f}x one forward, paired {r['ratio_paired_median']:.1f}x); new prompt per round; "
+          f"load average {la} on {res['cpus']} CPUs, {args.threads} threads")
     print(f"median of runs: {statistics.median(r['runs_ms']):.0f} ms; peak RSS {res['peak_rss_mb']:.0f} MB")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

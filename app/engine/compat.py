@@ -161,3 +161,25 @@ def tl_official_name(model_name: str) -> str:
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     return get_official_model_name(model_name)
+
+
+def block_attention(block, resid):
+    """One block's attention alone on its input residual [batch, pos, d] (ln1, then attention: no MLP), its hook
+    points (hook_pattern, hook_z, ...) firing as in a full forward. None where the block feeds its attention some
+    other way (per-head or split inputs, post-norm blocks, shortformer or relative position terms): run the model."""
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # an older layout: none of the architectures it knows is post-norm
+        POST_NORM_ARCHITECTURES = ()
+    cfg = block.cfg
+    if (cfg.use_attn_in or cfg.use_split_qkv_input or cfg.original_architecture in POST_NORM_ARCHITECTURES
+            or cfg.positional_embedding_type in ("shortformer", "relative_positional_bias")):
+        return None
+    x = block.ln1(resid)
+    return block.attn(query_input=x, key_input=x, value_input=x)
+
+
+def run_block(block, resid, past_kv=None):
+    """One transformer-lens block on resid [batch, pos, d], its attention also reading `past_kv` (an entry with
+    past_keys / past_values and append(k, v), e.g. patching_runs.PrefixKV) as the positions before."""
+    return block(resid, past_kv_cache_entry=past_kv)

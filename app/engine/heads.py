@@ -55,9 +55,14 @@ def final_norm_linear(model, vec: torch.Tensor, scale: torch.Tensor) -> torch.Te
     return out * w if w is not None else out
 
 
-def head_patterns(model, token_ids, target: int | None = None, top: int = 10) -> HeadPatterns:
-    """One forward: every head's pattern and its DLA to `target` (default: the top next token)."""
+def head_patterns(model, token_ids, target: int | None = None, top: int = 10, resid=None) -> HeadPatterns:
+    """Every head's pattern and its DLA to `target` (default: the top next token).
+
+    resid: the prompt's every-layer residuals [n_layers+1, pos, d] (the embedding, then each block's resid_post:
+    what the analysis forward keeps, `analysis.lens_residuals`); then only each block's ln1 + attention runs on its
+    input (no MLP, no full forward). Without it (or where a block's attention takes other inputs): one forward."""
     from app.engine.analysis.core import _final_logits
+    from app.engine.compat import block_attention
 
     n_layers = model.cfg.n_layers
     store: dict = {}
@@ -66,8 +71,17 @@ def head_patterns(model, token_ids, target: int | None = None, top: int = 10) ->
         names.append("ln_final.hook_scale")
     toks = torch.tensor([list(token_ids)], device=model.cfg.device)
     with model.hooks(fwd_hooks=[(n, make_store_hook(store, n)) for n in names]):
-        resid = model(toks, stop_at_layer=n_layers, attention_mask=torch.ones_like(toks))
-        probs = _final_logits(model, resid[:, -1:])[0, -1].float().softmax(-1)  # ln_final's scale hook fires here
+        done = resid is not None
+        for i in range(n_layers if done else 0):
+            x = resid[i][None].to(device=model.cfg.device, dtype=model.cfg.dtype)
+            if block_attention(model.blocks[i], x) is None:
+                done = False
+                break
+        if done:
+            last = resid[n_layers][None, -1:].to(device=model.cfg.device, dtype=model.cfg.dtype)
+        else:
+            last = model(toks, stop_at_layer=n_layers, attention_mask=torch.ones_like(toks))[:, -1:]
+        probs = _final_logits(model, last)[0, -1].float().softmax(-1)  # ln_final's scale hook fires here
     target = int(probs.argmax()) if target is None else int(target)
     pv, pi = probs.topk(min(top, probs.shape[-1]))
     scale = store["ln_final.hook_scale"][0, -1] if "ln_final.hook_scale" in store else torch.ones(1)

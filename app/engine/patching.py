@@ -3,10 +3,12 @@
 LD(run) = logit[answer] - logit[wrong] at the last position. A patched run is the corrupt prompt with the clean
 activation at one (layer, position) of one site written in; its normalised score is
     (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt)      (0: as corrupt, 1: as clean).
-Exact patching is batched: cells are taken layer-major in chunks of `batch_rows`; each chunk stacks the corrupt
-run `rows` times and one hook per layer (make_patch_rows_hook) writes each row's clean cell. Layers before a
-chunk's first patched layer are identical to the corrupt run, so the chunk starts there from the cached corrupt
-residual (start_at_layer) instead of re-running them. Only the two logits that LD needs are unembedded.
+Exact patching is batched, many cells per forward. A cell (L, p) leaves positions < p and layers < L as in the
+corrupt run, so (patching_runs) each forward holds the cells of one position p, each row joining at its layer from
+the cached corrupt residual and running positions p.. only, attending to the corrupt run's cached keys / values of
+the positions before; a cell whose clean activation equals the corrupt one is not run (LD_corrupt). Models whose
+attention cannot take that (local windows, QK norm, shortformer) run whole-prompt rows in layer-major chunks.
+Only the two logits that LD needs are unembedded.
 Attribution patching: LD_patched - LD_corrupt ≈ (clean - corrupt) · dLD/dact at the corrupt run, for every cell
 from one backward pass. SAE-feature patching: one feature's clean activation (times its decoder row) replaces
 its corrupt one at every decomposed position of the SAE's hook, the SAE error kept.
@@ -17,6 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from app.engine.patching_runs import (  # make_patch_rows_hook re-exported: tests and callers use it here
+    kv_names,
+    make_patch_rows_hook,  # noqa: F401
+    prefix_patching,
+    supports_prefix,
+    whole_prompt_patching,
+)
 
 SITES = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
 
@@ -37,8 +47,9 @@ class PatchGrid:
     patched: tuple[tuple[float, ...], ...]  # [layer][position] LD of the patched run, logit units
     ld_clean: float
     ld_corrupt: float
-    runs: int  # patched forward rows
+    runs: int  # patched cells
     batches: int  # forward passes they took
+    work: int = 0  # positions x blocks run for them (every row's every position and block counted once)
 
 
 @dataclass(frozen=True)
@@ -116,19 +127,6 @@ def make_store_hook(store: dict, key):
     return store_hook
 
 
-def make_patch_rows_hook(source: torch.Tensor, rows, positions):
-    """Writes source[positions[i]] ([pos, ...], one run's activation) into row rows[i] at positions[i]."""
-    r = torch.as_tensor(list(rows), dtype=torch.long, device=source.device)
-    p = torch.as_tensor(list(positions), dtype=torch.long, device=source.device)
-
-    def patch_rows_hook(act: torch.Tensor, hook=None) -> torch.Tensor:
-        act = act.clone()
-        act[r, p] = source[p].to(act.dtype)
-        return act
-
-    return patch_rows_hook
-
-
 def make_add_hook(delta: torch.Tensor):
     """Adds delta [rows, pos, d] to the activation."""
 
@@ -186,38 +184,24 @@ def exact_patching(model, clean_ids, corrupt_ids, answer: int, wrong: int, site:
     """Patch every (layer, position) of `site` from clean into corrupt, many cells per forward batch
     (batch_rows rows, default batch_tokens // tokens)."""
     layers = _check_run(model, clean_ids, corrupt_ids, layers)
-    n = len(clean_ids)
-    batch_rows = batch_rows or max(1, batch_tokens // max(n, 1))
+    n, n_layers, first = len(clean_ids), model.cfg.n_layers, min(layers)
     names = [site_hook(site, x) for x in layers]
-    starts = sorted({f"blocks.{x}.hook_resid_pre" for x in layers})
+    prefix = supports_prefix(model)  # then the corrupt run's keys / values serve every position's prefix
+    keep = set(names) | {f"blocks.{x}.hook_resid_pre" for x in range(first, n_layers)}
     clean, clean_out = cached_run(model, clean_ids, names)
-    corrupt, corrupt_out = cached_run(model, corrupt_ids, starts)
-    ld_clean = float(logit_diff(model, clean_out, answer, wrong)[0])
-    ld_corrupt = float(logit_diff(model, corrupt_out, answer, wrong)[0])
+    corrupt, corrupt_out = cached_run(model, corrupt_ids, sorted(keep | set(kv_names(range(first, n_layers)) if prefix else ())))
+    ld_clean, ld_corrupt = (float(logit_diff(model, o, answer, wrong)[0]) for o in (clean_out, corrupt_out))
     cells = [(x, p) for x in layers for p in range(n)]
-    out = np.empty(len(cells))
-    batches = 0
-    for lo in range(0, len(cells), batch_rows):
-        chunk = cells[lo:lo + batch_rows]
-        start = min(x for x, _ in chunk)
-        by_layer: dict[int, tuple[list[int], list[int]]] = {}
-        for row, (x, p) in enumerate(chunk):
-            by_layer.setdefault(x, ([], []))[0].append(row)
-            by_layer[x][1].append(p)
-        hooks = [(site_hook(site, x), make_patch_rows_hook(clean[site_hook(site, x)], rs, ps))
-                 for x, (rs, ps) in by_layer.items()]
-        with model.hooks(fwd_hooks=hooks):
-            if model.cfg.positional_embedding_type == "shortformer":  # blocks re-add position embeddings: no skip
-                toks = torch.tensor([list(corrupt_ids)] * len(chunk), device=model.cfg.device)
-                final = model(toks, stop_at_layer=model.cfg.n_layers, attention_mask=torch.ones_like(toks))
-            else:
-                resid = corrupt[f"blocks.{start}.hook_resid_pre"][None].repeat(len(chunk), 1, 1)
-                final = model(resid, start_at_layer=start, stop_at_layer=model.cfg.n_layers)
-        out[lo:lo + len(chunk)] = logit_diff(model, final, answer, wrong).cpu().numpy()
-        batches += 1
+    hook_of, ld = (lambda x: site_hook(site, x)), (lambda final: logit_diff(model, final, answer, wrong))
+    if prefix:
+        out, batches, work = prefix_patching(model, cells, n, clean, corrupt, hook_of, ld, batch_tokens, batch_rows)
+        out[np.isnan(out)] = ld_corrupt  # cells whose clean activation is the corrupt one: the corrupt run
+    else:
+        out, batches, work = whole_prompt_patching(model, corrupt_ids, cells, clean, corrupt, hook_of, ld,
+                                                   batch_rows or max(1, batch_tokens // max(n, 1)))
     raw = out.reshape(len(layers), n)
     return PatchGrid(site, tuple(layers), _grid(normalise(raw, ld_clean, ld_corrupt)), _grid(raw), ld_clean,
-                     ld_corrupt, len(cells), batches)
+                     ld_corrupt, len(cells), batches, work)
 
 
 def attribution_patching(model, clean_ids, corrupt_ids, answer: int, wrong: int, site: str = "resid_pre",

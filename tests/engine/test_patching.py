@@ -61,12 +61,29 @@ def test_exact_grid_matches_hf_hook_patch(models, answer, site):
     want, _, _ = hf_patch_grid(ref, CLEAN, CORRUPT, site, range(3), a, w)
     np.testing.assert_allclose(np.array(g.patched), want, atol=1e-4)
     np.testing.assert_allclose(np.array(g.grid), (want - lk) / (lc - lk), atol=1e-4)
-    assert g.batches == -(-3 * len(CLEAN) // 5) and g.runs == 3 * len(CLEAN)  # batched, never one forward per cell
+    # batched, never one forward per cell: one per position at most (5 rows hold a position's 3 layers), none for the
+    # positions before the first changed token (there clean is corrupt), and each runs positions p.. only
+    d = next(i for i, (c, k) in enumerate(zip(CLEAN, CORRUPT)) if c != k)
+    assert g.runs == 3 * len(CLEAN) and 0 < g.batches <= len(CLEAN) - d
+    assert g.work <= sum(3 * (len(CLEAN) - p) * 3 for p in range(d, len(CLEAN))) < 3 * len(CLEAN) * len(CLEAN) * 3
     assert np.ptp(want) > 0.05  # the site matters in this model: the comparison can fail
     if site == "resid_pre":  # layer 0's input is the embedding: patching a position whose token is the same does nothing
         same = [i for i, (c, k) in enumerate(zip(CLEAN, CORRUPT)) if c == k]
         np.testing.assert_allclose(np.array(g.grid)[0, same], 0.0, atol=1e-6)
         assert np.abs(np.array(g.grid)[0]).max() > 0.05
+
+
+def test_whole_prompt_fallback_matches_hf_hook_patch(models, answer, monkeypatch):
+    """Models whose attention cannot take the corrupt prefix (local windows, QK norm) run whole-prompt rows."""
+    model, ref = models
+    a, w = answer
+    monkeypatch.setattr(P, "supports_prefix", lambda m: False)
+    with torch.inference_mode():
+        g = P.exact_patching(model, CLEAN, CORRUPT, a, w, "attn_out", batch_rows=5)
+    want, _, _ = hf_patch_grid(ref, CLEAN, CORRUPT, "attn_out", range(3), a, w)
+    np.testing.assert_allclose(np.array(g.patched), want, atol=1e-4)
+    assert g.batches == -(-3 * len(CLEAN) // 5) and g.work == sum(
+        min(5, 3 * len(CLEAN) - lo) * len(CLEAN) * (3 - lo // len(CLEAN)) for lo in range(0, 3 * len(CLEAN), 5))
 
 
 def test_attribution_patching_is_the_first_order_term(models, answer):
@@ -154,10 +171,18 @@ def test_missing_leading_space_shows_the_token_it_would_use():
     assert P.single_token(_SpaceTok(), " Paris", "answer") == 9
 
 
-def test_attention_patterns_and_dla_match_hf(models):
+@pytest.mark.parametrize("from_residuals", [False, True])
+def test_attention_patterns_and_dla_match_hf(models, from_residuals):
+    """Both ways: one forward, and each block's attention alone on the residuals the analysis forward keeps."""
+    from app.engine.analysis import lens_residuals
+
     model, ref = models
     with torch.inference_mode():
-        hp = H.head_patterns(model, CLEAN, target=65)
+        resid = lens_residuals(model, CLEAN) if from_residuals else None
+        hp = H.head_patterns(model, CLEAN, target=65, resid=resid)
+        full = H.head_patterns(model, CLEAN)
+    assert [i for i, _ in hp.top_next] == [i for i, _ in full.top_next]
+    np.testing.assert_allclose([p for _, p in hp.top_next], [p for _, p in full.top_next], atol=1e-5)
     with torch.no_grad():
         out = ref(torch.tensor([CLEAN]), output_attentions=True, output_hidden_states=True)
     want = np.stack([a[0].numpy() for a in out.attentions])

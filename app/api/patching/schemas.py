@@ -99,6 +99,7 @@ class PatchingResponse(BaseModel):
 
 class AttentionRequest(PromptFields):
     target: Word | None = Field(default=None, description="next token whose logit the head DLA is for (its first token); default the top one")
+    target_id: int | None = Field(default=None, ge=0, description="the same by token id (wins over target)")
 
 
 class AttentionResponse(BaseModel):
@@ -111,6 +112,7 @@ class AttentionResponse(BaseModel):
     target: str
     target_id: int
     top_next: list[tuple[str, float]]
+    top_next_ids: list[int] = Field(default=[], description="the ids of top_next, in the same order")
 
 
 class HeadsRequest(BaseModel):

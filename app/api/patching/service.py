@@ -25,6 +25,7 @@ from app.engine import compare as cmp
 from app.engine import heads as hd
 from app.engine import patching as pt
 from app.engine.prompts import encode_prompt
+from app.engine.tokens import token_texts
 
 
 def _num(x) -> float | None:
@@ -37,7 +38,8 @@ def _grid(g) -> list[list[float | None]]:
 
 
 def _encode(engine, settings, req, field: str, text: str, limit_name: str = "max_prompt_tokens"):
-    ep = encode_prompt(engine.tokenizer, text, req.system_prompt, req.chat, prepend_bos=engine.profile.prepend_bos)
+    ep = encode_prompt(engine.tokenizer, text, req.system_prompt, req.chat, prepend_bos=engine.profile.prepend_bos,
+                       no_default_system=getattr(req, "no_default_system", False))
     limit = min(settings.limits.max_prompt_tokens, getattr(settings.limits, limit_name))
     if len(ep.token_ids) > limit:
         name = limit_name if limit == getattr(settings.limits, limit_name) else "max_prompt_tokens"
@@ -132,19 +134,30 @@ def run_attention(engine, settings, req: AttentionRequest) -> AttentionResponse:
     enforce_limits(req, settings.limits)
     ids = _encode(engine, settings, req, "prompt", req.prompt, "max_attention_tokens")
     target = None
-    if req.target is not None:
+    if req.target_id is not None:
+        vocab = int(engine.model.cfg.d_vocab)
+        if req.target_id >= vocab:
+            raise unprocessable(["body", "target_id"], f"token id {req.target_id} does not exist: the vocabulary has "
+                                                       f"{vocab} tokens (0..{vocab - 1})")
+        target = req.target_id
+    elif req.target is not None:
         t = engine.tokenizer.encode(req.target, add_special_tokens=False)
         if not t:
             raise unprocessable(["body", "target"], "the target text has no tokens")
         target = int(t[0])
     with engine.session():
-        hp = hd.head_patterns(engine.model, ids, target)
+        # the residuals the analysis forward of this prompt kept (the panel opens after it): each block's attention
+        # alone runs on them, no forward; without them one forward (cheaper than keeping them first)
+        cache = getattr(engine, "resid_cache", None)
+        stack = cache.get(cache.key(engine.fingerprint, ids)) if cache is not None else None
+        hp = hd.head_patterns(engine.model, ids, target, resid=stack)
     dec = _dec(engine)
     pats = np.round(hp.patterns.astype(np.float64), 4)
-    return AttentionResponse(profile=engine.profile.name, tokens=[dec(i) for i in ids], n_layers=pats.shape[0],
-                             n_heads=pats.shape[1], patterns=pats.tolist(),
+    return AttentionResponse(profile=engine.profile.name, tokens=token_texts(engine.tokenizer, ids),
+                             n_layers=pats.shape[0], n_heads=pats.shape[1], patterns=pats.tolist(),
                              dla=[[float(v) for v in row] for row in hp.dla], target=dec(hp.target),
-                             target_id=hp.target, top_next=[(dec(i), p) for i, p in hp.top_next])
+                             target_id=hp.target, top_next=[(dec(i), p) for i, p in hp.top_next],
+                             top_next_ids=[i for i, _ in hp.top_next])
 
 
 def run_heads(engine, settings, req: HeadsRequest) -> HeadsResponse:
