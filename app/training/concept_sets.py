@@ -78,7 +78,7 @@ def programming(cache: Path = CACHE) -> list[str]:
             para = re.sub(r":[a-z:]+:`~?([^`<]+?)(\s*<[^>]+>)?`", r"\1", para)
             para = re.sub(r"``([^`]+)``", r"\1", para).replace("*", "")
             para = " ".join(para.split())
-            first = re.split(r"(?<=[.!?])\s", para, 1)[0]
+            first = re.split(r"(?<=[.!?])\s", para, maxsplit=1)[0]
             if 40 <= len(first) <= 200 and CODE.search(first) and "`" not in first and first[0].isupper() \
                     and not re.search(r"[-=~^]{3,}", first):
                 out.append(first)

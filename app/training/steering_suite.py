@@ -100,7 +100,7 @@ def main(argv=None) -> int:
             validation_contrast=tuple(read_set(hn)[:100]), concept_name=cset, contrast_name=nset)
         last = [0.0]
 
-        def progress(done, total, eta_s=None, phase=None):
+        def progress(done, total, eta_s=None, phase=None, name=name, tc=tc, last=last):
             now = time.perf_counter()
             if now - last[0] > 30 or done == total:
                 last[0] = now

@@ -3,11 +3,12 @@
 templates/fragments/discovery.html is rendered from {inputs, result, kind} only (the saved-explorations
 contract); the figures come from app.viz.decomposition.discovery_view(inputs, result). The page URL carries
 the inputs (`/discover?concept_set=france&contrast_set=neutral&n_coarse=5&run=1`); a pasted prompt set is
-carried as `sha:<hash>`, kept in the Store by content hash when its job starts (app/web/pasted_sets.py), so the link
+carried in the address (`concept_prompts=[...]`) when it fits, else as `sha:<hash>`, kept in the Store by content hash when its job starts (app/web/pasted_sets.py), so the link
 opens on every replica sharing the store and after a restart.
 """
 from __future__ import annotations
 
+import json
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -17,8 +18,8 @@ from pydantic import ValidationError
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job, with_threshold
 from app.engine import discovery as disc
-from app.web.forms import FormError, cap_url, errors_of, last, validated
 from app.web import pasted_sets
+from app.web.forms import MAX_URL, FormError, cap_url, errors_of, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_fragment, render_page
 
@@ -36,7 +37,13 @@ def parse_inputs(params, store=None) -> DiscoverRequest:
     for side in ("concept", "contrast"):
         choice = (last(params, f"{side}_set") or DEFAULTS[f"{side}_set"] or "").strip()
         text = last(params, f"{side}_text") or ""
-        if choice == "custom" or (not choice and text.strip()):
+        listed = last(params, f"{side}_prompts")
+        if listed:  # a pasted set carried in the address itself (JSON list)
+            try:
+                raw[f"{side}_set"], raw[f"{side}_prompts"] = None, json.loads(listed)
+            except ValueError:
+                errors.append(f"{side}_prompts: not a JSON list of prompts")
+        elif choice == "custom" or (not choice and text.strip()):
             raw[f"{side}_set"] = None
             raw[f"{side}_prompts"] = disc.parse_prompt_lines(text)
         elif choice.startswith("sha:"):
@@ -58,18 +65,19 @@ def parse_inputs(params, store=None) -> DiscoverRequest:
 
 def page_url(inputs: dict) -> str | None:
     """The address that reproduces this view (non-default inputs; pasted sets by hash)."""
-    q = {}
+    q: dict = {}
+    pasted = {}
     for side in ("concept", "contrast"):
         prompts = inputs.get(f"{side}_prompts")
         if prompts:
-            q[f"{side}_set"] = pasted_sets.set_ref(prompts)
+            pasted[side] = prompts
         elif inputs.get(f"{side}_set") != DEFAULTS[f"{side}_set"]:
             q[f"{side}_set"] = inputs.get(f"{side}_set") or ""
     for k in KNOBS:
         if inputs.get(k) is not None and inputs.get(k) != DEFAULTS.get(k):
             q[k] = inputs[k]
     q["run"] = "1"
-    return cap_url("/discover?" + urlencode(q))
+    return cap_url("/discover?" + urlencode(pasted_sets.address_sets(q, pasted, "/discover", MAX_URL)))
 
 
 def _form_values(params, inputs: dict | None) -> dict:

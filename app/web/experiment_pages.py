@@ -11,14 +11,15 @@ import json
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.discover import shipped_sets
 from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.engine.discovery import parse_prompt_lines
+from app.settings import ROOT
 from app.web import pasted_sets
-from app.web.forms import FormError, cap_url, last, validated
+from app.web.forms import MAX_URL, FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_page
 
@@ -97,15 +98,14 @@ def page_url(inputs: dict) -> str | None:
     """The address that reproduces this view (lists as compact JSON; defaults left out)."""
     q = {}
     base = ExperimentRequest(anchor=0).model_dump()
-    for side in SIDES:  # pasted sets by content hash (kept in the store when the job starts)
-        if inputs.get(f"{side}_prompts"):
-            q[f"{side}_set"] = pasted_sets.set_ref(inputs[f"{side}_prompts"])
+    pasted = {side: inputs[f"{side}_prompts"] for side in SIDES if inputs.get(f"{side}_prompts")}
     for k, v in inputs.items():
-        if v is None or (k != "anchor" and v == base.get(k)) or k.endswith("_prompts") or k in q:
+        if v is None or (k != "anchor" and v == base.get(k)) or k.endswith("_prompts"):
             continue
         q[k] = json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else (str(v).lower() if isinstance(v, bool) else v)
     q["run"] = "1"
-    return cap_url("/experiment?" + urlencode(q))
+    # pasted sets inline when the address stays short, else by content hash (kept in the store when the job starts)
+    return cap_url("/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL)))
 
 
 def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -> str:
@@ -121,12 +121,13 @@ def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -
     q = {"anchor": coarse}
     if children:
         q["children"] = json.dumps(children, separators=(",", ":"))
-    for side in ("concept", "contrast"):  # the sets travel with the link: a shipped name or a pasted set's sha
+    pasted = {}
+    for side in ("concept", "contrast"):  # the sets travel with the link: a shipped name, a pasted set inline or its sha
         if inputs.get(f"{side}_prompts"):
-            q[f"{side}_set"] = pasted_sets.set_ref(inputs[f"{side}_prompts"])
+            pasted[side] = inputs[f"{side}_prompts"]
         elif inputs.get(f"{side}_set"):
             q[f"{side}_set"] = inputs[f"{side}_set"]
-    return "/experiment?" + urlencode(q)
+    return "/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL))
 
 
 def _form_values(inputs: dict | None) -> dict:
@@ -160,7 +161,29 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
     return render_page(request, "experiment.html", {
         "engine": engine, "page": "experiment", "sets": shipped_sets(), "form": _form_values(inputs), "errors": errors,
         "run": run, "widths": {n: int(s.W_dec.shape[0]) for n, s in engine.saes.items()},
-        "probe_layer": probe_layer_for(engine.model.cfg.n_layers, layer), "hook_layer": layer})
+        "probe_layer": probe_layer_for(engine.model.cfg.n_layers, layer), "hook_layer": layer,
+        "report": REPORT.exists()})
+
+
+REPORT = ROOT / "docs" / "steering-experiment.md"
+
+
+@router.get("/experiment/report", response_class=PlainTextResponse)
+def experiment_report():
+    """docs/steering-experiment.md: the answer across concepts (python -m app.training.steering_report writes it)."""
+    if not REPORT.exists():
+        return PlainTextResponse("No report yet: run python -m app.training.steering_suite, then "
+                                 "python -m app.training.steering_report.\n", status_code=404)
+    return PlainTextResponse(REPORT.read_text(encoding="utf-8"), media_type="text/markdown; charset=utf-8")
+
+
+@router.get("/experiment/steering-experiment.svg")
+def experiment_report_figure():
+    """The report's figure (concept score against fluency per arm, per concept)."""
+    svg = REPORT.with_suffix(".svg")
+    if not svg.exists():
+        return PlainTextResponse("no figure yet\n", status_code=404)
+    return Response(svg.read_bytes(), media_type="image/svg+xml")
 
 
 PAGES = JobPages(KIND, "fragments/experiment.html", "fragments/experiment_progress.html")

@@ -2,7 +2,9 @@
 store opens the same link, and it survives a restart)."""
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import urlencode
 
 from app.engine import discovery as disc
 
@@ -36,3 +38,13 @@ def lookup(store, ref: str) -> list[str] | None:
     if not m or store is None:
         return None
     return store.get_prompt_set(m.group(1))
+
+
+def address_sets(q: dict, sides: dict, path: str, max_url: int) -> dict:
+    """Put each pasted side into the query q: inline as `<side>_prompts` (compact JSON: the address works anywhere)
+    when the whole address stays under max_url, else as `<side>_set=sha:<hash>` (kept in the store when the job
+    started). sides: side -> prompts (only the pasted ones)."""
+    inline = {**q, **{f"{k}_prompts": json.dumps(list(v), separators=(",", ":"), ensure_ascii=False) for k, v in sides.items()}}
+    if len(path + "?" + urlencode(inline)) <= max_url:
+        return inline
+    return {**q, **{f"{k}_set": set_ref(v) for k, v in sides.items()}}

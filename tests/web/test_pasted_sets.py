@@ -1,4 +1,4 @@
-"""Pasted prompt sets behind `sha:` links live in the Store (app/web/pasted_sets.py): another replica on the same
+"""Pasted prompt sets too long for an address go behind `sha:` links that live in the Store (app/web/pasted_sets.py): another replica on the same
 store opens the link, so does a restarted server, and no number of newer pastes pushes a set out."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from app.store import open_store
 from app.web import pasted_sets
 from tests.conftest import make_client
 
-CONCEPT = ["Whisk the eggs with the sugar.", "Simmer the sauce for ten minutes.", "Knead the dough until smooth."]
-CONTRAST = ["The train leaves at noon.", "A spider has eight legs.", "The sky is blue today."]
+# long enough that the address cannot carry them inline (forms.MAX_URL): they go by content hash through the store
+CONCEPT = [f"Recipe {i}: whisk the eggs with the sugar, simmer the sauce and knead the dough until smooth." for i in range(50)]
+CONTRAST = [f"Note {i}: the train leaves at noon, a spider has eight legs and the sky is blue today." for i in range(50)]
 
 
 def _paste_on(client) -> str:
@@ -68,3 +69,13 @@ def test_store_keeps_sets_by_content_hash(store_url):
         assert pasted_sets.lookup(store, "sha:nothex") is None
     finally:
         store.close()
+
+
+def test_a_short_pasted_set_travels_inline(tiny_engine, tmp_path):
+    with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/s.db") as c:
+        r = c.post("/discover/run", data={"concept_set": "custom", "concept_text": "a\nb\nc", "contrast_set": "custom",
+                                          "contrast_text": "x\ny\nz"})
+        q = parse_qs(urlparse(r.headers["HX-Push-Url"]).query)
+        assert q["concept_prompts"] == ['["a","b","c"]'] and "concept_set" not in q
+        page = c.get(r.headers["HX-Push-Url"])
+        assert "a\nb\nc" in page.text

@@ -67,7 +67,8 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     conds = conditions_for(cfg)
     alias = aliases(conds)
     seeds = [cfg.seed + k for k in range(cfg.n_seeds if cfg.temperature > 0 else 1)]
-    zs = make_zeroshot(tok, cfg.concept_prompts, cfg.contrast_prompts, k=cfg.preface_k,
+    k = cfg.preface_k if cfg.validation_concept else min(cfg.preface_k, max(1, min(len(cfg.concept_prompts), len(cfg.contrast_prompts)) // 2))
+    zs = make_zeroshot(tok, cfg.concept_prompts, cfg.contrast_prompts, k=k,  # small sets: half left for the AUC
                        max_tokens=model.cfg.n_ctx - max(cfg.max_new_tokens, CONCEPT_MAX_TOKENS) - 1)
     val_c, val_n, val_src = _validation_texts(cfg, zs)
     n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * (len(val_c) + len(val_n))
