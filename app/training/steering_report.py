@@ -18,7 +18,9 @@ COLOURS = {"none": "#222222", "coarse": "#1f77b4", "fine": "#ff7f0e", "coarse+fi
 
 
 def load(docs: Path) -> list[dict]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(docs.glob("steering-experiment-*.json"))]
+    """The suite's per-concept results (older single-concept files without a validated measure are left out)."""
+    out = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(docs.glob("steering-experiment-*.json"))]
+    return [r for r in out if r.get("measure") and r.get("concept")]
 
 
 def curve(res: dict, arm: str) -> list[tuple[float, float]]:
@@ -42,10 +44,10 @@ def figure_svg(results: list[dict], w: int = 330, h: int = 260) -> str:
         xl, xh = min(xs), max(xs) + 1e-9
         yl, yh = min(ys), max(ys) + 1e-9
 
-        def X(v):
+        def X(v, x0=x0, xl=xl, xh=xh):
             return x0 + pad + (v - xl) / (xh - xl) * (w - pad - 10)
 
-        def Y(v):
+        def Y(v, yl=yl, yh=yh):
             return 20 + (yh - v) / (yh - yl) * (h - pad - 20)
 
         parts.append(f'<text x="{x0 + w / 2}" y="14" text-anchor="middle" font-weight="bold">{html.escape(res.get("concept", ""))}</text>')

@@ -85,7 +85,13 @@ def main(argv=None) -> int:
         cset, nset, hc, hn = CONCEPTS[name]
         concept, contrast = read_set(cset), read_set(nset)
         tc = time.perf_counter()
-        found = discover_anchor(eng, concept, contrast)
+        disc_file = a.checkpoint / f"discovery-{name}-{eng.fingerprint}-{disc.prompt_set_hash(concept, contrast)}.json"
+        if disc_file.exists():  # resumable: a re-run on the same pair and sets skips discovery
+            found = json.loads(disc_file.read_text(encoding="utf-8"))
+        else:
+            found = discover_anchor(eng, concept, contrast)
+            a.checkpoint.mkdir(parents=True, exist_ok=True)
+            disc_file.write_text(json.dumps(found), encoding="utf-8")
         print(f"{name}: discovery {time.perf_counter() - tc:.0f} s: " + (
             f"GO, anchor C-{found['anchor']}, children {found['children']}" if found["go"] else "NO-GO"), flush=True)
         if not found["go"]:

@@ -6,7 +6,7 @@ import json
 from urllib.parse import parse_qs, urlparse
 
 from app.web import pasted_sets
-from app.web.experiment_pages import test_steering_url
+from app.web.experiment_pages import test_steering_url as steering_link
 from tests.conftest import make_client
 
 CONCEPT = ["Whisk the eggs with the sugar.", "Simmer the sauce for ten minutes.", "Knead the dough until smooth."]
@@ -41,9 +41,9 @@ def test_pasted_text_is_used_instead_of_the_shipped_set(tiny_engine, tmp_path):
 
 def test_test_steering_link_carries_pasted_and_shipped_sets():
     result = {"mapping": {"coarse": [7], "fine": [1, 2], "cos": [[0.5, 0.1]], "corr": [[0.6, 0.9]]}}
-    link = test_steering_url({"concept_prompts": CONCEPT, "contrast_set": "neutral_glosses"}, result, 7)
+    link = steering_link({"concept_prompts": CONCEPT, "contrast_set": "neutral_glosses"}, result, 7)
     q = parse_qs(urlparse(link).query)
     assert q["anchor"] == ["7"] and q["children"] == ["[1]"]
     assert json.loads(q["concept_prompts"][0]) == CONCEPT and q["contrast_set"] == ["neutral_glosses"]
-    big = parse_qs(urlparse(test_steering_url({"concept_prompts": BIG_C, "contrast_prompts": BIG_N}, result, 7)).query)
+    big = parse_qs(urlparse(steering_link({"concept_prompts": BIG_C, "contrast_prompts": BIG_N}, result, 7)).query)
     assert big["concept_set"] == [pasted_sets.set_ref(BIG_C)] and big["contrast_set"] == [pasted_sets.set_ref(BIG_N)]

@@ -111,13 +111,16 @@ class TableRow(BaseModel):
     probe_hw: float | None = None
     sae: float | None
     sae_ci: Interval
+    sae_hw: float | None = None
     logprob: float | None
     logprob_ci: Interval
     logprob_hw: float | None = None
     distinct2: float | None
     distinct2_ci: Interval
+    distinct2_hw: float | None = None
     words: float | None = None
     words_ci: Interval | None = None
+    words_hw: float | None = None
     fluency_ratio: float | None
     fluency_ratio_ci: Interval
 

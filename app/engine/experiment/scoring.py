@@ -69,7 +69,8 @@ def _verdict(table, cfg, family, n_prompts) -> dict:
     arms = [a for a in COMPARED if len(_curve(table, a, mode, scale, cfg.strengths)) > 1]
     label = f"{'matched vector norm' if scale == 'norm' else 'strength in typical activations'}, {mode}"
     out = {"mode": mode, "scale": scale, "label": label, "target": None, "fluency": {}, "best": None,
-           "runner_up": None, "diff": None, "diff_ci": None, "detectable": False}
+           "runner_up": None, "diff": None, "diff_ci": None, "detectable": False,
+           "defined_fraction": None, "diff_hw": None, "mde": None}
     if not arms:
         out["text"] = f"{label}: no arm was run."
         return out

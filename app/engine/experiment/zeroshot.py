@@ -113,7 +113,7 @@ def zeroshot_scores(model, zs: ZeroShot, texts: Sequence[Sequence[int]], batch_s
     return a - b
 
 
-def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+def auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
     """P(score of a concept text > score of a neutral text), ties counting one half (the Mann-Whitney AUC)."""
     p = np.asarray(pos, dtype=np.float64)
     n = np.asarray(neg, dtype=np.float64)
