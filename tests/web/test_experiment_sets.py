@@ -47,3 +47,11 @@ def test_test_steering_link_carries_pasted_and_shipped_sets():
     assert json.loads(q["concept_prompts"][0]) == CONCEPT and q["contrast_set"] == ["neutral_glosses"]
     big = parse_qs(urlparse(steering_link({"concept_prompts": BIG_C, "contrast_prompts": BIG_N}, result, 7)).query)
     assert big["concept_set"] == [pasted_sets.set_ref(BIG_C)] and big["contrast_set"] == [pasted_sets.set_ref(BIG_N)]
+
+
+def test_experiment_page_links_the_cross_concept_report(tiny_client):
+    page = tiny_client.get("/experiment?anchor=3")
+    assert 'href="/experiment/report"' in page.text
+    r = tiny_client.get("/experiment/report")
+    assert r.status_code == 200 and r.text.startswith("# Does coarse + fine steering beat one resolution?")
+    assert r.headers["content-type"].startswith("text/markdown")
