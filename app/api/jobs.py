@@ -25,6 +25,7 @@ class JobStatus(BaseModel):
     eta_s: float | None
     cached: bool
     error: str | None
+    phase: str | None = None
     result_url: str | None = None
 
 

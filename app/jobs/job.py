@@ -31,6 +31,8 @@ class Job:
     error: str | None = None
     cached: bool = False
     meta: dict = field(default_factory=dict)
+    phase: str | None = None  # what the job is doing now (a job that reports phases)
+    _eta: tuple[float, float] | None = field(default=None, repr=False)  # (seconds left, when) from the job's own clock
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -58,12 +60,20 @@ class Job:
         """Seconds left, from the rate so far (None before the first checkpoint)."""
         if self.state != "running" or not self.done or not self.total:
             return None
+        if self._eta is not None:  # the job's per-phase estimate counted down; past it, unknown (None), never "0 s"
+            left = self._eta[0] - (time.time() - self._eta[1])
+            return left if left > 0 else None
         return self.elapsed / self.done * (self.total - self.done)
 
-    def progress(self, done: int, total: int | None = None) -> None:
+    def progress(self, done: int, total: int | None = None, eta_s: float | None = None, phase: str | None = None) -> None:
+        """Units done (of total); a job that measures its phases also gives its own eta_s and the phase it is in."""
         if total is not None:
             self.total = total
         self.done = done
+        if eta_s is not None:
+            self._eta = (float(eta_s), time.time())
+        if phase is not None:
+            self.phase = phase
         if self._cancel.is_set():
             raise Cancelled(f"job {self.id} cancelled")
 
@@ -74,4 +84,5 @@ class Job:
     def status(self) -> dict:
         return {"job_id": self.id, "kind": self.kind, "key": self.key, "state": self.state, "done": self.done,
                 "total": self.total, "fraction": round(self.fraction, 4), "elapsed_s": round(self.elapsed, 2),
-                "eta_s": None if self.eta_s is None else round(self.eta_s, 1), "cached": self.cached, "error": self.error}
+                "eta_s": None if self.eta_s is None else round(self.eta_s, 1), "cached": self.cached, "error": self.error,
+                "phase": self.phase}

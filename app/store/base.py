@@ -73,6 +73,12 @@ class Store(Protocol):
     def shared_secret(self, name: str) -> str:
         """A random secret created once per store, the same for every replica on it."""
 
+    def put_prompt_set(self, sha: str, prompts: list[str]) -> str:
+        """Keep a pasted prompt set under its content hash (idempotent); returns sha."""
+
+    def get_prompt_set(self, sha: str) -> list[str] | None:
+        """A pasted prompt set by its content hash, or None."""
+
     def close(self) -> None: ...
 
 
@@ -115,6 +121,9 @@ class _SQLStore:
         "CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, created)",
         "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, heartbeat)",
         "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # pasted prompt sets by content hash, so a `sha:` address opens on every replica and after a restart
+        "CREATE TABLE IF NOT EXISTS prompt_sets (sha TEXT PRIMARY KEY, created DOUBLE PRECISION NOT NULL,"
+        " prompts TEXT NOT NULL)",
     )
     # Columns added after the first release (unlisted links, server-signed results): added to older databases on open.
     LATER_COLUMNS = (("owner", "TEXT"), ("signature", "TEXT"))
@@ -196,6 +205,18 @@ class _SQLStore:
         self._write(self._q("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
                     (name, secrets.token_hex(32)))
         return self._read(self._q("SELECT value FROM secrets WHERE name = ?"), (name,))[0][0]
+
+    # --- pasted prompt sets (content-addressed: the same prompts always get the same sha) ----------------------
+    def put_prompt_set(self, sha: str, prompts: list[str]) -> str:
+        """Keep a pasted set under its content hash (a second put of the same set writes nothing); returns sha."""
+        self._write(self._q("INSERT INTO prompt_sets (sha, created, prompts) VALUES (?, ?, ?) ON CONFLICT (sha) DO NOTHING"),
+                    (sha, time.time(), json.dumps(list(prompts), ensure_ascii=False)))
+        return sha
+
+    def get_prompt_set(self, sha: str) -> list[str] | None:
+        """The prompts stored under sha, or None."""
+        rows = self._read(self._q("SELECT prompts FROM prompt_sets WHERE sha = ?"), (sha,))
+        return list(json.loads(rows[0][0])) if rows else None
 
     # --- jobs (app/jobs/) ------------------------------------------------------------------------------------
     def job_insert(self, row: dict) -> None:

@@ -3,11 +3,12 @@
 templates/fragments/discovery.html is rendered from {inputs, result, kind} only (the saved-explorations
 contract); the figures come from app.viz.decomposition.discovery_view(inputs, result). The page URL carries
 the inputs (`/discover?concept_set=france&contrast_set=neutral&n_coarse=5&run=1`); a pasted prompt set is
-carried as `sha:<hash>` of a set this server has seen (paste it again after a restart).
+carried in the address (`concept_prompts=[...]`) when it fits, else as `sha:<hash>`, kept in the Store by content hash when its job starts (app/web/pasted_sets.py), so the link
+opens on every replica sharing the store and after a restart.
 """
 from __future__ import annotations
 
-import threading
+import json
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -17,7 +18,8 @@ from pydantic import ValidationError
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job, with_threshold
 from app.engine import discovery as disc
-from app.web.forms import FormError, cap_url, errors_of, last, validated
+from app.web import pasted_sets
+from app.web.forms import MAX_URL, FormError, cap_url, errors_of, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_fragment, render_page
 
@@ -28,34 +30,26 @@ KNOBS = ("aggregate", "top_k", "min_fire_rate", "n_coarse", "n_fine", "cos_thres
          "cos_near_zero", "hist_coarse")
 VIEW_KNOBS = ("cos_threshold", "corr_threshold", "cos_near_zero", "hist_coarse")
 
-_pasted: dict[str, list[str]] = {}  # sha -> prompts pasted on this server (so the URL can name them)
-_pasted_lock = threading.Lock()
-
-
-def _remember(prompts: list[str]) -> str:
-    h = disc.prompt_set_hash(prompts, [])
-    with _pasted_lock:
-        _pasted[h] = prompts
-        while len(_pasted) > 64:
-            _pasted.pop(next(iter(_pasted)))
-    return h
-
-
-def parse_inputs(params) -> DiscoverRequest:
+def parse_inputs(params, store=None) -> DiscoverRequest:
     """DiscoverRequest from query/form parameters: <side>_set is a shipped name, 'custom' (use <side>_text,
-    one prompt per line) or 'sha:<hash>' (a set pasted earlier). Raises FormError naming the field."""
+    one prompt per line) or 'sha:<hash>' (a set pasted earlier, read from the store). Raises FormError naming the field."""
     raw, errors = {}, []
     for side in ("concept", "contrast"):
         choice = (last(params, f"{side}_set") or DEFAULTS[f"{side}_set"] or "").strip()
         text = last(params, f"{side}_text") or ""
-        if choice == "custom" or (not choice and text.strip()):
+        listed = last(params, f"{side}_prompts")
+        if listed:  # a pasted set carried in the address itself (JSON list)
+            try:
+                raw[f"{side}_set"], raw[f"{side}_prompts"] = None, json.loads(listed)
+            except ValueError:
+                errors.append(f"{side}_prompts: not a JSON list of prompts")
+        elif choice == "custom" or (not choice and text.strip()):
             raw[f"{side}_set"] = None
             raw[f"{side}_prompts"] = disc.parse_prompt_lines(text)
         elif choice.startswith("sha:"):
-            with _pasted_lock:
-                got = _pasted.get(choice[4:])
+            got = pasted_sets.lookup(store, choice)
             if got is None:
-                errors.append(f"{side}_set: the pasted set {choice} is not on this server any more; paste it again")
+                errors.append(f"{side}_set: no pasted set {choice} in this server's store; paste it again")
             raw[f"{side}_set"] = None
             raw[f"{side}_prompts"] = got or []
         else:
@@ -71,18 +65,19 @@ def parse_inputs(params) -> DiscoverRequest:
 
 def page_url(inputs: dict) -> str | None:
     """The address that reproduces this view (non-default inputs; pasted sets by hash)."""
-    q = {}
+    q: dict = {}
+    pasted = {}
     for side in ("concept", "contrast"):
         prompts = inputs.get(f"{side}_prompts")
         if prompts:
-            q[f"{side}_set"] = "sha:" + _remember(list(prompts))
+            pasted[side] = prompts
         elif inputs.get(f"{side}_set") != DEFAULTS[f"{side}_set"]:
             q[f"{side}_set"] = inputs.get(f"{side}_set") or ""
     for k in KNOBS:
         if inputs.get(k) is not None and inputs.get(k) != DEFAULTS.get(k):
             q[k] = inputs[k]
     q["run"] = "1"
-    return cap_url("/discover?" + urlencode(q))
+    return cap_url("/discover?" + urlencode(pasted_sets.address_sets(q, pasted, "/discover", MAX_URL)))
 
 
 def _form_values(params, inputs: dict | None) -> dict:
@@ -106,7 +101,7 @@ def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
     params = request.query_params
     errors, inputs = [], None
     try:
-        inputs = parse_inputs(params).model_dump()
+        inputs = parse_inputs(params, request.app.state.store).model_dump()
     except FormError as exc:
         errors = exc.errors
     run = last(params, "run") in ("1", "true", "on") and not errors
@@ -119,7 +114,15 @@ def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 
 PAGES = JobPages(KIND, "fragments/discovery.html", "fragments/discovery_progress.html")
-add_job_page_routes(router, "/discover", PAGES, parse_inputs, start_job, job_or_404, page_url)
+
+
+def start_keeping_sets(jobs, engine, settings, req: DiscoverRequest):
+    """Start the job; its pasted sets go into the store first, so the address pushed after it opens anywhere."""
+    pasted_sets.keep_sides(getattr(jobs, "store", None), req)
+    return start_job(jobs, engine, settings, req)
+
+
+add_job_page_routes(router, "/discover", PAGES, parse_inputs, start_keeping_sets, job_or_404, page_url)
 
 
 @router.get("/discover/jobs/{job_id}/view", response_class=HTMLResponse)

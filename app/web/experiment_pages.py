@@ -2,7 +2,8 @@
 
 templates/fragments/experiment.html renders from {inputs, result, kind} only (saved-explorations contract).
 The page URL carries the inputs (`/experiment?anchor=596&children=[1,2]&run=1`); a discovery result links here
-("Test steering") with the coarse feature and its blue matches as children.
+("Test steering") with the coarse feature, its blue matches as children and its concept and contrast sets (a shipped
+name, or a pasted set's `sha:<hash>`, kept in the Store: app/web/pasted_sets.py).
 """
 from __future__ import annotations
 
@@ -10,21 +11,50 @@ import json
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.discover import shipped_sets
 from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.engine.discovery import parse_prompt_lines
-from app.web.forms import FormError, cap_url, last, validated
+from app.settings import ROOT
+from app.web import pasted_sets
+from app.web.forms import MAX_URL, FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 LISTS = ("children", "strengths", "modes", "words")
-SCALARS = ("anchor", "concept_set", "contrast_set", "eval_set", "n_prompts", "matched_norm", "max_new_tokens",
-           "temperature", "top_p", "n_seeds", "seed", "probe_layer", "chat")
+SCALARS = ("anchor", "n_prompts", "matched_norm", "max_new_tokens", "temperature", "top_p", "n_seeds", "seed",
+           "probe_layer", "chat", "measure")
+SIDES = ("concept", "contrast", "eval")
+
+
+def _side(params, side: str, store, raw: dict, errors: list[str]) -> None:
+    """One prompt set from the form or the address: an uploaded file (<side>_file), pasted text (<side>_text, with
+    <side>_set 'custom' or empty), 'sha:<hash>' (a set pasted before, from the store), a JSON list
+    (<side>_prompts, a forked view's address) or a shipped name (<side>_set)."""
+    choice = (last(params, f"{side}_set") or "").strip()
+    upload = last(params, f"{side}_file")
+    text = last(params, f"{side}_text") or ""
+    listed = last(params, f"{side}_prompts")
+    if upload is not None and hasattr(upload, "file"):
+        data = upload.file.read()
+        if data:
+            text = data.decode("utf-8", errors="replace")
+            choice = "custom"
+    if listed:
+        raw[f"{side}_prompts"], raw[f"{side}_set"] = json.loads(listed), None
+    elif choice.startswith("sha:"):
+        got = pasted_sets.lookup(store, choice)
+        if got is None:
+            errors.append(f"{side}_set: no pasted set {choice} in this server's store; paste it again")
+        raw[f"{side}_prompts"], raw[f"{side}_set"] = got or [], None
+    elif choice == "custom" or (not choice and text.strip()):
+        raw[f"{side}_prompts"], raw[f"{side}_set"] = parse_prompt_lines(text), None
+    elif choice:
+        raw[f"{side}_set"] = choice
 
 
 def _list(text: str, key: str):
@@ -36,9 +66,11 @@ def _list(text: str, key: str):
     return [x.strip() for x in text.split(sep) if x.strip()]
 
 
-def parse_inputs(params) -> ExperimentRequest:
-    """ExperimentRequest from query/form fields (lists as JSON or comma-separated; eval_text pasted one per line)."""
+def parse_inputs(params, store=None) -> ExperimentRequest:
+    """ExperimentRequest from query/form fields (lists as JSON or comma-separated; sets shipped, pasted, uploaded or
+    sha:<hash> from the store)."""
     raw: dict = {}
+    errors: list[str] = []
     try:
         for k in SCALARS:
             v = last(params, k)
@@ -51,16 +83,12 @@ def parse_inputs(params) -> ExperimentRequest:
             v = last(params, k)
             if v not in (None, ""):
                 raw[k] = _list(str(v), k)
-        ev = last(params, "eval_text")
-        if ev and ev.strip():
-            raw["eval_prompts"] = parse_prompt_lines(ev)
-            raw["eval_set"] = None
-        for side in ("eval", "concept", "contrast"):  # prompts given as a list (a forked view's address) win
-            if ep := last(params, f"{side}_prompts"):
-                raw[f"{side}_prompts"] = json.loads(ep)
-                raw[f"{side}_set"] = None
+        for side in SIDES:
+            _side(params, side, store, raw, errors)
     except (ValueError, TypeError) as exc:
         raise FormError([f"input: {exc}"]) from None
+    if errors:
+        raise FormError(errors)
     if "anchor" not in raw:
         raise FormError(["anchor: give a coarse feature index"])
     return validated(ExperimentRequest, raw)
@@ -70,12 +98,14 @@ def page_url(inputs: dict) -> str | None:
     """The address that reproduces this view (lists as compact JSON; defaults left out)."""
     q = {}
     base = ExperimentRequest(anchor=0).model_dump()
+    pasted = {side: inputs[f"{side}_prompts"] for side in SIDES if inputs.get(f"{side}_prompts")}
     for k, v in inputs.items():
-        if v is None or (k != "anchor" and v == base.get(k)):
+        if v is None or (k != "anchor" and v == base.get(k)) or k.endswith("_prompts"):
             continue
         q[k] = json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else (str(v).lower() if isinstance(v, bool) else v)
     q["run"] = "1"
-    return cap_url("/experiment?" + urlencode(q))
+    # pasted sets inline when the address stays short, else by content hash (kept in the store when the job starts)
+    return cap_url("/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL)))
 
 
 def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -> str:
@@ -91,10 +121,13 @@ def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -
     q = {"anchor": coarse}
     if children:
         q["children"] = json.dumps(children, separators=(",", ":"))
-    for side in ("concept", "contrast"):
-        if inputs.get(f"{side}_set") and not inputs.get(f"{side}_prompts"):
+    pasted = {}
+    for side in ("concept", "contrast"):  # the sets travel with the link: a shipped name, a pasted set inline or its sha
+        if inputs.get(f"{side}_prompts"):
+            pasted[side] = inputs[f"{side}_prompts"]
+        elif inputs.get(f"{side}_set"):
             q[f"{side}_set"] = inputs[f"{side}_set"]
-    return "/experiment?" + urlencode(q)
+    return "/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL))
 
 
 def _form_values(inputs: dict | None) -> dict:
@@ -105,7 +138,9 @@ def _form_values(inputs: dict | None) -> dict:
     v["children_text"] = ", ".join(str(x) for x in v.get("children") or [])
     v["strengths_text"] = ", ".join(f"{x:g}" for x in v.get("strengths") or [])
     v["words_text"] = ", ".join(v.get("words") or [])
-    v["eval_text"] = "\n".join(v.get("eval_prompts") or [])
+    for side in SIDES:
+        v[f"{side}_text"] = "\n".join(v.get(f"{side}_prompts") or [])
+        v[f"{side}_choice"] = "custom" if v.get(f"{side}_prompts") else (v.get(f"{side}_set") or "custom")
     return v
 
 
@@ -116,7 +151,7 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
     errors, inputs = [], None
     if last(params, "anchor") is not None:
         try:
-            inputs = parse_inputs(params).model_dump()
+            inputs = parse_inputs(params, request.app.state.store).model_dump()
         except FormError as exc:
             errors = exc.errors
     run = last(params, "run") in ("1", "true", "on") and inputs is not None and not errors
@@ -126,8 +161,38 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
     return render_page(request, "experiment.html", {
         "engine": engine, "page": "experiment", "sets": shipped_sets(), "form": _form_values(inputs), "errors": errors,
         "run": run, "widths": {n: int(s.W_dec.shape[0]) for n, s in engine.saes.items()},
-        "probe_layer": probe_layer_for(engine.model.cfg.n_layers, layer), "hook_layer": layer})
+        "probe_layer": probe_layer_for(engine.model.cfg.n_layers, layer), "hook_layer": layer,
+        "report": REPORT.exists()})
+
+
+REPORT = ROOT / "docs" / "steering-experiment.md"
+
+
+@router.get("/experiment/report", response_class=PlainTextResponse)
+def experiment_report():
+    """docs/steering-experiment.md: the answer across concepts (python -m app.training.steering_report writes it)."""
+    if not REPORT.exists():
+        return PlainTextResponse("No report yet: run python -m app.training.steering_suite, then "
+                                 "python -m app.training.steering_report.\n", status_code=404)
+    return PlainTextResponse(REPORT.read_text(encoding="utf-8"), media_type="text/markdown; charset=utf-8")
+
+
+@router.get("/experiment/steering-experiment.svg")
+def experiment_report_figure():
+    """The report's figure (concept score against fluency per arm, per concept)."""
+    svg = REPORT.with_suffix(".svg")
+    if not svg.exists():
+        return PlainTextResponse("no figure yet\n", status_code=404)
+    return Response(svg.read_bytes(), media_type="image/svg+xml")
 
 
 PAGES = JobPages(KIND, "fragments/experiment.html", "fragments/experiment_progress.html")
-add_job_page_routes(router, "/experiment", PAGES, parse_inputs, start_job, job_or_404, page_url)
+
+
+def start_keeping_sets(jobs, engine, settings, req: ExperimentRequest):
+    """Start the job; pasted sets go into the store first, so the address pushed after it opens on any replica."""
+    pasted_sets.keep_sides(getattr(jobs, "store", None), req, SIDES)
+    return start_job(jobs, engine, settings, req)
+
+
+add_job_page_routes(router, "/experiment", PAGES, parse_inputs, start_keeping_sets, job_or_404, page_url)

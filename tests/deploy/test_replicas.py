@@ -139,3 +139,22 @@ def test_two_replicas_share_explorations_and_jobs(pair):
     fresh = b.http.post("/api/discover/jobs", json=big2).json()
     assert fresh["job_id"] != jid and fresh["state"] in ("queued", "running")
     b.http.post(f"/api/discover/jobs/{fresh['job_id']}/cancel")
+
+
+def test_a_pasted_set_link_opens_on_the_other_replica(pair):
+    """A Discover run on pasted sets through A pushes a `sha:` address; B (another process, same store) opens it with
+    the pasted prompts in its form (they used to live in A's memory only: "not on this server any more")."""
+    a, b = pair
+    # too long to travel inline in the address: it goes by content hash
+    concept = [f"Recipe {i}: whisk the eggs with the sugar, simmer the sauce and knead the dough until smooth." for i in range(50)]
+    contrast = [f"Note {i}: the train leaves at noon, a spider has eight legs and the sky is blue today." for i in range(50)]
+    r = a.http.post("/discover/run", data={"concept_set": "custom", "concept_text": "\n".join(concept),
+                                           "contrast_set": "custom", "contrast_text": "\n".join(contrast)})
+    assert r.status_code == 200, r.text
+    link = r.headers["HX-Push-Url"]
+    assert "concept_set=sha%3A" in link and "contrast_set=sha%3A" in link
+    page = b.http.get(link)
+    assert page.status_code == 200
+    assert "not on this server" not in page.text and "no pasted set" not in page.text
+    for p in concept + contrast:
+        assert p in page.text

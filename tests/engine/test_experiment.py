@@ -112,7 +112,7 @@ class _Atlas:
 def test_control_arm_on_a_planted_direction(tiny_engine):
     saes, concept, contrast, evalp = _planted(tiny_engine)
     cfg = X.ExperimentConfig(anchor=3, children=(5,), eval_prompts=evalp, concept_prompts=concept, contrast_prompts=contrast,
-                             strengths=(1.0, 6.0), max_new_tokens=16, n_boot=500)
+                             strengths=(1.0, 6.0), max_new_tokens=16, n_boot=500, measure="probe")
     with tiny_engine.session():
         r = X.run_experiment(tiny_engine.model, saes, tiny_engine.hook_name, cfg, atlas=_Atlas())
     by = {row["condition"]: row for row in r["table"]}
@@ -159,7 +159,7 @@ def test_fluency_and_concept_against_a_plain_forward(tiny_engine, small_run):
         special = set(tiny_engine.tokenizer.all_special_ids)
         keep = [P + t for t in range(n) if g["token_ids"][t] not in special]  # no sink norm on tiny
         ref_c = float(probe.prob(cache[hook][0, keep].float().mean(0)))
-        assert g["concept"] == pytest.approx(ref_c, abs=1e-4)
+        assert g["probe"] == pytest.approx(ref_c, abs=1e-4)
         assert g["distinct2"] == pytest.approx(X.distinct_2(g["token_ids"]))
 
 
@@ -205,7 +205,8 @@ def test_verdict_detects_a_clear_winner():
     # no difference: identical arms
     recs2 = [{**r, "logprob": -2.0 - 0.5 * float(r["condition"] != "none") + 0.3 * rng.normal()} for r in recs]
     v2 = X.verdict_from_records(recs2, X.aggregate(recs2, conds, 20, cfg, steers), cfg, ("add", "activation"), 20)
-    assert not v2["detectable"] and "no difference detectable at this sample size" in v2["text"]
+    assert not v2["detectable"] and "not detectable at this sample size" in v2["text"]
+    assert "smallest difference this run could detect" in v2["text"] and v2["mde"] > 0
 
 
 def test_verdict_arm_that_defines_the_target_has_its_fluency():

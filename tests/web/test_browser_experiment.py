@@ -10,6 +10,7 @@ import pytest
 from tests.web.test_browser_analysis import CHROMIUM, LAUNCH_ARGS, browser, live_server  # noqa: F401  (fixtures)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SHOTS = Path(os.environ.get("ASN_SHOTS", str(ARTIFACTS)))
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
 
@@ -48,6 +49,10 @@ def test_experiment_from_discovery_save_and_reopen(live_server, browser):  # noq
     page.wait_for_url("**/experiment?**")
     anchor = page.locator("input[name=anchor]").input_value()
     assert anchor.isdigit()
+    # the pasted sets travel with the link (inline when short, else by content hash through the store), not France
+    assert page.locator("select[name=concept_set]").input_value() == "custom"
+    assert page.locator("textarea[name=concept_text]").input_value() == CONCEPT
+    assert page.locator("textarea[name=contrast_text]").input_value() == CONTRAST
     page.fill("input[name=n_prompts]", "3")
     page.fill("input[name=max_new_tokens]", "8")
     page.fill("input[name=strengths]", "2, 6")
@@ -55,11 +60,18 @@ def test_experiment_from_discovery_save_and_reopen(live_server, browser):  # noq
     page.wait_for_selector(".job-progress progress, .experiment", timeout=60_000)
     if page.locator(".job-progress progress").count():
         assert "steps" in page.locator(".job-progress").inner_text()
+        assert "ETA 0 s" not in page.locator(".job-progress").inner_text()
         page.screenshot(path=str(ARTIFACTS / "experiment-progress.png"))
     page.wait_for_selector(".experiment .verdict.headline", timeout=300_000)
     assert "run=1" in page.url and f"anchor={anchor}" in page.url
     verdict = page.locator(".experiment .verdict.headline").inner_text()
     assert verdict.startswith("matched vector norm, add:")
+    assert "no difference" not in verdict and "no rise" not in page.locator(".experiment .verdicts").inner_text().replace(
+        "no rise detected at this sample size", "")
+    assert page.locator(".experiment .concept-name").inner_text().startswith("pasted, 6 prompts, sha:")
+    assert page.locator(".experiment .contrast-name").inner_text().startswith("pasted, 6 prompts, sha:")
+    assert "held-out AUC" in page.locator(".experiment .measure").inner_text()
+    assert "zeroshot" in page.locator(".experiment .measure").inner_text()
     page.wait_for_selector("#exp-add-norm .main-svg", timeout=30_000)  # curves drawn by Plotly
     page.wait_for_selector("#exp-add-activation .main-svg", timeout=30_000)
     n_rows = page.locator("table.experiment-table tbody tr").count()
@@ -67,6 +79,15 @@ def test_experiment_from_discovery_save_and_reopen(live_server, browser):  # noq
     page.locator("details.condition[data-condition='coarse|add|activation|6'] summary").click()
     assert page.locator("details.condition[data-condition='coarse|add|activation|6'] li").count() == 3
     page.screenshot(path=str(ARTIFACTS / "experiment-result.png"), full_page=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for w, h in ((1440, 900), (390, 844)):
+        page.set_viewport_size({"width": w, "height": h})
+        page.screenshot(path=str(SHOTS / f"experiment-pasted-{w}.png"), full_page=True)
+        page.locator(".experiment .run-summary").scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / f"experiment-pasted-{w}-verdict.png"))
+        page.locator(".experiment .measure").screenshot(path=str(SHOTS / f"experiment-pasted-{w}-measure.png"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= w  # no sideways scroll
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
     box = page.locator(".experiment form.save-box")
     box.locator("input[name=title]").fill("France steering test")

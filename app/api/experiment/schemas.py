@@ -42,6 +42,9 @@ class ExperimentRequest(FiniteModel):
     words: list[Annotated[str, Field(max_length=64)]] = Field(default=[], max_length=50, description="optional concept words")
     probe_layer: int | None = Field(default=None, ge=0, description="layer of the probe's residual (default: a later layer than the SAE's)")
     chat: bool = Field(default=False, description="wrap evaluation prompts in the chat template")
+    measure: Literal["zeroshot", "probe"] = Field(
+        default="zeroshot", description="the concept score: zero-shot log p(text | concept preface) - log p(text | contrast "
+                                        "preface) from the model itself (default), or the layer probe (reads pushing)")
 
     def resolve(self) -> tuple[list[str], list[str], list[str]]:
         """(concept, contrast, evaluation prompts); 422 naming the field when a side has none."""
@@ -67,6 +70,29 @@ class ProbeModel(BaseModel):
 Interval = list[float | None]
 
 
+class ControlPoint(BaseModel):
+    condition: str
+    scale: str
+    strength: float
+    concept: float | None
+    ci: Interval
+    contains: bool
+    raises: bool
+    max_rise: float | None
+
+
+class MeasureModel(BaseModel):
+    name: str
+    description: str
+    auc: float | None
+    auc_probe: float | None = None
+    n_validation: list[int]
+    validation_source: str
+    concept_examples: list[str]
+    contrast_examples: list[str]
+    random_raises: bool | None = None
+
+
 class TableRow(BaseModel):
     condition: str
     arm: str
@@ -76,14 +102,25 @@ class TableRow(BaseModel):
     vector_norm: float | None
     concept: float | None
     concept_ci: Interval
+    concept_hw: float | None = None
+    zeroshot: float | None = None
+    zeroshot_ci: Interval | None = None
+    zeroshot_hw: float | None = None
+    probe: float | None = None
+    probe_ci: Interval | None = None
+    probe_hw: float | None = None
     sae: float | None
     sae_ci: Interval
+    sae_hw: float | None = None
     logprob: float | None
     logprob_ci: Interval
+    logprob_hw: float | None = None
     distinct2: float | None
     distinct2_ci: Interval
+    distinct2_hw: float | None = None
     words: float | None = None
     words_ci: Interval | None = None
+    words_hw: float | None = None
     fluency_ratio: float | None
     fluency_ratio_ci: Interval
 
@@ -101,6 +138,8 @@ class VerdictModel(BaseModel):
     detectable: bool
     text: str
     defined_fraction: float | None = None
+    diff_hw: float | None = None
+    mde: float | None = None
 
 
 class ControlModel(BaseModel):
@@ -110,6 +149,8 @@ class ControlModel(BaseModel):
     none_ci: Interval
     text: str | None = None
     random_raises: bool | None = None
+    contains_all: bool | None = None
+    per_strength: list[ControlPoint] = []
 
 
 class GenerationRecord(BaseModel):
@@ -124,6 +165,8 @@ class GenerationRecord(BaseModel):
     n_tokens: int
     finish: str
     concept: float | None
+    zeroshot: float | None = None
+    probe: float | None = None
     sae: float | None
     words: float | None
     logprob: float | None
@@ -138,6 +181,9 @@ class ExperimentResponse(BaseModel):
     anchor: int
     children: list[int]
     eval_prompts: list[str]
+    concept_name: str = "concept"
+    contrast_name: str = "contrast"
+    measure: MeasureModel | None = None
     probe: ProbeModel
     typical: list[TypicalModel]
     selectivity: dict[str, dict[str, float]]

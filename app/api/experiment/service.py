@@ -9,9 +9,17 @@ from app.api.errors import out_of_range, unprocessable
 from app.api.experiment.schemas import KIND, ExperimentJobStatus, ExperimentRequest, ExperimentResponse
 from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
+from app.engine import discovery as disc
 from app.engine import experiment as X
 from app.jobs import Job, JobRunner
 from app.viz.tables import write_csv
+
+
+def set_name(req: ExperimentRequest, side: str, prompts: list[str]) -> str:
+    """How the result names a set: its shipped name, or 'pasted, N prompts, sha:<hash>' (the address token)."""
+    if getattr(req, f"{side}_prompts") is None and getattr(req, f"{side}_set"):
+        return str(getattr(req, f"{side}_set"))
+    return f"pasted, {len(prompts)} prompts, sha:{disc.prompt_set_hash(list(prompts), [])}"
 
 
 def config_of(engine, settings, req: ExperimentRequest) -> X.ExperimentConfig:
@@ -34,7 +42,8 @@ def config_of(engine, settings, req: ExperimentRequest) -> X.ExperimentConfig:
         contrast_prompts=tuple(contrast), strengths=tuple(req.strengths), modes=tuple(dict.fromkeys(req.modes)),
         matched_norm=req.matched_norm, max_new_tokens=req.max_new_tokens, temperature=req.temperature, top_p=req.top_p,
         n_seeds=req.n_seeds, seed=req.seed, words=tuple(req.words), probe_layer=req.probe_layer, chat=req.chat,
-        sink_norm=engine.profile.sink_norm)
+        sink_norm=engine.profile.sink_norm, measure=req.measure, concept_name=set_name(req, "concept", concept),
+        contrast_name=set_name(req, "contrast", contrast))
     n_seeds = cfg.n_seeds if cfg.temperature > 0 else 1
     work = len(evalp) * len(X.conditions_for(cfg)) * n_seeds * cfg.max_new_tokens
     if work > lim.max_experiment_tokens:
@@ -48,6 +57,14 @@ def config_of(engine, settings, req: ExperimentRequest) -> X.ExperimentConfig:
 def _response(engine, cfg: X.ExperimentConfig, result: dict) -> dict:
     res = {**result, "profile": engine.profile.name, "fingerprint": engine.fingerprint, "eval_prompts": list(cfg.eval_prompts)}
     return ExperimentResponse.model_validate(res).model_dump()
+
+
+def n_work(cfg: X.ExperimentConfig) -> int:
+    """Work units of a run (what progress counts): set prompts, validation texts twice, rows, rows scored thrice."""
+    conds = X.conditions_for(cfg)
+    rows = len(cfg.eval_prompts) * (cfg.n_seeds if cfg.temperature > 0 else 1) * len([c for c in conds if c.key not in X.aliases(conds)])
+    n_val = 2 * min(cfg.n_validation, max(len(cfg.concept_prompts) - cfg.preface_k, 0)) if not cfg.validation_concept else 0
+    return len(cfg.concept_prompts) + len(cfg.contrast_prompts) + n_val + 4 * rows
 
 
 def compute(engine, cfg: X.ExperimentConfig, progress=None) -> dict:
@@ -75,10 +92,7 @@ def start_job(runner: JobRunner, engine, settings, req: ExperimentRequest) -> Jo
     def work(job: Job):
         return compute(engine, cfg, progress=job.progress)
 
-    n_gen = len(cfg.eval_prompts) * (cfg.n_seeds if cfg.temperature > 0 else 1) * len(
-        [c for c in X.conditions_for(cfg) if c.key not in X.aliases(X.conditions_for(cfg))])
-    return runner.submit(job_key(engine, req), work, kind=KIND, total=len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * n_gen,
-                         meta={"inputs": req.model_dump()})
+    return runner.submit(job_key(engine, req), work, kind=KIND, total=n_work(cfg), meta={"inputs": req.model_dump()})
 
 
 def status_of(job: Job) -> ExperimentJobStatus:
@@ -86,9 +100,10 @@ def status_of(job: Job) -> ExperimentJobStatus:
 
 
 TABLE_COLUMNS = ("condition", "arm", "mode", "scale", "strength", "vector_norm", "concept", "concept_lo", "concept_hi",
+                 "zeroshot", "zeroshot_lo", "zeroshot_hi", "probe", "probe_lo", "probe_hi",
                  "sae", "sae_lo", "sae_hi", "words", "words_lo", "words_hi", "logprob", "logprob_lo", "logprob_hi",
                  "fluency_ratio", "fluency_ratio_lo", "fluency_ratio_hi", "distinct2", "distinct2_lo", "distinct2_hi")
-GENERATION_COLUMNS = ("prompt", "seed", "condition", "arm", "mode", "scale", "strength", "concept", "sae", "words",
+GENERATION_COLUMNS = ("prompt", "seed", "condition", "arm", "mode", "scale", "strength", "concept", "zeroshot", "probe", "sae", "words",
                       "logprob", "distinct2", "n_tokens", "finish", "text")
 
 

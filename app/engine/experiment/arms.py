@@ -35,6 +35,13 @@ class ExperimentConfig:
     n_boot: int = 1000
     batch_size: int = 32
     sink_norm: float | None = None
+    measure: str = "zeroshot"  # the concept score: "zeroshot" (app/engine/experiment/zeroshot.py) or "probe"
+    preface_k: int = 6  # prompts of each set listed in the zero-shot prefaces
+    n_validation: int = 40  # held-out texts per side for the measure's AUC (when no validation sets are given)
+    validation_concept: tuple[str, ...] = ()  # held-out concept texts for the AUC (default: set prompts not in the preface)
+    validation_contrast: tuple[str, ...] = ()
+    concept_name: str = "concept"  # how the result names its sets (a shipped name or "pasted, sha:...")
+    contrast_name: str = "contrast"
 
 
 @dataclass(frozen=True)

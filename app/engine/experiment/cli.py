@@ -16,22 +16,29 @@ def format_report(result: dict) -> str:
     lines = [f"anchor coarse:{result['anchor']}  children fine:{','.join(map(str, result['children']))}  "
              f"hook {result['hook_name']}  probe {result['probe']['hook']} (holdout accuracy "
              f"{result['probe']['holdout_accuracy']}, {result['probe']['n_train']} prompts)"]
+    ms = result.get("measure") or {}
+    lines.append(f"concept set {result.get('concept_name')} vs contrast set {result.get('contrast_name')}; concept measure "
+                 f"{ms.get('name')}: {ms.get('description')}; held-out AUC {ms.get('auc')} "
+                 f"({ms.get('n_validation')}, {ms.get('validation_source')})")
     lines.append("typical activations: " + ", ".join(f"{t['sae']}:{t['index']}={t['value']:.3g} ({t['source']})"
                                                      for t in result["typical"]))
     lines.append(f"{result['n_prompts']} prompts x {result['n_seeds']} seed(s) x {len(result['conditions'])} conditions = "
                  f"{result['n_generations']} generations, {result['n_tokens']} tokens ({result['decoder']})")
     lines.append("")
-    hdr = f"{'condition':34s} {'concept [95% CI]':24s} {'sae':>6s} {'logprob':>8s} {'fluency':>8s} {'dist-2':>6s} {'|v|':>8s}"
+    hdr = (f"{'condition':26s} {'concept [95% CI] half-width':33s} {'probe':>6s} {'sae':>6s} "
+           f"{'logprob [95% CI] half-width':33s} {'fluency':>8s} {'dist-2':>6s} {'|v|':>6s}")
     lines.append(hdr)
     for r in result["table"]:
         ci = r["concept_ci"]
-        conc = "-" if r["concept"] is None else f"{r['concept']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        conc = "-" if r["concept"] is None else f"{r['concept']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] {r.get('concept_hw') or 0:.3f}"
+        lci = r["logprob_ci"]
+        pr = "-" if r.get("probe") is None else f"{r['probe']:.3f}"
         sae = "-" if r["sae"] is None else f"{r['sae']:.3f}"
-        lp = "-" if r["logprob"] is None else f"{r['logprob']:.3f}"
+        lp = "-" if r["logprob"] is None else f"{r['logprob']:.3f} [{lci[0]:.3f}, {lci[1]:.3f}] {r.get('logprob_hw') or 0:.3f}"
         vn = "clamp" if r["vector_norm"] is None else f"{r['vector_norm']:.1f}"
         fl = "-" if r["fluency_ratio"] is None else f"{r['fluency_ratio']:.3f}"
         d2 = "-" if r["distinct2"] is None else f"{r['distinct2']:.3f}"
-        lines.append(f"{r['condition']:34s} {conc:24s} {sae:>6s} {lp:>8s} {fl:>8s} {d2:>6s} {vn:>8s}")
+        lines.append(f"{r['condition']:26s} {conc:33s} {pr:>6s} {sae:>6s} {lp:33s} {fl:>8s} {d2:>6s} {vn:>6s}")
     lines.append("")
     for v in result["verdicts"]:
         lines.append("VERDICT " + v["text"])
@@ -93,11 +100,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t_load = time.perf_counter() - t0
     last = [0.0]
 
-    def progress(done, total):
+    def progress(done, total, eta_s=None, phase=None):
         now = time.perf_counter()
         if now - last[0] > 10 or done == total:
             last[0] = now
-            print(f"  {done}/{total} ({now - t0:.0f} s)", flush=True)
+            print(f"  {phase} {done}/{total} ({now - t0:.0f} s, ETA {'…' if eta_s is None else f'{eta_s:.0f} s'})", flush=True)
 
     with eng.session(timeout=600):
         result = run_experiment(eng.model, eng.saes, eng.hook_name, cfg, atlas=getattr(eng, "atlas", None), progress=progress)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import asdict
 from typing import Callable
 
+import numpy as np
 import torch
 
 from app.engine.batched import BatchRow, batched_generate, batched_supported
@@ -17,7 +19,9 @@ from app.engine.experiment.arms import (
     random_direction,
     steer_for,
 )
+from app.engine.experiment.checkpoint import ChunkCache, config_key
 from app.engine.experiment.probe import probe_layer_for, train_probe
+from app.engine.experiment.progress import PhaseClock
 from app.engine.experiment.reads import (
     _kept,
     default_children,
@@ -28,19 +32,30 @@ from app.engine.experiment.reads import (
 )
 from app.engine.experiment.scoring import aggregate, control_check, families, verdict_from_records
 from app.engine.experiment.stats import distinct_2, json_safe, word_hit
+from app.engine.experiment.zeroshot import auc, make_zeroshot, zeroshot_scores
 from app.engine.generation import stop_token_ids
 from app.engine.prompts import encode_prompt
 from app.engine.sampling import SamplingParams
 from app.engine.steering import SteerOptions
 
 
+def _validation_texts(cfg: ExperimentConfig, zs) -> tuple[list[str], list[str], str]:
+    """Held-out concept and contrast texts for the measure's AUC, and where they come from."""
+    if cfg.validation_concept and cfg.validation_contrast:
+        return list(cfg.validation_concept), list(cfg.validation_contrast), "held-out sets given with the run"
+    vc = [p for p in cfg.concept_prompts if p not in zs.concept_examples][: cfg.n_validation]
+    vn = [p for p in cfg.contrast_prompts if p not in zs.contrast_examples][: cfg.n_validation]
+    return vc, vn, "concept and contrast prompts not listed in the measure's prefaces"
+
+
 def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atlas=None,
-                   progress: Callable[[int, int], None] | None = None, cancel=None,
-                   batch_context=contextlib.nullcontext) -> dict:
+                   progress: Callable[..., None] | None = None, cancel=None,
+                   batch_context=contextlib.nullcontext, checkpoint: str | None = None) -> dict:
     """Run every condition on every eval prompt (and seed), score, aggregate; returns a JSON-ready dict.
 
-    progress(done, total) in work units (one per concept/contrast prompt read, generation, generation scored);
-    batch_context() wraps each chunk of model work (a job passes engine.background_session)."""
+    progress(done, total, eta_s=..., phase=...) in work units (a set prompt read, a generation, a generation scored
+    by each measure) with the ETA from each phase's measured rate; batch_context() wraps each chunk of model work (a
+    job passes engine.background_session); checkpoint: a folder where finished chunks are kept (a re-run resumes)."""
     t0 = time.perf_counter()
     tok = model.tokenizer
     n_layers = model.cfg.n_layers
@@ -50,27 +65,28 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         raise ValueError("probe_layer must differ from the SAE's hook layer")
     probe_hook = f"blocks.{probe_layer}.hook_resid_post"
     conds = conditions_for(cfg)
+    alias = aliases(conds)
     seeds = [cfg.seed + k for k in range(cfg.n_seeds if cfg.temperature > 0 else 1)]
-    n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts)
-    n_gen = len(cfg.eval_prompts) * len(seeds) * len([c for c in conds if c.key not in aliases(conds)])
-    total = n_sets + 2 * n_gen
-    done = 0
+    k = cfg.preface_k if cfg.validation_concept else min(cfg.preface_k, max(1, min(len(cfg.concept_prompts), len(cfg.contrast_prompts)) // 2))
+    zs = make_zeroshot(tok, cfg.concept_prompts, cfg.contrast_prompts, k=k,  # small sets: half left for the AUC
+                       max_tokens=model.cfg.n_ctx - max(cfg.max_new_tokens, CONCEPT_MAX_TOKENS) - 1)
+    val_c, val_n, val_src = _validation_texts(cfg, zs)
+    n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * (len(val_c) + len(val_n))
+    n_rows = len(cfg.eval_prompts) * len(seeds) * len([c for c in conds if c.key not in alias])
+    clock = PhaseClock([("sets", n_sets), ("generate", n_rows), ("score", 3 * n_rows)], report=progress)
+    cache = ChunkCache(checkpoint, config_key(asdict(cfg))) if checkpoint else None
 
-    def tick(k: int):
-        nonlocal done
-        done += k
-        if progress is not None:
-            progress(done, total)
-
-    # 1. concept / contrast sets: probe features and typical activations
+    # 1. concept / contrast sets: probe, typical activations; the zero-shot measure's validation
+    clock.start("sets")
     set_ids = [tuple(tok.encode(p, add_special_tokens=False)[:CONCEPT_MAX_TOKENS]) for p in cfg.concept_prompts + cfg.contrast_prompts]
-    reads = read_back(model, [hook_name, probe_hook], set_ids, batch_size=cfg.batch_size, batch_context=batch_context, progress=tick)
+    reads = read_back(model, [hook_name, probe_hook], set_ids, batch_size=cfg.batch_size, batch_context=batch_context, progress=clock.tick)
     hook_resids, pooled, labels = [], [], []
     for k, (ids, r) in enumerate(zip(set_ids, reads)):
         keep = _kept(model, ids, r[hook_name], cfg.sink_norm) if len(ids) else torch.zeros(0, dtype=torch.bool)
         hook_resids.append(r[hook_name][keep])
         pooled.append(r[probe_hook][keep].mean(0) if bool(keep.any()) else torch.zeros(r[probe_hook].shape[-1]))
         labels.append(1.0 if k < len(cfg.concept_prompts) else 0.0)
+    del reads
     nc = len(cfg.concept_prompts)
     probe = train_probe(torch.stack(pooled), torch.tensor(labels), probe_layer)
     children = tuple(cfg.children) or tuple(default_children(saes, cfg.anchor, hook_resids[:nc], hook_resids[nc:]))
@@ -78,13 +94,16 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     typical, typical_src = typical_activations(saes, feats, hook_resids[:nc], atlas)
     sel_c = selectivity_of(saes, "coarse", [cfg.anchor], hook_resids[:nc], hook_resids[nc:])
     sel_f = selectivity_of(saes, "fine", list(children), hook_resids[:nc], hook_resids[nc:]) if children else []
+    enc_text = lambda t: tuple(tok.encode(" " + t.strip(), add_special_tokens=False)[:CONCEPT_MAX_TOKENS])  # noqa: E731
+    vs = zeroshot_scores(model, zs, [enc_text(t) for t in val_c + val_n], batch_size=cfg.batch_size,
+                         batch_context=batch_context, progress=clock.tick)
+    measure_auc = auc(vs[: len(val_c)], vs[len(val_c):])
     t_sets = time.perf_counter() - t0
 
     # 2. generation: every (prompt, seed, condition) a row
     eval_ids = [encode_prompt(tok, p, chat=cfg.chat).token_ids for p in cfg.eval_prompts]
     rand_dir = random_direction(model.cfg.d_model, cfg.seed)
     steers = {c.key: steer_for(c, saes, cfg.anchor, children, typical, rand_dir) for c in conds}
-    alias = aliases(conds)
     rows, meta = [], []
     for pi, ids in enumerate(eval_ids):
         for si, seed in enumerate(seeds):
@@ -95,51 +114,47 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
                     meta.append((pi, si, c))
     opts = SteerOptions(sink_norm=cfg.sink_norm)
     stop = stop_token_ids(tok)
-    gens = []
+    gens: list[dict] = []
+    clock.start("generate")
     t1 = time.perf_counter()
     chunk = max(cfg.batch_size, 1)
     for s in range(0, len(rows), chunk):
         if cancel is not None and cancel.is_set():
             raise RuntimeError("cancelled")
-        with batch_context(), torch.inference_mode():
-            part = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk)
+        part = cache.get(f"gen-{s}") if cache else None
+        if part is None:
+            with batch_context(), torch.inference_mode():
+                out = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk)
+            part = [{"ids": list(g.ids), "text": g.text, "finish": g.finish_reason} for g in out]
+            if cache:
+                cache.put(f"gen-{s}", part)
         gens += part
-        tick(len(part))
+        clock.tick(len(part))
     t_gen = time.perf_counter() - t1
-    n_tokens = sum(len(g.tokens) for g in gens)
+    n_tokens = sum(len(g["ids"]) for g in gens)
 
-    # 3. scoring without steering
+    # 3. scoring without steering: fluency, probe and SAE features (one read), the zero-shot measure (two reads)
+    clock.start("score")
     t2 = time.perf_counter()
-    full = [tuple(r.prompt_ids) + g.ids for r, g in zip(rows, gens)]
-    reads = read_back(model, [hook_name, probe_hook], full, batch_size=cfg.batch_size, logits=True,
-                      batch_context=batch_context, progress=tick)
     sel_feats = {"coarse": [cfg.anchor], "fine": list(children)}
     records: list[dict] = []
-    for (pi, si, c), r, g, row, ids in zip(meta, reads, gens, rows, full):
-        P, n = len(row.prompt_ids), len(g.tokens)
-        gen_ids = torch.as_tensor(g.ids, dtype=torch.int64)
-        if n:
-            lp = r["logprobs"][P - 1: P - 1 + n].gather(1, gen_ids[:, None])[:, 0]
-            logprob = float(lp.mean())
+    for s in range(0, len(rows), chunk):
+        got = cache.get(f"score-{s}") if cache else None
+        if got is None:
+            got = _score_chunk(model, saes, hook_name, probe_hook, probe, zs, rows[s:s + chunk], gens[s:s + chunk],
+                               sel_feats, cfg, batch_context, clock.tick)
+            if cache:
+                cache.put(f"score-{s}", got)
         else:
-            logprob = float("nan")
-        keep = _kept(model, ids, r[hook_name], cfg.sink_norm)
-        keep[:P] = False
-        if bool(keep.any()):
-            concept = float(probe.prob(r[probe_hook][keep].mean(0)))
-            fires = torch.zeros(int(keep.sum()), dtype=torch.bool)
-            for name, fl in sel_feats.items():
-                if fl:
-                    fires |= (feature_acts(saes[name], r[hook_name][keep], fl) > 0).any(1)
-            sae_score = float(fires.float().mean())
-        else:
-            concept, sae_score = float("nan"), float("nan")
-        records.append({
-            "prompt": pi, "seed": si, "condition": c.key, "arm": c.arm, "mode": c.mode, "scale": c.scale,
-            "strength": c.strength, "text": g.text, "n_tokens": n, "finish": g.finish_reason,
-            "concept": concept, "sae": sae_score, "words": word_hit(g.text, cfg.words) if cfg.words else None,
-            "logprob": logprob, "distinct2": distinct_2(list(g.ids)), "token_ids": list(g.ids),
-        })
+            clock.tick(3 * len(got))
+        for (pi, si, c), g, sc in zip(meta[s:s + chunk], gens[s:s + chunk], got):
+            records.append({
+                "prompt": pi, "seed": si, "condition": c.key, "arm": c.arm, "mode": c.mode, "scale": c.scale,
+                "strength": c.strength, "text": g["text"], "n_tokens": len(g["ids"]), "finish": g["finish"],
+                "concept": sc["zeroshot"] if cfg.measure == "zeroshot" else sc["probe"], "zeroshot": sc["zeroshot"],
+                "probe": sc["probe"], "sae": sc["sae"], "words": word_hit(g["text"], cfg.words) if cfg.words else None,
+                "logprob": sc["logprob"], "distinct2": distinct_2(g["ids"]), "token_ids": g["ids"],
+            })
     by_key = {c.key: c for c in conds}
     for dup, src in alias.items():  # identical steering: share the generations
         c = by_key[dup]
@@ -155,8 +170,21 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     verdicts = [verdict_from_records(records, agg, cfg, family, len(eval_ids)) for family in families(cfg)]
     control = control_check(agg, cfg)
     secs = time.perf_counter() - t0
+    measure = {
+        "name": cfg.measure,
+        "description": ("zero-shot: mean log p(token | concept preface) - log p(token | contrast preface) over the "
+                        f"generated tokens (nats per token; prefaces list {len(zs.concept_examples)} prompts of each set)"
+                        if cfg.measure == "zeroshot" else
+                        f"probe: logistic regression at layer {probe_layer} on the concept vs contrast prompts (probability)"),
+        "auc": None if not math.isfinite(measure_auc) else round(measure_auc, 4),
+        "auc_probe": None,
+        "n_validation": [len(val_c), len(val_n)], "validation_source": val_src,
+        "concept_examples": list(zs.concept_examples), "contrast_examples": list(zs.contrast_examples),
+        "random_raises": control.get("random_raises"),
+    }
     return json_safe({
         "anchor": cfg.anchor, "children": list(children), "hook_name": hook_name,
+        "concept_name": cfg.concept_name, "contrast_name": cfg.contrast_name, "measure": measure,
         "probe": {"layer": probe_layer, "hook": probe_hook, "holdout_accuracy": probe.holdout_accuracy,
                   "n_train": probe.n_train, "c": probe.c},
         "typical": [{"sae": k[0], "index": k[1], "value": round(v, 6), "source": typical_src[k]} for k, v in typical.items()],
@@ -170,3 +198,32 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         "seconds": round(secs, 3), "seconds_sets": round(t_sets, 3), "seconds_generate": round(t_gen, 3),
         "seconds_score": round(t_score, 3), "tokens_per_s": round(n_tokens / t_gen, 1) if t_gen > 0 else None,
     })
+
+
+def _score_chunk(model, saes, hook_name, probe_hook, probe, zs, rows, gens, sel_feats, cfg, batch_context, tick) -> list[dict]:
+    """Scores of a chunk of generations, read without steering: log-prob, probe, SAE fire share, zero-shot."""
+    full = [tuple(r.prompt_ids) + tuple(g["ids"]) for r, g in zip(rows, gens)]
+    reads = read_back(model, [hook_name, probe_hook], full, batch_size=cfg.batch_size, logits=True,
+                      batch_context=batch_context, progress=tick)
+    zsc = zeroshot_scores(model, zs, [g["ids"] for g in gens], batch_size=cfg.batch_size,
+                          batch_context=batch_context, progress=tick)
+    out = []
+    for r, g, row, ids, z in zip(reads, gens, rows, full, zsc):
+        P, n = len(row.prompt_ids), len(g["ids"])
+        logprob = float("nan")
+        if n:
+            gen_ids = torch.as_tensor(g["ids"], dtype=torch.int64)
+            logprob = float(r["logprobs"][P - 1: P - 1 + n].gather(1, gen_ids[:, None])[:, 0].mean())
+        keep = _kept(model, ids, r[hook_name], cfg.sink_norm)
+        keep[:P] = False
+        pr, sae_score = float("nan"), float("nan")
+        if bool(keep.any()):
+            pr = float(probe.prob(r[probe_hook][keep].mean(0)))
+            fires = torch.zeros(int(keep.sum()), dtype=torch.bool)
+            for name, fl in sel_feats.items():
+                if fl:
+                    fires |= (feature_acts(saes[name], r[hook_name][keep], fl) > 0).any(1)
+            sae_score = float(fires.float().mean())
+        out.append({"logprob": logprob, "probe": pr, "sae": sae_score,
+                    "zeroshot": float(z) if np.isfinite(z) else float("nan")})
+    return out

@@ -21,8 +21,9 @@ def _per_prompt(records, key: str, metric: str, n_prompts: int) -> np.ndarray:
     sums = np.zeros(n_prompts)
     cnt = np.zeros(n_prompts)
     for r in records:
-        if r["condition"] == key and r[metric] is not None and math.isfinite(r[metric]):
-            sums[r["prompt"]] += r[metric]
+        v = r.get(metric)
+        if r["condition"] == key and v is not None and math.isfinite(v):
+            sums[r["prompt"]] += v
             cnt[r["prompt"]] += 1
     with np.errstate(invalid="ignore"):
         return np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
@@ -31,7 +32,7 @@ def _per_prompt(records, key: str, metric: str, n_prompts: int) -> np.ndarray:
 def aggregate(records, conds, n_prompts: int, cfg: ExperimentConfig, steers: dict) -> list[dict]:
     """One row per condition: means and bootstrap 95 % intervals of every score, fluency ratio to no steering."""
     idx = bootstrap_indices(n_prompts, cfg.n_boot, cfg.seed)
-    metrics = ["concept", "sae", "logprob", "distinct2"] + (["words"] if cfg.words else [])
+    metrics = ["concept", "zeroshot", "probe", "sae", "logprob", "distinct2"] + (["words"] if cfg.words else [])
     lp_none = _per_prompt(records, "none", "logprob", n_prompts)
     rows = []
     for c in conds:
@@ -42,6 +43,7 @@ def aggregate(records, conds, n_prompts: int, cfg: ExperimentConfig, steers: dic
             lo, hi = bootstrap_ci(v, idx)
             row[m] = round(float(np.nanmean(v)), 6) if np.isfinite(v).any() else None
             row[m + "_ci"] = [round(lo, 6), round(hi, 6)]
+            row[m + "_hw"] = round((hi - lo) / 2, 6) if math.isfinite(hi - lo) else None
         lp = _per_prompt(records, c.key, "logprob", n_prompts)
         diffs = np.nanmean(lp[idx], 1) - np.nanmean(lp_none[idx], 1)
         row["fluency_ratio"] = round(math.exp(float(np.nanmean(lp) - np.nanmean(lp_none))), 6)
@@ -67,7 +69,8 @@ def _verdict(table, cfg, family, n_prompts) -> dict:
     arms = [a for a in COMPARED if len(_curve(table, a, mode, scale, cfg.strengths)) > 1]
     label = f"{'matched vector norm' if scale == 'norm' else 'strength in typical activations'}, {mode}"
     out = {"mode": mode, "scale": scale, "label": label, "target": None, "fluency": {}, "best": None,
-           "runner_up": None, "diff": None, "diff_ci": None, "detectable": False}
+           "runner_up": None, "diff": None, "diff_ci": None, "detectable": False,
+           "defined_fraction": None, "diff_hw": None, "mde": None}
     if not arms:
         out["text"] = f"{label}: no arm was run."
         return out
@@ -76,7 +79,7 @@ def _verdict(table, cfg, family, n_prompts) -> dict:
     target = min(reach.values())
     if none_c is None or target <= none_c + 1e-9:
         low = min(reach, key=lambda a: reach[a])
-        out["text"] = (f"{label}: the concept score does not rise above no steering ({none_c:.3f}) for every arm "
+        out["text"] = (f"{label}: the mean concept score of some arm never exceeds the unsteered {none_c:.3f} "
                        f"({low} reaches at most {reach[low]:.3f}), so fluency cannot be compared at a common concept score.")
         return out
     out["target"] = round(target, 6)
@@ -124,34 +127,51 @@ def verdict_from_records(records, table, cfg: ExperimentConfig, family: tuple[st
     out["diff"], out["diff_ci"] = round(diff, 6), [round(lo, 6), round(hi, 6)]
     out["defined_fraction"] = round(float(ok.mean()), 4)
     flu = ", ".join(f"{a} {point[a]:.3f}" for a in ranked)
+    hw = (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else float("nan")
+    # smallest difference this run could detect (two-sided 5 %, 80 % power): (1.96 + 0.84) standard errors
+    mde = 2.8 * (hi - lo) / (2 * 1.96) if math.isfinite(hw) else float("nan")
+    out["diff_hw"] = round(hw, 6) if math.isfinite(hw) else None
+    out["mde"] = round(mde, 6) if math.isfinite(mde) else None
+    at = (f"at concept score {target:.3f} (the highest every arm reaches; each arm's log-prob there is interpolated "
+          f"linearly between its measured strengths)")
     if math.isfinite(lo) and lo > 0:
         out["detectable"] = True
-        out["text"] = (f"{label}: at concept score {target:.3f} (the highest every arm reaches), {best} keeps the most "
-                       f"fluency: mean log-prob per token {flu}; lead over {second} {diff:+.3f} nats "
-                       f"[95% CI {lo:+.3f}, {hi:+.3f}] over {n_prompts} prompts.")
+        out["text"] = (f"{label}: {at}, {best} keeps the most fluency: mean log-prob per token {flu}; lead over "
+                       f"{second} {diff:+.3f} nats [95% CI {lo:+.3f}, {hi:+.3f}; half-width {hw:.3f}] over {n_prompts} prompts.")
     else:
-        out["text"] = (f"{label}: no difference detectable at this sample size: at concept score {target:.3f}, "
-                       f"mean log-prob per token {flu}; {best} - {second} = {diff:+.3f} nats "
-                       f"[95% CI {lo:+.3f}, {hi:+.3f}] over {n_prompts} prompts.")
+        out["text"] = (f"{label}: not detectable at this sample size: {at}, mean log-prob per token {flu}; {best} - "
+                       f"{second} = {diff:+.3f} nats [95% CI {lo:+.3f}, {hi:+.3f}; half-width {hw:.3f}] over {n_prompts} "
+                       f"prompts; the smallest difference this run could detect (80% power) is about {mde:.3f} nats.")
     return out
 
 
 def control_check(table, cfg: ExperimentConfig) -> dict:
-    """Does the random direction raise the concept score? (at the strongest activation-scale strength)."""
-    by = {r["condition"]: r for r in table}
-    s = max(cfg.strengths) if cfg.strengths else None
-    none = by["none"]
-    out = {"none": none["concept"], "none_ci": none["concept_ci"]}
-    for arm in ("random", "coarse+fine"):
-        k = Condition(arm, "add", "activation", float(s)).key if s is not None else None
-        if k in by:
-            out[arm] = by[k]["concept"]
-            out[arm + "_ci"] = by[k]["concept_ci"]
-    if "random" in out and out["random"] is not None and none["concept"] is not None:
-        rises = out["random_ci"][0] > none["concept_ci"][1]
-        out["random_raises"] = bool(rises)
-        out["text"] = (f"control: the random direction (norm of coarse+fine at {s:g}x) gives concept score "
-                       f"{out['random']:.3f} [{out['random_ci'][0]:.3f}, {out['random_ci'][1]:.3f}] vs "
-                       f"{none['concept']:.3f} unsteered: " + ("it RAISES the score (the probe reads pushing, not the concept)."
-                                                              if rises else "no rise (the control behaves as a control)."))
+    """Does a random direction raise the concept score? At every strength and scale the run used: it "raises" where
+    the random arm's interval lies above the unsteered mean; "contains" where the interval holds the unsteered mean."""
+    none = next(r for r in table if r["condition"] == "none")
+    out: dict = {"none": none["concept"], "none_ci": none["concept_ci"], "per_strength": []}
+    nv = none["concept"]
+    for r in table:
+        if r["arm"] != "random" or r["concept"] is None or nv is None:
+            continue
+        lo, hi = r["concept_ci"]
+        out["per_strength"].append({"condition": r["condition"], "scale": r["scale"], "strength": r["strength"],
+                                    "concept": r["concept"], "ci": [lo, hi], "contains": bool(lo <= nv <= hi),
+                                    "raises": bool(lo > nv), "max_rise": round(hi - nv, 6)})
+    ps = out["per_strength"]
+    if not ps:
+        return out
+    worst = max(ps, key=lambda p: p["ci"][0] - nv)
+    out["random"], out["random_ci"] = worst["concept"], worst["ci"]
+    out["random_raises"] = any(p["raises"] for p in ps)
+    out["contains_all"] = all(p["contains"] for p in ps)
+    if out["random_raises"]:
+        bad = ", ".join(f"{p['scale']} {p['strength']:g}" for p in ps if p["raises"])
+        out["text"] = (f"control: a random direction RAISES the concept score at {bad} (e.g. {worst['concept']:.3f} "
+                       f"[{worst['ci'][0]:.3f}, {worst['ci'][1]:.3f}] vs {nv:.3f} unsteered): the measure reads pushing.")
+    else:
+        top = max(p["max_rise"] for p in ps)
+        out["text"] = (f"control: at all {len(ps)} random-direction strengths the interval "
+                       f"{'contains' if out['contains_all'] else 'does not lie above'} the unsteered score {nv:.3f}: no rise "
+                       f"detected at this sample size (a rise of up to {top:.3f} is not excluded).")
     return out
