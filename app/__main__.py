@@ -7,6 +7,8 @@ import argparse
 import os
 import sys
 
+STOP_TIMEOUT_S = 5  # uvicorn's graceful-shutdown limit (seconds) for requests still open after a stop
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app", description="Activation Space Navigator")
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
     app = create_app(settings, engine_factory=lambda s: engine)
     print(f"serving {settings.profile} at http://{args.host}:{args.port}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # a stop (SIGTERM) interrupts running work at once (app.jobs.stop_signal); whatever still holds a connection after
+    # STOP_TIMEOUT_S is cancelled, so the process is gone well within a container's 10 s
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=STOP_TIMEOUT_S)
     return 0
 
 

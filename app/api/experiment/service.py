@@ -7,6 +7,7 @@ import json
 
 from app.api.errors import out_of_range, unprocessable
 from app.api.experiment.schemas import KIND, ExperimentJobStatus, ExperimentRequest, ExperimentResponse
+from app.api.jobs import run_here
 from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import experiment as X
@@ -50,17 +51,30 @@ def _response(engine, cfg: X.ExperimentConfig, result: dict) -> dict:
     return ExperimentResponse.model_validate(res).model_dump()
 
 
-def compute(engine, cfg: X.ExperimentConfig, progress=None) -> dict:
-    """The experiment with the engine lock taken per chunk (interactive requests interleave with a long run)."""
+def compute(engine, cfg: X.ExperimentConfig, progress=None, cancel=None) -> dict:
+    """The experiment with the engine lock taken per chunk (interactive requests interleave with a long run);
+    cancel (a job's flag) also stops a chunk's generation between tokens."""
     return _response(engine, cfg, X.run_experiment(engine.model, engine.saes, engine.hook_name, cfg,
                                                    atlas=getattr(engine, "atlas", None), progress=progress,
-                                                   batch_context=engine.background_session))
+                                                   cancel=cancel, batch_context=engine.background_session))
 
 
-def run_experiment(engine, settings, req: ExperimentRequest) -> ExperimentResponse:
-    """Synchronous run (scripts, the saved exploration's Re-run)."""
+def work_units(cfg: X.ExperimentConfig) -> int:
+    """Progress units of a run: concept/contrast prompts read, generations made, generations scored."""
+    n_gen = len(cfg.eval_prompts) * (cfg.n_seeds if cfg.temperature > 0 else 1) * len(
+        [c for c in X.conditions_for(cfg) if c.key not in X.aliases(X.conditions_for(cfg))])
+    return len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * n_gen
+
+
+def run_experiment(engine, settings, req: ExperimentRequest, runner: JobRunner | None = None) -> ExperimentResponse:
+    """Synchronous run (scripts, the saved exploration's Re-run); with a runner (POST /api/experiment) as a job of
+    the request's thread, so a server stop interrupts it (503) instead of waiting it out."""
     cfg = config_of(engine, settings, req)
-    return ExperimentResponse.model_validate(compute(engine, cfg))
+    if runner is None:
+        return ExperimentResponse.model_validate(compute(engine, cfg))
+    result = run_here(runner, job_key(engine, req), lambda job: compute(engine, cfg, job.progress, job.cancel_flag),
+                      KIND, work_units(cfg), {"inputs": req.model_dump()})
+    return ExperimentResponse.model_validate(result)
 
 
 def job_key(engine, req: ExperimentRequest) -> str:
@@ -73,12 +87,9 @@ def start_job(runner: JobRunner, engine, settings, req: ExperimentRequest) -> Jo
     cfg = config_of(engine, settings, req)
 
     def work(job: Job):
-        return compute(engine, cfg, progress=job.progress)
+        return compute(engine, cfg, progress=job.progress, cancel=job.cancel_flag)
 
-    n_gen = len(cfg.eval_prompts) * (cfg.n_seeds if cfg.temperature > 0 else 1) * len(
-        [c for c in X.conditions_for(cfg) if c.key not in X.aliases(X.conditions_for(cfg))])
-    return runner.submit(job_key(engine, req), work, kind=KIND, total=len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * n_gen,
-                         meta={"inputs": req.model_dump()})
+    return runner.submit(job_key(engine, req), work, kind=KIND, total=work_units(cfg), meta={"inputs": req.model_dump()})
 
 
 def status_of(job: Job) -> ExperimentJobStatus:

@@ -62,6 +62,11 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         if progress is not None:
             progress(done, total)
 
+    def check():  # between the steps no chunk of model work marks: a cancelled job stops here too
+        tick(0)
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError("cancelled")
+
     # 1. concept / contrast sets: probe features and typical activations
     set_ids = [tuple(tok.encode(p, add_special_tokens=False)[:CONCEPT_MAX_TOKENS]) for p in cfg.concept_prompts + cfg.contrast_prompts]
     reads = read_back(model, [hook_name, probe_hook], set_ids, batch_size=cfg.batch_size, batch_context=batch_context, progress=tick)
@@ -73,11 +78,12 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         labels.append(1.0 if k < len(cfg.concept_prompts) else 0.0)
     nc = len(cfg.concept_prompts)
     probe = train_probe(torch.stack(pooled), torch.tensor(labels), probe_layer)
-    children = tuple(cfg.children) or tuple(default_children(saes, cfg.anchor, hook_resids[:nc], hook_resids[nc:]))
+    children = tuple(cfg.children) or tuple(default_children(saes, cfg.anchor, hook_resids[:nc], hook_resids[nc:], check=check))
     feats = [("coarse", cfg.anchor)] + [("fine", j) for j in children]
+    check()
     typical, typical_src = typical_activations(saes, feats, hook_resids[:nc], atlas)
-    sel_c = selectivity_of(saes, "coarse", [cfg.anchor], hook_resids[:nc], hook_resids[nc:])
-    sel_f = selectivity_of(saes, "fine", list(children), hook_resids[:nc], hook_resids[nc:]) if children else []
+    sel_c = selectivity_of(saes, "coarse", [cfg.anchor], hook_resids[:nc], hook_resids[nc:], check)
+    sel_f = selectivity_of(saes, "fine", list(children), hook_resids[:nc], hook_resids[nc:], check) if children else []
     t_sets = time.perf_counter() - t0
 
     # 2. generation: every (prompt, seed, condition) a row
@@ -102,7 +108,8 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         if cancel is not None and cancel.is_set():
             raise RuntimeError("cancelled")
         with batch_context(), torch.inference_mode():
-            part = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk)
+            part = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk,
+                                    cancel=cancel)
         gens += part
         tick(len(part))
     t_gen = time.perf_counter() - t1
@@ -116,6 +123,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     sel_feats = {"coarse": [cfg.anchor], "fine": list(children)}
     records: list[dict] = []
     for (pi, si, c), r, g, row, ids in zip(meta, reads, gens, rows, full):
+        check()
         P, n = len(row.prompt_ids), len(g.tokens)
         gen_ids = torch.as_tensor(g.ids, dtype=torch.int64)
         if n:
