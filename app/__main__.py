@@ -83,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
-    from app.engine.engine import Engine
-    from app.engine.loading import ProfileUnavailable
     from app.engine.profiles import ProfileError, adhoc_profile, get_profile
-    from app.main import create_app
-    from app.settings import Settings
 
     adhoc = [args.model, args.hook, args.coarse, args.fine]
     try:  # a bad profile name / file / ad hoc value: one line
@@ -102,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ProfileError, KeyError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    import uvicorn  # the heavy imports only once the profile is known: a bad name fails in a second
+
+    from app.engine.engine import Engine
+    from app.engine.loading import ProfileUnavailable
+    from app.main import create_app
+
     settings = Settings(profile=profile.name if any(adhoc) else args.profile, host=args.host, port=args.port,
                         device=args.device, **extra)
     try:  # fail before uvicorn starts, with one clear line instead of a traceback

