@@ -174,6 +174,19 @@ def serve_app(app, start_timeout_s: float = 120.0):
         thread.join(timeout=10)
 
 
+def until(cond, timeout: float = 10.0, what: str = "condition"):
+    """Poll cond() until it is truthy (returns its value); AssertionError after timeout seconds."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not met in time")
+
+
 def wait_js(page, expression: str, timeout_s: float = 60.0, poll_s: float = 0.1):
     """Wait until a JS expression is truthy in the page, polled from Python.
 

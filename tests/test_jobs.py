@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app.jobs import JobRunner
+from tests.conftest import until
 
 
 @pytest.fixture()
@@ -152,14 +153,6 @@ def short_lease_replicas(store_url):
         yield pair
 
 
-def until(cond, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_job_started_on_one_replica_is_polled_and_read_on_another(replicas):

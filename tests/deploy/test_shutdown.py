@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from tests.conftest import make_client
+from tests.conftest import make_client, until
 from tests.server_process import ServerProcess
 
 # minutes of work on the tiny model: 64 prompts x 67 conditions x 128 tokens (the token limit raised for it)
@@ -28,16 +28,6 @@ def jobs_in(db) -> dict[str, dict]:
         conn.row_factory = sqlite3.Row
         rows = conn.execute("SELECT id, kind, state, done, total, error FROM jobs ORDER BY created").fetchall()
     return {r["kind"]: dict(r) for r in rows}
-
-
-def wait_for(condition, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sigterm_interrupts_a_synchronous_experiment_and_a_discovery_job(tmp_path, tiny_engine):
@@ -57,13 +47,13 @@ def test_sigterm_interrupts_a_synchronous_experiment_and_a_discovery_job(tmp_pat
         caller = threading.Thread(target=synchronous, daemon=True)
         caller.start()
         # the synchronous run is a job of its request's thread: it shows in the store while it runs
-        wait_for(lambda: (j := jobs_in(db).get("experiment")) and j["state"] == "running" and j["done"] > 0, 300,
-                 "the synchronous experiment to make progress")
+        until(lambda: (j := jobs_in(db).get("experiment")) and j["state"] == "running" and j["done"] > 0, 300,
+              "the synchronous experiment making progress")
         r = server.http.post("/api/discover/jobs", json=DISCOVERY)
         assert r.status_code == 202, r.text
         jid = r.json()["job_id"]
-        wait_for(lambda: (s := server.http.get(f"/api/discover/jobs/{jid}").json())["state"] == "running"
-                 and s["done"] > 0, 300, "the discovery job to make progress")
+        until(lambda: (s := server.http.get(f"/api/discover/jobs/{jid}").json())["state"] == "running"
+              and s["done"] > 0, 300, "the discovery job making progress")
 
         t0 = time.time()
         server.proc.send_signal(signal.SIGTERM)
