@@ -7,6 +7,8 @@ import argparse
 import os
 import sys
 
+STOP_TIMEOUT_S = 5  # uvicorn's graceful-shutdown limit (seconds) for requests still open after a stop
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app", description="Activation Space Navigator")
@@ -81,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
-    from app.engine.engine import Engine
-    from app.engine.loading import ProfileUnavailable
     from app.engine.profiles import ProfileError, adhoc_profile, get_profile
-    from app.main import create_app
-    from app.settings import Settings
 
     adhoc = [args.model, args.hook, args.coarse, args.fine]
     try:  # a bad profile name / file / ad hoc value: one line
@@ -100,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ProfileError, KeyError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    import uvicorn  # the heavy imports only once the profile is known: a bad name fails in a second
+
+    from app.engine.engine import Engine
+    from app.engine.loading import ProfileUnavailable
+    from app.main import create_app
+
     settings = Settings(profile=profile.name if any(adhoc) else args.profile, host=args.host, port=args.port,
                         device=args.device, **extra)
     try:  # fail before uvicorn starts, with one clear line instead of a traceback
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
     app = create_app(settings, engine_factory=lambda s: engine)
     print(f"serving {settings.profile} at http://{args.host}:{args.port}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # a stop (SIGTERM) interrupts running work at once (app.jobs.stop_signal); whatever still holds a connection after
+    # STOP_TIMEOUT_S is cancelled, so the process is gone well within a container's 10 s
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=STOP_TIMEOUT_S)
     return 0
 
 

@@ -13,6 +13,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from app.api.streams import Streams
 from app.engine.engine import Engine, EngineBusy
 from app.jobs import runner_for
+from app.jobs.stop_signal import on_stop_signal
 from app.middleware import install as install_guards
 from app.registration import register_all
 from app.settings import ROOT, Settings, get_settings
@@ -21,6 +22,7 @@ from app.store import open_store
 
 __all__ = ["create_app", "ROOT"]
 log = logging.getLogger("asn")
+STOP_GRACE_S = 3.0  # at the lifespan's end, how long running jobs get to reach a checkpoint before the store closes
 
 
 def create_app(settings: Settings | None = None, engine_factory: Callable[[Settings], Engine] | None = None) -> FastAPI:
@@ -41,11 +43,20 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
         app.state.store = open_store(settings.store_url)
         app.state.jobs = runner_for(settings, app.state.store)  # job state in the store: replicas share it
         app.state.streams = Streams()
+
+        def stop_now() -> None:  # SIGTERM: stop taking work, cancel what runs (jobs recorded interrupted)
+            log.info("stop requested: no new work; running jobs and streams cancelled")
+            app.state.engine.stop()
+            app.state.jobs.interrupt()
+            app.state.streams.cancel_all()
+
+        restore_signals = on_stop_signal(stop_now)
         try:
             yield
         finally:
+            restore_signals()
             app.state.streams.cancel_all()
-            app.state.jobs.shutdown()
+            app.state.jobs.shutdown(grace_s=STOP_GRACE_S)
             app.state.store.close()
 
     app = FastAPI(title="Activation Space Navigator", version="0.1.0", lifespan=lifespan,

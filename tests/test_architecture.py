@@ -12,22 +12,37 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app"
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def app_modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(APP.rglob("*.py"))}
+def app_modules(root: Path = ROOT) -> dict[str, Path]:
+    return {module_name(p, root): p for p in sorted((root / "app").rglob("*.py"))}
+
+
+def with_packages(target: str, importer: str, known: set[str]) -> set[str]:
+    """`target` plus every package `__init__` that importing it runs: its ancestors that have an `__init__`, except
+    the importer's own (already running when the importer runs). `from app.engine.decoders import gemma2` runs
+    `app/engine/decoders/__init__.py` first, so a cycle through that `__init__` is a cycle."""
+    own = importer.split(".")
+    parts = target.split(".")
+    out = {target}
+    for i in range(1, len(parts)):
+        pkg = ".".join(parts[:i])
+        if pkg in known and own[:i] != parts[:i]:
+            out.add(pkg)
+    return out
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """App modules a module imports anywhere in its body (top level, functions, TYPE_CHECKING blocks)."""
+    """App modules a module imports anywhere in its body (top level, functions, TYPE_CHECKING blocks), with the
+    package `__init__`s those imports run."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     is_pkg = path.name == "__init__.py"
-    out: set[str] = set()
+    found: set[str | None] = set()
 
     def resolve(target: str) -> str | None:
         while target and target not in known:
@@ -38,7 +53,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.name == "app" or a.name.startswith("app."):
-                    out.add(resolve(a.name))
+                    found.add(resolve(a.name))
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = name.split(".") if is_pkg else name.split(".")[:-1]
@@ -50,14 +65,17 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 continue
             for a in node.names:
                 sub = f"{mod}.{a.name}"
-                out.add(sub if sub in known else resolve(mod))
-    out.discard(None)
+                found.add(sub if sub in known else resolve(mod))
+    out: set[str] = set()
+    for target in found:
+        if target is not None:
+            out |= with_packages(target, name, known)
     out.discard(name)
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    mods = app_modules()
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    mods = app_modules(root)
     known = set(mods)
     return {m: imports_of(m, p, known) for m, p in mods.items()}
 
@@ -115,6 +133,34 @@ def test_cycle_finder_finds_a_planted_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def plant(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text, encoding="utf-8")
+    return root
+
+
+def test_a_cycle_through_a_package_init_is_found(tmp_path):
+    """generation -> decoders/__init__ -> generation, the generation imports `gemma2` only (issue 30, item 5)."""
+    root = plant(tmp_path, {
+        "app/__init__.py": "",
+        "app/engine/generation.py": "def pick():\n    from app.engine.decoders import gemma2\n    return gemma2\n",
+        "app/engine/decoders/__init__.py": "from app.engine.generation import pick\n",
+        "app/engine/decoders/gemma2.py": "from app.engine.decoders.common import x\n",
+        "app/engine/decoders/common.py": "x = 1\n",
+        "app/web/pages.py": "import app.engine.decoders.gemma2\n",
+    })
+    graph = import_graph(root)
+    assert graph["app.engine.generation"] == {"app.engine.decoders", "app.engine.decoders.gemma2"}
+    # a submodule importing a sibling does not run its own package's __init__ again; an outsider does run it
+    assert graph["app.engine.decoders.gemma2"] == {"app.engine.decoders.common"}
+    assert graph["app.web.pages"] == {"app.engine.decoders", "app.engine.decoders.gemma2"}
+    assert cycles(graph) == [["app.engine.decoders", "app.engine.generation"]]
+    (root / "app/engine/decoders/__init__.py").write_text('"""docs only"""\n', encoding="utf-8")
+    assert cycles(import_graph(root)) == []
+
+
 def test_no_import_cycles_among_app_modules():
     graph = import_graph()
     assert len(graph) > 40 and "app.main" in graph
@@ -130,6 +176,13 @@ def test_engine_has_no_web_framework_imports():
             bad = {m for m in mods if m.split(".")[0] in ("fastapi", "starlette", "jinja2")
                    or m.startswith(("app.api", "app.web", "app.main", "app.registration"))}
             assert not bad, f"{name} imports {bad}"
+
+
+def test_engine_imports_only_the_engine():
+    """Arrows run downward: the engine is the bottom layer (no app.training, app.api, app.web, app.store, ...)."""
+    upward = {name: sorted(m for m in deps if not m.startswith("app.engine"))
+              for name, deps in import_graph().items() if name.startswith("app.engine")}
+    assert {name: deps for name, deps in upward.items() if deps} == {}
 
 
 def test_view_registry_is_a_leaf():

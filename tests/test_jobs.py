@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app.jobs import JobRunner
+from tests.conftest import until
 
 
 @pytest.fixture()
@@ -152,14 +153,6 @@ def short_lease_replicas(store_url):
         yield pair
 
 
-def until(cond, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_job_started_on_one_replica_is_polled_and_read_on_another(replicas):
@@ -250,3 +243,39 @@ def test_a_lost_replica_leaves_its_job_failed_not_running(short_lease_replicas):
 def test_unknown_job_id_on_a_store_backed_runner(replicas):
     a, _ = replicas
     assert a.get("nope") is None and a.cancel("nope") is None
+
+
+def test_interrupt_stops_taking_jobs_and_records_them_interrupted(tmp_path):
+    """The server stops (issue 30, item 3): running and queued jobs end as interrupted in the store, a synchronous
+    run_here job too, and no new job is taken (ShuttingDown -> 503)."""
+    from app.engine.engine import ShuttingDown
+    from app.jobs import INTERRUPTED
+    from app.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/jobs.db")
+    r = JobRunner(workers=1, store=store)
+    gate, here_gate = threading.Event(), threading.Event()
+    running = r.submit("a", gated(10, gate), kind="t", total=10)
+    queued = r.submit("b", gated(10, gate), kind="t", total=10)
+    out = {}
+    inline = threading.Thread(target=lambda: out.setdefault("job", r.run_here("c", gated(10, here_gate), kind="s", total=10)))
+    inline.start()
+    until(lambda: running.state == "running" and "c" in {j.key for j in r._jobs.values() if j.state == "running"})
+    r.interrupt()
+    for job_id in (running.id, queued.id):
+        assert store.job_get(job_id)["state"] == "interrupted"  # recorded at once, before the checkpoint
+    with pytest.raises(ShuttingDown):
+        r.submit("d", gated(1, gate))
+    with pytest.raises(ShuttingDown):
+        r.run_here("e", gated(1, gate))
+    gate.set()
+    here_gate.set()
+    inline.join(10)
+    until(lambda: not running.active)
+    assert running.state == queued.state == out["job"].state == "interrupted"
+    for job in (running, queued, out["job"]):
+        row = store.job_get(job.id)
+        assert row["state"] == "interrupted" and row["error"] == INTERRUPTED
+    assert store.job_latest("a") is None  # the same inputs submitted again start afresh
+    r.shutdown()
+    store.close()

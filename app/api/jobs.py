@@ -1,12 +1,13 @@
 """Background-job routes shared by the features that run long work on the app's job runner (poll, cancel, result)."""
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Callable, Literal, cast
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
 from app.api.deps import JobsDep
+from app.engine.engine import ShuttingDown
 from app.jobs import Job, JobRunner
 
 UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "unknown job"}}
@@ -17,7 +18,7 @@ class JobStatus(BaseModel):
     job_id: str
     kind: str
     key: str
-    state: Literal["queued", "running", "done", "error", "cancelled"]
+    state: Literal["queued", "running", "done", "error", "cancelled", "interrupted"]
     done: int
     total: int
     fraction: float
@@ -50,6 +51,18 @@ def finished_job(jobs: JobRunner, job_id: str, kind: str) -> Job:
     if job.state != "done":
         raise HTTPException(409, detail=f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else ""))
     return job
+
+
+def run_here(jobs: JobRunner, key: str, fn: Callable[[Job], Any], kind: str, total: int, meta: dict) -> Any:
+    """A synchronous route's long work, run as a job in the request's thread (recorded in the store, cancellable,
+    interrupted when the server stops): its result; 503 + Retry-After when the server stopped it (the client tries
+    again elsewhere), 409 when someone cancelled it."""
+    job = jobs.run_here(key, fn, kind=kind, total=total, meta=meta)
+    if job.state == "interrupted":
+        raise ShuttingDown()
+    if job.state != "done":
+        raise HTTPException(409, detail=f"{kind} job {job.id} was {job.state}")
+    return job.result
 
 
 def add_job_routes(router: APIRouter, kind: str, result_model: type[BaseModel], progress_doc: str, cancel_doc: str) -> None:

@@ -27,6 +27,16 @@ class EngineBusy(RuntimeError):
         self.retry_after = retry_after
 
 
+class ShuttingDown(EngineBusy):
+    """The server is stopping (SIGTERM): no new work on the model; 503 + Retry-After, so the client tries again on
+    another replica or on this one once it is back."""
+
+    def __init__(self, retry_after: int = 5):
+        RuntimeError.__init__(self, f"the server is shutting down; retry in {retry_after}s (another replica, or this "
+                                    "one once it is back)")
+        self.retry_after = retry_after
+
+
 def weights_fingerprint(*modules) -> str:
     """sha256 over parameter bytes of a few rows of each tensor (cheap, stable across loads)."""
     h = hashlib.sha256()
@@ -65,6 +75,7 @@ class Engine:
     tuned_lens_status: str = "not loaded"  # "ok" or why there is none (folders looked in) + how to get one
     # every-layer residuals of recently analysed prompts, for the follow-up logit lens (analysis.ResidualCache)
     resid_cache: ResidualCache = field(default_factory=ResidualCache, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)  # set by stop(): no new sessions
 
     @classmethod
     def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, lens_root=None,
@@ -138,6 +149,8 @@ class Engine:
         """
         if self._owner == threading.get_ident():
             raise RuntimeError("engine.session() is not reentrant (already held by this thread)")
+        if self._stopping.is_set():
+            raise ShuttingDown()
         with self._waiting_lock:
             if self._waiting >= self.max_waiting:
                 raise EngineBusy()
@@ -149,6 +162,9 @@ class Engine:
                 self._waiting -= 1
         if not got:
             raise EngineBusy()
+        if self._stopping.is_set():  # stopped while this request waited for the model
+            self._lock.release()
+            raise ShuttingDown()
         self._owner = threading.get_ident()
         failed = False
         try:
@@ -196,6 +212,8 @@ class Engine:
             try:
                 stack.enter_context(self.session())
                 break
+            except ShuttingDown:
+                raise
             except EngineBusy:
                 if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
                     raise
@@ -203,6 +221,11 @@ class Engine:
                 delay = min(1.0, delay * 2)
         with stack:
             yield self
+
+    def stop(self) -> None:
+        """The process is stopping: every later session() raises ShuttingDown, so long work made of many sessions
+        (an experiment, a discovery run, a re-run) ends at its next chunk instead of holding the exit."""
+        self._stopping.set()
 
     @property
     def busy(self) -> bool:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from app.engine import compat
 from app.engine.decoder_common import KVCacheDecoder
+from app.engine.decoders import gemma2, gpt2
 from app.engine.sampling import SamplingParams, make_generator, sample_next
 from app.engine.tokens import token_text
 
@@ -185,8 +186,6 @@ class TLDecoder:
 
 def fast_decoder_class(model):
     """The fast decoder class for the model's architecture and options, or None (-> transformer-lens's forward)."""
-    from app.engine.decoders import gemma2, gpt2
-
     if fast_path_supported(model):
         return FastLlamaDecoder
     for mod in (gpt2, gemma2):

@@ -63,7 +63,7 @@ def _nbytes(module) -> int:
 
 def describe(profile, model, saes: dict) -> ProfileInfo:
     """ProfileInfo of a loaded model + SAE pair (sizes from the tensors themselves)."""
-    from app.engine.decoders import fast_decoder_class
+    from app.engine.generation import fast_decoder_class
     from app.engine.loading import sae_hook_name
 
     infos = []

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from app.engine import compat
+from app.engine.topk_sae import make_topk_sae
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -74,8 +75,6 @@ def tiny_sae(profile, spec, device: str = "cpu"):
     g = torch.Generator().manual_seed(profile.options.get("seed", 0) + (1 if spec.name == "fine" else 2))
     W_dec = torch.randn(width, d, generator=g)
     W_dec /= W_dec.norm(dim=-1, keepdim=True)
-    from app.training.topk_trainer import make_topk_sae
-
     sae = make_topk_sae(W_dec.T.clone(), torch.zeros(width), W_dec, torch.zeros(d), k=4 if spec.name == "coarse" else 8,
                         hook_name=profile.hook_name)
     return sae.to(device)

@@ -10,12 +10,15 @@ fall back to the store for jobs another replica runs; `submit` joins a same-key 
 a finished one from the store). The replica running a job writes its progress and a heartbeat every
 `heartbeat_s` and picks up cancel requests then; an active job whose heartbeat is older than `lease_s` (its
 replica was killed or hung) is settled as `error` by whichever replica looks next, never left "running".
+When the server stops (SIGTERM, the app's lifespan ends), `interrupt` stops taking jobs, cancels the running ones
+and records them as `interrupted`: the same inputs submitted again (here after a restart, or on another replica)
+start a fresh run. A synchronous route's long work runs as a job too (`run_here`, in the request's thread).
 Results must be JSON (they are stored as JSON). In-process caches (`cached`/`put_cache` of intermediate values)
 stay per replica.
 """
 from __future__ import annotations
 
-from app.jobs.job import LOST, STATES, Cancelled, Job
+from app.jobs.job import INTERRUPTED, LOST, STATES, Cancelled, Job
 from app.jobs.runner import JobRunner, get_runner, runner_for
 
-__all__ = ["LOST", "STATES", "Cancelled", "Job", "JobRunner", "get_runner", "runner_for"]
+__all__ = ["INTERRUPTED", "LOST", "STATES", "Cancelled", "Job", "JobRunner", "get_runner", "runner_for"]

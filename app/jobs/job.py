@@ -7,8 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-STATES = ("queued", "running", "done", "error", "cancelled")
+STATES = ("queued", "running", "done", "error", "cancelled", "interrupted")
 LOST = "the replica running this job stopped responding (killed or restarted); start it again"
+INTERRUPTED = ("the server running this job was stopped before it finished; start it again (the same inputs run "
+               "anew here or on another replica)")
 log = logging.getLogger("asn.jobs")
 
 
@@ -76,6 +78,11 @@ class Job:
             self.phase = phase
         if self._cancel.is_set():
             raise Cancelled(f"job {self.id} cancelled")
+
+    @property
+    def cancel_flag(self) -> threading.Event:
+        """Set once the job is cancelled (for work that checks between tokens, not only at progress checkpoints)."""
+        return self._cancel
 
     def check(self) -> None:
         if self._cancel.is_set():

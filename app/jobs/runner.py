@@ -11,10 +11,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from app.jobs.job import LOST, Cancelled, Job, log
+from app.engine.engine import ShuttingDown
+from app.jobs.job import INTERRUPTED, Cancelled, Job
+from app.jobs.shared import StoreSide
 
 
-class JobRunner:
+class JobRunner(StoreSide):
     """Runs jobs on `workers` threads; keeps the last `cache_size` results by key and `keep` jobs by id.
 
     store: share job state with other replicas through the store's jobs table (see the module docstring).
@@ -32,6 +34,7 @@ class JobRunner:
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.heartbeat_s, self.lease_s = heartbeat_s, lease_s
         self._stop = threading.Event()
+        self._draining = threading.Event()  # interrupt(): no new jobs; a cancelled job is "interrupted"
         self._beater = None
         if store is not None:
             self._beater = threading.Thread(target=self._beat_loop, name="asn-job-heartbeat", daemon=True)
@@ -52,7 +55,10 @@ class JobRunner:
                 self._cache.popitem(last=False)
 
     def submit(self, key: str, fn: Callable[[Job], Any], kind: str = "job", total: int = 0, meta: dict | None = None) -> Job:
-        """A job for key: cached -> a finished job at once; running with the same key -> that job; else queued."""
+        """A job for key: cached -> a finished job at once; running with the same key -> that job; else queued.
+        ShuttingDown (503) once the server stops."""
+        if self._draining.is_set():
+            raise ShuttingDown()
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -96,9 +102,37 @@ class JobRunner:
                 break
             self._jobs.pop(old_id)
 
+    def run_here(self, key: str, fn: Callable[[Job], Any], kind: str = "job", total: int = 0,
+                 meta: dict | None = None) -> Job:
+        """Run fn(job) in the calling thread as a job: a synchronous route's long work, recorded like a background
+        job (polled, cancelled, shared by key) and interrupted when the server stops. Returns the job once it is no
+        longer running (done, cancelled or interrupted); fn's other exceptions propagate to the caller."""
+        if self._draining.is_set():
+            raise ShuttingDown()
+        job = Job(uuid.uuid4().hex[:12], key, kind, total, meta=meta or {})
+        with self._lock:
+            self._remember(job)
+            jid = self._by_key.get(key)
+            if not (jid and jid in self._jobs and self._jobs[jid].active):
+                self._by_key[key] = job.id  # a background submit of the same inputs joins this run
+        self._record(job)
+        self._execute(job, fn, reraise=True)
+        return job
+
     def _run(self, job: Job, fn: Callable[[Job], Any]) -> None:
+        self._execute(job, fn, reraise=False)
+
+    def _stopped(self, job: Job) -> None:
+        """State of a job stopped before its end: interrupted when the server stops, else cancelled."""
+        if self._draining.is_set():
+            job.state, job.error = "interrupted", INTERRUPTED
+        else:
+            job.state = "cancelled"
+
+    def _execute(self, job: Job, fn: Callable[[Job], Any], reraise: bool) -> None:
         if job._cancel.is_set():
-            job.state, job.finished = "cancelled", time.time()
+            self._stopped(job)
+            job.finished = time.time()
             self._settle(job)
             return
         job.state, job.started = "running", time.time()
@@ -112,9 +146,15 @@ class JobRunner:
         try:
             result = fn(job)
         except Cancelled:
-            job.state = "cancelled"
+            self._stopped(job)
+        except ShuttingDown:  # the engine stopped under the job (SIGTERM)
+            job.state, job.error = "interrupted", INTERRUPTED
+            if reraise:
+                raise
         except Exception as exc:  # reported on the job; never kills the worker
             job.state, job.error = "error", f"{type(exc).__name__}: {exc}"
+            if reraise:
+                raise
         else:
             job.result, job.state = result, "done"
             job.done = job.total or job.done
@@ -160,92 +200,34 @@ class JobRunner:
                 job = self.get(job_id)
         return job
 
-    def shutdown(self, wait: bool = False) -> None:
-        """Stop: cancel every job (a running one stops at its next checkpoint); wait=True returns once it has."""
+    def interrupt(self) -> None:
+        """The server stops: take no new jobs, cancel every active one and record it as interrupted at once (a
+        running one stops at its next checkpoint and is settled as interrupted again then). Returns at once."""
+        self._draining.set()
+        with self._lock:
+            active = [j for j in self._jobs.values() if j.active and not j.cached]
+        now = time.time()
+        for job in active:
+            job._cancel.set()
+            if job.state == "queued":
+                job.state, job.error, job.finished = "interrupted", INTERRUPTED, now
+                self._settle(job)
+            elif self.store is not None:  # in the store now, in case the process ends before the checkpoint
+                self._store_call(self.store.job_update, job.id, {"state": "interrupted", "finished": now,
+                                                                 "error": INTERRUPTED, "heartbeat": now,
+                                                                 "done": int(job.done), "total": int(job.total)})
+
+    def shutdown(self, wait: bool = False, grace_s: float = 0.0) -> None:
+        """Stop: interrupt every job (see interrupt); wait=True returns once the workers have stopped, grace_s waits
+        at most that long for running jobs to reach their checkpoint (so they are settled before the store closes)."""
+        self.interrupt()
+        end = time.time() + grace_s
+        while time.time() < end and any(j.active for j in list(self._jobs.values())):
+            time.sleep(0.02)
         self._stop.set()
         if self._beater is not None and self._beater is not threading.current_thread():
             self._beater.join(timeout=10)  # before the store closes under it
-        for job in list(self._jobs.values()):
-            job._cancel.set()
-            if job.active and self.store is not None:  # nobody will run or finish it now
-                self._store_call(lambda j=job: self.store.job_update(j.id, {"state": "error", "finished": time.time(),
-                                                                            "error": LOST}))
         self._pool.shutdown(wait=wait, cancel_futures=True)
-
-    # --- the store side ---------------------------------------------------------------------------------------
-    def _store_call(self, fn, *args, default=None):
-        """A store operation that must not break a job or a poll: logged and answered with default if it fails."""
-        try:
-            return fn(*args)
-        except Exception as exc:  # noqa: BLE001 - the store may be briefly unreachable
-            log.warning("job store: %s: %s", type(exc).__name__, exc)
-            return default
-
-    def _row(self, job: Job, result: bool = False) -> dict:
-        row = {"id": job.id, "key": job.key, "kind": job.kind, "state": job.state, "done": int(job.done),
-               "total": int(job.total), "created": job.created, "started": job.started, "finished": job.finished,
-               "heartbeat": time.time(), "replica": self.replica, "cached": int(job.cached), "error": job.error,
-               "meta": json.dumps(job.meta, default=str)}
-        if result and job.state == "done":
-            try:
-                row["result"] = json.dumps(job.result)
-            except (TypeError, ValueError):  # not JSON: other replicas see the job done without its result
-                log.warning("job %s: result is not JSON; kept on this replica only", job.id)
-        return row
-
-    def _record(self, job: Job) -> None:
-        if self.store is not None:
-            self._store_call(self.store.job_insert, self._row(job, result=True))
-
-    def _claim(self, job: Job) -> bool:
-        return self.store.job_update(job.id, {"state": "running", "started": job.started, "heartbeat": time.time()}) \
-            and not (self.store.job_get(job.id) or {}).get("cancel_requested")
-
-    def _settle(self, job: Job) -> None:
-        if self.store is not None:
-            row = self._row(job, result=True)
-            self._store_call(self.store.job_update, job.id, {k: v for k, v in row.items() if k not in ("id", "created")})
-
-    def _expire(self) -> None:
-        now = time.time()
-        n = self.store.job_expire(now - self.lease_s, now, LOST)
-        if n:
-            log.warning("%d job(s) of a lost replica marked failed", n)
-
-    def _fetch(self, job_id: str) -> dict | None:
-        self._expire()
-        return self.store.job_get(job_id)
-
-    def _latest(self, key: str) -> dict | None:
-        self._expire()
-        return self.store.job_latest(key)
-
-    def _from_row(self, row: dict) -> Job:
-        """A read-only snapshot of a job another replica runs (or ran)."""
-        job = Job(row["id"], row["key"], row["kind"], int(row["total"]), int(row["done"]), row["state"],
-                  created=row["created"], started=row["started"], finished=row["finished"], error=row["error"],
-                  cached=bool(row["cached"]), meta=json.loads(row["meta"] or "{}"),
-                  result=None if row["result"] is None else json.loads(row["result"]))
-        if row["cancel_requested"]:
-            job._cancel.set()
-        return job
-
-    def _beat_loop(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            self._store_call(self.beat)
-
-    def beat(self) -> None:
-        """Write progress + heartbeat of this replica's active jobs, pick up cancel requests, settle lost jobs."""
-        with self._lock:
-            mine = [j for j in self._jobs.values() if j.active and not j.cached]
-        now = time.time()
-        for job in mine:
-            self.store.job_update(job.id, {"done": int(job.done), "total": int(job.total), "heartbeat": now})
-            row = self.store.job_get(job.id)
-            # cancelled through another replica, or given up as lost (this replica was too slow to beat): stop it
-            if row is not None and (row["cancel_requested"] or row["state"] not in ("queued", "running")):
-                self.cancel(job.id)
-        self._expire()
 
 
 _runner_lock = threading.Lock()

@@ -6,19 +6,15 @@ stay on the replica that started them; only saved explorations and background jo
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.server_process import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_S, LEASE_S = 0.5, 6.0  # a lease with room: on a loaded 2-core machine a live beat can lag seconds
 SMALL = {"concept_prompts": [f"Paris is in France {i}" for i in range(6)],
          "contrast_prompts": [f"The weather today {i}" for i in range(5)],
@@ -30,39 +26,9 @@ BIG = {**SMALL, "concept_prompts": [f"{i} " + "Paris, Lyon and Marseille are Fre
 pytestmark = [pytest.mark.replicas]
 
 
-class Replica:
+class Replica(ServerProcess):
     def __init__(self, name: str, store_url: str, log_dir: Path):
-        self.name, self.port = name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "ASN_STORE_URL": store_url, "ASN_JOB_HEARTBEAT_S": str(HEARTBEAT_S),
-               "ASN_JOB_LEASE_S": str(LEASE_S), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.log = open(log_dir / f"replica-{name}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--profile", "tiny", "--port", str(self.port)],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-
-    def wait_ready(self, timeout: float = 900) -> None:  # generous: a loaded 2-core machine imports torch slowly
-        end = time.time() + timeout
-        while time.time() < end:
-            assert self.proc.poll() is None, f"replica {self.name} exited: {Path(self.log.name).read_text()[-3000:]}"
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"replica {self.name} did not start")
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
+        super().__init__(name, store_url, log_dir, {"ASN_JOB_HEARTBEAT_S": str(HEARTBEAT_S), "ASN_JOB_LEASE_S": str(LEASE_S)})
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import torch
 
 from app.engine import generation as G
 from app.engine import steering as ST
-from app.engine.decoders import fast_decoder_class
+from app.engine.generation import fast_decoder_class
 from app.engine.loading import load_model
 from app.engine.profiles import Profile, SAESpec
 from app.engine.random_models import save_random_hf

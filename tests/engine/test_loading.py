@@ -50,12 +50,12 @@ def test_fetch_wheel_extracts_checked_wheel_once(tmp_path):
 
 # ------------------------------------------------------------------ embedded: logits against HF
 @pytest.fixture(scope="module")
-def models():
+def models(embedded_hf):
     gguf = loading.MODELS_DIR / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not gguf.exists():
         pytest.skip("embedded GGUF not fetched (`make fetch`)")
     lm = loading.load_model(PROFILES["smollm2-135m"], "cpu")
-    hf_tok, hf = loading.load_hf_gguf(gguf)
+    hf_tok, hf = embedded_hf
     return lm, hf_tok, hf
 
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.discover.schemas import KIND, DiscoverRequest, DiscoveryResponse, JobStatus, shipped_sets
-from app.api.discover.service import run_discovery, start_job, status_of
+from app.api.discover.service import run_as_job_here, start_job, status_of
 from app.api.jobs import add_job_routes, job_of_kind
 from app.jobs import Job, JobRunner
 
@@ -25,7 +25,7 @@ def prompt_sets() -> dict[str, int]:
 @router.post("", response_model=DiscoveryResponse)
 def discover(req: DiscoverRequest, engine: EngineDep, settings: SettingsDep, jobs: JobsDep) -> DiscoveryResponse:
     """Run discovery synchronously (uses and fills the same cache as the jobs)."""
-    return run_discovery(engine, settings, req, runner=jobs)
+    return run_as_job_here(engine, settings, req, jobs)
 
 
 @router.post("/jobs", response_model=JobStatus, status_code=202)

@@ -12,6 +12,7 @@ import json
 
 from app.api.discover.schemas import KIND, DiscoverRequest, DiscoveryResponse, JobStatus
 from app.api.health import pair_summary
+from app.api.jobs import run_here
 from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import decomposition as dec
@@ -87,6 +88,17 @@ def run_discovery(engine, settings, req: DiscoverRequest, progress=None, runner:
         if runner is not None:
             runner.put_cache(ckey, collected)
     return DiscoveryResponse.model_validate(build_result(engine, collected, req, set_hash, concept + contrast))
+
+
+def run_as_job_here(engine, settings, req: DiscoverRequest, runner: JobRunner) -> DiscoveryResponse:
+    """POST /api/discover: run_discovery as a job of the request's thread, so a server stop interrupts it (503)
+    instead of waiting it out."""
+    enforce_limits(req, settings.limits)
+    concept, contrast = req.resolve()
+    key = result_key(engine, disc.prompt_set_hash(concept, contrast), req)
+    result = run_here(runner, key, lambda job: run_discovery(engine, settings, req, job.progress, runner).model_dump(),
+                      KIND, len(concept) + len(contrast), {"inputs": req.model_dump()})
+    return DiscoveryResponse.model_validate(result)
 
 
 def start_job(runner: JobRunner, engine, settings, req: DiscoverRequest) -> Job:

@@ -20,9 +20,9 @@ def job_or_404(jobs: JobRunner, job_id: str) -> Job:
 
 
 @router.post("", response_model=ExperimentResponse, responses={404: {"description": "feature index out of range"}})
-def experiment(req: ExperimentRequest, engine: EngineDep, settings: SettingsDep) -> ExperimentResponse:
+def experiment(req: ExperimentRequest, engine: EngineDep, settings: SettingsDep, jobs: JobsDep) -> ExperimentResponse:
     """Run the experiment synchronously (small runs and scripts; the page uses the jobs)."""
-    return run_experiment(engine, settings, req)
+    return run_experiment(engine, settings, req, runner=jobs)
 
 
 @router.post("/jobs", response_model=ExperimentJobStatus, status_code=202,

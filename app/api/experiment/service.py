@@ -7,6 +7,7 @@ import json
 
 from app.api.errors import out_of_range, unprocessable
 from app.api.experiment.schemas import KIND, ExperimentJobStatus, ExperimentRequest, ExperimentResponse
+from app.api.jobs import run_here
 from app.api.jobs import status_of as job_status
 from app.api.limits import enforce_limits
 from app.engine import discovery as disc
@@ -67,17 +68,23 @@ def n_work(cfg: X.ExperimentConfig) -> int:
     return len(cfg.concept_prompts) + len(cfg.contrast_prompts) + n_val + 4 * rows
 
 
-def compute(engine, cfg: X.ExperimentConfig, progress=None) -> dict:
-    """The experiment with the engine lock taken per chunk (interactive requests interleave with a long run)."""
+def compute(engine, cfg: X.ExperimentConfig, progress=None, cancel=None) -> dict:
+    """The experiment with the engine lock taken per chunk (interactive requests interleave with a long run);
+    cancel (a job's flag) also stops a chunk's generation between tokens."""
     return _response(engine, cfg, X.run_experiment(engine.model, engine.saes, engine.hook_name, cfg,
                                                    atlas=getattr(engine, "atlas", None), progress=progress,
-                                                   batch_context=engine.background_session))
+                                                   cancel=cancel, batch_context=engine.background_session))
 
 
-def run_experiment(engine, settings, req: ExperimentRequest) -> ExperimentResponse:
-    """Synchronous run (scripts, the saved exploration's Re-run)."""
+def run_experiment(engine, settings, req: ExperimentRequest, runner: JobRunner | None = None) -> ExperimentResponse:
+    """Synchronous run (scripts, the saved exploration's Re-run); with a runner (POST /api/experiment) as a job of
+    the request's thread, so a server stop interrupts it (503) instead of waiting it out."""
     cfg = config_of(engine, settings, req)
-    return ExperimentResponse.model_validate(compute(engine, cfg))
+    if runner is None:
+        return ExperimentResponse.model_validate(compute(engine, cfg))
+    result = run_here(runner, job_key(engine, req), lambda job: compute(engine, cfg, job.progress, job.cancel_flag),
+                      KIND, n_work(cfg), {"inputs": req.model_dump()})
+    return ExperimentResponse.model_validate(result)
 
 
 def job_key(engine, req: ExperimentRequest) -> str:
@@ -90,7 +97,7 @@ def start_job(runner: JobRunner, engine, settings, req: ExperimentRequest) -> Jo
     cfg = config_of(engine, settings, req)
 
     def work(job: Job):
-        return compute(engine, cfg, progress=job.progress)
+        return compute(engine, cfg, progress=job.progress, cancel=job.cancel_flag)
 
     return runner.submit(job_key(engine, req), work, kind=KIND, total=n_work(cfg), meta={"inputs": req.model_dump()})
 

@@ -79,11 +79,15 @@ def typical_activations(saes: dict, feats: Sequence[tuple[str, int]], hook_resid
     return vals, src
 
 
-def selectivity_of(saes: dict, name: str, features: Sequence[int], concept_resids, contrast_resids) -> list[float]:
-    """Discovery's selectivity (per-prompt max, mean over each set) of the given features."""
+def selectivity_of(saes: dict, name: str, features: Sequence[int], concept_resids, contrast_resids,
+                   check: Callable[[], None] | None = None) -> list[float]:
+    """Discovery's selectivity (per-prompt max, mean over each set) of the given features; check() before each prompt
+    (raises to stop: a cancelled job)."""
     def per_set(resids):
         m = torch.zeros(len(features))
         for r in resids:
+            if check is not None:
+                check()
             if r.shape[0]:
                 m += feature_acts(saes[name], r, features).max(0).values
         return m / max(len(resids), 1)
@@ -93,7 +97,7 @@ def selectivity_of(saes: dict, name: str, features: Sequence[int], concept_resid
 
 
 def default_children(saes: dict, anchor: int, concept_resids, contrast_resids, n: int = 3, cos_threshold: float = 0.3,
-                     min_selectivity: float = 0.5) -> list[int]:
+                     min_selectivity: float = 0.5, check: Callable[[], None] | None = None) -> list[int]:
     """The anchor's blue matches: fine features with decoder cosine >= cos_threshold, selective on the concept set
     (>= min_selectivity), best cosine first; if none qualifies, the n best cosines."""
     Wc = saes["coarse"].W_dec.float()[anchor]
@@ -102,7 +106,7 @@ def default_children(saes: dict, anchor: int, concept_resids, contrast_resids, n
     order = [int(i) for i in torch.argsort(cos, descending=True)[: max(4 * n, 16)]]
     cand = [i for i in order if float(cos[i]) >= cos_threshold]
     if cand:
-        sel = selectivity_of(saes, "fine", cand, concept_resids, contrast_resids)
+        sel = selectivity_of(saes, "fine", cand, concept_resids, contrast_resids, check)
         keep = [i for i, s in zip(cand, sel) if s >= min_selectivity]
         if keep:
             return keep[:n]

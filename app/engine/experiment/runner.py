@@ -76,6 +76,10 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     clock = PhaseClock([("sets", n_sets), ("generate", n_rows), ("score", 3 * n_rows)], report=progress)
     cache = ChunkCache(checkpoint, config_key(asdict(cfg))) if checkpoint else None
 
+    def check():  # between the steps no chunk of model work marks: a cancelled job stops here too
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError("cancelled")
+
     # 1. concept / contrast sets: probe, typical activations; the zero-shot measure's validation
     clock.start("sets")
     set_ids = [tuple(tok.encode(p, add_special_tokens=False)[:CONCEPT_MAX_TOKENS]) for p in cfg.concept_prompts + cfg.contrast_prompts]
@@ -89,11 +93,12 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     del reads
     nc = len(cfg.concept_prompts)
     probe = train_probe(torch.stack(pooled), torch.tensor(labels), probe_layer)
-    children = tuple(cfg.children) or tuple(default_children(saes, cfg.anchor, hook_resids[:nc], hook_resids[nc:]))
+    children = tuple(cfg.children) or tuple(default_children(saes, cfg.anchor, hook_resids[:nc], hook_resids[nc:], check=check))
     feats = [("coarse", cfg.anchor)] + [("fine", j) for j in children]
+    check()
     typical, typical_src = typical_activations(saes, feats, hook_resids[:nc], atlas)
-    sel_c = selectivity_of(saes, "coarse", [cfg.anchor], hook_resids[:nc], hook_resids[nc:])
-    sel_f = selectivity_of(saes, "fine", list(children), hook_resids[:nc], hook_resids[nc:]) if children else []
+    sel_c = selectivity_of(saes, "coarse", [cfg.anchor], hook_resids[:nc], hook_resids[nc:], check)
+    sel_f = selectivity_of(saes, "fine", list(children), hook_resids[:nc], hook_resids[nc:], check) if children else []
     enc_text = lambda t: tuple(tok.encode(" " + t.strip(), add_special_tokens=False)[:CONCEPT_MAX_TOKENS])  # noqa: E731
     vs = zeroshot_scores(model, zs, [enc_text(t) for t in val_c + val_n], batch_size=cfg.batch_size,
                          batch_context=batch_context, progress=clock.tick)
@@ -124,7 +129,8 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         part = cache.get(f"gen-{s}") if cache else None
         if part is None:
             with batch_context(), torch.inference_mode():
-                out = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk)
+                out = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk,
+                                       cancel=cancel)
             part = [{"ids": list(g.ids), "text": g.text, "finish": g.finish_reason} for g in out]
             if cache:
                 cache.put(f"gen-{s}", part)
@@ -139,6 +145,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     sel_feats = {"coarse": [cfg.anchor], "fine": list(children)}
     records: list[dict] = []
     for s in range(0, len(rows), chunk):
+        check()
         got = cache.get(f"score-{s}") if cache else None
         if got is None:
             got = _score_chunk(model, saes, hook_name, probe_hook, probe, zs, rows[s:s + chunk], gens[s:s + chunk],
