@@ -7,8 +7,6 @@ How to add a view: docs/DEVELOPING.md.
 """
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -86,7 +84,7 @@ FILTERS = {"lens_figure": lens_figure, "lens_kl_figure": lens_kl_figure, "visibl
            "patching_scatter": attribution_scatter, "patching_top_deltas": top_deltas}
 GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figure, "map_drift_figure": map_drift_figure,
            "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
-           "remember_result": remember_result, "feature_name": feature_name,
+           "remember_result": remember_result, "feature_name": feature_name, "analyze_url": analysis_pages.analyze_url,
            "patching_grid_figure": grid_figure, "head_score_figure": score_figure, "head_pattern_figure": pattern_figure,
            "head_rows": head_rows, "head_score_names": SCORE_NAMES}  # results shown with a Save form count as computed (app/provenance.py)
 
@@ -98,56 +96,52 @@ _TIMINGS = ("seconds", "tokens_per_s")
 def build_views() -> ViewRegistry:
     """Every view that can be saved, re-run and forked (examples are valid on the `tiny` profile)."""
     views = ViewRegistry()
-    views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, "/", response_model=analysis.AnalyzeResponse,
-                   example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis", url_fn=analysis_pages.page_url)
-    views.register("generation", generate.schemas.GenerateRequest, generate.service.run_generate, "/generate",
-                   response_model=generate.schemas.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS,
-                   url_fn=partial(urls.to_url, "generation"))
-    views.register("steering", generate.schemas.SteerRequest, generate.service.run_steer, "/generate", response_model=generate.schemas.SteerResponse,
-                   example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS, url_fn=partial(urls.to_url, "steering"))
-    views.register("dose", generate.schemas.DoseRequest, generate.service.run_dose, "/generate", response_model=generate.schemas.DoseResponse,
-                   example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS,
-                   url_fn=partial(urls.to_url, "dose"))
-    views.register("temperature", generate.schemas.TemperatureRequest, generate.service.run_temperature, "/temperature",
+    views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, analysis_pages.CODEC, response_model=analysis.AnalyzeResponse,
+                   example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis")
+    views.register("generation", generate.schemas.GenerateRequest, generate.service.run_generate, urls.CODECS["generation"],
+                   response_model=generate.schemas.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+    views.register("steering", generate.schemas.SteerRequest, generate.service.run_steer, urls.CODECS["steering"], response_model=generate.schemas.SteerResponse,
+                   example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+    views.register("dose", generate.schemas.DoseRequest, generate.service.run_dose, urls.CODECS["dose"], response_model=generate.schemas.DoseResponse,
+                   example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS)
+    views.register("temperature", generate.schemas.TemperatureRequest, generate.service.run_temperature, urls.CODECS["temperature"],
                    response_model=generate.schemas.TemperatureResponse,
-                   example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS,
-                   url_fn=partial(urls.to_url, "temperature"))
-    views.register("system_shift", generate.schemas.SystemShiftRequest, generate.service.run_system_shift, "/temperature",
+                   example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS)
+    views.register("system_shift", generate.schemas.SystemShiftRequest, generate.service.run_system_shift, urls.CODECS["system_shift"],
                    response_model=generate.schemas.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
-                   url_fn=partial(urls.to_url, "system_shift"),
                    example={"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."})
-    views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, "/discover",
-                   response_model=discover.DiscoveryResponse, label="concept discovery", url_fn=discover_pages.page_url,
+    views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, discover_pages.CODEC,
+                   response_model=discover.DiscoveryResponse, label="concept discovery",
                    example={"concept_set": None, "contrast_set": None,
                             "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
                             "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
                             "n_coarse": 2, "n_fine": 5, "top_k": 5})
-    views.register(splits.KIND, splits.SplitMapRequest, splits.run_split_map, "/splits", response_model=splits.SplitMapResponse,
-                   label="split map", url_fn=splits_pages.page_url,
+    views.register(splits.KIND, splits.SplitMapRequest, splits.run_split_map, splits_pages.CODEC, response_model=splits.SplitMapResponse,
+                   label="split map",
                    example={"coarse": 3, "top": 5, "prompt": "The cat sat on the mat."})
-    views.register(attribution.KIND, attribution.AttributionRequest, attribution.run_attribution, "/attribution",
-                   response_model=attribution.AttributionResponse, label="token attribution", url_fn=attribution_pages.page_url,
+    views.register(attribution.KIND, attribution.AttributionRequest, attribution.run_attribution, attribution_pages.CODEC,
+                   response_model=attribution.AttributionResponse, label="token attribution",
                    example={"prompt": "The cat sat on the mat.", "top": 5, "n_validate": 3})
-    views.register(map_api.KIND, map_api.MapRequest, map_api.run_map, "/map", response_model=map_api.MapResponse,
-                   label="activation map", url_fn=map_pages.page_url,
+    views.register(map_api.KIND, map_api.MapRequest, map_api.run_map, map_pages.CODEC, response_model=map_api.MapResponse,
+                   label="activation map",
                    example={"prompt": "Tell me about cats.", "system_prompt": "You are a pirate.", "drift_ks": [0, 1],
                             "steer": [{"sae": "coarse", "index": 3, "strength": 8.0}], "max_new_tokens": 3})
-    views.register(experiment.KIND, experiment.ExperimentRequest, experiment.run_experiment, "/experiment",
-                   response_model=experiment.ExperimentResponse, label="steering experiment", url_fn=experiment_pages.page_url,
+    views.register(experiment.KIND, experiment.ExperimentRequest, experiment.run_experiment, experiment_pages.CODEC,
+                   response_model=experiment.ExperimentResponse, label="steering experiment",
                    volatile=_TIMINGS,
                    example={"anchor": 3, "children": [7], "concept_set": None, "contrast_set": None, "eval_set": None,
                             "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
                             "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
                             "eval_prompts": ["My favourite place is", "For dinner I cook"], "strengths": [4.0],
                             "max_new_tokens": 4})
-    views.register(patching.COMPARE_KIND, patching.CompareRequest, patching.run_compare, "/compare",
-                   response_model=patching.CompareResponse, label="prompt comparison", url_fn=patching_pages.compare_url,
+    views.register(patching.COMPARE_KIND, patching.CompareRequest, patching.run_compare, patching_pages.COMPARE_CODEC,
+                   response_model=patching.CompareResponse, label="prompt comparison",
                    example={"prompt_a": "The cat sat", "prompt_b": "The dog sat", "tokens": ["a", "e"], "top": 5})
-    views.register(patching.PATCHING_KIND, patching.PatchingRequest, patching.run_patching, "/patching",
-                   response_model=patching.PatchingResponse, label="activation patching", url_fn=patching_pages.patching_url,
+    views.register(patching.PATCHING_KIND, patching.PatchingRequest, patching.run_patching, patching_pages.PATCHING_CODEC,
+                   response_model=patching.PatchingResponse, label="activation patching",
                    example={"clean": "The cat sat", "corrupt": "The dog sat", "answer": "a", "wrong": "e"})
-    views.register(patching.HEADS_KIND, patching.HeadsRequest, patching.run_heads, "/heads",
-                   response_model=patching.HeadsResponse, label="attention heads", url_fn=patching_pages.heads_url,
+    views.register(patching.HEADS_KIND, patching.HeadsRequest, patching.run_heads, patching_pages.HEADS_CODEC,
+                   response_model=patching.HeadsResponse, label="attention heads",
                    example={"seq_len": 6, "n_seqs": 2})
     return views
 

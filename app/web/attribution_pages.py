@@ -10,12 +10,12 @@ from fastapi.responses import HTMLResponse
 
 from app.api.attribution import KIND, AttributionRequest, run_attribution
 from app.api.deps import EngineDep, SettingsDep
+from app.web.codecs import fields_codec
 from app.web.forms import model_fields_of
 from app.web.templating import render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-DEFAULTS = {k: f.default for k, f in AttributionRequest.model_fields.items()}
 
 
 def parse_inputs(params) -> AttributionRequest:
@@ -25,8 +25,7 @@ def parse_inputs(params) -> AttributionRequest:
     return AttributionRequest.model_validate(raw)
 
 
-def page_url(inputs: dict) -> str | None:
-    return address("/attribution", inputs, DEFAULTS, "prompt")
+CODEC = fields_codec("/attribution", AttributionRequest, parse_inputs, always="prompt")
 
 
 attribution_view = service_view(KIND, parse_inputs, run_attribution)

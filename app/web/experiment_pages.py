@@ -16,6 +16,7 @@ from app.api.deps import EngineDep, SettingsDep
 from app.api.discover import shipped_sets
 from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.engine.discovery import parse_prompt_lines
+from app.web.codecs import Codec
 from app.web.forms import FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_page
@@ -78,6 +79,9 @@ def page_url(inputs: dict) -> str | None:
     return cap_url("/experiment?" + urlencode(q))
 
 
+CODEC = Codec("/experiment", page_url, parse_inputs)
+
+
 def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -> str:
     """/experiment for a discovery result's coarse feature with its blue matches (cosine and correlation above the
     thresholds; best cosine first) as children, on the same concept/contrast sets."""
@@ -130,4 +134,4 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 
 PAGES = JobPages(KIND, "fragments/experiment.html", "fragments/experiment_progress.html")
-add_job_page_routes(router, "/experiment", PAGES, parse_inputs, start_job, job_or_404, page_url)
+add_job_page_routes(router, "/experiment", PAGES, CODEC, start_job, job_or_404)

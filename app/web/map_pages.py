@@ -34,12 +34,12 @@ from app.api.map.routes import search_request
 from app.api.map.service import check_features
 from app.engine.layout import NEIGHBOURS, cosine_to
 from app.viz.map import esc, map_figure, point_table, snippet
+from app.web.codecs import fields_codec
 from app.web.forms import errors_of, last, model_fields_of
 from app.web.templating import render_fragment, render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-DEFAULTS = {k: (f.default if f.default_factory is None else f.default_factory()) for k, f in MapRequest.model_fields.items()}
 VIEW_FIELDS = ("color_by", "show", "feature", "discovery")
 JSON_FIELDS = ("steer", "drift_ks")
 
@@ -77,9 +77,7 @@ def view_settings(engine, params) -> MapRequest:
     return vs
 
 
-def page_url(inputs: dict) -> str | None:
-    """The address that reproduces this view (non-default inputs only)."""
-    return address("/map", inputs, DEFAULTS, "prompt")
+CODEC = fields_codec("/map", MapRequest, parse_inputs, always="prompt")
 
 
 map_view = service_view(KIND, parse_inputs, run_map)
@@ -203,7 +201,7 @@ def map_search_fragment(request: Request, engine: EngineDep, settings: SettingsD
 
 @router.post("/fragments/map", response_class=HTMLResponse)
 async def map_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, page_url)
+    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, CODEC.write)
 
 
 @router.get("/map/figure")

@@ -1,6 +1,6 @@
 """Compare two prompts (/compare), activation patching (/patching) and attention heads (/heads): pages and htmx
 fragments. templates/fragments/{compare,patching,heads}.html render from {inputs, result, kind} only; each page's
-address carries its inputs (inputs_to_query; compare's tokens as JSON), so a copied address reproduces the view.
+address carries its inputs (each view's codec: app/web/codecs.fields_codec; compare's tokens as JSON), so a copied address reproduces the view.
 """
 from __future__ import annotations
 
@@ -21,15 +21,12 @@ from app.api.patching import (
     run_heads,
     run_patching,
 )
+from app.web.codecs import fields_codec
 from app.web.forms import last, model_fields_of
 from app.web.templating import render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-
-
-def _defaults(model) -> dict:
-    return {k: f.default for k, f in model.model_fields.items()}
 
 
 def _words_kept(params, raw: dict, names: tuple[str, ...]) -> dict:
@@ -69,16 +66,9 @@ def parse_heads(params) -> HeadsRequest:
     return HeadsRequest.model_validate(model_fields_of(params, HeadsRequest))
 
 
-def compare_url(inputs: dict) -> str | None:
-    return address("/compare", inputs, _defaults(CompareRequest), "prompt_a")
-
-
-def patching_url(inputs: dict) -> str | None:
-    return address("/patching", inputs, _defaults(PatchingRequest), "clean")
-
-
-def heads_url(inputs: dict) -> str | None:
-    return address("/heads", inputs, _defaults(HeadsRequest), "seq_len")
+COMPARE_CODEC = fields_codec("/compare", CompareRequest, parse_compare, always="prompt_a")
+PATCHING_CODEC = fields_codec("/patching", PatchingRequest, parse_patching, always="clean")
+HEADS_CODEC = fields_codec("/heads", HeadsRequest, parse_heads, always="seq_len")
 
 
 compare_view = service_view(COMPARE_KIND, parse_compare, run_compare)
@@ -94,7 +84,7 @@ def compare_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 @router.post("/fragments/compare", response_class=HTMLResponse)
 async def compare_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/compare.html", compare_view, compare_url)
+    return await form_fragment(request, engine, settings, "fragments/compare.html", compare_view, COMPARE_CODEC.write)
 
 
 @router.get("/patching", response_class=HTMLResponse)
@@ -105,7 +95,7 @@ def patching_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 @router.post("/fragments/patching", response_class=HTMLResponse)
 async def patching_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/patching.html", patching_view, patching_url)
+    return await form_fragment(request, engine, settings, "fragments/patching.html", patching_view, PATCHING_CODEC.write)
 
 
 @router.get("/heads", response_class=HTMLResponse)
@@ -116,4 +106,4 @@ def heads_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 @router.post("/fragments/heads", response_class=HTMLResponse)
 async def heads_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/heads.html", heads_view, heads_url)
+    return await form_fragment(request, engine, settings, "fragments/heads.html", heads_view, HEADS_CODEC.write)

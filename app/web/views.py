@@ -9,8 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.engine.engine import EngineBusy
-from app.explorations_registry import inputs_to_query
-from app.web.forms import cap_url, errors_of
+from app.web.forms import errors_of
 from app.web.templating import render_fragment
 
 
@@ -83,8 +82,3 @@ def service_view(kind: str, parse: Callable[[Any], BaseModel], service: Callable
         return run_view(kind, parse, params, lambda req: service(engine, settings, req))
     return view
 
-
-def address(path: str, inputs: dict, defaults: dict, always: str) -> str | None:
-    """path?query of the inputs that differ from their defaults (`always` always given), None when too long."""
-    q = {k: v for k, v in inputs.items() if k == always or (v is not None and v != defaults.get(k))}
-    return cap_url(path + "?" + inputs_to_query(q))
