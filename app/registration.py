@@ -7,6 +7,8 @@ How to add a view: docs/DEVELOPING.md.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -76,6 +78,20 @@ ROUTERS = (health.router, analysis.router, generate.router, discover.router, exp
            profile_api.router, profile_pages.router, tokenize_api.router, docs_pages.router, site_pages.router,
            patching.router, patching_pages.router)
 
+# kind -> the view's address codec (app/web/codecs.py): registered with the view below, and the one way a template
+# links to a view (`view_url`)
+CODECS = {"analysis": analysis_pages.CODEC, **urls.CODECS, discover.KIND: discover_pages.CODEC,
+          splits.KIND: splits_pages.CODEC, attribution.KIND: attribution_pages.CODEC, map_api.KIND: map_pages.CODEC,
+          experiment.KIND: experiment_pages.CODEC, patching.COMPARE_KIND: patching_pages.COMPARE_CODEC,
+          patching.PATCHING_KIND: patching_pages.PATCHING_CODEC, patching.HEADS_KIND: patching_pages.HEADS_CODEC}
+
+
+def view_url(kind: str, inputs: dict) -> str:
+    """A link to `kind`'s page showing these inputs: its codec's address (the bare page when too long)."""
+    codec = CODECS[kind]
+    return codec.write(inputs) or codec.path
+
+
 FILTERS = {"lens_figure": lens_figure, "lens_kl_figure": lens_kl_figure, "visible": visible,
            "lens_switch_vals": analysis_pages.lens_switch_vals, "dose_figure": dose_figure,
            "temperature_figure": temperature_figure,
@@ -84,8 +100,8 @@ FILTERS = {"lens_figure": lens_figure, "lens_kl_figure": lens_kl_figure, "visibl
            "patching_scatter": attribution_scatter, "patching_top_deltas": top_deltas}
 GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figure, "map_drift_figure": map_drift_figure,
            "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
-           "remember_result": remember_result, "feature_name": feature_name, "analyze_url": analysis_pages.analyze_url,
-           "patching_grid_figure": grid_figure, "head_score_figure": score_figure, "head_pattern_figure": pattern_figure,
+           "remember_result": remember_result, "feature_name": feature_name, "analyze_url": analysis_pages.analyze_url, "view_url": view_url,
+           "patching_grid_figure": partial(grid_figure, link=analysis_pages.CODEC.write), "head_score_figure": score_figure, "head_pattern_figure": pattern_figure,
            "head_rows": head_rows, "head_score_names": SCORE_NAMES}  # results shown with a Save form count as computed (app/provenance.py)
 
 _PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
@@ -96,37 +112,37 @@ _TIMINGS = ("seconds", "tokens_per_s")
 def build_views() -> ViewRegistry:
     """Every view that can be saved, re-run and forked (examples are valid on the `tiny` profile)."""
     views = ViewRegistry()
-    views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, analysis_pages.CODEC, response_model=analysis.AnalyzeResponse,
+    views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, CODECS["analysis"], response_model=analysis.AnalyzeResponse,
                    example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis")
-    views.register("generation", generate.schemas.GenerateRequest, generate.service.run_generate, urls.CODECS["generation"],
+    views.register("generation", generate.schemas.GenerateRequest, generate.service.run_generate, CODECS["generation"],
                    response_model=generate.schemas.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
-    views.register("steering", generate.schemas.SteerRequest, generate.service.run_steer, urls.CODECS["steering"], response_model=generate.schemas.SteerResponse,
+    views.register("steering", generate.schemas.SteerRequest, generate.service.run_steer, CODECS["steering"], response_model=generate.schemas.SteerResponse,
                    example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
-    views.register("dose", generate.schemas.DoseRequest, generate.service.run_dose, urls.CODECS["dose"], response_model=generate.schemas.DoseResponse,
+    views.register("dose", generate.schemas.DoseRequest, generate.service.run_dose, CODECS["dose"], response_model=generate.schemas.DoseResponse,
                    example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS)
-    views.register("temperature", generate.schemas.TemperatureRequest, generate.service.run_temperature, urls.CODECS["temperature"],
+    views.register("temperature", generate.schemas.TemperatureRequest, generate.service.run_temperature, CODECS["temperature"],
                    response_model=generate.schemas.TemperatureResponse,
                    example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS)
-    views.register("system_shift", generate.schemas.SystemShiftRequest, generate.service.run_system_shift, urls.CODECS["system_shift"],
+    views.register("system_shift", generate.schemas.SystemShiftRequest, generate.service.run_system_shift, CODECS["system_shift"],
                    response_model=generate.schemas.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
                    example={"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."})
-    views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, discover_pages.CODEC,
+    views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, CODECS[discover.KIND],
                    response_model=discover.DiscoveryResponse, label="concept discovery",
                    example={"concept_set": None, "contrast_set": None,
                             "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
                             "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
                             "n_coarse": 2, "n_fine": 5, "top_k": 5})
-    views.register(splits.KIND, splits.SplitMapRequest, splits.run_split_map, splits_pages.CODEC, response_model=splits.SplitMapResponse,
+    views.register(splits.KIND, splits.SplitMapRequest, splits.run_split_map, CODECS[splits.KIND], response_model=splits.SplitMapResponse,
                    label="split map",
                    example={"coarse": 3, "top": 5, "prompt": "The cat sat on the mat."})
-    views.register(attribution.KIND, attribution.AttributionRequest, attribution.run_attribution, attribution_pages.CODEC,
+    views.register(attribution.KIND, attribution.AttributionRequest, attribution.run_attribution, CODECS[attribution.KIND],
                    response_model=attribution.AttributionResponse, label="token attribution",
                    example={"prompt": "The cat sat on the mat.", "top": 5, "n_validate": 3})
-    views.register(map_api.KIND, map_api.MapRequest, map_api.run_map, map_pages.CODEC, response_model=map_api.MapResponse,
+    views.register(map_api.KIND, map_api.MapRequest, map_api.run_map, CODECS[map_api.KIND], response_model=map_api.MapResponse,
                    label="activation map",
                    example={"prompt": "Tell me about cats.", "system_prompt": "You are a pirate.", "drift_ks": [0, 1],
                             "steer": [{"sae": "coarse", "index": 3, "strength": 8.0}], "max_new_tokens": 3})
-    views.register(experiment.KIND, experiment.ExperimentRequest, experiment.run_experiment, experiment_pages.CODEC,
+    views.register(experiment.KIND, experiment.ExperimentRequest, experiment.run_experiment, CODECS[experiment.KIND],
                    response_model=experiment.ExperimentResponse, label="steering experiment",
                    volatile=_TIMINGS,
                    example={"anchor": 3, "children": [7], "concept_set": None, "contrast_set": None, "eval_set": None,
@@ -134,13 +150,13 @@ def build_views() -> ViewRegistry:
                             "contrast_prompts": ["The cat sat down.", "Water is wet.", "A box of pens"],
                             "eval_prompts": ["My favourite place is", "For dinner I cook"], "strengths": [4.0],
                             "max_new_tokens": 4})
-    views.register(patching.COMPARE_KIND, patching.CompareRequest, patching.run_compare, patching_pages.COMPARE_CODEC,
+    views.register(patching.COMPARE_KIND, patching.CompareRequest, patching.run_compare, CODECS[patching.COMPARE_KIND],
                    response_model=patching.CompareResponse, label="prompt comparison",
                    example={"prompt_a": "The cat sat", "prompt_b": "The dog sat", "tokens": ["a", "e"], "top": 5})
-    views.register(patching.PATCHING_KIND, patching.PatchingRequest, patching.run_patching, patching_pages.PATCHING_CODEC,
+    views.register(patching.PATCHING_KIND, patching.PatchingRequest, patching.run_patching, CODECS[patching.PATCHING_KIND],
                    response_model=patching.PatchingResponse, label="activation patching",
                    example={"clean": "The cat sat", "corrupt": "The dog sat", "answer": "a", "wrong": "e"})
-    views.register(patching.HEADS_KIND, patching.HeadsRequest, patching.run_heads, patching_pages.HEADS_CODEC,
+    views.register(patching.HEADS_KIND, patching.HeadsRequest, patching.run_heads, CODECS[patching.HEADS_KIND],
                    response_model=patching.HeadsResponse, label="attention heads",
                    example={"seq_len": 6, "n_seqs": 2})
     return views
