@@ -7,9 +7,9 @@ import logging
 from typing import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from starlette.middleware.gzip import GZipMiddleware
 
+from app.api.errors import busy_response
 from app.api.streams import Streams
 from app.engine.engine import Engine, EngineBusy
 from app.jobs import runner_for
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
 
     @app.exception_handler(EngineBusy)
     async def busy_handler(request: Request, exc: EngineBusy):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+        return busy_response(str(exc), exc.retry_after)
 
     register_all(app)
     return app

@@ -19,9 +19,9 @@
     if (idx === '' || !prompt) { info.textContent = ''; return; }
     fetch('/api/steer/feature', { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ prompt: prompt, sae: sae, index: parseInt(idx, 10) }) })
-      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j, status: r.status }; }); })
+      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j, r: r }; }); })
       .then(function (res) {
-        if (!res.ok) { info.textContent = window.asnForms ? window.asnForms.detailLines(res.j, res.status).join('; ') : 'error'; return; }
+        if (!res.ok) { info.textContent = window.asnForms ? window.asnForms.errorLines(res.r.headers, res.r.status).join('; ') : 'error'; return; }
         var j = res.j, sl = $('.f-slider', row), num = $('.f-value', row);
         sl.min = j.slider_min.toFixed(2); sl.max = j.slider_max.toFixed(2);
         sl.step = Math.max((j.slider_max - j.slider_min) / 200, 0.01).toFixed(3);

@@ -184,7 +184,6 @@ def test_split_modules_keep_their_import_paths():
                               "fetch_wheel_gguf load_hf_gguf llama_tl_config sae_hook_name",
         "app.store": "Store StoreError StoreUnavailable SQLiteStore PostgresStore open_store new_id valid_id ID_RE",
         "app.jobs": "Job JobRunner Cancelled runner_for get_runner",
-        "app.middleware": "install CSP BodyGuardMiddleware SecurityHeadersMiddleware scan_json _Constant _parse_float",
         "app.engine.analysis": "analyze logit_lens lens_top lens_residuals LENS_ROWS_PER_CHUNK feature_card sink_mask "
                                "ResidualCache make_store_hook logit_direction _final_logits Analysis FeatureCard",
         "app.engine.layout": "Layout Region build_layout save_layout load_layout token_positions sparse_token_positions "

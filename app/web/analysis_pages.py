@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from app.api.analysis import AnalyzeRequest, run_analysis
 from app.api.analysis.schemas import FEATURE_PATTERN
 from app.api.deps import EngineDep, SettingsDep
-from app.api.errors import check_feature_index
+from app.api.errors import check_feature_index, errors_of
 from app.web.codecs import Codec
-from app.web.forms import cap_url, errors_of, flag, last
+from app.web.forms import cap_url, flag, last
 from app.web.templating import render_fragment, render_page
 from app.web.views import form_fragment, query_page, run_view
 

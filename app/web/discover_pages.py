@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job, with_threshold
+from app.api.errors import errors_of
 from app.engine import discovery as disc
 from app.web.codecs import Codec
-from app.web.forms import FormError, cap_url, errors_of, last, validated
+from app.web.forms import FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_fragment, render_page
 

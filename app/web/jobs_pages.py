@@ -7,9 +7,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
+from app.api.errors import errors_of
 from app.jobs import Job, JobRunner
 from app.web.codecs import Codec
-from app.web.forms import FormError, errors_of
+from app.web.forms import FormError
 from app.web.templating import render_fragment
 
 

@@ -20,10 +20,10 @@ from urllib.parse import urlencode
 from fastapi import HTTPException
 from pydantic import BaseModel
 
-from app.api.errors import check_feature_index
+from app.api.errors import check_feature_index, errors_of
 from app.api.generate.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
 from app.web.codecs import Codec
-from app.web.forms import cap_url, errors_of, flag, last, values
+from app.web.forms import cap_url, flag, last, values
 
 # kind -> (page path, the page's view=... name, request model)
 PAGES: dict[str, tuple[str, str, type[BaseModel]]] = {
