@@ -282,3 +282,29 @@ def test_view_at_another_threshold_saves_what_a_rerun_gives(client, done):
     rr = client.post(f"/api/explorations/{saved.json()['id']}/rerun").json()
     assert rr["result_matches"], rr["first_difference"]
     assert rr["result"]["go_no_go"][0]["n_above"] == want
+
+
+def test_page_reads_the_go_no_go_rows_the_json_carries(done):
+    """GO/NO-GO is chosen once (api/discover/service.with_threshold): the page's table shows the result's rows, never
+    a verdict of its own (a row changed in the result shows changed)."""
+    import copy
+
+    from app.registration import build_app_templates, build_views
+    from app.web.templating import render_snapshot
+
+    _, res = done
+    inputs = build_views().get("discovery").request_model.model_validate(BODY).model_dump()
+    assert res["go_no_go"], "the example maps at least one coarse feature"
+
+    def table(result) -> list[tuple[int, int, str]]:
+        html, generic = render_snapshot(build_app_templates(), build_views(), "discovery", inputs, result)
+        assert not generic
+        body = html.split('class="gonogo-table"')[1].split("</tbody>")[0]
+        rows = re.findall(r'href="/features/coarse/(\d+)".*?<td class="num">(\d+)\*?</td>\s*<td class="(?:go|nogo)">([A-Z-]+)</td>',
+                          body, re.S)
+        return [(int(c), int(n), v) for c, n, v in rows]
+
+    assert table(res) == [(g["coarse"], g["n_above"], "GO" if g["go"] else "NO-GO") for g in res["go_no_go"]]
+    changed = copy.deepcopy(res)
+    changed["go_no_go"][0].update(n_above=99, go=not changed["go_no_go"][0]["go"])
+    assert table(changed)[0] == (res["go_no_go"][0]["coarse"], 99, "NO-GO" if res["go_no_go"][0]["go"] else "GO")
