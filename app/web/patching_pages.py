@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter
 
-from app.api.deps import EngineDep, SettingsDep
 from app.api.patching import (
     COMPARE_KIND,
     HEADS_KIND,
@@ -23,8 +21,7 @@ from app.api.patching import (
 )
 from app.web.codecs import fields_codec
 from app.web.forms import last, model_fields_of
-from app.web.templating import render_page
-from app.web.views import form_fragment, query_page, service_view
+from app.web.views import add_view_pages
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -71,39 +68,9 @@ PATCHING_CODEC = fields_codec("/patching", PatchingRequest, parse_patching, alwa
 HEADS_CODEC = fields_codec("/heads", HeadsRequest, parse_heads, always="seq_len")
 
 
-compare_view = service_view(COMPARE_KIND, parse_compare, run_compare)
-patching_view = service_view(PATCHING_KIND, parse_patching, run_patching)
-heads_view = service_view(HEADS_KIND, parse_heads, run_heads)
-
-
-@router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "compare.html",
-                       *query_page(request, engine, settings, "compare", COMPARE_KIND, "prompt_a", compare_view))
-
-
-@router.post("/fragments/compare", response_class=HTMLResponse)
-async def compare_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/compare.html", compare_view, COMPARE_CODEC.write)
-
-
-@router.get("/patching", response_class=HTMLResponse)
-def patching_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "patching.html",
-                       *query_page(request, engine, settings, "patching", PATCHING_KIND, "clean", patching_view))
-
-
-@router.post("/fragments/patching", response_class=HTMLResponse)
-async def patching_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/patching.html", patching_view, PATCHING_CODEC.write)
-
-
-@router.get("/heads", response_class=HTMLResponse)
-def heads_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "heads.html",
-                       *query_page(request, engine, settings, "heads", HEADS_KIND, "seq_len", heads_view))
-
-
-@router.post("/fragments/heads", response_class=HTMLResponse)
-async def heads_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/heads.html", heads_view, HEADS_CODEC.write)
+add_view_pages(router, COMPARE_KIND, COMPARE_CODEC, run_compare, page="compare", key="prompt_a",
+               template="compare.html", fragment="compare")
+add_view_pages(router, PATCHING_KIND, PATCHING_CODEC, run_patching, page="patching", key="clean",
+               template="patching.html", fragment="patching")
+add_view_pages(router, HEADS_KIND, HEADS_CODEC, run_heads, page="heads", key="seq_len",
+               template="heads.html", fragment="heads")
