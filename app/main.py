@@ -12,11 +12,11 @@ from starlette.middleware.gzip import GZipMiddleware
 from app.api.errors import busy_response
 from app.api.streams import Streams
 from app.engine.engine import Engine, EngineBusy
+from app.http.middleware import install as install_guards
+from app.http.static_assets import StaticAssets
 from app.jobs import runner_for
-from app.middleware import install as install_guards
 from app.registration import register_all
 from app.settings import ROOT, Settings, get_settings
-from app.static_assets import StaticAssets
 from app.store import open_store
 
 __all__ = ["create_app", "ROOT"]

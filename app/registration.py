@@ -19,18 +19,18 @@ from app.api import (
     experiment,
     explorations,
     features,
-    generate,
     health,
     patching,
     splits,
+    steering,
 )
 from app.api import map as map_api
 from app.api import profile as profile_api
 from app.api import tokenize as tokenize_api
-from app.explorations_registry import ViewRegistry
-from app.provenance import remember_result
+from app.explorations.provenance import remember_result
+from app.explorations.registry import ViewRegistry
+from app.http.static_assets import StaticAssets
 from app.settings import ROOT
-from app.static_assets import StaticAssets
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
 from app.viz.experiment import experiment_view
@@ -58,19 +58,19 @@ from app.web import (
     experiment_pages,
     exploration_pages,
     feature_pages,
-    generate_pages,
     map_pages,
     patching_pages,
     profile_pages,
     site_pages,
     splits_pages,
+    steering_pages,
     urls,
 )
 from app.web.templating import build_templates, check_fragments
 
 # JSON API first, then the pages (order matters only for overlapping paths; there are none).
-ROUTERS = (health.router, analysis.router, generate.router, discover.router, explorations.router,
-           analysis_pages.router, generate_pages.router, discover_pages.router, exploration_pages.router,
+ROUTERS = (health.router, analysis.router, steering.router, discover.router, explorations.router,
+           analysis_pages.router, steering_pages.router, discover_pages.router, exploration_pages.router,
            features.router, feature_pages.router,
            splits.router, attribution.router, splits_pages.router, attribution_pages.router,
            map_api.router, map_pages.router,
@@ -102,7 +102,7 @@ GLOBALS = {"discovery_view": discovery_view, "map_paths_figure": map_paths_figur
            "experiment_view": experiment_view, "test_steering_url": experiment_pages.test_steering_url,
            "remember_result": remember_result, "feature_name": feature_name, "analyze_url": analysis_pages.analyze_url, "view_url": view_url,
            "patching_grid_figure": partial(grid_figure, link=analysis_pages.CODEC.write), "head_score_figure": score_figure, "head_pattern_figure": pattern_figure,
-           "head_rows": head_rows, "head_score_names": SCORE_NAMES}  # results shown with a Save form count as computed (app/provenance.py)
+           "head_rows": head_rows, "head_score_names": SCORE_NAMES}  # results shown with a Save form count as computed (app/explorations/provenance.py)
 
 _PROMPT = {"prompt": "Once upon a time", "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
 _FEATURE = {"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}
@@ -114,17 +114,17 @@ def build_views() -> ViewRegistry:
     views = ViewRegistry()
     views.register("analysis", analysis.AnalyzeRequest, analysis.run_analysis, CODECS["analysis"], response_model=analysis.AnalyzeResponse,
                    example={"prompt": "The cat sat on the mat.", "top_k": 5}, label="analysis")
-    views.register("generation", generate.schemas.GenerateRequest, generate.service.run_generate, CODECS["generation"],
-                   response_model=generate.schemas.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
-    views.register("steering", generate.schemas.SteerRequest, generate.service.run_steer, CODECS["steering"], response_model=generate.schemas.SteerResponse,
+    views.register("generation", steering.schemas.GenerateRequest, steering.service.run_generate, CODECS["generation"],
+                   response_model=steering.schemas.GenerateResponse, example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
+    views.register("steering", steering.schemas.SteerRequest, steering.service.run_steer, CODECS["steering"], response_model=steering.schemas.SteerResponse,
                    example={**_PROMPT, "steering": [_FEATURE]}, volatile=_TIMINGS)
-    views.register("dose", generate.schemas.DoseRequest, generate.service.run_dose, CODECS["dose"], response_model=generate.schemas.DoseResponse,
+    views.register("dose", steering.schemas.DoseRequest, steering.service.run_dose, CODECS["dose"], response_model=steering.schemas.DoseResponse,
                    example={**_PROMPT, "feature": _FEATURE, "strengths": [-8.0, 0.0, 8.0]}, volatile=_TIMINGS)
-    views.register("temperature", generate.schemas.TemperatureRequest, generate.service.run_temperature, CODECS["temperature"],
-                   response_model=generate.schemas.TemperatureResponse,
+    views.register("temperature", steering.schemas.TemperatureRequest, steering.service.run_temperature, CODECS["temperature"],
+                   response_model=steering.schemas.TemperatureResponse,
                    example={"prompt": "Once upon a time", "temperatures": [0.5, 1.0], "top_k": 5}, volatile=_TIMINGS)
-    views.register("system_shift", generate.schemas.SystemShiftRequest, generate.service.run_system_shift, CODECS["system_shift"],
-                   response_model=generate.schemas.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
+    views.register("system_shift", steering.schemas.SystemShiftRequest, steering.service.run_system_shift, CODECS["system_shift"],
+                   response_model=steering.schemas.SystemShiftResponse, label="system shift", volatile=_TIMINGS,
                    example={"prompt": "Which queue should I use?", "system_a": None, "system_b": "You are a Kafka expert."})
     views.register(discover.KIND, discover.DiscoverRequest, discover.run_discovery, CODECS[discover.KIND],
                    response_model=discover.DiscoveryResponse, label="concept discovery",
@@ -164,7 +164,7 @@ def build_views() -> ViewRegistry:
 
 def build_app_templates(assets: StaticAssets | None = None):
     """The Jinja environment with every filter and global the templates use; `asset(name)` is the hashed static
-    address (app/static_assets.py: the app's own, or one over the same static/ folder, which gives the same hashes)."""
+    address (app/http/static_assets.py: the app's own, or one over the same static/ folder, which gives the same hashes)."""
     assets = assets if assets is not None else StaticAssets(ROOT / "static")
     return build_templates(FILTERS, {**GLOBALS, "asset": assets.url})
 

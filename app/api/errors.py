@@ -2,7 +2,7 @@
 (`error_item`; a pydantic error re-rooted under where the field came from: `invalid`), 422 naming the field (and
 the limit), 404 naming the valid range, 503 + Retry-After (`busy_response`, `retry_after_header`), and the
 "field: what is wrong" line a person reads (`readable`, `errors_of`; every JSON error answer carries its lines in
-the `X-Error-Lines` header, app/error_handlers.py, so static/forms.js words nothing itself)."""
+the `X-Error-Lines` header, app/http/error_handlers.py, so static/forms.js words nothing itself)."""
 from __future__ import annotations
 
 import json

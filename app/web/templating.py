@@ -11,7 +11,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import UndefinedError, nodes
 
 from app.api.errors import RETRY_AFTER_S, retry_after_header
-from app.explorations_registry import ViewRegistry
+from app.explorations.registry import ViewRegistry
 from app.settings import ROOT
 
 log = logging.getLogger("asn")

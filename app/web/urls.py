@@ -21,7 +21,7 @@ from fastapi import HTTPException
 from pydantic import BaseModel
 
 from app.api.errors import check_feature_index, errors_of
-from app.api.generate.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
+from app.api.steering.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
 from app.web.codecs import Codec
 from app.web.forms import cap_url, flag, last, values
 

@@ -1,4 +1,4 @@
-"""app/middleware.py: body limit (413 before parsing, chunked too), JSON screen, CSP and headers, error mapping."""
+"""app/http/middleware.py: body limit (413 before parsing, chunked too), JSON screen, CSP and headers, error mapping."""
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +13,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.body_guard import BodyGuardMiddleware, load_json, scan_json
-from app.middleware import CSP, SecurityHeadersMiddleware
+from app.http.body_guard import BodyGuardMiddleware, load_json, scan_json
+from app.http.middleware import CSP, SecurityHeadersMiddleware
 from tests.reliability.conftest import assert_clean, build_app, iter_api_routes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from pydantic import BaseModel, Field
 
-from app.explorations_registry import ViewRegistry
+from app.explorations.registry import ViewRegistry
 from app.registration import build_app_templates, build_views
 from app.settings import Limits
 from app.web.templating import render_snapshot
@@ -212,7 +212,7 @@ def test_import_form_size_limit(tiny_engine, tmp_path):
 
 
 def test_list_page(client):
-    from app.auth import OWNER_COOKIE, owner_id
+    from app.http.auth import OWNER_COOKIE, owner_id
 
     store = client.app.state.store
     client.get("/e")  # /e lists only what this browser saved (unlisted links, issue 18): take its owner cookie

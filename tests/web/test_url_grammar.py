@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.datastructures import QueryParams
 
-from app.explorations_registry import to_jsonable
+from app.explorations.registry import to_jsonable
 from app.registration import build_views
 
 VIEWS = build_views()

@@ -25,7 +25,7 @@ from app.api.explorations.document import (
     migrate,
 )
 from app.api.limits import enforce_limits
-from app.explorations_registry import ViewRegistry, to_jsonable
+from app.explorations.registry import ViewRegistry, to_jsonable
 from app.store import ID_BYTES
 
 
@@ -165,7 +165,7 @@ def repeated_save(store, exploration_id: str | None, doc: Exploration) -> SavedR
 
 def save_document(store, settings, doc: Exploration, owner: str | None = None, signature: str | None = None,
                   exploration_id: str | None = None) -> SavedResponse:
-    """Store the document; owner (who may list it) and signature (app/provenance.py) are kept beside it.
+    """Store the document; owner (who may list it) and signature (app/explorations/provenance.py) are kept beside it.
     exploration_id: the `idempotent_id` of a keyed save (two at once store one row: Store.put)."""
     d = doc.model_dump(mode="json")
     check_size(d, settings, ["body"])

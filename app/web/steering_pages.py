@@ -11,10 +11,10 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StreamsDep
-from app.api.generate.schemas import GenerateRequest
-from app.api.generate.service import run_dose, run_generate, run_steer, run_system_shift, run_temperature
-from app.api.generate.stream import stream_generation
-from app.explorations_registry import snapshot_context
+from app.api.steering.schemas import GenerateRequest
+from app.api.steering.service import run_dose, run_generate, run_steer, run_system_shift, run_temperature
+from app.api.steering.stream import stream_generation
+from app.explorations.registry import snapshot_context
 from app.web.forms import last, values
 from app.web.templating import render_page, templates_of
 from app.web.urls import CODECS, feature_problems, parse_features

@@ -1,4 +1,4 @@
-"""`BodyGuardMiddleware` (pure ASGI, installed by app.middleware.install): a body over `Limits.max_body_bytes`
+"""`BodyGuardMiddleware` (pure ASGI, installed by app.http.middleware.install): a body over `Limits.max_body_bytes`
 gets 413 before anything parses it (Content-Length checked first; chunked bodies are counted while read). JSON
 bodies are then screened once for what no route can handle: NaN / +-Infinity / overflowing numbers (1e999), lone
 surrogates, nesting deeper than `Limits.max_json_depth` -> 422 naming the field. The buffered body is replayed to

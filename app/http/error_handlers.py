@@ -1,4 +1,4 @@
-"""Exception handlers and OpenAPI error responses shared by every route (installed by app.middleware.install):
+"""Exception handlers and OpenAPI error responses shared by every route (installed by app.http.middleware.install):
 out of memory (torch.cuda.OutOfMemoryError, CPU allocator failures) -> 503 + Retry-After; a response that cannot
 be JSON-encoded because it holds NaN/inf -> 422 `non_finite_result` (never a 500 from the encoder); text the
 tokenizer cannot encode (lone surrogates) -> 422; SQLite errors and an unreachable PostgreSQL store
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.api.errors import ERROR_LINES_HEADER, busy_response, error_item, error_lines_header, items_of
-from app.asgi import HttpMiddleware
+from app.http.asgi import HttpMiddleware
 
 log = logging.getLogger("asn")
 
