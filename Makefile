@@ -62,13 +62,13 @@ atlas: fetch
 	$(BIN)/python -m app atlas --profile $(PROFILE)
 	$(BIN)/python -m app map --profile $(PROFILE)
 
-# Everything derived from the SAE pair, in order (app/artifacts.py): the atlas (its co-firing sample is what the split
+# Everything derived from the SAE pair, in order (app/cli/artifacts.py): the atlas (its co-firing sample is what the split
 # maps read), the map, the France table (docs/france-table.txt; it picks the steering anchor), the steering experiment
 # on that anchor (docs/steering-experiment-france.*), the " Rome" attribution report (docs/attribution-rome.txt); then
-# docs/artifacts.json (the pair's fingerprint and each file's sha256; `python -m app.artifacts --check`). Hours on 2 CPU
+# docs/artifacts.json (the pair's fingerprint and each file's sha256; `python -m app.cli.artifacts --check`). Hours on 2 CPU
 # cores; some steps: ARTIFACTS_ARGS="--steps france,experiment,attribution"; `--dry-run` prints the commands.
 artifacts: fetch
-	nice -n 10 $(BIN)/python -m app.artifacts --profile $(PROFILE) $(ARTIFACTS_ARGS)
+	nice -n 10 $(BIN)/python -m app.cli.artifacts --profile $(PROFILE) $(ARTIFACTS_ARGS)
 
 train: $(STAMP)
 	$(BIN)/python -m app.training.saes --profile $(PROFILE)

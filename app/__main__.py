@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("profiles", help="list the profiles in profiles/ and what each lacks on this machine")
     fetch = sub.add_parser("fetch", help="fetch and convert a profile's model (idempotent)")
     fetch.add_argument("--profile", default="smollm2-135m")
-    from app import atlas_cli
+    from app.cli import atlas as atlas_cli
 
     atlas_cli.add_parser(sub)
-    from app import map_cli
+    from app.cli import map as map_cli
 
     map_cli.add_parser(sub)
     args = ap.parse_args(argv)

@@ -7,17 +7,17 @@ import logging
 from typing import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from starlette.middleware.gzip import GZipMiddleware
 
+from app.api.errors import busy_response
 from app.api.streams import Streams
 from app.engine.engine import Engine, EngineBusy
+from app.http.middleware import install as install_guards
+from app.http.static_assets import StaticAssets
 from app.jobs import runner_for
 from app.jobs.stop_signal import on_stop_signal
-from app.middleware import install as install_guards
 from app.registration import register_all
 from app.settings import ROOT, Settings, get_settings
-from app.static_assets import StaticAssets
 from app.store import open_store
 
 __all__ = ["create_app", "ROOT"]
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, engine_factory: Callable[[Setti
 
     @app.exception_handler(EngineBusy)
     async def busy_handler(request: Request, exc: EngineBusy):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+        return busy_response(str(exc), exc.retry_after)
 
     register_all(app)
     return app

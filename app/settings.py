@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.auth import DEFAULT_RATE_LIMIT_ROUTES
 from app.engine.profiles import DATA_DIR
+from app.http.auth import DEFAULT_RATE_LIMIT_ROUTES
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: templates/, static/, data/
 
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     rate_limit_routes: str = DEFAULT_RATE_LIMIT_ROUTES
     # operator listing of every saved exploration (GET /api/explorations?scope=all with X-Admin-Token); none: off
     admin_token: SecretStr | None = None
-    # key signing computed results (app/provenance.py); none: a random key kept in the store, shared by replicas
+    # key signing computed results (app/explorations/provenance.py); none: a random key kept in the store, shared by replicas
     signing_key: SecretStr | None = None
     limits: Limits = Field(default_factory=Limits)
     # feature atlases live in <atlas_root>/<profile>/ (default: data/atlas for the embedded profile, else data/cache/atlas)

@@ -41,8 +41,8 @@ PROFILE = "smollm2-135m"
 
 
 def decoders():
+    from app.cli.map import load_decoders
     from app.engine.loading import ProfileUnavailable
-    from app.map_cli import load_decoders
 
     try:
         decs, fp, profile = load_decoders(PROFILE)
@@ -53,9 +53,9 @@ def decoders():
 
 
 def bench_layout(args) -> dict:
+    from app.cli.map import map_fingerprint
     from app.engine.layout import build_layout, save_layout
     from app.engine.profiles import get_profile
-    from app.map_cli import map_fingerprint
 
     decs, fp, kind = decoders()
     n = sum(d.shape[0] for d in decs.values())

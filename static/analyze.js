@@ -33,16 +33,13 @@
   }
 
   // Back / Forward: htmx restores the page's HTML but not what the boxes held; refill the form from the inputs
-  // of the analysis shown (or the address), so the next Analyze asks for what is on screen.
+  // of the analysis shown, so the next Analyze asks for what is on screen.
   function restoreForm() {
+    // Without an analysis on screen the restored HTML's own values stand: the server rendered the form from the
+    // address (its codec), so no address rule lives here.
     var form = $('#analyze-form');
-    if (!form) return;
-    var q = new URLSearchParams(location.search), inp = $('#analysis') ? inputs() : null;
-    var v = inp || { prompt: q.get('prompt') || '', system_prompt: q.get('system_prompt'),
-      chat: q.get('chat') === 'on' ? true : q.get('chat') === 'off' ? false : null, top_k: q.get('top_k') || 10,
-      include_sinks: q.get('include_sinks') === '1', lens: q.get('lens') !== '0', rank: q.get('rank') || 'unusual',
-      no_default_system: ['on', 'true', '1'].indexOf(q.get('no_default_system')) >= 0,
-      lens_kind: q.get('lens_kind') === 'tuned' ? 'tuned' : 'logit' };
+    if (!form || !$('#analysis')) return;
+    var v = inputs();
     form.elements.prompt.value = v.prompt || '';
     form.elements.system_prompt.value = v.system_prompt || '';
     if (v.system_prompt) form.elements.system_prompt.closest('details').open = true;

@@ -7,27 +7,18 @@
   if (window.asnForms) return;
   var api = (window.asnForms = {});
 
-  // "field: message" lines from a FastAPI error body ({detail: [...]} or {detail: "text"}), in plain words.
-  function detailLines(body, status) {
-    var d = body && body.detail;
-    if (Array.isArray(d)) {
-      return d.map(function (x) {
-        var loc = (x.loc || []).slice(), msg = String(x.msg || '').replace(/^Value error, /, '');
-        if (['body', 'query', 'path', 'form'].indexOf(loc[0]) >= 0) loc.shift();
-        if (x.type === 'missing' || (x.type === 'string_too_short' && x.ctx && x.ctx.min_length === 1)) msg = 'required: it is empty';
-        return (loc.join('.') || 'input') + ': ' + msg;
-      });
-    }
-    if (d) return [String(d)];
-    return ['the server answered ' + status];
+  // "field: message" lines of an error answer, worded by the server (app/api/errors.py readable): every JSON error
+  // carries them in its X-Error-Lines header. headers: anything with get(name) (fetch's Headers), or an XHR.
+  function errorLines(headers, status, text) {
+    var h = headers.get ? headers.get('X-Error-Lines') : headers.getResponseHeader('X-Error-Lines');
+    try { if (h) return JSON.parse(h); } catch (e) { /* fall through */ }
+    return [text && text.length < 300 && !/^\s*[{[]/.test(text) ? text : 'the server answered ' + status];
   }
-  api.detailLines = detailLines;
+  api.errorLines = errorLines;
 
-  // Lines from a fetch Response (JSON or text), as a promise.
+  // Lines from a fetch Response, as a promise.
   api.responseLines = function (r) {
-    return r.text().then(function (t) {
-      try { return detailLines(JSON.parse(t), r.status); } catch (e) { return [t && t.length < 300 ? t : 'the server answered ' + r.status]; }
-    });
+    return r.text().then(function (t) { return errorLines(r.headers, r.status, t); });
   };
 
   // Put an error box into `target` (an element), replacing what was there (stale results must not stay).
@@ -55,15 +46,13 @@
   document.addEventListener('htmx:beforeSwap', function (e) {
     var xhr = e.detail.xhr;
     if (!xhr || xhr.status < 400 || !e.detail.shouldSwap || !isJson(xhr)) return;
-    var lines;
-    try { lines = detailLines(JSON.parse(xhr.responseText), xhr.status); } catch (err) { lines = ['the server answered ' + xhr.status]; }
     e.detail.shouldSwap = false;
-    show(htmxTarget(e), lines);
+    show(htmxTarget(e), errorLines(xhr, xhr.status));
   });
   // What htmx does not swap (5xx, 404 outside the 4.. rule, ...): the message in place.
   document.addEventListener('htmx:responseError', function (e) {
-    var xhr = e.detail.xhr, lines;
-    try { lines = detailLines(JSON.parse(xhr.responseText), xhr.status); } catch (err) {
+    var xhr = e.detail.xhr, lines = errorLines(xhr, xhr.status);
+    if (!xhr.getResponseHeader('X-Error-Lines')) {
       lines = ['the server answered ' + xhr.status + (xhr.statusText ? ' ' + xhr.statusText : '') + '; try again'];
     }
     show(htmxTarget(e), lines);

@@ -19,9 +19,9 @@
     if (idx === '' || !prompt) { info.textContent = ''; return; }
     fetch('/api/steer/feature', { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ prompt: prompt, sae: sae, index: parseInt(idx, 10) }) })
-      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j, status: r.status }; }); })
+      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j, r: r }; }); })
       .then(function (res) {
-        if (!res.ok) { info.textContent = window.asnForms ? window.asnForms.detailLines(res.j, res.status).join('; ') : 'error'; return; }
+        if (!res.ok) { info.textContent = window.asnForms ? window.asnForms.errorLines(res.r.headers, res.r.status).join('; ') : 'error'; return; }
         var j = res.j, sl = $('.f-slider', row), num = $('.f-value', row);
         sl.min = j.slider_min.toFixed(2); sl.max = j.slider_max.toFixed(2);
         sl.step = Math.max((j.slider_max - j.slider_min) / 200, 0.01).toFixed(3);
@@ -69,18 +69,12 @@
     rows.appendChild(node); wire(node); $('.f-index', node).focus();
   });
 
-  // The address carries the inputs (form fields; features as f=sae:index:mode:value).
-  function query(extra) {
-    var fd = new FormData(form), q = new URLSearchParams(), f = { s: fd.getAll('f_sae'), i: fd.getAll('f_index'), m: fd.getAll('f_mode'), v: fd.getAll('f_value') };
-    fd.forEach(function (v, k) { if (k.indexOf('f_') !== 0 && v !== '' && k !== 'view') q.append(k, v); });
-    for (var n = 0; n < f.i.length; n++) if (f.i[n] !== '') q.append('f', f.s[n] + ':' + f.i[n] + ':' + f.m[n] + ':' + (f.v[n] || 0));
-    if (extra) Object.keys(extra).forEach(function (k) { q.set(k, extra[k]); });
-    return q;
-  }
-  function syncAddress(view) {
-    var q = query(view ? { view: view } : null), s = q.toString();
-    if (s.length < 8000) history.replaceState(null, '', location.pathname + '?' + s);
-    if (view && window.asnFollowTitle) window.asnFollowTitle();  // the tab says which view this is
+  // The address that reproduces a view is the server's (HX-Push-Url: htmx pushes it for the forms; the stream's
+  // answer carries it too); no address rule lives here.
+  function followAddress(url) {
+    if (!url) return;
+    history.replaceState(null, '', url);
+    if (window.asnFollowTitle) window.asnFollowTitle();  // the tab says which view this is
   }
 
   // ---- streaming generation (SSE over fetch; Stop cancels on the server and closes the stream)
@@ -100,24 +94,16 @@
     for (var n = 0; n < f.i.length; n++) if (f.i[n] !== '') b.steering.push({ sae: f.s[n], index: parseInt(f.i[n], 10), mode: f.m[n], value: parseFloat(f.v[n]) || 0 });
     return b;
   }
-  // "open in Analyze" under a finished generation: the text the model read (chat template applied, as the stream's
-  // start event gives it) and what it wrote, analysed as raw text (the _macros.html analyze_link rule)
-  function analyzeLink(promptText, text) {
-    var q = new URLSearchParams({ prompt: promptText + text, chat: 'off' });
-    var a = document.createElement('a'); a.className = 'analyze-link'; a.href = '/?' + q; a.textContent = 'open in Analyze';
-    var p = document.createElement('p'); p.className = 'gen-links small'; p.id = 'stream-links'; p.appendChild(a);
-    $('#stream-out').after(p);
-  }
   function done(msg) { $('#stream-status').textContent = msg; stopBtn.disabled = true; streamBtn.disabled = false; ctrl = null; runId = null; }
   streamBtn.addEventListener('click', function () {
-    var out = $('#stream-out'), status = $('#stream-status'), promptText = '';
+    var out = $('#stream-out'), status = $('#stream-status');
     $('#stream-section').hidden = false; out.textContent = ''; status.textContent = 'starting…'; $('#stream-save').innerHTML = '';
     var links = $('#stream-links'); if (links) links.remove();
     streamBtn.disabled = true; stopBtn.disabled = false;
     ctrl = new AbortController();
-    syncAddress('generation');
     fetch('/fragments/generation/stream', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body()), signal: ctrl.signal })
       .then(function (r) {
+        if (r.ok) followAddress(r.headers.get('HX-Push-Url'));
         if (!r.ok) return window.asnForms.responseLines(r).then(function (lines) {
           window.asnForms.show(out, lines, 'Could not generate'); done('');
         });
@@ -129,10 +115,11 @@
           });
           if (!data) return;
           var d = JSON.parse(data);
-          if (ev === 'start') { runId = d.run_id; promptText = d.prompt_text; status.textContent = 'generating…'; }
+          if (ev === 'start') { runId = d.run_id; status.textContent = 'generating…'; }
           else if (ev === 'token') { var s = document.createElement('span'); s.className = 'gtok'; s.textContent = d.text; s.title = 'p=' + d.prob.toFixed(4); out.appendChild(s); n++; status.textContent = n + ' tokens…'; }
           else if (ev === 'save') { var box = $('#stream-save'); box.innerHTML = d.html; htmx.process(box); }  // server-rendered, escaped
-          else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); analyzeLink(promptText, g.text); }
+          else if (ev === 'links') { out.insertAdjacentHTML('afterend', d.html); }  // "open in Analyze", server-rendered
+          else if (ev === 'done') { var g = d.generation; done(g.n_new + ' tokens · ' + g.finish_reason + ' · ' + (g.tokens_per_s || 0).toFixed(1) + ' tok/s'); }
           else if (ev === 'error') { window.asnForms.show(out, [String(d.detail)], 'Generation stopped with an error'); done(''); }
         }
         function pump() {
@@ -156,6 +143,4 @@
     if (id) fetch('/api/generate/cancel/' + encodeURIComponent(id), { method: 'POST' }).catch(function () {});
     if (c) c.abort();
   });
-  $('#compare-btn').addEventListener('click', function () { syncAddress('steer'); });
-  $('#dose-btn').addEventListener('click', function () { syncAddress('dose'); });
 })();

@@ -1,4 +1,4 @@
-"""`python -m app.artifacts`: every artifact of the SAE pair rebuilt in order, and a manifest that tells stale files."""
+"""`python -m app.cli.artifacts`: every artifact of the SAE pair rebuilt in order, and a manifest that tells stale files."""
 from __future__ import annotations
 
 import hashlib

@@ -1,7 +1,7 @@
 """Re-run comparison (app/explorations_registry.compare_results): what counts as the same result."""
 from __future__ import annotations
 
-from app.explorations_registry import compare_results
+from app.explorations.registry import compare_results
 
 
 def test_null_and_missing_fields_compare_equal():

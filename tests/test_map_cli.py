@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.cli.map import rename
 from app.engine import atlas as at
 from app.engine.layout import Layout, Region, load_layout, save_layout
-from app.map_cli import rename
 from tests.atlas_fixtures import tiny_atlas
 
 

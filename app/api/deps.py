@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 
 from app.api.streams import Streams
 from app.engine.engine import Engine
-from app.explorations_registry import ViewRegistry
+from app.explorations.registry import ViewRegistry
 from app.jobs import JobRunner
 from app.settings import Settings
 from app.store import Store

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastapi import HTTPException
 from pydantic import BaseModel
 
-from app.api.errors import unprocessable
+from app.api.errors import error_item
 
 Check = Literal["len", "max", "abs", "each_max", "each_abs", "each_len", "total_len"]
 
@@ -69,7 +70,7 @@ def violations(model: BaseModel, limits, loc: tuple = ("body",)) -> list[dict]:
                 limit = getattr(limits, meta.name)  # AttributeError: a Limit naming no limit is a bug
                 p = _problem(value, meta, limit)
                 if p is not None:
-                    out.append({"loc": [*loc, name, *p[0]], "msg": p[1], "type": p[2], "ctx": {"limit": limit}})
+                    out.append(error_item([*loc, name, *p[0]], p[1], p[2], limit=limit))
         if isinstance(value, BaseModel):
             out += violations(value, limits, (*loc, name))
         elif isinstance(value, (list, tuple)):
@@ -83,6 +84,4 @@ def enforce_limits(model: BaseModel, limits, loc: tuple = ("body",)) -> None:
     """422 naming the field and the limit when the request breaks one of the app's limits."""
     found = violations(model, limits, loc)
     if found:
-        exc = unprocessable(found[0]["loc"], found[0]["msg"], found[0]["type"])
-        exc.detail = found
-        raise exc
+        raise HTTPException(422, detail=found)

@@ -31,6 +31,14 @@ def check_text(v: str | None) -> str | None:
 
 
 SafeText = Annotated[str, AfterValidator(check_text)]
+
+
+def search_query(v: str) -> str:
+    """A search box's text: checked like any text, and not only spaces."""
+    check_text(v)
+    if not v.strip():
+        raise ValueError("the query is empty (only spaces)")
+    return v
 """A str field that rejects lone surrogates and NUL with a 422 (use for any text that reaches the model or store)."""
 
 
@@ -76,6 +84,12 @@ class FiniteModel(BaseModel):
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError("must be a finite number (no NaN or infinity)")
         return v
+
+
+def finite_or_none(x) -> float | None:
+    """A number as a float, None for NaN / infinity (JSON has neither)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def model_of(record: type, through: str | None = None) -> type[BaseModel]:

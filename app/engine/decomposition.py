@@ -132,13 +132,25 @@ def go_no_go_rows(coarse, matches, max_cosine, floor: float, threshold: float = 
     for i, (ci, m) in enumerate(zip(coarse, matches)):
         m = [(int(f), float(v)) for f, v in m]
         above = tuple((f, v) for f, v in m if v >= threshold)
-        exact = threshold >= floor and (len(m) < cap or m[-1][1] < threshold)
         best = float(max_cosine[i]) if max_cosine is not None and i < len(max_cosine) else None
-        out.append(GoNoGoRow(int(ci), len(above), len(above) >= need, above, tuple(m[:6]), best, exact))
+        out.append(GoNoGoRow(int(ci), len(above), len(above) >= need, above, tuple(m[:6]), best,
+                             count_is_exact(m, floor, threshold, cap)))
     return out
 
 
-def go_no_go(scan: CosineScan, threshold: float = 0.3, need: int = GO_NEED) -> list[dict]:
-    """Per coarse feature of a scan: {coarse, n_above, go, best (top 5 matches)}; exact for threshold >= scan.floor."""
+def count_is_exact(matches, floor: float, threshold: float, cap: int = SCAN_CAP) -> bool:
+    """Whether a scan's matches (best first) hold every fine feature at or above the threshold: the threshold is
+    at or above the scan's floor and the scan did not stop at its cap above it (else n_above is a lower bound)."""
+    return threshold >= floor and (len(matches) < cap or float(matches[-1][1]) < threshold)
+
+
+def go_no_go_table(coarse, matches, max_cosine, floor: float, threshold: float = 0.3, need: int = GO_NEED) -> list[dict]:
+    """The GO/NO-GO rows a discovery result carries (JSON and page read these): {coarse, n_above, go, best (the top
+    5 matches, fine index and cosine)} per mapped coarse feature."""
     return [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.top[:5]]}
-            for r in go_no_go_rows(scan.coarse, scan.matches, scan.max_cosine, scan.floor, threshold, need)]
+            for r in go_no_go_rows(coarse, matches, max_cosine, floor, threshold, need)]
+
+
+def go_no_go(scan: CosineScan, threshold: float = 0.3, need: int = GO_NEED) -> list[dict]:
+    """go_no_go_table of a scan."""
+    return go_no_go_table(scan.coarse, scan.matches, scan.max_cosine, scan.floor, threshold, need)

@@ -12,6 +12,7 @@ import torch
 
 from app.engine.analysis import ResidualCache
 from app.engine.loading import load_model, load_sae, validate_pair, with_neuronpedia_ids
+from app.engine.map_cache import MapCache
 from app.engine.profiles import Profile, get_profile
 from app.engine.prompts import template_system
 from app.engine.tokens import REPLACEMENT, token_text
@@ -76,6 +77,7 @@ class Engine:
     # every-layer residuals of recently analysed prompts, for the follow-up logit lens (analysis.ResidualCache)
     resid_cache: ResidualCache = field(default_factory=ResidualCache, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)  # set by stop(): no new sessions
+    map_cache: MapCache = field(default_factory=MapCache, repr=False)  # the map's layout, hover table, base figures
 
     @classmethod
     def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, lens_root=None,

@@ -55,7 +55,7 @@ class Store(Protocol):
         """Store a new document under a fresh id and return the id once it is durable.
 
         owner: who may list it (a hash of the saving browser's owner token); signature: the server's signature of
-        the result (app/provenance.py). Both are kept beside the document, never inside it. exploration_id: the id
+        the result (app/explorations/provenance.py). Both are kept beside the document, never inside it. exploration_id: the id
         of a save made with an idempotency key (derived from key, owner and content); when a document already has
         it, the same save arrived twice: nothing is written and the id is returned."""
 

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is faster on a shared, busy CPU)")
     ap.add_argument("--json", type=Path, default=None,
-                    help="also write the GO verdict and the steering anchor (JSON; python -m app.artifacts reads it)")
+                    help="also write the GO verdict and the steering anchor (JSON; python -m app.cli.artifacts reads it)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from app.engine.decomposition import KIND_LABELS, classify, go_no_go_rows
+from app.engine.decomposition import KIND_LABELS, classify, count_is_exact
 from app.viz.names import feature_name
 
 COLORS = {"blue": "#1f6fd1", "orange": "#f08c00", "red": "#d62728", "grey": "#9aa0a6"}
@@ -52,13 +52,19 @@ def pairs(inputs: dict, result: dict) -> list[dict]:
 
 
 def go_no_go(inputs: dict, result: dict) -> list[dict]:
-    """Per mapped coarse feature: fine features with decoder cosine >= the threshold (engine's go_no_go_rows)."""
+    """The GO/NO-GO rows the result carries (chosen once, at the inputs' threshold: the JSON's `go_no_go`), each with
+    the scan's best cosine and whether its count is exact (else a lower bound) for the table."""
     m = result.get("mapping")
     if not m:
         return []
-    rows = go_no_go_rows(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], thresholds(inputs)[0])
-    return [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.above[:6]],
-             "max_cosine": r.max_cosine, "exact": r.exact} for r in rows]
+    scan, at = m["scan"], {c: i for i, c in enumerate(m["coarse"])}
+    out = []
+    for g in result.get("go_no_go") or []:
+        i = at[g["coarse"]]
+        best = scan["max_cosine"][i] if scan.get("max_cosine") is not None and i < len(scan["max_cosine"]) else None
+        out.append({**g, "max_cosine": best,
+                    "exact": count_is_exact(scan["matches"][i], scan["floor"], thresholds(inputs)[0])})
+    return out
 
 
 def hist_coarse(inputs: dict, result: dict) -> int | None:

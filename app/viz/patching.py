@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import html
-from urllib.parse import urlencode
+from typing import Callable
 
 from app.viz.lens import label
 
@@ -21,27 +21,27 @@ def _ticks(tokens: list[str]) -> list[str]:
     return [f"{i} {_tok(t)}" for i, t in enumerate(tokens)]
 
 
-def cell_link(inputs: dict, result: dict, pos: int) -> str:
-    """Analyze on the clean prompt, with the card of the patched SAE feature that moves most at `pos` (if any)."""
-    q = {"prompt": inputs.get("clean", "")}
-    if inputs.get("system_prompt"):
-        q["system_prompt"] = inputs["system_prompt"]
-    if inputs.get("chat") is not None:
-        q["chat"] = "true" if inputs["chat"] else "false"
+def cell_inputs(inputs: dict, result: dict, pos: int) -> dict:
+    """Analyze's inputs for a cell: the clean prompt, with the card of the patched SAE feature that moves most at
+    `pos` (if any)."""
+    q = {"prompt": inputs.get("clean", ""), "system_prompt": inputs.get("system_prompt") or None,
+         "chat": inputs.get("chat")}
     best = max(result.get("features") or [], key=lambda f: abs(f["delta"][pos]) if pos < len(f["delta"]) else 0.0,
                default=None)
     if best is not None and pos < len(best["delta"]) and best["delta"][pos] != 0:
         q["feature"] = f"{best['sae']}:{best['index']}"
-    return "/?" + urlencode(q)
+    return q
 
 
-def grid_figure(inputs: dict, result: dict, which: str = "grid") -> dict:
-    """Heatmap of grid[layer][position] (diverging, 0 white; 1 = as clean). Cells on the SAE's row open Analyze."""
+def grid_figure(inputs: dict, result: dict, which: str = "grid",
+                link: Callable[[dict], str | None] = lambda q: None) -> dict:
+    """Heatmap of grid[layer][position] (diverging, 0 white; 1 = as clean). Cells on the SAE's row open Analyze at
+    link(its inputs) (the analysis view's codec, given at registration)."""
     z = result.get(which) or []
     x = _ticks(result["tokens"])
     y = [f"L{layer}" for layer in result["layers"]]
     sae_row = result.get("sae_layer")
-    links = [[cell_link(inputs, result, p) if (sae_row is not None and layer == sae_row) else ""
+    links = [[(link(cell_inputs(inputs, result, p)) or "") if (sae_row is not None and layer == sae_row) else ""
               for p in range(len(x))] for layer in result["layers"]]
     title = "exact patching" if which == "grid" else "attribution patching (linear estimate)"
     trace = {"type": "heatmap", "z": z, "x": x, "y": y, "zmid": 0, "colorscale": "RdBu", "reversescale": True,

@@ -18,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from app.api.analysis import AnalyzeRequest, run_analysis
 from app.api.analysis.schemas import FEATURE_PATTERN
 from app.api.deps import EngineDep, SettingsDep
-from app.api.errors import check_feature_index
-from app.web.forms import cap_url, errors_of, flag, last
+from app.api.errors import check_feature_index, errors_of
+from app.web.codecs import Codec
+from app.web.forms import cap_url, flag, last
 from app.web.templating import render_fragment, render_page
 from app.web.views import form_fragment, query_page, run_view
 
@@ -93,6 +94,14 @@ def page_url(inputs: dict) -> str | None:
     return cap_url("/?" + urlencode(q))
 
 
+CODEC = Codec("/", page_url, parse_inputs)
+
+
+def analyze_url(text: str) -> str | None:
+    """Analyze on `text` as it is (no chat template): "open in Analyze" under generated text; None when too long."""
+    return CODEC.write({"prompt": text, "chat": False})
+
+
 def lens_vals(inputs: dict) -> dict:
     """The form fields that ask for the same analysis again (no nulls: a form field is text)."""
     out = {k: v for k, v in inputs.items() if v is not None}
@@ -139,7 +148,7 @@ def index(request: Request, engine: EngineDep, settings: SettingsDep):
 async def analysis_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The form posts here; answers the analysis fragment and pushes the reproducing address."""
     view = partial(analysis_view, defer_lens=True)  # features first, the lens after
-    return await form_fragment(request, engine, settings, "fragments/analysis.html", view, page_url)
+    return await form_fragment(request, engine, settings, "fragments/analysis.html", view, CODEC.write)
 
 
 @router.post("/fragments/analysis/lens", response_class=HTMLResponse)
@@ -149,7 +158,7 @@ async def analysis_lens_fragment(request: Request, engine: EngineDep, settings: 
     logit / tuned switch posts here too (switch=1): then the answer pushes the address with the new lens_kind."""
     switch = last(await request.form(), "switch") == "1"
     return await form_fragment(request, engine, settings, "fragments/analysis_lens.html", analysis_view,
-                               page_url if switch else None)
+                               CODEC.write if switch else None)
 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)
@@ -166,4 +175,4 @@ async def feature_fragment(request: Request, engine: EngineDep, settings: Settin
     ctx = await run_in_threadpool(analysis_view, engine, settings, params, False, True)  # out of range: 404
     ctx["card"] = (ctx.get("result") or {}).get("card")
     ctx["save_oob"] = True
-    return render_fragment(request, "fragments/feature_card.html", ctx, page_url(ctx["inputs"]) if ctx["card"] else None)
+    return render_fragment(request, "fragments/feature_card.html", ctx, CODEC.write(ctx["inputs"]) if ctx["card"] else None)

@@ -5,17 +5,14 @@ templates/fragments/attribution.html is rendered from {inputs, result, kind} onl
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter
 
 from app.api.attribution import KIND, AttributionRequest, run_attribution
-from app.api.deps import EngineDep, SettingsDep
+from app.web.codecs import fields_codec
 from app.web.forms import model_fields_of
-from app.web.templating import render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import add_view_pages
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-DEFAULTS = {k: f.default for k, f in AttributionRequest.model_fields.items()}
 
 
 def parse_inputs(params) -> AttributionRequest:
@@ -25,21 +22,10 @@ def parse_inputs(params) -> AttributionRequest:
     return AttributionRequest.model_validate(raw)
 
 
-def page_url(inputs: dict) -> str | None:
-    return address("/attribution", inputs, DEFAULTS, "prompt")
+CODEC = fields_codec("/attribution", AttributionRequest, parse_inputs, always="prompt")
 
 
-attribution_view = service_view(KIND, parse_inputs, run_attribution)
-
-
-@router.get("/attribution", response_class=HTMLResponse)
-def attribution_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "attribution.html",
-                       *query_page(request, engine, settings, "analyze", KIND, "prompt", attribution_view))
-
-
-@router.post("/fragments/attribution", response_class=HTMLResponse)
-async def attribution_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    """The analysis view's "which features drive this token" form posts here. No history push: the panel sits
-    inside the analysis view, whose address stays; the result's Save box and its own link share it."""
-    return await form_fragment(request, engine, settings, "fragments/attribution.html", attribution_view)
+# the analysis view's "which features drive this token" form posts to the fragment; no history push: the panel
+# sits inside the analysis view, whose address stays (the result's Save box and its own link share it)
+add_view_pages(router, KIND, CODEC, run_attribution, page="analyze", key="prompt", template="attribution.html",
+               fragment="attribution", push=False)

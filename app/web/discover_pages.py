@@ -17,9 +17,11 @@ from pydantic import ValidationError
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.discover import KIND, DiscoverRequest, job_or_404, shipped_sets, start_job, with_threshold
+from app.api.errors import errors_of
 from app.engine import discovery as disc
 from app.web import pasted_sets
-from app.web.forms import MAX_URL, FormError, cap_url, errors_of, last, validated
+from app.web.codecs import Codec
+from app.web.forms import MAX_URL, FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_fragment, render_page
 
@@ -80,6 +82,9 @@ def page_url(inputs: dict) -> str | None:
     return cap_url("/discover?" + urlencode(pasted_sets.address_sets(q, pasted, "/discover", MAX_URL)))
 
 
+CODEC = Codec("/discover", page_url, parse_inputs)
+
+
 def _form_values(params, inputs: dict | None) -> dict:
     """What the form shows: the inputs, with pasted sets as text."""
     v = dict(DEFAULTS)
@@ -122,7 +127,7 @@ def start_keeping_sets(jobs, engine, settings, req: DiscoverRequest):
     return start_job(jobs, engine, settings, req)
 
 
-add_job_page_routes(router, "/discover", PAGES, parse_inputs, start_keeping_sets, job_or_404, page_url)
+add_job_page_routes(router, "/discover", PAGES, CODEC, start_keeping_sets, job_or_404)
 
 
 @router.get("/discover/jobs/{job_id}/view", response_class=HTMLResponse)
@@ -144,4 +149,4 @@ def discover_view(request: Request, job_id: str, jobs: JobsDep):
     # GO/NO-GO recomputed at the threshold shown, so a saved view is what a re-run with these inputs returns
     result = with_threshold(job.result, inputs["cos_threshold"])
     ctx = {"inputs": inputs, "result": result, "kind": KIND, "job_id": job.id}
-    return render_fragment(request, "fragments/discovery.html", ctx, page_url(inputs))
+    return render_fragment(request, "fragments/discovery.html", ctx, CODEC.write(inputs))

@@ -19,6 +19,7 @@ from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
 from app.engine.discovery import parse_prompt_lines
 from app.settings import ROOT
 from app.web import pasted_sets
+from app.web.codecs import Codec
 from app.web.forms import MAX_URL, FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
 from app.web.templating import render_page
@@ -108,6 +109,9 @@ def page_url(inputs: dict) -> str | None:
     return cap_url("/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL)))
 
 
+CODEC = Codec("/experiment", page_url, parse_inputs)
+
+
 def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -> str:
     """/experiment for a discovery result's coarse feature with its blue matches (cosine and correlation above the
     thresholds; best cosine first) as children, on the same concept/contrast sets."""
@@ -195,4 +199,4 @@ def start_keeping_sets(jobs, engine, settings, req: ExperimentRequest):
     return start_job(jobs, engine, settings, req)
 
 
-add_job_page_routes(router, "/experiment", PAGES, parse_inputs, start_keeping_sets, job_or_404, page_url)
+add_job_page_routes(router, "/experiment", PAGES, CODEC, start_keeping_sets, job_or_404)

@@ -14,6 +14,7 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep, ViewsDep
+from app.api.errors import errors_of, unprocessable
 from app.api.explorations.document import KIND_PATTERN, SaveRequest
 from app.api.explorations.service import (
     build_document,
@@ -27,12 +28,11 @@ from app.api.explorations.service import (
     rerun_document,
     save_document,
 )
-from app.auth import owner_of
-from app.provenance import is_computed, signature_for_save, signing_key
+from app.explorations.provenance import is_computed, signature_for_save, signing_key
+from app.http.auth import owner_of
 from app.settings import ROOT
 from app.store import valid_id
 from app.viz.tables import table_csv, tables_of
-from app.web.forms import errors_of
 from app.web.templating import render_page, render_snapshot, templates_of
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -90,7 +90,7 @@ async def import_page(request: Request, engine: EngineDep, settings: SettingsDep
         form = await request.form(max_files=1, max_fields=4, max_part_size=limit + 1)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise HTTPException(422, detail=[{"loc": ["body", "file"], "msg": "choose an exported .json file", "type": "missing"}])
+            raise unprocessable(["body", "file"], "choose an exported .json file", "missing")
         raw = await upload.read(limit + 1)
         doc = parse_import(raw, settings)
         saved = await run_in_threadpool(save_document, store, settings, doc, owner_of(request), None)  # never signed
@@ -118,7 +118,7 @@ async def save_page(request: Request, engine: EngineDep, settings: SettingsDep, 
         except ValueError as exc:  # JSONDecodeError and ValidationError are both ValueErrors
             if isinstance(exc, ValidationError):
                 raise HTTPException(422, detail=exc.errors(include_url=False, include_input=False, include_context=False)) from None
-            raise HTTPException(422, detail=[{"loc": ["body"], "msg": f"inputs/result are not JSON: {exc}", "type": "json_invalid"}]) from None
+            raise unprocessable(["body"], f"inputs/result are not JSON: {exc}", "json_invalid") from None
         owner = owner_of(request)
 
         def save_signed():

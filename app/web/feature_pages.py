@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from app.api.analysis import run_feature
 from app.api.deps import EngineDep, SettingsDep
+from app.api.errors import errors_of
 from app.api.features import SearchRequest, atlas_status, check_feature, feature_atlas, run_search, steer_link
-from app.web.forms import errors_of, last
+from app.web.forms import last
 from app.web.templating import render_fragment, render_page
 from app.web.views import fill_result, guarded
 

@@ -1,13 +1,14 @@
-"""The one way pages read form / query fields, flags and URL caps, and turn errors into lines."""
+"""The one way pages read form / query fields, flags and URL caps (errors become lines with app.api.errors.errors_of)."""
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from app.api.errors import errors_of
+
 MAX_URL = 8_000  # longer page addresses are not pushed (servers cap request lines at ~16 KB)
 TRUE, FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
-LOC_ROOTS = ("body", "query", "path", "form")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -36,35 +37,6 @@ def flag(value, default: bool | None):
 def cap_url(url: str) -> str | None:
     """The address, or None when it is too long to push into the history."""
     return url if len(url) <= MAX_URL else None
-
-
-def errors_of(exc, default: str = "input") -> list[str]:
-    """Human lines ("prompt: ...") from a pydantic ValidationError, an HTTPException (422/404, detail list or
-    text) or any exception, for error fragments."""
-    if isinstance(exc, ValidationError):
-        items: list = exc.errors()
-    else:
-        detail = getattr(exc, "detail", None)
-        if detail is None:
-            return [str(exc)]
-        if not isinstance(detail, list):
-            return [str(detail)]
-        items = detail
-    return [readable(e, default) for e in items]
-
-
-def readable(e: dict, default: str = "input") -> str:
-    """One error item as "field: what is wrong" in plain words (the field, and the limit where there is one)."""
-    loc = [str(x) for x in e.get("loc", ())]
-    if loc and loc[0] in LOC_ROOTS:
-        loc = loc[1:]
-    kind, ctx, msg = e.get("type", ""), e.get("ctx") or {}, str(e.get("msg", ""))
-    msg = msg.removeprefix("Value error, ")
-    if kind == "missing" or (kind == "string_too_short" and ctx.get("min_length") == 1):
-        msg = "required: it is empty"
-    elif kind == "string_too_long" and "max_length" in ctx:
-        msg = f"too long: at most {ctx['max_length']:,} characters"
-    return f"{'.'.join(loc) or default}: {msg}"
 
 
 class FormError(ValueError):

@@ -1,14 +1,16 @@
 """Page routes shared by the features that run as background jobs: start from the form, poll, cancel (htmx)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import EngineDep, JobsDep, SettingsDep
+from app.api.errors import errors_of
 from app.jobs import Job, JobRunner
-from app.web.forms import FormError, errors_of
+from app.web.codecs import Codec
+from app.web.forms import FormError
 from app.web.templating import render_fragment
 
 
@@ -30,22 +32,22 @@ class JobPages:
         return render_fragment(request, self.progress_template, {"errors": errors, "status": status})
 
 
-def add_job_page_routes(router: APIRouter, prefix: str, pages: JobPages, parse_inputs: Callable[[Any], Any],
-                        start_job: Callable[..., Job], job_or_404: Callable[[JobRunner, str], Job],
-                        page_url: Callable[[dict], str | None]) -> None:
-    """POST <prefix>/run, GET <prefix>/jobs/{job_id}/progress and POST <prefix>/jobs/{job_id}/cancel."""
+def add_job_page_routes(router: APIRouter, prefix: str, pages: JobPages, codec: Codec,
+                        start_job: Callable[..., Job], job_or_404: Callable[[JobRunner, str], Job]) -> None:
+    """POST <prefix>/run, GET <prefix>/jobs/{job_id}/progress and POST <prefix>/jobs/{job_id}/cancel (the view's
+    codec reads the form and writes the pushed address)."""
 
     async def run(request: Request, engine: EngineDep, settings: SettingsDep, jobs: JobsDep):
         """The form posts here: starts (or joins / reuses) the job; answers the progress bar or the result."""
         form = await request.form()
         try:
-            req = parse_inputs(form)
+            req = codec.read(form)
             job = start_job(jobs, engine, settings, req)
         except FormError as exc:
             return pages.errors(request, exc.errors, 422)
         except HTTPException as exc:
             return pages.errors(request, errors_of(exc), exc.status_code)
-        return pages.fragment(request, job, push=page_url(req.model_dump()))
+        return pages.fragment(request, job, push=codec.write(req.model_dump()))
 
     def progress(request: Request, job_id: str, jobs: JobsDep):
         """Polled by htmx every second while the job runs; swaps itself for the result when done."""

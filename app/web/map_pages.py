@@ -8,8 +8,6 @@ page URL carries the inputs, so a copied address re-opens the same view (colouri
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
@@ -18,35 +16,21 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep, StoreDep
-from app.api.map import (
-    KIND,
-    PLACEMENT,
-    MapRequest,
-    feature_point,
-    layout_or_409,
-    layout_status,
-    place_regions,
-    point_row,
-    run_map,
-    run_map_search,
-)
+from app.api.errors import errors_of, invalid
+from app.api.map import KIND, PLACEMENT, MapRequest, feature_point, layout_or_409, layout_status
 from app.api.map.routes import search_request
-from app.api.map.service import check_features
-from app.engine.layout import NEIGHBOURS, cosine_to
+from app.api.map.service import check_features, place_regions, point_row, run_map, run_map_search
+from app.engine.layout import NEIGHBOURS
+from app.engine.layout.values import decoder_cosines, selectivity_vector
 from app.viz.map import esc, map_figure, point_table, snippet
-from app.web.forms import errors_of, last, model_fields_of
+from app.web.codecs import fields_codec
+from app.web.forms import last, model_fields_of
 from app.web.templating import render_fragment, render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-DEFAULTS = {k: (f.default if f.default_factory is None else f.default_factory()) for k, f in MapRequest.model_fields.items()}
 VIEW_FIELDS = ("color_by", "show", "feature", "discovery")
 JSON_FIELDS = ("steer", "drift_ks")
-
-_tables: dict = {}
-_figures: OrderedDict = OrderedDict()
-_lock = threading.Lock()
-
 
 def parse_inputs(params) -> MapRequest:
     """MapRequest from query or form fields (empty fields take their defaults; lists as JSON or '0,1,2')."""
@@ -77,21 +61,15 @@ def view_settings(engine, params) -> MapRequest:
     return vs
 
 
-def page_url(inputs: dict) -> str | None:
-    """The address that reproduces this view (non-default inputs only)."""
-    return address("/map", inputs, DEFAULTS, "prompt")
+CODEC = fields_codec("/map", MapRequest, parse_inputs, always="prompt")
 
 
 map_view = service_view(KIND, parse_inputs, run_map)
 
 
 def table_for(engine, lay) -> dict:
-    key = (id(lay), id(getattr(engine, "atlas", None)))
-    with _lock:
-        if key not in _tables:
-            _tables.clear()
-            _tables[key] = point_table(lay, getattr(engine, "atlas", None))
-        return _tables[key]
+    atlas = getattr(engine, "atlas", None)
+    return engine.map_cache.point_table((id(lay), id(atlas)), lambda: point_table(lay, atlas))
 
 
 def selectivity_values(store, lay, discovery: str | None) -> np.ndarray | None:
@@ -104,39 +82,23 @@ def selectivity_values(store, lay, discovery: str | None) -> np.ndarray | None:
         doc = None
     if not doc or doc.get("kind") != "discovery":
         return None
-    v = np.full(lay.n, np.nan)
-    for sae, rows in ((doc.get("result") or {}).get("tables") or {}).items():
-        if sae not in lay.sae_names:
-            continue
-        off, width = lay.offset(sae), lay.widths[lay.sae_names.index(sae)]
-        for r in rows:
-            if 0 <= int(r["index"]) < width:
-                v[off + int(r["index"])] = float(r["selectivity"])
-    return v
+    return selectivity_vector(lay, (doc.get("result") or {}).get("tables") or {})
 
 
 def figure_for(engine, store, lay, color_by: str, show: str, feature: str | None, discovery: str | None,
                extra_rows=()) -> dict:
-    """The base map in this colouring (the last few are cached: building 18k points takes ~0.3 s)."""
+    """The base map in this colouring (the last few are kept on the engine: building 18k points takes ~0.3 s)."""
+    def make() -> dict:
+        values = None
+        if color_by == "cosine" and feature:
+            sae, _, idx = feature.partition(":")
+            values = decoder_cosines(lay, engine.saes, sae, int(idx))
+        elif color_by == "selectivity":
+            values = selectivity_values(store, lay, discovery)
+        return map_figure(lay, table_for(engine, lay), color_by, show, values, extra_rows)
+
     key = (id(lay), id(getattr(engine, "atlas", None)), color_by, show, feature, discovery, tuple(extra_rows))
-    with _lock:
-        if key in _figures:
-            _figures.move_to_end(key)
-            return _figures[key]
-    values = None
-    if color_by == "cosine" and feature:
-        sae, _, idx = feature.partition(":")
-        if sae in engine.saes and int(idx) < engine.saes[sae].W_dec.shape[0]:
-            decs = {n: engine.saes[n].W_dec.detach().float().numpy() for n in lay.sae_names}
-            values = cosine_to(decs, sae, int(idx))
-    elif color_by == "selectivity":
-        values = selectivity_values(store, lay, discovery)
-    fig = map_figure(lay, table_for(engine, lay), color_by, show, values, extra_rows)
-    with _lock:
-        _figures[key] = fig
-        while len(_figures) > 6:
-            _figures.popitem(last=False)
-    return fig
+    return engine.map_cache.figure(key, make)
 
 
 def prompt_rows(lay, result: dict | None) -> list[int]:
@@ -203,7 +165,7 @@ def map_search_fragment(request: Request, engine: EngineDep, settings: SettingsD
 
 @router.post("/fragments/map", response_class=HTMLResponse)
 async def map_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, page_url)
+    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, CODEC.write)
 
 
 @router.get("/map/figure")
@@ -215,8 +177,7 @@ def map_figure_json(request: Request, engine: EngineDep, store: StoreDep):
     try:
         vs = view_settings(engine, request.query_params)
     except ValidationError as exc:
-        raise HTTPException(422, detail=[{**e, "loc": ["query", *e["loc"]]} for e in
-                                         json.loads(exc.json(include_url=False, include_input=False))]) from None
+        raise invalid(exc, ["query"]) from None
     fig = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery)
     return Response(json.dumps(fig, separators=(",", ":")), media_type="application/json")
 

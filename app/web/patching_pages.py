@@ -1,15 +1,13 @@
 """Compare two prompts (/compare), activation patching (/patching) and attention heads (/heads): pages and htmx
 fragments. templates/fragments/{compare,patching,heads}.html render from {inputs, result, kind} only; each page's
-address carries its inputs (inputs_to_query; compare's tokens as JSON), so a copied address reproduces the view.
+address carries its inputs (each view's codec: app/web/codecs.fields_codec; compare's tokens as JSON), so a copied address reproduces the view.
 """
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter
 
-from app.api.deps import EngineDep, SettingsDep
 from app.api.patching import (
     COMPARE_KIND,
     HEADS_KIND,
@@ -21,15 +19,11 @@ from app.api.patching import (
     run_heads,
     run_patching,
 )
+from app.web.codecs import fields_codec
 from app.web.forms import last, model_fields_of
-from app.web.templating import render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import add_view_pages
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-
-
-def _defaults(model) -> dict:
-    return {k: f.default for k, f in model.model_fields.items()}
 
 
 def _words_kept(params, raw: dict, names: tuple[str, ...]) -> dict:
@@ -69,51 +63,14 @@ def parse_heads(params) -> HeadsRequest:
     return HeadsRequest.model_validate(model_fields_of(params, HeadsRequest))
 
 
-def compare_url(inputs: dict) -> str | None:
-    return address("/compare", inputs, _defaults(CompareRequest), "prompt_a")
+COMPARE_CODEC = fields_codec("/compare", CompareRequest, parse_compare, always="prompt_a")
+PATCHING_CODEC = fields_codec("/patching", PatchingRequest, parse_patching, always="clean")
+HEADS_CODEC = fields_codec("/heads", HeadsRequest, parse_heads, always="seq_len")
 
 
-def patching_url(inputs: dict) -> str | None:
-    return address("/patching", inputs, _defaults(PatchingRequest), "clean")
-
-
-def heads_url(inputs: dict) -> str | None:
-    return address("/heads", inputs, _defaults(HeadsRequest), "seq_len")
-
-
-compare_view = service_view(COMPARE_KIND, parse_compare, run_compare)
-patching_view = service_view(PATCHING_KIND, parse_patching, run_patching)
-heads_view = service_view(HEADS_KIND, parse_heads, run_heads)
-
-
-@router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "compare.html",
-                       *query_page(request, engine, settings, "compare", COMPARE_KIND, "prompt_a", compare_view))
-
-
-@router.post("/fragments/compare", response_class=HTMLResponse)
-async def compare_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/compare.html", compare_view, compare_url)
-
-
-@router.get("/patching", response_class=HTMLResponse)
-def patching_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "patching.html",
-                       *query_page(request, engine, settings, "patching", PATCHING_KIND, "clean", patching_view))
-
-
-@router.post("/fragments/patching", response_class=HTMLResponse)
-async def patching_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/patching.html", patching_view, patching_url)
-
-
-@router.get("/heads", response_class=HTMLResponse)
-def heads_page(request: Request, engine: EngineDep, settings: SettingsDep):
-    return render_page(request, "heads.html",
-                       *query_page(request, engine, settings, "heads", HEADS_KIND, "seq_len", heads_view))
-
-
-@router.post("/fragments/heads", response_class=HTMLResponse)
-async def heads_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/heads.html", heads_view, heads_url)
+add_view_pages(router, COMPARE_KIND, COMPARE_CODEC, run_compare, page="compare", key="prompt_a",
+               template="compare.html", fragment="compare")
+add_view_pages(router, PATCHING_KIND, PATCHING_CODEC, run_patching, page="patching", key="clean",
+               template="patching.html", fragment="patching")
+add_view_pages(router, HEADS_KIND, HEADS_CODEC, run_heads, page="heads", key="seq_len",
+               template="heads.html", fragment="heads")

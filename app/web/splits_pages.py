@@ -1,7 +1,7 @@
 """The split map page (/splits?coarse=N...) and its htmx fragment.
 
 templates/fragments/split_map.html is rendered from {inputs, result, kind} only (the saved-explorations
-contract). The page URL carries the inputs (`inputs_to_query`), so a copied address reproduces the view.
+contract). The page URL carries the inputs (its codec, `CODEC`), so a copied address reproduces the view.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from fastapi.responses import HTMLResponse
 
 from app.api.deps import EngineDep, SettingsDep
 from app.api.splits import KIND, SplitMapRequest, run_split_map
+from app.web.codecs import fields_codec
 from app.web.forms import model_fields_of
 from app.web.templating import render_page
-from app.web.views import address, form_fragment, query_page, service_view
+from app.web.views import form_fragment, query_page, service_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-DEFAULTS = {k: f.default for k, f in SplitMapRequest.model_fields.items() if k != "coarse"}
 
 
 def parse_inputs(params) -> SplitMapRequest:
@@ -23,9 +23,7 @@ def parse_inputs(params) -> SplitMapRequest:
     return SplitMapRequest.model_validate(model_fields_of(params, SplitMapRequest))
 
 
-def page_url(inputs: dict) -> str | None:
-    """The address that reproduces this split map (non-default inputs only)."""
-    return address("/splits", inputs, DEFAULTS, "coarse")
+CODEC = fields_codec("/splits", SplitMapRequest, parse_inputs, always="coarse")
 
 
 split_view = service_view(KIND, parse_inputs, run_split_map)
@@ -41,4 +39,4 @@ def splits_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 @router.post("/fragments/split_map", response_class=HTMLResponse)
 async def split_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/split_map.html", split_view, page_url)
+    return await form_fragment(request, engine, settings, "fragments/split_map.html", split_view, CODEC.write)

@@ -10,7 +10,8 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import UndefinedError, nodes
 
-from app.explorations_registry import ViewRegistry
+from app.api.errors import RETRY_AFTER_S, retry_after_header
+from app.explorations.registry import ViewRegistry
 from app.settings import ROOT
 
 log = logging.getLogger("asn")
@@ -90,7 +91,7 @@ def render_fragment(request: Request, name: str, ctx: dict, push: str | None = N
     if push and 200 <= status < 300:
         headers["HX-Push-Url"] = push
     if status == 503:
-        headers["Retry-After"] = str(ctx.get("retry_after", 2))
+        headers.update(retry_after_header(ctx.get("retry_after", RETRY_AFTER_S)))
     return render_page(request, name, ctx, status, headers)
 
 

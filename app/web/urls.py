@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from fastapi import HTTPException
 from pydantic import BaseModel
 
-from app.api.errors import check_feature_index
-from app.api.generate.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
-from app.web.forms import cap_url, errors_of, flag, last, values
+from app.api.errors import check_feature_index, errors_of
+from app.api.steering.schemas import DoseRequest, GenerateRequest, SteerRequest, SystemShiftRequest, TemperatureRequest
+from app.web.codecs import Codec
+from app.web.forms import cap_url, flag, last, values
 
 # kind -> (page path, the page's view=... name, request model)
 PAGES: dict[str, tuple[str, str, type[BaseModel]]] = {
@@ -144,3 +146,6 @@ def from_query(kind: str, params) -> BaseModel:
     if kind == "temperature" and (temps := _list(params, "t")):
         raw["temperatures"] = temps
     return model.model_validate({k: v for k, v in raw.items() if k in model.model_fields})
+
+
+CODECS = {kind: Codec(path, partial(to_url, kind), partial(from_query, kind)) for kind, (path, _, _) in PAGES.items()}

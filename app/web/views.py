@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import EngineDep, SettingsDep
+from app.api.errors import errors_of
 from app.engine.engine import EngineBusy
-from app.explorations_registry import inputs_to_query
-from app.web.forms import cap_url, errors_of
-from app.web.templating import render_fragment
+from app.web.templating import render_fragment, render_page
 
 
 def guarded(ctx: dict, action: Callable[[], object], invalid: tuple[type[Exception], ...] = ()) -> int:
@@ -84,7 +85,20 @@ def service_view(kind: str, parse: Callable[[Any], BaseModel], service: Callable
     return view
 
 
-def address(path: str, inputs: dict, defaults: dict, always: str) -> str | None:
-    """path?query of the inputs that differ from their defaults (`always` always given), None when too long."""
-    q = {k: v for k, v in inputs.items() if k == always or (v is not None and v != defaults.get(k))}
-    return cap_url(path + "?" + inputs_to_query(q))
+
+def add_view_pages(router: APIRouter, kind: str, codec, run: Callable[..., BaseModel], *, page: str, key: str,
+                   template: str, fragment: str, push: bool = True) -> None:
+    """The two routes of a plain view: GET codec.path, `template` showing the view its address asks for (when the
+    address has `key`; `page` marks the nav), and POST /fragments/<fragment>, the form's view pushing the codec's
+    address (`push=False`: a panel inside another view, whose address stays)."""
+    view = service_view(kind, codec.read, run)
+
+    def page_route(request: Request, engine: EngineDep, settings: SettingsDep):
+        return render_page(request, template, *query_page(request, engine, settings, page, kind, key, view))
+
+    async def fragment_route(request: Request, engine: EngineDep, settings: SettingsDep):
+        return await form_fragment(request, engine, settings, f"fragments/{fragment}.html", view,
+                                   codec.write if push else None)
+
+    router.get(codec.path, response_class=HTMLResponse, name=f"{kind}_page")(page_route)
+    router.post(f"/fragments/{fragment}", response_class=HTMLResponse, name=f"{kind}_fragment")(fragment_route)

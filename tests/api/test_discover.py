@@ -312,3 +312,29 @@ def test_tables_carry_label_ratio_and_put_dense_features_last_unless_asked(tiny_
             assert r["dense"] == (density[n][i] > 0.10) and r["label"] == atlas.label(n, i)
             t = float(atlas.mean_when_firing[n][i])
             assert (r["ratio"] == pytest.approx(r["mean_concept"] / t, rel=1e-6)) if t > 0 else r["ratio"] is None
+
+
+def test_page_reads_the_go_no_go_rows_the_json_carries(done):
+    """GO/NO-GO is chosen once (api/discover/service.with_threshold): the page's table shows the result's rows, never
+    a verdict of its own (a row changed in the result shows changed)."""
+    import copy
+
+    from app.registration import build_app_templates, build_views
+    from app.web.templating import render_snapshot
+
+    _, res = done
+    inputs = build_views().get("discovery").request_model.model_validate(BODY).model_dump()
+    assert res["go_no_go"], "the example maps at least one coarse feature"
+
+    def table(result) -> list[tuple[int, int, str]]:
+        html, generic = render_snapshot(build_app_templates(), build_views(), "discovery", inputs, result)
+        assert not generic
+        body = html.split('class="gonogo-table"')[1].split("</tbody>")[0]
+        rows = re.findall(r'href="/features/coarse/(\d+)".*?<td class="num">(\d+)\*?</td>\s*<td class="(?:go|nogo)">([A-Z-]+)</td>',
+                          body, re.S)
+        return [(int(c), int(n), v) for c, n, v in rows]
+
+    assert table(res) == [(g["coarse"], g["n_above"], "GO" if g["go"] else "NO-GO") for g in res["go_no_go"]]
+    changed = copy.deepcopy(res)
+    changed["go_no_go"][0].update(n_above=99, go=not changed["go_no_go"][0]["go"])
+    assert table(changed)[0] == (res["go_no_go"][0]["coarse"], 99, "NO-GO" if res["go_no_go"][0]["go"] else "GO")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.api.explorations import SCHEMA_VERSION, migrate
-from app.explorations_registry import snapshot_context
+from app.explorations.registry import snapshot_context
 from app.registration import build_app_templates, build_views
 from app.settings import Limits
 from app.store import new_id

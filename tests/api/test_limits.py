@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.api.generate.schemas import DoseRequest, GenerateRequest, TemperatureRequest
 from app.api.limits import violations
 from app.api.schemas import PromptFields
+from app.api.steering.schemas import DoseRequest, GenerateRequest, TemperatureRequest
 from app.settings import Limits
 from tests.conftest import make_client
 

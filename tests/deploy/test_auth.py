@@ -1,4 +1,4 @@
-"""app/auth.py: the access token (bearer header or sign-in cookie) and the per-client rate limit on expensive routes."""
+"""app/http/auth.py: the access token (bearer header or sign-in cookie) and the per-client rate limit on expensive routes."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from app import auth
-from app.auth import COOKIE, RateLimitMiddleware, TokenBuckets, safe_next, session_value
+from app.http.auth import COOKIE, RateLimitMiddleware, TokenBuckets, safe_next, session_value
 from tests.conftest import make_client
 
 TOKEN = "s3cret-token-42"

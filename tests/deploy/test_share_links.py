@@ -1,4 +1,4 @@
-"""Unlisted share links (owner cookie) and server-signed results (app/provenance.py), through the app, tiny profile.
+"""Unlisted share links (owner cookie) and server-signed results (app/explorations/provenance.py), through the app, tiny profile.
 
 Two TestClients on one store stand for two browsers (each keeps its own cookies)."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from app.auth import OWNER_COOKIE
-from app.provenance import canonical, sign
+from app.explorations.provenance import canonical, sign
+from app.http.auth import OWNER_COOKIE
 from tests.conftest import make_client
 
 INPUTS = {"prompt": "abc def", "top_k": 2}

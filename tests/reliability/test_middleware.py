@@ -1,4 +1,4 @@
-"""app/middleware.py: body limit (413 before parsing, chunked too), JSON screen, CSP and headers, error mapping."""
+"""app/http/middleware.py: body limit (413 before parsing, chunked too), JSON screen, CSP and headers, error mapping."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +13,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.middleware import CSP, BodyGuardMiddleware, SecurityHeadersMiddleware, scan_json
+from app.http.body_guard import BodyGuardMiddleware, load_json, scan_json
+from app.http.middleware import CSP, SecurityHeadersMiddleware
 from tests.reliability.conftest import assert_clean, build_app, iter_api_routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,17 +132,13 @@ def test_get_passes_untouched_and_security_headers_are_added():
     ('{"a\\udfff": 1}', ["body"], "lone_surrogate"),
 ])
 def test_scan_json_names_the_field(text, loc, kind):
-    from app.middleware import _Constant, _parse_float
-
-    problems = scan_json(json.loads(text, parse_constant=_Constant, parse_float=_parse_float), 32)
+    problems = scan_json(load_json(text), 32)
     assert [(p["loc"], p["type"]) for p in problems] == [(loc, kind)]
 
 
 def test_scan_json_accepts_ordinary_values():
-    from app.middleware import _Constant, _parse_float
-
     doc = '{"a": 1.5, "b": [1e308, -0.0, "caf\\u00e9 \\ud83d\\ude00 \\u202e\\u0000"], "c": null}'
-    assert scan_json(json.loads(doc, parse_constant=_Constant, parse_float=_parse_float), 32) == []
+    assert scan_json(load_json(doc), 32) == []
 
 
 # ---------- through the real app ----------

@@ -107,7 +107,7 @@ def replace_strings(obj, make, key=None):
 @pytest.fixture(scope="module")
 def contexts(tiny_engine):
     """{kind: (inputs, result)} from running each registered view's example on the tiny model."""
-    from app.explorations_registry import to_jsonable
+    from app.explorations.registry import to_jsonable
     from app.registration import build_views
     from app.settings import Settings
 

@@ -68,7 +68,7 @@ def snapshots(server, tiny_engine):
     """One saved exploration of every registered kind (its example, computed by the live service)."""
     import httpx
 
-    from app.explorations_registry import snapshot_context
+    from app.explorations.registry import snapshot_context
     from app.settings import Settings
 
     settings = Settings(profile="tiny")

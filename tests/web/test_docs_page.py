@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.middleware import CSP
+from app.http.middleware import CSP
 from app.viz.lens import lens_figure, sae_row
 
 

@@ -12,8 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from pydantic import BaseModel, Field
 
-from app.api.analysis import AnalyzeRequest
-from app.explorations_registry import ViewRegistry, inputs_to_query, query_to_inputs
+from app.explorations.registry import ViewRegistry
 from app.registration import build_app_templates, build_views
 from app.settings import Limits
 from app.web.templating import render_snapshot
@@ -157,10 +156,10 @@ def test_snapshot_page_actions(client):
     i = url.rsplit("/", 1)[1]
     text = client.get(url).text
     assert f'hx-post="/e/{i}/rerun"' in text
-    from app.web.analysis_pages import page_url
+    from app.web.analysis_pages import CODEC
 
     inputs = json.loads(form["inputs"])
-    fork = page_url(inputs)
+    fork = CODEC.write(inputs)
     assert fork.startswith("/?prompt=abc+def")
     assert f'href="{fork.replace("&", "&amp;")}"' in text
     assert f'href="/e/{i}/export"' in text
@@ -213,7 +212,7 @@ def test_import_form_size_limit(tiny_engine, tmp_path):
 
 
 def test_list_page(client):
-    from app.auth import OWNER_COOKIE, owner_id
+    from app.http.auth import OWNER_COOKIE, owner_id
 
     store = client.app.state.store
     client.get("/e")  # /e lists only what this browser saved (unlisted links, issue 18): take its owner cookie
@@ -264,34 +263,39 @@ class SteerLike(BaseModel):
     chat: bool | None = None
 
 
-def test_query_round_trip():
-    req = SteerLike(prompt="a & b = c?", seed=7, temperature=0.7, chat=False,
-                    features=[Feature(sae="fine", index=12, strength=-4.5)], temperatures=[0.2, 1.0])
-    q = inputs_to_query(req.model_dump())
-    assert "seed=7" in q and "chat=false" in q and "prompt=a+%26+b+%3D+c%3F" in q
+def test_fields_codec_round_trip():
+    """A fields codec writes the non-default fields (structured ones as compact JSON) and its reader gets them back."""
     from urllib.parse import parse_qsl
 
-    back = SteerLike.model_validate(query_to_inputs(dict(parse_qsl(q)), SteerLike))
-    assert back == req
-    # None fields are left out and come back as their defaults
-    q2 = inputs_to_query(SteerLike(prompt="x").model_dump())
-    assert q2 == "prompt=x&temperature=1.0&features=%5B%5D"
-    a = AnalyzeRequest(prompt="x y", top_k=3, include_sinks=True)
-    assert AnalyzeRequest.model_validate(query_to_inputs(dict(parse_qsl(inputs_to_query(a.model_dump()))), AnalyzeRequest)) == a
-    # a structured field that is not JSON is passed on as text, so validation names the field
-    with pytest.raises(Exception) as e:
-        SteerLike.model_validate(query_to_inputs({"prompt": "x", "features": "[oops"}, SteerLike))
-    assert "features" in str(e.value)
+    from app.web.codecs import fields_codec, fields_query
+
+    req = SteerLike(prompt="a & b = c?", seed=7, temperature=0.7, chat=False,
+                    features=[Feature(sae="fine", index=12, strength=-4.5)], temperatures=[0.2, 1.0])
+    q = fields_query(req.model_dump())
+    assert "seed=7" in q and "chat=false" in q and "prompt=a+%26+b+%3D+c%3F" in q
+
+    def read(params):
+        return SteerLike.model_validate({k: json.loads(v) if k in ("features", "temperatures") else v
+                                         for k, v in params.items()})
+
+    codec = fields_codec("/generate", SteerLike, read, always="prompt")
+    url = codec.write(req.model_dump())
+    assert codec.read(dict(parse_qsl(url.split("?", 1)[1]))) == req
+    # None fields and defaults are left out and come back as their defaults
+    assert codec.write(SteerLike(prompt="x").model_dump()) == "/generate?prompt=x"
 
 
 def test_fork_url_default_and_view_specific():
+    from app.web.codecs import Codec
+
     views = ViewRegistry()
     views.register("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate")
-    assert views.fork_url("zz_test_view", {"prompt": "hi", "seed": None, "features": [{"sae": "fine", "index": 1, "strength": 2.0}]}) == \
-        "/generate?prompt=hi&features=%5B%7B%22sae%22%3A%22fine%22%2C%22index%22%3A1%2C%22strength%22%3A2.0%7D%5D"
+    assert views.fork_url("zz_test_view", {"prompt": "hi", "seed": None}) == "/generate"  # no codec: the bare page
     other = ViewRegistry()
-    other.register("zz_test_view", SteerLike, lambda e, s, r: {}, "/generate", url_fn=lambda inputs: "/custom?p=" + inputs["prompt"])
+    other.register("zz_test_view", SteerLike, lambda e, s, r: {},
+                   Codec("/custom", lambda inputs: "/custom?p=" + inputs["prompt"], SteerLike.model_validate))
     assert other.fork_url("zz_test_view", {"prompt": "hi"}) == "/custom?p=hi"
+    assert other.get("zz_test_view").page_path == "/custom"
     assert views.fork_url("not_registered", {"prompt": "x"}) is None
     with pytest.raises(ValueError):
         views.register("Bad-Kind", SteerLike, lambda e, s, r: {}, "/x")

@@ -112,10 +112,10 @@ def test_page_stream_ends_with_a_save_box_that_saves_the_streamed_generation(tin
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     kinds = [k for k, _ in events]
-    assert kinds[0] == "start" and kinds[-2:] == ["save", "done"] and kinds.count("token") == 6
+    assert kinds[0] == "start" and kinds[-3:] == ["save", "links", "done"] and kinds.count("token") == 6
     done = events[-1][1]
     streamed = "".join(d["text"] for k, d in events if k == "token")
-    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', events[-2][1]["html"]))
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', dict(events)["save"]["html"]))
     form = {k: html.unescape(v) for k, v in form.items()}
     assert form["kind"] == "generation" and json.loads(form["result"]) == done
     saved = tiny_client.post("/e/save", files={k: (None, v) for k, v in form.items()}, follow_redirects=False)

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pytest
 
 from app.api.map import service
-from app.web.map_pages import page_url, parse_inputs
+from app.web.map_pages import CODEC, parse_inputs
 from tests.viz.test_map import expanded
 
 
@@ -125,7 +125,7 @@ def test_form_fields_parse_like_the_json_body():
                         "drift_ks": "4, 0,2", "compare_system": "0"})
     assert req.steer[0].sae == "fine" and req.steer[0].index == 4 and req.steer[0].strength == -2.5
     assert req.drift_ks == [0, 2, 4] and req.compare_system is False
-    url = page_url(req.model_dump())
+    url = CODEC.write(req.model_dump())
     again = parse_inputs(_query(url))
     assert again == req
 

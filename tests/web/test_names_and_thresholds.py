@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 
-from app.explorations_registry import snapshot_context
+from app.explorations.registry import snapshot_context
 from app.viz.names import feature_name
 from tests.api.test_discover import BODY
 from tests.conftest import make_client

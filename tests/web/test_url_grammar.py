@@ -5,33 +5,17 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-from functools import partial
 from urllib.parse import urlsplit
 
 import pytest
 from starlette.datastructures import QueryParams
 
-from app.explorations_registry import to_jsonable
+from app.explorations.registry import to_jsonable
 from app.registration import build_views
-from app.web import (
-    analysis_pages,
-    attribution_pages,
-    discover_pages,
-    experiment_pages,
-    map_pages,
-    patching_pages,
-    splits_pages,
-    urls,
-)
 
-# kind -> the reader of its page's address (what the page runs when it is opened)
-READERS = {"analysis": analysis_pages.parse_inputs, "discovery": discover_pages.parse_inputs,
-           "split_map": splits_pages.parse_inputs, "attribution": attribution_pages.parse_inputs,
-           "map": map_pages.parse_inputs, "experiment": experiment_pages.parse_inputs,
-           "compare": patching_pages.parse_compare, "patching": patching_pages.parse_patching,
-           "heads": patching_pages.parse_heads,
-           **{k: partial(urls.from_query, k) for k in urls.PAGES}}
 VIEWS = build_views()
+# kind -> the reader of its page's address (what the page runs when it is opened): the codec registered with the view
+READERS = {kind: spec.codec.read for kind, spec in VIEWS.all().items()}
 STEER = {"prompt": "Tell me, please: a+b=c & 100%?", "system_prompt": "You are terse.\nVery.", "chat": True,
          "max_new_tokens": 7, "temperature": 0.7, "top_k": 3, "top_p": 0.9, "seed": 11,
          "steering": [{"sae": "fine", "index": 11150, "mode": "add", "value": 40.0},

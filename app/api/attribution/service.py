@@ -1,8 +1,6 @@
 """Attribution service: the function the JSON route, the analysis page's panel and saved re-runs call."""
 from __future__ import annotations
 
-import math
-
 from app.api.attribution.schemas import (
     AttributionEntryModel,
     AttributionPositionModel,
@@ -13,14 +11,10 @@ from app.api.attribution.schemas import (
 )
 from app.api.errors import out_of_range, unprocessable
 from app.api.features.service import steer_link
+from app.api.schemas import finite_or_none
 from app.engine import attribution as attr
 from app.engine.ranking import dense_last
 from app.engine.tokens import token_text, token_texts
-
-
-def _finite(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def run_attribution(engine, settings, req: AttributionRequest) -> AttributionResponse:
@@ -91,6 +85,6 @@ def run_attribution(engine, settings, req: AttributionRequest) -> AttributionRes
         position=p, target_id=a.target, target=dec(a.target), target_note=note, logit=a.logit, prob=a.prob,
         top_next=[(dec(i), q) for i, q in a.top_next], total=a.total, features=feats,
         terms=[AttributionTermModel(name=t.name, sae=t.sae, attribution=t.attribution) for t in a.terms],
-        decomposed=list(a.decomposed), correlation=_finite(a.correlation), n_validated=len(a.ablations),
+        decomposed=list(a.decomposed), correlation=finite_or_none(a.correlation), n_validated=len(a.ablations),
         next_tokens=[NextTokenModel(id=i, token=dec(i), prob=q) for i, q in a.top_next], twin=twin_out,
         target_warning=warning, system=system_of(engine, req))

@@ -71,8 +71,7 @@ def with_threshold(result: dict, cos_threshold: float) -> dict:
     gng = []
     if result.get("mapping") is not None:
         m = result["mapping"]
-        rows = dec.go_no_go_rows(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], cos_threshold)
-        gng = [{"coarse": r.coarse, "n_above": r.n_above, "go": r.go, "best": [list(x) for x in r.top[:5]]} for r in rows]
+        gng = dec.go_no_go_table(m["coarse"], m["scan"]["matches"], m["scan"]["max_cosine"], m["scan"]["floor"], cos_threshold)
     return {**result, "go_no_go": gng, "go": any(g["go"] for g in gng)}
 
 

@@ -40,8 +40,8 @@ from app.api.explorations.service import (
     rerun_document,
     save_document,
 )
-from app.auth import is_admin, owner_of
-from app.provenance import is_computed, signature_for_save, signing_key
+from app.explorations.provenance import is_computed, signature_for_save, signing_key
+from app.http.auth import is_admin, owner_of
 
 router = APIRouter(prefix="/api/explorations", tags=["explorations"])
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from fastapi import HTTPException
 from pydantic import ValidationError
 
+from app.api.errors import invalid
 from app.api.errors import unprocessable as err
 from app.api.explorations.document import (
     Exploration,
@@ -24,7 +25,7 @@ from app.api.explorations.document import (
     migrate,
 )
 from app.api.limits import enforce_limits
-from app.explorations_registry import ViewRegistry, to_jsonable
+from app.explorations.registry import ViewRegistry, to_jsonable
 from app.store import ID_BYTES
 
 
@@ -109,21 +110,13 @@ def validate_against_view(views: ViewRegistry, kind: str, inputs: dict, result: 
     try:
         spec.request_model.model_validate(inputs)
     except ValidationError as exc:
-        raise HTTPException(422, detail=[{**_clean(e), "loc": ["body", "inputs", *e["loc"]]} for e in exc.errors()]) from None
+        raise invalid(exc, ["body", "inputs"]) from None
     if spec.response_model is not None:
         try:
             spec.response_model.model_validate(result)
         except ValidationError as exc:
-            raise HTTPException(422, detail=[{**_clean(e), "loc": ["body", "result", *e["loc"]]} for e in exc.errors()]) from None
+            raise invalid(exc, ["body", "result"]) from None
     return inputs, result
-
-
-def _clean(e: dict) -> dict:
-    """A pydantic error item without non-JSON ctx values (exceptions) and without the echoed input."""
-    out = {"msg": e["msg"], "type": e["type"]}
-    if "ctx" in e:
-        out["ctx"] = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in e["ctx"].items()}
-    return out
 
 
 def build_document(req: SaveRequest, engine, settings, views: ViewRegistry) -> Exploration:
@@ -172,7 +165,7 @@ def repeated_save(store, exploration_id: str | None, doc: Exploration) -> SavedR
 
 def save_document(store, settings, doc: Exploration, owner: str | None = None, signature: str | None = None,
                   exploration_id: str | None = None) -> SavedResponse:
-    """Store the document; owner (who may list it) and signature (app/provenance.py) are kept beside it.
+    """Store the document; owner (who may list it) and signature (app/explorations/provenance.py) are kept beside it.
     exploration_id: the `idempotent_id` of a keyed save (two at once store one row: Store.put)."""
     d = doc.model_dump(mode="json")
     check_size(d, settings, ["body"])
@@ -205,7 +198,7 @@ def parse_import(raw: bytes, settings) -> Exploration:
     try:
         parsed = Exploration.model_validate(migrated)
     except ValidationError as exc:
-        raise HTTPException(422, detail=[{**_clean(e), "loc": ["body", *e["loc"]]} for e in exc.errors()]) from None
+        raise invalid(exc, ["body"]) from None
     enforce_limits(parsed, settings.limits)
     return parsed
 
@@ -228,7 +221,7 @@ def rerun_document(engine, settings, views: ViewRegistry, exploration_id: str, d
     try:
         req = spec.request_model.model_validate(doc.inputs)
     except ValidationError as exc:
-        raise HTTPException(422, detail=[{**_clean(e), "loc": ["inputs", *e["loc"]]} for e in exc.errors()]) from None
+        raise invalid(exc, ["inputs"]) from None
     result = to_jsonable(spec.run_fn(engine, settings, req))
     live = live_profile(engine)
     diffs = profile_differences(doc.profile, live)

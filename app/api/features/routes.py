@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep
+from app.api.errors import invalid
 from app.api.features.schemas import AtlasStatusModel, FeatureAtlasResponse, SearchRequest, SearchResponse
 from app.api.features.service import atlas_status, run_feature_atlas, run_search
 
@@ -39,8 +40,7 @@ def search_get(engine: EngineDep, settings: SettingsDep,
     try:
         req = SearchRequest(q=q, mode=mode, top=top, sort=sort, min_label_f1=min_label_f1)
     except ValidationError as exc:  # 422 naming the query field, like FastAPI's own
-        raise HTTPException(422, detail=[{"loc": ["query", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                                         for e in exc.errors(include_url=False, include_context=False)]) from None
+        raise invalid(exc, ["query"]) from None
     return run_search(engine, settings, req)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import check_text
+from app.api.schemas import search_query
 
 
 class ExampleModel(BaseModel):
@@ -108,10 +108,7 @@ class SearchRequest(BaseModel):
     @field_validator("q", mode="after")
     @classmethod
     def _query(cls, v: str) -> str:
-        check_text(v)
-        if not v.strip():
-            raise ValueError("the query is empty (only spaces)")
-        return v
+        return search_query(v)
 
 
 class SearchHitModel(BaseModel):

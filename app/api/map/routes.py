@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import ValidationError
 
 from app.api.deps import EngineDep, SettingsDep
+from app.api.errors import invalid
 from app.api.map.schemas import LayoutInfo, MapRequest, MapResponse, MapSearchRequest, MapSearchResponse, SaeName
 from app.api.map.service import feature_point, layout_info, layout_or_409, run_map, run_map_search
 
@@ -37,8 +38,7 @@ def search_request(q: str, top: int = 12) -> MapSearchRequest:
     try:
         return MapSearchRequest(q=q, top=top)
     except ValidationError as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                                         for e in exc.errors(include_url=False, include_context=False)]) from None
+        raise invalid(exc, ["query"]) from None
 
 
 @router.get("/search", response_model=MapSearchResponse, responses={409: {"description": "no map built for these SAEs"}})

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.limits import Limit
-from app.api.schemas import FiniteModel, PromptFields, SystemReadModel, check_text
+from app.api.schemas import FiniteModel, PromptFields, SystemReadModel, search_query
 
 SaeName = Literal["coarse", "fine"]
 ColorBy = Literal["cluster", "density", "sae", "cosine", "selectivity"]
@@ -157,10 +157,7 @@ class MapSearchRequest(BaseModel):
     @field_validator("q", mode="after")
     @classmethod
     def _query(cls, v: str) -> str:
-        check_text(v)
-        if not v.strip():
-            raise ValueError("the query is empty (only spaces)")
-        return v
+        return search_query(v)
 
 
 class BoxModel(BaseModel):

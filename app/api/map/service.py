@@ -1,7 +1,6 @@
 """Map services: the functions the JSON routes, the HTML page/fragments and saved-exploration re-runs call."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from fastapi import HTTPException
@@ -38,11 +37,6 @@ PLACEMENT = ("Each token sits at the activation-weighted mean position of the fe
              "x_t = Σ a_tf·x_f / Σ a_tf. No UMAP at request time, so a placement is exact arithmetic on the stored "
              "map; a token whose features sit in two regions lands between them. Sinks get no place.")
 
-_cache: dict = {}
-_cache_lock = threading.Lock()
-_build_lock = threading.Lock()
-
-
 def map_folder(engine) -> Path:
     from app.engine.atlas import default_atlas_dir
 
@@ -64,17 +58,16 @@ ON_DEMAND_MAX = 5_000  # SAE pairs this small (the tiny profile) get their map b
 
 def built_in_memory(engine) -> tuple[Layout | None, str]:
     """A small SAE pair's map, built once per SAE weights and kept in memory (nothing written)."""
-    key = ("memory", engine.fingerprint)
-    with _build_lock:
-        if key not in _cache:
-            from app.engine.layout import build_layout
+    def build() -> tuple[Layout, str]:
+        from app.engine.layout import build_layout
 
-            decs = {n: engine.saes[n].W_dec.detach().float().cpu().numpy() for n in ("coarse", "fine") if n in engine.saes}
-            atlas = getattr(engine, "atlas", None)
-            lay = build_layout(decs, seed=0, n_epochs=200, label_fn=atlas.label if atlas is not None else None,
-                               fingerprint=expected_fingerprint(engine))
-            _cache[key] = (lay, "ok (built in memory: small SAEs)")
-        return _cache[key]
+        decs = {n: engine.saes[n].W_dec.detach().float().cpu().numpy() for n in ("coarse", "fine") if n in engine.saes}
+        atlas = getattr(engine, "atlas", None)
+        lay = build_layout(decs, seed=0, n_epochs=200, label_fn=atlas.label if atlas is not None else None,
+                           fingerprint=expected_fingerprint(engine))
+        return lay, "ok (built in memory: small SAEs)"
+
+    return engine.map_cache.built(("memory", engine.fingerprint), build)
 
 
 def layout_status(engine) -> tuple[Layout | None, str]:
@@ -86,24 +79,18 @@ def layout_status(engine) -> tuple[Layout | None, str]:
         if sum(int(s.W_dec.shape[0]) for s in engine.saes.values()) <= ON_DEMAND_MAX:
             return built_in_memory(engine)
         return None, f"missing: no map in {path.parent}; build it with `{build_command(engine)}`"
-    key = (str(path), stamp, engine.fingerprint)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
+    def load() -> tuple[Layout | None, str]:
         try:
             lay = load_layout(path.parent)
             widths = tuple(int(engine.saes[n].W_dec.shape[0]) for n in lay.sae_names)
             if lay.fingerprint != expected_fingerprint(engine) or widths != lay.widths:
-                got = (None, f"stale: the map in {path.parent} was built for other SAEs; rebuild it with "
-                             f"`{build_command(engine)}`")
-            else:
-                got = (lay, "ok")
+                return None, (f"stale: the map in {path.parent} was built for other SAEs; rebuild it with "
+                              f"`{build_command(engine)}`")
+            return lay, "ok"
         except Exception as exc:  # a half-copied file must not take the server down
-            got = (None, f"unreadable: {type(exc).__name__}: {exc}; rebuild it with `{build_command(engine)}`")
-        for k in [k for k in _cache if k[0] != "memory"]:
-            del _cache[k]
-        _cache[key] = got
-        return got
+            return None, f"unreadable: {type(exc).__name__}: {exc}; rebuild it with `{build_command(engine)}`"
+
+    return engine.map_cache.loaded((str(path), stamp, engine.fingerprint), load)
 
 
 def layout_or_409(engine) -> Layout:

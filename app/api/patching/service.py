@@ -1,8 +1,6 @@
 """Compare, patching, attention and head-score services: what the JSON routes, the pages and saved re-runs call."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from app.api.errors import unprocessable
@@ -21,6 +19,7 @@ from app.api.patching.schemas import (
     PatchingRequest,
     PatchingResponse,
 )
+from app.api.schemas import finite_or_none
 from app.engine import compare as cmp
 from app.engine import heads as hd
 from app.engine import patching as pt
@@ -28,13 +27,8 @@ from app.engine.prompts import encode_prompt
 from app.engine.tokens import token_texts
 
 
-def _num(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def _grid(g) -> list[list[float | None]]:
-    return [[_num(v) for v in row] for row in g]
+    return [[finite_or_none(v) for v in row] for row in g]
 
 
 def _encode(engine, settings, req, field: str, text: str, limit_name: str = "max_prompt_tokens"):
@@ -123,10 +117,10 @@ def run_patching(engine, settings, req: PatchingRequest) -> PatchingResponse:
         profile=engine.profile.name, site=req.site, layers=list(g.layers), tokens=tokens, corrupt_tokens=corrupt_tokens,
         grid=_grid(g.grid), ld_clean=g.ld_clean, ld_corrupt=g.ld_corrupt, answer=dec(a), wrong=dec(w), answer_id=a,
         wrong_id=w, runs=g.runs, batches=g.batches, attribution_grid=_grid(at.grid) if at else None,
-        correlation=_num(pt.correlation(at.grid, g.grid)) if at else None, sae_hook=hook,
+        correlation=finite_or_none(pt.correlation(at.grid, g.grid)) if at else None, sae_hook=hook,
         sae_layer=pt.sae_grid_layer(hook, req.site),
         features=[FeaturePatchModel(sae=f.sae, index=f.index, label=_label(engine, f.sae, f.index),
-                                    effect=_num(f.effect), delta=list(f.delta)) for f in feats])
+                                    effect=finite_or_none(f.effect), delta=list(f.delta)) for f in feats])
 
 
 def run_attention(engine, settings, req: AttentionRequest) -> AttentionResponse:

@@ -1,4 +1,4 @@
-"""`python -m app.artifacts --profile P`: rebuild everything derived from the profile's SAE pair, in order.
+"""`python -m app.cli.artifacts --profile P`: rebuild everything derived from the profile's SAE pair, in order.
 
 1. atlas   `python -m app atlas` (the compact atlas; the split maps read its co-firing sample, so they are rebuilt
            with it, and the app refuses an atlas built for other SAEs by fingerprint)
@@ -29,8 +29,8 @@ QUICK = {"atlas": ["--tokens", "2048"], "france": ["--top", "5"],
 
 def sae_fingerprint(profile: str) -> str:
     """The atlas fingerprint of the profile's SAEs (profile, hook, SAE weights), without loading the model."""
+    from app.cli.map import load_decoders
     from app.engine.atlas import atlas_fingerprint
-    from app.map_cli import load_decoders
 
     _, fp, prof = load_decoders(profile)
     return atlas_fingerprint(prof.name, prof.hook_name, fp)
@@ -114,7 +114,7 @@ def run(profile: str, docs: Path, steps: list[str], extra: dict[str, list[str]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m app.artifacts", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m app.cli.artifacts", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smollm2-135m")
     ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated, of " + ", ".join(STEPS))

@@ -11,14 +11,14 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StreamsDep
-from app.api.generate.schemas import GenerateRequest
-from app.api.generate.service import run_dose, run_generate, run_steer, run_system_shift, run_temperature
-from app.api.generate.stream import stream_generation
-from app.explorations_registry import snapshot_context
+from app.api.steering.schemas import GenerateRequest
+from app.api.steering.service import run_dose, run_generate, run_steer, run_system_shift, run_temperature
+from app.api.steering.stream import stream_generation
+from app.explorations.registry import snapshot_context
 from app.web.forms import last, values
 from app.web.templating import render_page, templates_of
+from app.web.urls import CODECS, feature_problems, parse_features
 from app.web.urls import KIND_OF_VIEW as KINDS
-from app.web.urls import feature_problems, from_query, parse_features, to_url
 from app.web.views import form_fragment, run_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -33,7 +33,7 @@ def compute(engine, settings, view: str, params, table: dict) -> dict:
     """{inputs, result, kind} (+ errors, status) for one view, its request read by the page's grammar."""
     _, runner = table[view]
     # IndexError is defensive: never a 500 for an out-of-range index
-    return run_view(KINDS[view], lambda p: from_query(KINDS[view], p), params,
+    return run_view(KINDS[view], CODECS[KINDS[view]].read, params,
                     lambda req: runner(engine, settings, req), invalid=(IndexError,))
 
 
@@ -75,7 +75,7 @@ def _add_fragment_route(path: str, view: str, table: dict, name: str) -> None:
     async def fragment(request: Request, engine: EngineDep, settings: SettingsDep):
         return await form_fragment(request, engine, settings, table[view][0],
                                    lambda e, st, form: compute(e, st, view, form, table),
-                                   lambda inputs: to_url(KINDS[view], inputs))
+                                   CODECS[KINDS[view]].write)
     router.post(f"/fragments/{path}", response_class=HTMLResponse, name=name)(fragment)
 
 
@@ -89,9 +89,16 @@ for _path, _view, _table in (("generation", "generation", GEN_VIEWS), ("steering
 async def generation_stream(req: GenerateRequest, request: Request, engine: EngineDep, settings: SettingsDep,
                             streams: StreamsDep):
     """The page's streamed generation: the events of /api/generate/stream plus `save` {html}, the Save box of the
-    finished generation (kind "generation"), sent before `done`."""
+    finished generation (kind "generation"), and `links` {html} ("open in Analyze"), sent before `done`. The
+    address that reproduces it comes in the HX-Push-Url header (generate.js puts it in the history)."""
     def save_box(resp) -> dict:
         ctx = snapshot_context("generation", req, resp) | {"request": request, "limits": settings.limits}
-        return {"save": {"html": templates_of(request).env.get_template("fragments/_save.html").render(ctx)}}
+        env = templates_of(request).env
+        return {"save": {"html": env.get_template("fragments/_save.html").render(ctx)},
+                "links": {"html": env.get_template("fragments/_stream_links.html").render(ctx)}}
 
-    return await stream_generation(streams, engine, settings, req, extra=save_box)
+    push = CODECS["generation"].write(req.model_dump())
+    response = await stream_generation(streams, engine, settings, req, extra=save_box)
+    if push:
+        response.headers["HX-Push-Url"] = push
+    return response

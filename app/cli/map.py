@@ -110,6 +110,6 @@ def run(args) -> int:
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m app.map_cli")
+    ap = argparse.ArgumentParser(prog="python -m app.cli.map")
     add_parser(ap.add_subparsers(dest="cmd", required=True))
     sys.exit(run(ap.parse_args()))

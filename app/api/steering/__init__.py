@@ -1,5 +1,5 @@
 """Generation, steering, dose-response, temperature and system-prompt views (JSON and SSE)."""
-from app.api.generate import schemas, service
-from app.api.generate.routes import router
+from app.api.steering import schemas, service
+from app.api.steering.routes import router
 
 __all__ = ["router", "schemas", "service"]

@@ -1,4 +1,4 @@
-"""`BodyGuardMiddleware` (pure ASGI, installed by app.middleware.install): a body over `Limits.max_body_bytes`
+"""`BodyGuardMiddleware` (pure ASGI, installed by app.http.middleware.install): a body over `Limits.max_body_bytes`
 gets 413 before anything parses it (Content-Length checked first; chunked bodies are counted while read). JSON
 bodies are then screened once for what no route can handle: NaN / +-Infinity / overflowing numbers (1e999), lone
 surrogates, nesting deeper than `Limits.max_json_depth` -> 422 naming the field. The buffered body is replayed to
@@ -8,15 +8,9 @@ from __future__ import annotations
 import json
 import math
 
+from app.api.errors import error_item
+
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-def error_item(loc: list, msg: str, type_: str, **ctx) -> dict:
-    """One entry of a FastAPI-style 422 `detail` list."""
-    item = {"loc": loc, "msg": msg, "type": type_}
-    if ctx:
-        item["ctx"] = ctx
-    return item
 
 
 async def _send_json(send, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
@@ -45,6 +39,12 @@ class _Constant:
 def _parse_float(s: str):
     v = float(s)
     return v if math.isfinite(v) else _Constant(s)
+
+
+def load_json(body: bytes | str):
+    """The JSON document as written: NaN / Infinity / overflowing numbers kept as markers for `scan_json`
+    (ValueError for malformed JSON, RecursionError when nested too deeply)."""
+    return json.loads(body, parse_constant=_Constant, parse_float=_parse_float)
 
 
 def _has_lone_surrogate(s: str) -> bool:
@@ -131,7 +131,7 @@ class BodyGuardMiddleware:
         body = b"".join(chunks)
         if body and _is_json(headers):
             try:
-                parsed = json.loads(body, parse_constant=_Constant, parse_float=_parse_float)
+                parsed = load_json(body)
             except RecursionError:
                 await _send_json(send, 422, {"detail": [error_item(["body"], "JSON is nested too deeply; the limit is "
                                                                    f"{self.max_json_depth} levels (max_json_depth)",

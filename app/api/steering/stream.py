@@ -13,8 +13,8 @@ from typing import Callable
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
-from app.api.generate.schemas import GenerateRequest, GenerateResponse
-from app.api.generate.service import run_generate
+from app.api.steering.schemas import GenerateRequest, GenerateResponse
+from app.api.steering.service import run_generate
 from app.api.streams import Streams
 from app.engine.engine import EngineBusy
 from app.engine.prompts import token_strings

@@ -1,12 +1,13 @@
 """Request guards and error mapping shared by every route (installed by `install(app, settings)`).
 
-- `BodyGuardMiddleware` (app/body_guard.py): 413 for a body over `Limits.max_body_bytes` before parsing; 422 for
+- `BodyGuardMiddleware` (app/http/body_guard.py): 413 for a body over `Limits.max_body_bytes` before parsing; 422 for
   JSON no route can take (NaN / infinity, lone surrogates, nesting deeper than `Limits.max_json_depth`).
 - `SecurityHeadersMiddleware`: a strict Content-Security-Policy (scripts only from the app's own origin; no
   inline scripts, no eval; Plotly figures travel in `<script type="application/json">` data blocks, which CSP
   does not execute), nosniff, no framing, no referrer.
-- Exception handlers and OpenAPI error responses (app/error_handlers.py): out of memory and an unavailable store
+- Exception handlers and OpenAPI error responses (app/http/error_handlers.py): out of memory and an unavailable store
   -> 503 + Retry-After, non-finite results and text that cannot be encoded -> 422; every status documented.
+  `ErrorLinesMiddleware` (there too): every JSON error answer carries its readable lines in X-Error-Lines.
 """
 from __future__ import annotations
 
@@ -14,17 +15,9 @@ import logging
 
 from fastapi import FastAPI
 
-from app.asgi import HttpMiddleware
-from app.body_guard import (  # noqa: F401
-    BODY_METHODS,
-    BodyGuardMiddleware,
-    _Constant,
-    _parse_float,
-    error_item,
-    scan_json,
-    too_large_payload,
-)
-from app.error_handlers import RETRY_AFTER_S, add_exception_handlers, document_error_responses, non_finite_result  # noqa: F401
+from app.http.asgi import HttpMiddleware
+from app.http.body_guard import BodyGuardMiddleware
+from app.http.error_handlers import ErrorLinesMiddleware, add_exception_handlers, document_error_responses
 
 log = logging.getLogger("asn")
 
@@ -71,7 +64,7 @@ def install(app: FastAPI, settings) -> None:
     limits = settings.limits
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=limits.max_body_bytes,
                        max_json_depth=getattr(limits, "max_json_depth", 32))
-    from app.auth import AuthMiddleware, OwnerCookieMiddleware, RateLimitMiddleware
+    from app.http.auth import AuthMiddleware, OwnerCookieMiddleware, RateLimitMiddleware
 
     app.add_middleware(OwnerCookieMiddleware)  # which saved explorations this browser may list
     if settings.rate_limit_per_minute > 0:  # inside auth: strangers never use up a client's budget
@@ -79,6 +72,7 @@ def install(app: FastAPI, settings) -> None:
                            burst=settings.rate_limit_burst, routes=settings.rate_limit_routes)
     if settings.auth_token is not None and settings.auth_token.get_secret_value():
         app.add_middleware(AuthMiddleware, token=settings.auth_token.get_secret_value())
-    app.add_middleware(SecurityHeadersMiddleware)  # added last = outermost: 413/422 from the guard get headers too
+    app.add_middleware(SecurityHeadersMiddleware)  # outer to the guard: its 413/422 get the headers too
+    app.add_middleware(ErrorLinesMiddleware)  # added last = outermost: every JSON error answer gets its lines
     add_exception_handlers(app)
     document_error_responses(app)

@@ -1,4 +1,4 @@
-"""Exception handlers and OpenAPI error responses shared by every route (installed by app.middleware.install):
+"""Exception handlers and OpenAPI error responses shared by every route (installed by app.http.middleware.install):
 out of memory (torch.cuda.OutOfMemoryError, CPU allocator failures) -> 503 + Retry-After; a response that cannot
 be JSON-encoded because it holds NaN/inf -> 422 `non_finite_result` (never a 500 from the encoder); text the
 tokenizer cannot encode (lone surrogates) -> 422; SQLite errors and an unreachable PostgreSQL store
@@ -6,6 +6,7 @@ tokenizer cannot encode (lone surrogates) -> 422; SQLite errors and an unreachab
 every operation with a body 413 and 422, so property-based fuzzing can check that every status is documented."""
 from __future__ import annotations
 
+import gzip
 import logging
 import sqlite3
 
@@ -13,14 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.body_guard import error_item
+from app.api.errors import ERROR_LINES_HEADER, busy_response, error_item, error_lines_header, items_of
+from app.http.asgi import HttpMiddleware
 
 log = logging.getLogger("asn")
-RETRY_AFTER_S = 2
-
-
-def _busy(detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -72,7 +69,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     async def oom_handler(request: Request, exc: Exception):
         _free_accelerator_memory()
         log.warning("out of memory on %s %s: %s", request.method, request.url.path, exc)
-        return _busy("out of memory while running the model; retry shortly or use a shorter prompt")
+        return busy_response("out of memory while running the model; retry shortly or use a shorter prompt")
 
     async def runtime_handler(request: Request, exc: RuntimeError):
         if _is_oom(exc):
@@ -86,9 +83,7 @@ def add_exception_handlers(app: FastAPI) -> None:
         # other bad input. Any other model failing validation inside a route is a server bug and stays a 500.
         if exc.title not in _request_model_names():
             raise exc
-        errors = [error_item(["query", *e.get("loc", ())], e.get("msg", ""), e.get("type", "value_error"))
-                  for e in exc.errors(include_url=False, include_input=False, include_context=False)]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return JSONResponse({"detail": items_of(exc, ["query"])}, status_code=422)
 
     async def value_handler(request: Request, exc: ValueError):
         if NON_FINITE_JSON in str(exc):
@@ -103,7 +98,7 @@ def add_exception_handlers(app: FastAPI) -> None:
 
     async def sqlite_handler(request: Request, exc: sqlite3.Error):
         log.warning("storage error on %s %s: %s", request.method, request.url.path, exc)
-        return _busy(f"the exploration store is unavailable ({type(exc).__name__}); nothing was saved, retry shortly")
+        return busy_response(f"the exploration store is unavailable ({type(exc).__name__}); nothing was saved, retry shortly")
 
     app.add_exception_handler(torch.cuda.OutOfMemoryError, oom_handler)
     app.add_exception_handler(MemoryError, oom_handler)
@@ -151,3 +146,42 @@ def document_error_responses(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi
+
+
+class ErrorLinesMiddleware(HttpMiddleware):
+    """Every JSON error answer ({"detail": ...}, status >= 400) carries its "field: what is wrong" lines in the
+    X-Error-Lines header (app.api.errors.readable: the one wording), so static/forms.js shows them as they are.
+    Pure ASGI, outermost (the guard's 413/422, auth's 401 and the rate limit's 429 included); only error bodies are
+    held back, and a gzipped one is read unzipped."""
+
+    async def http(self, scope, receive, send):
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def send_with_lines(msg):
+            nonlocal start
+            if msg["type"] == "http.response.start":
+                headers = {k.lower(): v for k, v in msg.get("headers") or []}
+                if msg["status"] >= 400 and b"json" in headers.get(b"content-type", b""):
+                    start = msg  # held until the body is complete
+                    return
+            elif start is not None and msg["type"] == "http.response.body":
+                chunks.append(msg.get("body", b""))
+                if msg.get("more_body", False):
+                    return
+                body = b"".join(chunks)
+                headers = list(start.get("headers") or [])
+                zipped = any(k.lower() == b"content-encoding" and v.strip() == b"gzip" for k, v in headers)
+                try:
+                    lines = error_lines_header(gzip.decompress(body) if zipped else body)
+                except OSError:  # not gzip after all
+                    lines = None
+                if lines is not None:
+                    headers.append((ERROR_LINES_HEADER.lower().encode(), lines.encode()))
+                await send({**start, "headers": headers})
+                start = None
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(msg)
+
+        await self.app(scope, receive, send_with_lines)

@@ -3,11 +3,11 @@
 A leaf module (imports nothing from app.api / app.web). Views are registered in ONE place,
 `app/registration.py` `build_views()`, into a `ViewRegistry` that lives on `app.state.views`:
 
-    views.register("steering", SteerRequest, run_steer, "/generate",
+    views.register("steering", SteerRequest, run_steer, urls.CODECS["steering"],
                    response_model=SteerResponse, example={"prompt": "hello", ...})
 
-`url_fn(inputs) -> str` (optional): the view's own address builder, if it has one (Fork uses it; the
-default is `page_path?` + `inputs_to_query(inputs)`). `run_fn(engine, settings, request) -> response` must be the
+`page` is the view's address codec (app/web/codecs.py: `path`, `write(inputs)`, `read(params)`; Fork links through
+its `write`), or a bare page path for a view without an address. `run_fn(engine, settings, request) -> response` must be the
 same function the JSON route and the HTML fragment use (so a re-run on the same profile reproduces the saved
 result exactly; timing fields such as `seconds` / `tokens_per_s`, or those named in `volatile=`, are left out of
 that comparison). `example` is a small valid request (tiny profile) used by the tests that check save -> open ->
@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
@@ -37,7 +34,7 @@ class ViewSpec:
     response_model: type[BaseModel] | None = None
     example: dict | None = None
     label: str = ""
-    url_fn: Callable[[dict], str | None] | None = None  # the view's own inputs -> page URL, if it has one
+    codec: Any = None  # the view's address codec (app/web/codecs.Codec: path, write, read), None without one
     volatile: tuple[str, ...] = ()  # result fields that differ run to run (timings): not compared
 
 
@@ -47,11 +44,13 @@ class ViewRegistry:
     def __init__(self) -> None:
         self._views: dict[str, ViewSpec] = {}
 
-    def register(self, kind: str, request_model: type[BaseModel], run_fn: Callable, page_path: str, *,
+    def register(self, kind: str, request_model: type[BaseModel], run_fn: Callable, page: Any, *,
                  response_model: type[BaseModel] | None = None, example: dict | None = None,
-                 label: str | None = None, url_fn: Callable[[dict], str | None] | None = None,
-                 volatile: tuple[str, ...] = ()) -> ViewSpec:
-        """Make `kind` re-runnable and forkable; ValueError for a bad kind or a kind registered already."""
+                 label: str | None = None, volatile: tuple[str, ...] = ()) -> ViewSpec:
+        """Make `kind` re-runnable and forkable at `page` (its address codec, or a bare path); ValueError for a bad
+        kind or a kind registered already."""
+        codec = None if isinstance(page, str) else page
+        page_path = page if codec is None else codec.path
         if not KIND_RE.match(kind):
             raise ValueError(f"bad kind {kind!r}: lowercase letters, digits and _ (at most 32)")
         if not page_path.startswith("/"):
@@ -59,7 +58,7 @@ class ViewRegistry:
         if kind in self._views:
             raise ValueError(f"view {kind!r} is registered twice")
         spec = ViewSpec(kind, request_model, run_fn, page_path, response_model, example,
-                        label or kind.replace("_", " "), url_fn, tuple(volatile))
+                        label or kind.replace("_", " "), codec, tuple(volatile))
         self._views[kind] = spec
         return spec
 
@@ -189,61 +188,14 @@ def snapshot_context(kind: str, inputs: Any, result: Any) -> dict:
     return {"inputs": to_jsonable(inputs), "result": to_jsonable(result), "kind": kind}
 
 
-# --- query strings ---------------------------------------------------------------------------------------
-
-def inputs_to_query(inputs: Mapping[str, Any]) -> str:
-    """A view's inputs as its page URL's query string: scalars as text, lists/dicts as compact JSON; None left out."""
-    pairs = []
-    for k, v in inputs.items():
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            pairs.append((k, "true" if v else "false"))
-        elif isinstance(v, (list, tuple, dict)):
-            pairs.append((k, json.dumps(v, separators=(",", ":"), ensure_ascii=False)))
-        else:
-            pairs.append((k, str(v)))
-    return urlencode(pairs)
-
-
-def _is_structured(annotation) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (list, tuple, dict, set):
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_structured(a) for a in typing.get_args(annotation) if a is not type(None))
-    if origin is typing.Annotated:
-        return _is_structured(typing.get_args(annotation)[0])
-    return isinstance(annotation, type) and issubclass(annotation, (BaseModel, list, tuple, dict))
-
-
-def query_to_inputs(params: Mapping[str, str], request_model: type[BaseModel]) -> dict:
-    """The inverse of inputs_to_query for a request model: only its fields; JSON-decodes structured fields.
-    Validate the result with request_model.model_validate (pydantic turns "10" into 10 and "true" into True).
-    A structured field that is not valid JSON is passed through as text, so validation names it."""
-    out: dict[str, Any] = {}
-    for name, field in request_model.model_fields.items():
-        if name not in params:
-            continue
-        raw = params[name]
-        if _is_structured(field.annotation):
-            try:
-                out[name] = json.loads(raw)
-            except ValueError:
-                out[name] = raw
-        else:
-            out[name] = raw
-    return out
-
-
 def fork_url(spec: ViewSpec, inputs: Mapping[str, Any]) -> str:
-    """The view's page pre-filled with these inputs: its own url_fn when it has one, else page_path?query."""
-    if spec.url_fn is not None:
+    """The view's page pre-filled with these inputs (its codec's address), else the bare page."""
+    if spec.codec is not None:
         try:
-            url = spec.url_fn(dict(inputs))
-        except Exception:  # an old snapshot's inputs the view's URL builder no longer understands
+            url = spec.codec.write(dict(inputs))
+        except Exception:  # an old snapshot's inputs the view's codec no longer understands
             url = None
         if url:
             return url
-    q = inputs_to_query(inputs)
-    return spec.page_path + ("?" + q if q else "")
+    return spec.page_path
+

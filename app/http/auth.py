@@ -1,4 +1,4 @@
-"""Access token and per-client rate limit for a shared address (pure ASGI middleware, installed by app.middleware).
+"""Access token and per-client rate limit for a shared address (pure ASGI middleware, installed by app.http.middleware).
 
 - `AuthMiddleware` (only when `Settings.auth_token` / `--auth-token` is set): every request except `/health`
   and the sign-in page needs the token, either as `Authorization: Bearer <token>` (API clients) or as the
@@ -26,7 +26,7 @@ import time
 from typing import Callable
 from urllib.parse import parse_qs, quote
 
-from app.asgi import HttpMiddleware
+from app.http.asgi import HttpMiddleware
 
 COOKIE = "asn_session"
 SIGNIN_PATH = "/signin"

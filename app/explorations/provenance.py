@@ -17,7 +17,7 @@ import hmac
 import json
 import threading
 
-from app.explorations_registry import ViewRegistry, to_jsonable
+from app.explorations.registry import ViewRegistry, to_jsonable
 
 _key_lock = threading.Lock()
 

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from app.api.deps import EngineDep, SettingsDep, StreamsDep
-from app.api.generate.schemas import CancelResponse, GenerateRequest
-from app.api.generate.service import (
+from app.api.routing import post_service
+from app.api.steering.schemas import CancelResponse, GenerateRequest
+from app.api.steering.service import (
     run_dose,
     run_feature_info,
     run_generate,
@@ -16,8 +17,7 @@ from app.api.generate.service import (
     run_system_shift,
     run_temperature,
 )
-from app.api.generate.stream import stream_generation
-from app.api.routing import post_service
+from app.api.steering.stream import stream_generation
 
 router = APIRouter(prefix="/api", tags=["generation"])
 

@@ -7,7 +7,8 @@ from typing import Callable
 from app.api.analysis.service import encode_checked, system_of, system_read
 from app.api.errors import check_feature_index, unprocessable
 from app.api.features.service import atlas_mean
-from app.api.generate.schemas import (
+from app.api.limits import enforce_limits
+from app.api.steering.schemas import (
     DoseRequest,
     DoseResponse,
     FeatureInfoRequest,
@@ -29,7 +30,6 @@ from app.api.generate.schemas import (
     TokenOut,
     TokenRef,
 )
-from app.api.limits import enforce_limits
 from app.engine import generation as G
 from app.engine import sampling as S
 from app.engine import steering as ST
