@@ -5,7 +5,7 @@ import hashlib
 import json
 import subprocess
 
-from app import artifacts
+from app.cli import artifacts
 
 
 def test_dry_run_lists_every_builder_in_order_with_the_anchor_the_france_step_chose(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,11 @@ def done(client):
 
 
 def test_prompt_sets(client):
-    assert client.get("/api/discover/prompt-sets").json() == {"eval_neutral": 40, "france": 200, "neutral": 200}
+    """Every shipped set (data/prompts/*.txt) with its number of prompts, counted here as non-blank lines."""
+    folder = Path(__file__).resolve().parents[2] / "data" / "prompts"
+    want = {f.stem: sum(1 for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()) for f in folder.glob("*.txt")}
+    got = client.get("/api/discover/prompt-sets").json()
+    assert got == want and got["france"] == 200 and got["neutral"] == 200 and got["eval_neutral"] == 40
 
 
 def test_tables_match_independent_recomputation(tiny_engine, done):
@@ -208,8 +213,8 @@ def test_run_fragment_shows_all_views_escaped_and_pushes_url(client, done):
         assert f'data-figure="disc-{fid}-{res["set_hash"]}"' in html
     assert "GO / NO-GO" in html and html.count('<tr class="') >= 2
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # prompt text escaped
-    assert push.startswith("/discover?") and "run=1" in push and "sha%3A" in push
-    # the pushed address reproduces the inputs (pasted sets by hash) and starts the run on load
+    assert push.startswith("/discover?") and "run=1" in push and ("sha%3A" in push or "concept_prompts=" in push)
+    # the pushed address reproduces the inputs (short pasted sets inline, long ones by hash) and starts the run on load
     page = client.get(push).text
     assert 'hx-trigger="load"' in page and "&lt;script&gt;alert" in page
 

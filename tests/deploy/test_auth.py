@@ -7,7 +7,7 @@ import hmac
 import httpx
 import pytest
 
-from app import auth
+from app.http import auth
 from app.http.auth import COOKIE, RateLimitMiddleware, TokenBuckets, safe_next, session_value
 from tests.conftest import make_client
 

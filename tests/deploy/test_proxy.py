@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.deploy.test_replicas import ROOT, Replica
+from tests.deploy.test_replicas import Replica
+from tests.server_process import ROOT
 
 pytestmark = [pytest.mark.replicas,
               pytest.mark.skipif(shutil.which("nginx") is None, reason="Debian nginx not installed (make postgres)")]

@@ -19,11 +19,10 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from app.engine.atlas.core import ATLAS_VERSION
+from app.engine.atlas.core import ATLAS_VERSION, EX_LEFT, EX_RIGHT
 from app.engine.atlas.selective import selective_parts, token_key
 from app.engine.atlas.words import MIN_LIFT, MIN_MATCHED_FIRINGS, MIN_SHARE
 
-EX_LEFT, EX_RIGHT = 16, 6  # context stored around each example's activating token
 SCORE_EVERY = 4  # label_score: one window in four is held out from the label and scores it
 WORD = re.compile(r"\w+")
 

@@ -8,6 +8,7 @@ import numpy as np
 from app.engine.atlas.selective import selective_parts, token_key
 
 ATLAS_VERSION = 2  # 2: compact (examples with their contexts, word index, label scores; no full codes)
+EX_LEFT, EX_RIGHT = 16, 6  # context stored around each example's activating token
 SAE_ORDER = ("coarse", "fine")
 VALUE_DTYPE = np.float16  # stored activations; summaries are computed from the same rounded values
 
@@ -157,8 +158,6 @@ class Atlas:
 
     def stored_example(self, row: int, acts: np.ndarray, left: int = 16, right: int = 6) -> Example:
         """An example from its stored context activations (acts [EX_LEFT + 1 + EX_RIGHT] around `row`)."""
-        from app.engine.atlas.compact import EX_LEFT, EX_RIGHT
-
         left, right = min(left, EX_LEFT), min(right, EX_RIGHT)
         w, pos = divmod(int(row), self.ctx)
         start, stop = max(0, pos - left), min(self.ctx, pos + right + 1)
