@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from app.engine.analysis import ResidualCache
+from app.engine.continuous import ContinuousBatcher, GenJob
 from app.engine.loading import load_model, load_sae, validate_pair, with_neuronpedia_ids
 from app.engine.profiles import Profile, get_profile
 from app.engine.prompts import template_system
@@ -65,6 +66,8 @@ class Engine:
     tuned_lens_status: str = "not loaded"  # "ok" or why there is none (folders looked in) + how to get one
     # every-layer residuals of recently analysed prompts, for the follow-up logit lens (analysis.ResidualCache)
     resid_cache: ResidualCache = field(default_factory=ResidualCache, repr=False)
+    batching: bool = True  # generation rows of concurrent requests share one decode (continuous.ContinuousBatcher)
+    _batcher: ContinuousBatcher | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, lens_root=None,
@@ -203,6 +206,13 @@ class Engine:
                 delay = min(1.0, delay * 2)
         with stack:
             yield self
+
+    def generate_rows(self, jobs: list[GenJob]) -> list[GenJob]:
+        """Run a request's generation rows, batched with concurrent requests' rows; -> the jobs, filled."""
+        with self._waiting_lock:
+            if self._batcher is None:
+                self._batcher = ContinuousBatcher(self, busy=EngineBusy)
+        return self._batcher.generate(jobs) if self.batching else self._batcher._unbatched(jobs)
 
     @property
     def busy(self) -> bool:
