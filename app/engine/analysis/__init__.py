@@ -105,51 +105,13 @@ def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] 
              low_precision: bool | None = None) -> tuple[torch.Tensor, ...]:
     """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
 
-    Without `ref`: the shared unembedding kernel (`analysis.unembed.unembed_top`, LENS_ROWS_PER_CHUNK rows at a time):
-    bf16 with the top candidates rescored in fp32 where the CPU has bf16 units, exact fp32 elsewhere or with
-    low_precision=False. With `ref` (the KL to the model's output is asked for): exact fp32, as below.
-
-    Per chunk of rows: one matmul (bias fused, skipped when zero), the top-k, then the softmax normaliser
-    from the top-1 logit (the row max) with the exponent taken in place: the [N, vocab] tensor is never held
-    and each chunk's logits are read twice (top-k, exp-sum) instead of logsumexp's max/sub/exp/sum passes.
-    With ref = `lens_reference(...)` of P positions, for rows laid out layer-major over them, a third tensor:
-    KL(final || row) in nats [N], from sum p log p - p.logits + logsumexp.
+    The shared unembedding kernel (`analysis.unembed.unembed_top`, LENS_ROWS_PER_CHUNK rows at a time): bf16 with
+    the top candidates rescored in fp32 where the CPU has bf16 units, exact fp32 elsewhere or with
+    low_precision=False; the [N, vocab] logits are never held. With ref = `lens_reference(...)` of P positions, for
+    rows laid out layer-major over them, a third tensor: KL(final || row) in nats [N] (sum p log p - p.logits +
+    logsumexp), on the same path.
     """
-    if ref is None:
-        return unembed_top(model, rows, top, LENS_ROWS_PER_CHUNK, low_precision)
-    cfg = model.cfg
-    W_U = model.W_U.detach()
-    b_U = getattr(model, "b_U", None)
-    b_U = None if b_U is None or not bool(b_U.detach().any()) else b_U.detach().float()
-    cap = getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0
-    top = min(top, cfg.d_vocab_out)
-    vals, idxs, kls = [], [], []
-    for s0 in range(0, rows.shape[0], LENS_ROWS_PER_CHUNK):
-        x = rows[s0: s0 + LENS_ROWS_PER_CHUNK].unsqueeze(0)
-        if cfg.normalization_type is not None:
-            x = model.ln_final(x)
-        x = x[0].to(W_U.dtype)
-        logits = (torch.addmm(b_U, x, W_U) if b_U is not None else x @ W_U).float()
-        if cap > 0:
-            logits = cap * torch.tanh(logits / cap)
-        if ref is not None:  # p . logits, before the logits are overwritten below
-            pos = torch.arange(s0, s0 + logits.shape[0], device=logits.device) % ref[0].shape[0]
-            if cap > 0:  # soft-capped logits are not linear in x: read the chunk against p itself
-                dot = torch.bmm(logits.unsqueeze(1), ref[0].index_select(0, pos).unsqueeze(2)).view(-1)
-            else:  # p . (x W_U + b) = x . (W_U p) + b . p: a [chunk, d] product, no extra pass over the vocabulary
-                dot = (x.float() * ref[2].index_select(0, pos)).sum(-1) + ref[3].index_select(0, pos)
-        v, i = logits.topk(top, dim=-1)
-        m = v[:, :1]
-        lse = m + logits.sub_(m).exp_().sum(-1, keepdim=True).log_()
-        vals.append((v - lse).exp_())
-        idxs.append(i)
-        if ref is not None:
-            kls.append((ref[1].index_select(0, pos) - dot + lse[:, 0]).clamp_min_(0.0))
-    if not vals:
-        empty = (torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64))
-        return empty if ref is None else (*empty, torch.zeros(0))
-    out = (torch.cat(vals), torch.cat(idxs))
-    return out if ref is None else (*out, torch.cat(kls))
+    return unembed_top(model, rows, top, LENS_ROWS_PER_CHUNK, low_precision, ref)
 
 
 def lens_reference(model, final_rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
