@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.engine import analysis as an  # noqa: E402
+from app.engine.analysis import core  # noqa: E402
 from app.engine.analysis.unembed import bf16_matmul_fast  # noqa: E402
 from app.engine.loading import ProfileUnavailable, load_model, load_sae  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
@@ -128,7 +129,7 @@ def main() -> None:
         resid = store[hook][0].float()
         for sae in saes.values():
             an.sae_token_views(sae, resid, 10)
-        an._final_logits(model, final[:, -1:])
+        core._final_logits(model, final[:, -1:])
         stack = torch.stack([store[nm][0] for nm in names[:-1]] + [final[0]]).float()
         return an.lens_top(model, stack.reshape(-1, stack.shape[-1]), 5, low_precision=False)
 

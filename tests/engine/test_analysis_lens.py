@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from app.engine import analysis as an
+from app.engine.analysis import core
+from app.engine.analysis import lens as lens_mod
 from app.engine.tokens import token_text
 
 PROMPT = "The capital of France is Paris. <|im_end|> Water boils at 100 degrees."
@@ -66,7 +68,7 @@ def test_a_second_lens_of_the_same_prompt_unembeds_nothing(tiny, monkeypatch):
     key = cache.key(eng.fingerprint, ids)
     unembeds = []
     real = an.lens_top
-    monkeypatch.setattr(an, "lens_top", lambda *a, **k: unembeds.append(1) or real(*a, **k))
+    monkeypatch.setattr(lens_mod, "lens_top", lambda *a, **k: unembeds.append(1) or real(*a, **k))
     first = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
     again = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
     assert unembeds == [1] and again == first
@@ -87,7 +89,7 @@ def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch, lo
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(37, m.cfg.d_model, generator=g) * 3
     b = torch.randn(m.cfg.d_vocab_out, generator=g)
-    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 8)
+    monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 8)
     with torch.inference_mode():
         orig = m.b_U.detach().clone()
         try:
@@ -150,7 +152,7 @@ def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap, lo
     rows = torch.randn(3 * 7, m.cfg.d_model, generator=g) * 3  # 3 layers x 7 positions, layer-major
     final = torch.randn(7, m.cfg.d_model, generator=g) * 3
     b = torch.randn(m.cfg.d_vocab_out, generator=g)
-    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 5)
+    monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 5)
     with torch.inference_mode():
         orig = m.b_U.detach().clone()
         try:
@@ -181,13 +183,13 @@ def test_the_capturing_forward_runs_the_fast_decoder_and_equals_transformer_lens
     real_forward = m.forward
     monkeypatch.setattr(m, "forward", lambda *a, **k: tl_calls.append(1) or real_forward(*a, **k))
     with torch.inference_mode():
-        final, store = an._forward_capture(m, ids, names)
+        final, store = core._forward_capture(m, ids, names)
     assert tl_calls == []
     for n in names:
         assert store[n][0].numpy() == pytest.approx(ref[n][0].numpy(), rel=1e-4, abs=1e-5), n
     assert final[0].numpy() == pytest.approx(ref[last][0].numpy(), rel=1e-4, abs=1e-5)
     seen = []
     with torch.inference_mode(), m.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", lambda a, hook: seen.append(1))]):
-        _, again = an._forward_capture(m, ids, names)
+        _, again = core._forward_capture(m, ids, names)
     assert tl_calls == [1] and seen == [1]
     assert again[names[-1]][0].numpy() == pytest.approx(ref[names[-1]][0].numpy(), rel=1e-4, abs=1e-5)
