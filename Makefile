@@ -82,6 +82,7 @@ bench: fetch
 	$(BIN)/python bench/analyze.py --json $(BENCH_RAW)/analyze.json
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/discover.py --json $(BENCH_RAW)/discover.json
+	$(BIN)/python bench/batching.py --json $(BENCH_RAW)/batching.json
 	$(BIN)/python bench/serve.py --json $(BENCH_RAW)/serve.json $(if $(BENCH_BASELINE),--baseline-root $(BENCH_BASELINE))
 	@if [ -n "$(BENCH_BASELINE)" ]; then $(BIN)/python bench/pages.py --baseline-root $(BENCH_BASELINE) --json $(BENCH_RAW)/pages.json; fi
 	$(BIN)/python bench/summary.py $(BENCH_RAW)

@@ -3,8 +3,8 @@ written to bench/results/<UTC time>-<commit>.json so figures can be compared acr
 
     .venv/bin/python bench/summary.py [RAW_DIR=bench/results/raw] [--label quiet|load] [--out bench/results]
 
-Reads what is there (analyze.json, pages.json, discover.json, serve.json from bench/analyze.py, bench/pages.py,
-bench/discover.py and bench/serve.py); a missing file just leaves its rows out. Lines time a prompt, feature or page
+Reads what is there (analyze.json, pages.json, discover.json, batching.json, serve.json from bench/analyze.py,
+bench/pages.py, bench/discover.py, bench/batching.py and bench/serve.py); a missing file just leaves its rows out. Lines time a prompt, feature or page
 not seen before unless their name says "cached"; both kinds are reported. Other benchmarks' JSON files in RAW_DIR are copied
 into the result as they are.
 """
@@ -103,6 +103,16 @@ def rows_of(raw: Path) -> list[dict]:
                 add("  forward alone, packed", pk["tokens_per_s"], fp["tokens_per_s"], pk["ratio_to_forward_padded"], "-", None, "tok/s")
             add(f"discovery {n} prompts: tables equal to the padded path", s["tables_equal_padded"], True, None, "equal",
                 bool(s["tables_equal_padded"]))
+    bt = _load(raw, "batching")  # bench/batching.py: steer requests of N users, batcher on vs one row at a time
+    if bt:
+        b, o = bt["runs"]["batched"], bt["runs"]["one at a time (before)"]
+        la = round(bt.get("load_average_before", [0])[0], 1)
+        add(f"generation, {bt['users']} users' steer requests: batched vs one at a time (in process, load {la})",
+            round(b["requests_per_s"], 3), round(o["requests_per_s"], 3), round(bt["throughput_ratio"], 3), ">= 2x",
+            bt["throughput_ratio"] >= 2, "req/s")
+        add("  steer p95 batched vs one at a time", round(b["p95_s"], 2), round(o["p95_s"], 2), round(bt["p95_ratio"], 3),
+            "no worse", bt["p95_ratio"] <= 1.0, "s")
+        add("  greedy outputs batched = one at a time", bt["greedy_outputs_equal"], True, None, "equal", bool(bt["greedy_outputs_equal"]))
     sv = _load(raw, "serve")
     if sv:
         q, b = sv["without_job"], sv.get("with_job") or {"routes": {}, "errors": 0}
