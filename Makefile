@@ -82,14 +82,16 @@ lens: $(STAMP)
 # Ratios against in-process baselines; ends with one summary table (bench/summary.py), also written as
 # bench/results/<UTC time>-<commit>[-BENCH_LABEL].json. Raw per-benchmark JSON goes to bench/results/raw/.
 # Lines time prompts and pages not seen before unless named "cached". BENCH_BASELINE=DIR (a checkout of the code to
-# compare with, data/models linked) adds cold page loads of both servers and the server's peak RSS (bench/pages.py).
+# compare with, data/models linked) adds cold page loads of both servers and the server's peak RSS (bench/pages.py),
+# and runs its server in turns with ours under the same 8 users (bench/serve.py: throughput and p95 vs before).
 BENCH_RAW := bench/results/raw
 bench: fetch
 	mkdir -p $(BENCH_RAW)
 	$(BIN)/python bench/analyze.py --json $(BENCH_RAW)/analyze.json
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/discover.py --json $(BENCH_RAW)/discover.json
-	$(BIN)/python bench/serve.py --json $(BENCH_RAW)/serve.json
+	$(BIN)/python bench/batching.py --json $(BENCH_RAW)/batching.json
+	$(BIN)/python bench/serve.py --json $(BENCH_RAW)/serve.json $(if $(BENCH_BASELINE),--baseline-root $(BENCH_BASELINE))
 	@if [ -n "$(BENCH_BASELINE)" ]; then $(BIN)/python bench/pages.py --baseline-root $(BENCH_BASELINE) --json $(BENCH_RAW)/pages.json; fi
 	$(BIN)/python bench/summary.py $(BENCH_RAW)
 

@@ -17,8 +17,8 @@ Ours, on a fresh prompt:
 - `view+lens, before (TL forward, fp32 lens)`: the same with transformer-lens's forward and the exact fp32
   unembedding (what this commit replaced: the fast decoder's forward and the bf16 kernel);
 Cached (the same prompt again): `features (cached)` (residuals kept: SAE encodes only), `lens (cached)` (memo hit).
-Agreement of our lens with the notebook's (top-1 token per cell, max |dp| on the top 5) is measured on every
-round's prompt. If the profile's SAEs are not trained yet, random TopK SAEs of the same widths and k are used.
+Agreement of our lens with the notebook's (top-1 token per cell, max |dp| on the top 5, each cell's KL to the model's
+output against the notebook's full log-softmax) is measured on every round's prompt. If the profile's SAEs are not trained yet, random TopK SAEs of the same widths and k are used.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.engine import analysis as an  # noqa: E402
+from app.engine.analysis import core  # noqa: E402
 from app.engine.analysis.unembed import bf16_matmul_fast  # noqa: E402
 from app.engine.loading import ProfileUnavailable, load_model, load_sae  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
@@ -128,7 +129,7 @@ def main() -> None:
         resid = store[hook][0].float()
         for sae in saes.values():
             an.sae_token_views(sae, resid, 10)
-        an._final_logits(model, final[:, -1:])
+        core._final_logits(model, final[:, -1:])
         stack = torch.stack([store[nm][0] for nm in names[:-1]] + [final[0]]).float()
         return an.lens_top(model, stack.reshape(-1, stack.shape[-1]), 5, low_precision=False)
 
@@ -148,6 +149,8 @@ def main() -> None:
     def notebook():
         return notebook_way(model, saes, hook, torch.tensor([state["ids"]]))
 
+    kl_err: list[tuple[float, float]] = []
+
     def check_agreement():
         _, lens = view_lens()
         _, _, top, _ = notebook()
@@ -155,6 +158,11 @@ def main() -> None:
         agree = sum(tok.decode([int(nb[li, p])]) == lens.top_tokens[li][p][0]
                     for li in range(nb.shape[0]) for p in range(nb.shape[1]))
         agreement.append((agree, nb.numel(), float((torch.tensor(lens.top_probs) - top.values[:, 0]).abs().max())))
+        _, cache = model.run_with_cache(torch.tensor([state["ids"]]))  # each cell's KL from the full log-softmax
+        logp = model.unembed(cache.accumulated_resid(apply_ln=True)[:, 0]).double().log_softmax(-1)
+        kl = (logp[-1].exp() * (logp[-1] - logp)).sum(-1)
+        err = (torch.tensor(lens.kl, dtype=torch.float64) - kl).abs()
+        kl_err.append((float(err.max()), float((err / kl.clamp_min(1.0)).max())))
 
     fns = {"notebook": notebook, "features": lambda: features(), "view+lens": view_lens,
            "view+lens, before (TL forward, fp32 lens)": view_lens_before,
@@ -182,13 +190,15 @@ def main() -> None:
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "lens_top1_agreement": agree / cells, "lens_cells": cells,
                 "lens_max_abs_prob_diff": max(d for _, _, d in agreement),
+                "lens_kl_max_abs_diff": max(a for a, _ in kl_err), "lens_kl_max_diff_over_max_1_kl": max(r for _, r in kl_err),
                 "load_average_before": load_before, "load_average_after": load_after,
                 "peak_rss_mb_model_loaded": rss_loaded, "peak_rss_mb_ours": rss_ours, "peak_rss_mb_end": peak_rss_mb()})
     for name, r in res["runs"].items():
         print(f"{name:42s} p50 {r['p50_ms']:8.1f} ms  (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})  "
               f"x{r['ratio_p50']:.3f} of notebook (paired x{r['ratio_paired_median']:.3f})")
     print(f"SAEs: {sae_kind}; lens kernel: {res['lens_kernel']} ({res['cpu_capability']}); top-1 agreement with the "
-          f"notebook: {res['lens_top1_agreement']:.5f} over {cells} cells; max |dp| top-5: {res['lens_max_abs_prob_diff']:.2e}")
+          f"notebook: {res['lens_top1_agreement']:.5f} over {cells} cells; max |dp| top-5: {res['lens_max_abs_prob_diff']:.2e}; "
+          f"KL: max |dKL| {res['lens_kl_max_abs_diff']:.2e} nats, max |dKL| / max(1, KL) {res['lens_kl_max_diff_over_max_1_kl']:.2e}")
     print(f"load average before {load_before}, after {load_after}")
     print(f"peak RSS: model loaded {rss_loaded:.0f} MB, after our path {rss_ours:.0f} MB, after the notebook way {res['peak_rss_mb_end']:.0f} MB")
     if args.json:

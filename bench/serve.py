@@ -130,9 +130,24 @@ def job_loop(base: str, rec: Recorder, stop: threading.Event, concept: list[str]
             out.setdefault("errors", []).append(str(js)[:200])
 
 
-def phase(base: str, users: int, seconds: float, widths: dict, job: tuple | None) -> dict:
+def summarize(rows: list, wall: float, job_out: dict) -> dict:
+    """Per route n, p50 / p95 (ms), errors; throughput over the wall time."""
+    routes = {}
+    for route in sorted({r for r, _, _ in rows}):
+        ts = sorted(s for r, s, st in rows if r == route)
+        bad = [st for r, _, st in rows if r == route and not 200 <= st < 300]
+        routes[route] = {"n": len(ts), "p50_ms": round(1000 * statistics.median(ts), 1),
+                         "p95_ms": round(1000 * ts[min(len(ts) - 1, int(0.95 * len(ts)))], 1), "errors": len(bad),
+                         "error_statuses": {str(st): bad.count(st) for st in sorted(set(bad))}}  # 503 = busy, 599 = no answer
+    n = len(rows)
+    return {"wall_s": round(wall, 1), "requests": n, "throughput_rps": round(n / wall, 2),
+            "errors": sum(v["errors"] for v in routes.values()), "routes": routes, "job": job_out}
+
+
+def phase(base: str, users: int, seconds: float, widths: dict, job: tuple | None, seed0: int = 0) -> tuple[list, float, dict]:
+    """users (and the job client) for `seconds` -> (rows (route, seconds, status), wall seconds, job figures)."""
     rec, stop, job_out = Recorder(), threading.Event(), {}
-    threads = [threading.Thread(target=user_loop, args=(base, rec, stop, u, widths), daemon=True) for u in range(users)]
+    threads = [threading.Thread(target=user_loop, args=(base, rec, stop, seed0 + u, widths), daemon=True) for u in range(users)]
     if job is not None:
         threads.append(threading.Thread(target=job_loop, args=(base, rec, stop, *job, job_out), daemon=True))
     t0 = time.perf_counter()
@@ -142,17 +157,41 @@ def phase(base: str, users: int, seconds: float, widths: dict, job: tuple | None
     stop.set()
     for t in threads:
         t.join(timeout=600)
-    wall = time.perf_counter() - t0
-    routes = {}
-    for route in sorted({r for r, _, _ in rec.rows}):
-        ts = sorted(s for r, s, st in rec.rows if r == route)
-        bad = [st for r, _, st in rec.rows if r == route and not 200 <= st < 300]
-        routes[route] = {"n": len(ts), "p50_ms": round(1000 * statistics.median(ts), 1),
-                         "p95_ms": round(1000 * ts[min(len(ts) - 1, int(0.95 * len(ts)))], 1), "errors": len(bad),
-                         "error_statuses": {str(st): bad.count(st) for st in sorted(set(bad))}}  # 503 = busy, 599 = no answer
-    n = len(rec.rows)
-    return {"wall_s": round(wall, 1), "requests": n, "throughput_rps": round(n / wall, 2),
-            "errors": sum(v["errors"] for v in routes.values()), "routes": routes, "job": job_out}
+    return rec.rows, time.perf_counter() - t0, job_out
+
+
+def start_server(root: Path, profile: str, tmp: str, name: str, timeout: float):
+    """`python -m app serve` from checkout `root` on a free port, throwaway store -> (process, base, health, start s)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, ASN_STORE_URL=f"sqlite:///{tmp}/{name}.db", PYTHONPATH=str(root))
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--profile", profile, "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if server.poll() is not None:
+            raise SystemExit(f"{name} server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            st, health = call(base, "GET", "/health", timeout=5)
+            if st == 200:
+                call(base, "POST", "/api/analyze", {"prompt": PROMPTS[0]})  # warm-up: one of each route
+                call(base, "POST", "/api/lens", {"prompt": PROMPTS[0]})
+                call(base, "POST", "/api/steer", {"prompt": PROMPTS[0], "max_new_tokens": 8,
+                                                  "steering": [{"sae": "coarse", "index": 1, "value": 4.0}]})
+                return server, base, health, time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(1)
+    server.kill()
+    raise SystemExit(f"{name} server did not start in time")
+
+
+def stop_server(server) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def main(argv=None) -> int:
@@ -162,6 +201,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--job-prompts", type=int, default=100, help="concept and contrast prompts per discovery job")
     ap.add_argument("--start-timeout", type=float, default=900.0)
+    ap.add_argument("--baseline-root", type=Path, help="a checkout of the code before (data/models linked): its server "
+                    "serves the same users without a job, in turns with ours")
+    ap.add_argument("--rounds", type=int, default=2, help="turns per server with a baseline (who goes first alternates)")
+    ap.add_argument("--no-job", action="store_true", help="skip the phase with a discovery job")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
@@ -169,51 +212,50 @@ def main(argv=None) -> int:
     from app.engine import discovery as disc
     from app.engine.profiles import DATA_DIR
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     tmp = tempfile.mkdtemp(prefix="asn-bench-serve-")
-    env = dict(os.environ, ASN_STORE_URL=f"sqlite:///{tmp}/bench.db")
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--profile", a.profile, "--host", "127.0.0.1",
-                               "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    print(f"starting the server ({a.profile}) on {base} ...")
+    servers: dict = {}
     try:
-        t0 = time.perf_counter()
-        health = None
-        while time.perf_counter() - t0 < a.start_timeout:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read().decode()[-2000:]}")
-            try:
-                st, health = call(base, "GET", "/health", timeout=5)
-                if st == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        else:
-            raise SystemExit("server did not start in time")
-        start_s = time.perf_counter() - t0
+        for who, root in (("ours", ROOT), ("before", a.baseline_root)):
+            if root is not None:
+                print(f"starting the server ({who}: {root}, {a.profile}) ...")
+                servers[who] = start_server(Path(root).resolve(), a.profile, tmp, who, a.start_timeout)
+        _, base, health, start_s = servers["ours"]
         widths = {k: int(v) for k, v in (health.get("saes") or {}).items()} or {"coarse": 2048, "fine": 16384}
         fr = disc.parse_prompt_lines((DATA_DIR / "prompts" / "france.txt").read_text())[: a.job_prompts]
         ne = disc.parse_prompt_lines((DATA_DIR / "prompts" / "neutral.txt").read_text())[: a.job_prompts]
-        # warm-up: one of each route
-        call(base, "POST", "/api/analyze", {"prompt": PROMPTS[0]})
-        call(base, "POST", "/api/lens", {"prompt": PROMPTS[0]})
-        print(f"server up in {start_s:.0f} s on {a.profile}; {a.users} users x {a.seconds:.0f} s, then again with a discovery job")
-        quiet = phase(base, a.users, a.seconds, widths, None)
-        busy = phase(base, a.users, a.seconds, widths, (fr, ne))
-        rss = vm_hwm_mb(server.pid)
+        rounds = a.rounds if len(servers) > 1 else 1
+        each = a.seconds / rounds
+        print(f"servers up ({', '.join(servers)}); {a.users} users x {a.seconds:.0f} s per server ({rounds} turns)"
+              + ("" if a.no_job else ", then ours again with a discovery job"))
+        load_before = os.getloadavg()
+        raw: dict = {who: ([], 0.0) for who in servers}
+        for r in range(rounds):
+            for who in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                rows, wall, _ = phase(servers[who][1], a.users, each, widths, None, seed0=1000 * r)
+                raw[who] = (raw[who][0] + rows, raw[who][1] + wall)
+        quiet_by = {who: summarize(rows, wall, {}) for who, (rows, wall) in raw.items()}
+        quiet = quiet_by["ours"]
+        busy = None if a.no_job else summarize(*phase(base, a.users, a.seconds, widths, (fr, ne)))
+        load_after = os.getloadavg()
+        rss = vm_hwm_mb(servers["ours"][0].pid)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    an_q, an_b = quiet["routes"].get("analyze", {}), busy["routes"].get("analyze", {})
+        for server, *_ in servers.values():
+            stop_server(server)
+    an_q, an_b = quiet["routes"].get("analyze", {}), (busy or {"routes": {}})["routes"].get("analyze", {})
     ratio = an_b["p95_ms"] / an_q["p95_ms"] if an_q.get("p95_ms") and an_b.get("p95_ms") else None
     res = {"profile": a.profile, "users": a.users, "seconds": a.seconds, "server_start_s": round(start_s, 1),
            "atlas": (health or {}).get("atlas") or (health or {}).get("atlas_status"),
-           "without_job": quiet, "with_job": busy, "analysis_p95_ratio_job_vs_none": ratio, "server_peak_rss_mb": rss}
-    for name, ph in (("without job", quiet), ("with discovery job", busy)):
+           "without_job": quiet, "with_job": busy, "analysis_p95_ratio_job_vs_none": ratio, "server_peak_rss_mb": rss,
+           "load_average_before": load_before, "load_average_after": load_after}
+    phases = [("ours, without job", quiet)] + ([("ours, with discovery job", busy)] if busy else [])
+    if "before" in quiet_by:
+        before = quiet_by["before"]
+        res["before"] = {"root": str(a.baseline_root), "without_job": before}
+        res["throughput_ratio_vs_before"] = round(quiet["throughput_rps"] / before["throughput_rps"], 3)
+        res["p95_ratio_vs_before"] = {rt: round(r["p95_ms"] / before["routes"][rt]["p95_ms"], 3)
+                                      for rt, r in quiet["routes"].items() if rt in before["routes"]}
+        phases.append(("before, without job", before))
+    for name, ph in phases:
         print(f"-- {name}: {ph['requests']} requests in {ph['wall_s']} s = {ph['throughput_rps']} req/s, {ph['errors']} errors")
         print(f"   {'route':22s} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'errors':>6}")
         for route, r in ph["routes"].items():
@@ -222,7 +264,11 @@ def main(argv=None) -> int:
         if ph["job"]:
             print(f"   discovery jobs finished: {len(ph['job'].get('job_seconds', []))} {ph['job'].get('job_seconds', [])}"
                   f"{'; errors: ' + str(ph['job']['errors']) if ph['job'].get('errors') else ''}")
+    if "before" in res:
+        print(f"throughput ours / before: {res['throughput_ratio_vs_before']} (goal >= 2); p95 ours / before: "
+              f"{res['p95_ratio_vs_before']} (goal <= 1)")
     print(f"analysis p95 with a job / without: {ratio if ratio is None else round(ratio, 2)} (goal <= 2)")
+    print(f"load average before {load_before}, after {load_after}")
     print(f"server peak RSS (VmHWM): {rss:.0f} MB on {a.profile} (goal <= 2500); atlas: {res['atlas']}" if rss else "RSS n/a")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@ written to bench/results/<UTC time>-<commit>.json so figures can be compared acr
 
     .venv/bin/python bench/summary.py [RAW_DIR=bench/results/raw] [--label quiet|load] [--out bench/results]
 
-Reads what is there (analyze.json, pages.json, discover.json, serve.json from bench/analyze.py, bench/pages.py,
-bench/discover.py and bench/serve.py); a missing file just leaves its rows out. Lines time a prompt, feature or page
+Reads what is there (analyze.json, pages.json, discover.json, batching.json, serve.json from bench/analyze.py,
+bench/pages.py, bench/discover.py, bench/batching.py and bench/serve.py); a missing file just leaves its rows out. Lines time a prompt, feature or page
 not seen before unless their name says "cached"; both kinds are reported. Other benchmarks' JSON files in RAW_DIR are copied
 into the result as they are.
 """
@@ -49,6 +49,9 @@ def rows_of(raw: Path) -> list[dict]:
             round(a["lens_top1_agreement"], 5), 1.0, None, ">= 0.999", a["lens_top1_agreement"] >= 0.999)
         add("lens max |p - p_notebook| (top 5 shown)", a["lens_max_abs_prob_diff"], 0.0, None, "<= 1e-3",
             a["lens_max_abs_prob_diff"] <= 1e-3)
+        if "lens_kl_max_abs_diff" in a:
+            add("lens KL to the output: max |KL - KL_notebook| (nats)", a["lens_kl_max_abs_diff"], 0.0, None, "<= 2e-3",
+                a["lens_kl_max_abs_diff"] <= 2e-3)
     elif a:  # an older analyze.json (one prompt, cached lens)
         r, nb = a["runs"], a["runs"]["notebook"]["p50_ms"]
         add("analysis features (old bench: residuals cached after the warm-up)", round(r["features"]["p50_ms"], 1), round(nb, 1),
@@ -100,18 +103,40 @@ def rows_of(raw: Path) -> list[dict]:
                 add("  forward alone, packed", pk["tokens_per_s"], fp["tokens_per_s"], pk["ratio_to_forward_padded"], "-", None, "tok/s")
             add(f"discovery {n} prompts: tables equal to the padded path", s["tables_equal_padded"], True, None, "equal",
                 bool(s["tables_equal_padded"]))
+    bt = _load(raw, "batching")  # bench/batching.py: steer requests of N users, batcher on vs one row at a time
+    if bt:
+        b, o = bt["runs"]["batched"], bt["runs"]["one at a time (before)"]
+        la = round(bt.get("load_average_before", [0])[0], 1)
+        add(f"generation, {bt['users']} users' steer requests: batched vs one at a time (in process, load {la})",
+            round(b["requests_per_s"], 3), round(o["requests_per_s"], 3), round(bt["throughput_ratio"], 3), ">= 2x",
+            bt["throughput_ratio"] >= 2, "req/s")
+        add("  steer p95 batched vs one at a time", round(b["p95_s"], 2), round(o["p95_s"], 2), round(bt["p95_ratio"], 3),
+            "no worse", bt["p95_ratio"] <= 1.0, "s")
+        add("  greedy outputs batched = one at a time", bt["greedy_outputs_equal"], True, None, "equal", bool(bt["greedy_outputs_equal"]))
     sv = _load(raw, "serve")
     if sv:
-        q, b = sv["without_job"], sv["with_job"]
-        qa, ba = q["routes"].get("analyze", {}), b["routes"].get("analyze", {})
-        add(f"serve, {sv['users']} users: analysis p95 with a discovery job", ba.get("p95_ms"), qa.get("p95_ms"),
-            sv["analysis_p95_ratio_job_vs_none"], "<= 2x without",
-            sv["analysis_p95_ratio_job_vs_none"] is not None and sv["analysis_p95_ratio_job_vs_none"] <= 2, "ms")
-        for route in sorted(set(q["routes"]) | set(b["routes"])):
-            rq, rb = q["routes"].get(route, {}), b["routes"].get(route, {})
-            add(f"  {route} p50 / p95 (with job)", f"{rb.get('p50_ms')} / {rb.get('p95_ms')}",
-                f"{rq.get('p50_ms')} / {rq.get('p95_ms')}", None, "-", None, "ms")
-        add("serve throughput (with job / without)", b["throughput_rps"], q["throughput_rps"], None, "-", None, "req/s")
+        q, b = sv["without_job"], sv.get("with_job") or {"routes": {}, "errors": 0}
+        before = (sv.get("before") or {}).get("without_job")
+        if before:  # the old server in turns with ours, same users and mix, fresh prompts
+            la = round(sv.get("load_average_before", [0])[0], 1)
+            add(f"serve, {sv['users']} users: throughput vs the server before (load {la})", q["throughput_rps"],
+                before["throughput_rps"], sv["throughput_ratio_vs_before"], ">= 2x", sv["throughput_ratio_vs_before"] >= 2, "req/s")
+            for route, r in sorted(q["routes"].items()):
+                rb = before["routes"].get(route)
+                if rb:
+                    ratio = sv["p95_ratio_vs_before"].get(route)
+                    add(f"  {route} p95 vs before (p50 {r['p50_ms']} / {rb['p50_ms']})", r["p95_ms"], rb["p95_ms"], ratio,
+                        "no worse", ratio is not None and ratio <= 1.0, "ms")
+        if b["routes"]:
+            qa, ba = q["routes"].get("analyze", {}), b["routes"].get("analyze", {})
+            add(f"serve, {sv['users']} users: analysis p95 with a discovery job", ba.get("p95_ms"), qa.get("p95_ms"),
+                sv["analysis_p95_ratio_job_vs_none"], "<= 2x without",
+                sv["analysis_p95_ratio_job_vs_none"] is not None and sv["analysis_p95_ratio_job_vs_none"] <= 2, "ms")
+            for route in sorted(set(q["routes"]) | set(b["routes"])):
+                rq, rb = q["routes"].get(route, {}), b["routes"].get(route, {})
+                add(f"  {route} p50 / p95 (with job)", f"{rb.get('p50_ms')} / {rb.get('p95_ms')}",
+                    f"{rq.get('p50_ms')} / {rq.get('p95_ms')}", None, "-", None, "ms")
+            add("serve throughput (with job / without)", b["throughput_rps"], q["throughput_rps"], None, "-", None, "req/s")
         add("serve errors", q["errors"] + b["errors"], 0, None, "0", q["errors"] + b["errors"] == 0)
         if sv.get("server_peak_rss_mb"):
             add(f"server peak RSS, {sv['profile']} (atlas: {str(sv.get('atlas'))[:20]})", round(sv["server_peak_rss_mb"]),

@@ -13,6 +13,7 @@ import time
 import torch
 
 from app.engine import analysis as an
+from app.engine.analysis import core
 from app.engine.loading import load_model
 from app.engine.profiles import DATA_DIR, get_profile
 from app.engine.tuned_lens import identity_lens, load_tuned_lens
@@ -51,7 +52,7 @@ def main() -> None:
         L1, P, d = stack.shape
         pv, pi = an.lens_top(model, stack.reshape(L1 * P, d), 5)
         probs, ids_ = pv.reshape(L1, P, 5).tolist(), pi.reshape(L1, P, 5).tolist()
-        decode = an._decoder(model.tokenizer)
+        decode = core._decoder(model.tokenizer)
         return (tuple(tuple(tuple(decode(t) for t in cell) for cell in row) for row in ids_),
                 tuple(tuple(tuple(cell) for cell in row) for row in probs))
 

@@ -88,7 +88,7 @@ def logit_gradient(model, hook_name: str, token_ids, target: int | None = None, 
     (id, prob) of each id in probs_of).
     Works inside engine.session() (which runs in inference mode): grad is switched back on locally.
     """
-    from app.engine.analysis import _final_logits
+    from app.engine.analysis.core import _final_logits
 
     store: dict = {}
     with torch.inference_mode(False), torch.enable_grad():

@@ -6,9 +6,8 @@ Each row carries its own steering (`RowSteer`: an additive vector, e.g. sum of c
 plus SAE clamps), applied by one hook at the profile's hook point through `model.hooks(...)` on the same
 positions the single-prompt steering edits (never pads, position 0 or sink-norm positions).
 
-Greedy rows equal `steering.steered_generate` on the same prompt token for token (tests); sampled rows draw
-from their own generator seeded like `generation.generate`, so a row's output depends only on its prompt,
-steering and seed. Models without the fast path (or with hooks it would skip) fall back to one row at a time.
+Greedy rows equal `steering.steered_generate` token for token (tests); sampled rows draw from their own generator
+seeded like `generation.generate`. Without the fast path (or with hooks it would skip): one row at a time.
 """
 from __future__ import annotations
 
@@ -97,32 +96,36 @@ def batch_steered_mask(resid: torch.Tensor, state: BatchState, opts: SteerOption
 def make_batched_steering_hook(saes: dict, rows: Sequence[RowSteer], state: BatchState, opts: SteerOptions = SteerOptions()):
     """A forward hook for resid [B, pos, d] applying row b's RowSteer on its steerable positions."""
     rows = list(rows)
-    adds = [r.add for r in rows]
-    any_add = any(a is not None for a in adds)
+    any_add = any(r.add is not None for r in rows)
     clamp_saes = sorted({f.sae for r in rows for f in r.clamps})
 
     def batched_steering_hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
-        B, n, d = resid.shape
         mask = batch_steered_mask(resid, state, opts)
         if not bool(mask.any()):
             return resid
-        delta = torch.zeros(B, n, d, dtype=torch.float32, device=resid.device)
-        if any_add:
-            A = torch.stack([a.to(resid.device) if a is not None else torch.zeros(d, device=resid.device) for a in adds])
-            delta += A[:, None, :]
-        for name in clamp_saes:
-            sae = saes[name]
-            W = sae.W_dec.float()
-            acts = sae.encode(resid.reshape(B * n, d).to(sae.W_dec.dtype)).float().view(B, n, -1)
-            for b, r in enumerate(rows):
-                cl = [f for f in r.clamps if f.sae == name]
-                if cl:
-                    idx = torch.tensor([f.index for f in cl], device=resid.device)
-                    v = torch.tensor([float(f.value) for f in cl], device=resid.device)
-                    delta[b] += (v - acts[b][:, idx]) @ W[idx].to(resid.device)
-        return torch.where(mask[..., None], resid + delta.to(resid.dtype), resid)
+        return torch.where(mask[..., None], resid + rows_delta(saes, rows, resid, any_add, clamp_saes).to(resid.dtype), resid)
 
     return batched_steering_hook
+
+
+def rows_delta(saes: dict, rows: Sequence[RowSteer], resid: torch.Tensor, any_add: bool, clamp_saes) -> torch.Tensor:
+    """[B, n, d] float32: row b's additive vector plus its clamps' (v - a_f(x)) W_dec[f] at every position."""
+    B, n, d = resid.shape
+    delta = torch.zeros(B, n, d, dtype=torch.float32, device=resid.device)
+    if any_add:
+        A = torch.stack([r.add.to(resid.device) if r.add is not None else torch.zeros(d, device=resid.device) for r in rows])
+        delta += A[:, None, :]
+    for name in clamp_saes:
+        sae = saes[name]
+        W = sae.W_dec.float()
+        acts = sae.encode(resid.reshape(B * n, d).to(sae.W_dec.dtype)).float().view(B, n, -1)
+        for b, r in enumerate(rows):
+            cl = [f for f in r.clamps if f.sae == name]
+            if cl:
+                idx = torch.tensor([f.index for f in cl], device=resid.device)
+                v = torch.tensor([float(f.value) for f in cl], device=resid.device)
+                delta[b] += (v - acts[b][:, idx]) @ W[idx].to(resid.device)
+    return delta
 
 
 class BatchedFastDecoder:
@@ -178,6 +181,11 @@ class BatchedFastDecoder:
         mask = self.valid[:, None, None, : p + 1]
         return self._forward(torch.as_tensor(list(ids), device=dev)[:, None], positions, mask)
 
+    def _store(self, i: int, k: torch.Tensor, v: torch.Tensor, p0: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i's new keys/values [B, n, K, dh] into every row at p0..T-1; -> the keys, values to attend to."""
+        self.k[i, :, :, p0:T], self.v[i, :, :, p0:T] = k.transpose(1, 2), v.transpose(1, 2)
+        return self.k[i, :, :, :T], self.v[i, :, :, :T]
+
     def _forward(self, toks: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = self.model
         B, n = toks.shape
@@ -196,10 +204,8 @@ class BatchedFastDecoder:
             v = qkv[:, (H + K) * dh:].view(B, n, K, dh)
             q = self._rope(q, cos, sin).transpose(1, 2)  # [B, H, n, dh]
             k = self._rope(k, cos, sin)
-            self.k[i, :, :, p0:T] = k.transpose(1, 2)
-            self.v[i, :, :, p0:T] = v.transpose(1, 2)
-            z = F.scaled_dot_product_attention(q, self.k[i, :, :, :T], self.v[i, :, :, :T], attn_mask=mask,
-                                               scale=self.scale, enable_gqa=(H != K))
+            kk, vv = self._store(i, k, v, p0, T)
+            z = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, scale=self.scale, enable_gqa=(H != K))
             z = z.transpose(1, 2).reshape(B * n, H * dh)
             a = blk.attn
             x = blk.hook_resid_mid(x + torch.addmm(a.b_O, z, a.W_O.reshape(H * dh, -1)).view(B, n, -1))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from app.engine.analysis import ResidualCache
+from app.engine.continuous import ContinuousBatcher, GenJob
 from app.engine.loading import load_model, load_sae, validate_pair, with_neuronpedia_ids
 from app.engine.map_cache import MapCache
 from app.engine.profiles import Profile, get_profile
@@ -78,6 +79,8 @@ class Engine:
     resid_cache: ResidualCache = field(default_factory=ResidualCache, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)  # set by stop(): no new sessions
     map_cache: MapCache = field(default_factory=MapCache, repr=False)  # the map's layout, hover table, base figures
+    batching: bool = True  # generation rows of concurrent requests share one decode (continuous.ContinuousBatcher)
+    _batcher: ContinuousBatcher | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, profile: str | Profile, device: str | None = None, atlas_root=None, lens_root=None,
@@ -228,6 +231,13 @@ class Engine:
         """The process is stopping: every later session() raises ShuttingDown, so long work made of many sessions
         (an experiment, a discovery run, a re-run) ends at its next chunk instead of holding the exit."""
         self._stopping.set()
+
+    def generate_rows(self, jobs: list[GenJob]) -> list[GenJob]:
+        """Run a request's generation rows, batched with concurrent requests' rows; -> the jobs, filled."""
+        with self._waiting_lock:
+            if self._batcher is None:
+                self._batcher = ContinuousBatcher(self, busy=EngineBusy)
+        return self._batcher.generate(jobs) if self.batching else self._batcher._unbatched(jobs)
 
     @property
     def busy(self) -> bool:

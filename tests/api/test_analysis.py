@@ -53,7 +53,7 @@ def test_lens_matches_plain_torch_rmsnorm_unembed(tiny_client, tiny_engine):
         probs = rms_unembed(m, resid_at(tiny_engine, ids, name))
         pv, pi = probs.topk(5, dim=-1)
         got_p = np.array(body["top_probs"][li])
-        np.testing.assert_allclose(got_p, pv.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got_p, pv.numpy(), rtol=0, atol=1e-3)  # the lens's bar (bf16 kernel where the CPU has it)
         for p in range(len(ids)):
             # each token shown alone (a byte token as <0xXX>: app.engine.tokens)
             want = [token_text(tiny_engine.tokenizer, t) for t in pi[p]]

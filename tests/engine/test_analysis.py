@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from app.engine import analysis as an
+from app.engine.analysis import lens as lens_mod
 from app.engine.tokens import token_text, token_texts
 
 PROMPT = "The capital of France is Paris. <|im_end|> Water boils at 100 degrees."
@@ -189,7 +190,7 @@ def test_logit_lens_positions_subset(tiny):
 def test_logit_lens_chunking_is_invisible(tiny, monkeypatch):
     eng, ids = tiny
     ref = an.logit_lens(eng.model, ids)
-    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 7)
+    monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 7)
     got = an.logit_lens(eng.model, ids)
     assert got.top_tokens == ref.top_tokens
     assert np.allclose(np.array(got.top_probs), np.array(ref.top_probs), rtol=1e-5)

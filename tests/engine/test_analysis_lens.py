@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from app.engine import analysis as an
+from app.engine.analysis import core
+from app.engine.analysis import lens as lens_mod
 from app.engine.tokens import token_text
 
 PROMPT = "The capital of France is Paris. <|im_end|> Water boils at 100 degrees."
@@ -66,7 +68,7 @@ def test_a_second_lens_of_the_same_prompt_unembeds_nothing(tiny, monkeypatch):
     key = cache.key(eng.fingerprint, ids)
     unembeds = []
     real = an.lens_top
-    monkeypatch.setattr(an, "lens_top", lambda *a, **k: unembeds.append(1) or real(*a, **k))
+    monkeypatch.setattr(lens_mod, "lens_top", lambda *a, **k: unembeds.append(1) or real(*a, **k))
     first = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
     again = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
     assert unembeds == [1] and again == first
@@ -87,7 +89,7 @@ def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch, lo
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(37, m.cfg.d_model, generator=g) * 3
     b = torch.randn(m.cfg.d_vocab_out, generator=g)
-    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 8)
+    monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 8)
     with torch.inference_mode():
         orig = m.b_U.detach().clone()
         try:
@@ -140,15 +142,17 @@ def test_analysis_from_cached_residuals_runs_no_forward_and_equals_fresh(tiny):
 
 
 @pytest.mark.parametrize("cap", [0.0, 5.0])
-def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap):
-    """Each row's KL to a reference row, without a cap (the x . W_U p shortcut) and with one (read against p)."""
+@pytest.mark.parametrize("low_precision,tol", [(False, 2e-5), (None, 1e-3)])
+def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap, low_precision, tol):
+    """Each row's KL to a reference row, without a cap (the x . W_U p shortcut) and with one (read against p); on the
+    exact fp32 path and on the path the lens picks (bf16 where the CPU has bf16 units; a soft cap takes fp32)."""
     eng, _ = tiny
     m = eng.model
     g = torch.Generator().manual_seed(1)
     rows = torch.randn(3 * 7, m.cfg.d_model, generator=g) * 3  # 3 layers x 7 positions, layer-major
     final = torch.randn(7, m.cfg.d_model, generator=g) * 3
     b = torch.randn(m.cfg.d_vocab_out, generator=g)
-    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 5)
+    monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 5)
     with torch.inference_mode():
         orig = m.b_U.detach().clone()
         try:
@@ -158,12 +162,12 @@ def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap):
             def logp(x):
                 z = m.ln_final(x.unsqueeze(0))[0] @ m.W_U + b
                 return (cap * torch.tanh(z / cap) if cap > 0 else z).log_softmax(-1)
-            _, _, kl = an.lens_top(m, rows, 4, an.lens_reference(m, final))
+            _, _, kl = an.lens_top(m, rows, 4, an.lens_reference(m, final), low_precision=low_precision)
             p = logp(final)
             want = (p.exp() * (p - logp(rows).view(3, 7, -1))).sum(-1).reshape(-1)
         finally:
             m.b_U.copy_(orig)
-    assert kl.numpy() == pytest.approx(want.numpy(), abs=2e-5)
+    assert kl.numpy() == pytest.approx(want.numpy(), abs=tol)
 
 
 def test_the_capturing_forward_runs_the_fast_decoder_and_equals_transformer_lens(tiny, monkeypatch):
@@ -179,13 +183,13 @@ def test_the_capturing_forward_runs_the_fast_decoder_and_equals_transformer_lens
     real_forward = m.forward
     monkeypatch.setattr(m, "forward", lambda *a, **k: tl_calls.append(1) or real_forward(*a, **k))
     with torch.inference_mode():
-        final, store = an._forward_capture(m, ids, names)
+        final, store = core._forward_capture(m, ids, names)
     assert tl_calls == []
     for n in names:
         assert store[n][0].numpy() == pytest.approx(ref[n][0].numpy(), rel=1e-4, abs=1e-5), n
     assert final[0].numpy() == pytest.approx(ref[last][0].numpy(), rel=1e-4, abs=1e-5)
     seen = []
     with torch.inference_mode(), m.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", lambda a, hook: seen.append(1))]):
-        _, again = an._forward_capture(m, ids, names)
+        _, again = core._forward_capture(m, ids, names)
     assert tl_calls == [1] and seen == [1]
     assert again[names[-1]][0].numpy() == pytest.approx(ref[names[-1]][0].numpy(), rel=1e-4, abs=1e-5)

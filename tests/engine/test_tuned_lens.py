@@ -11,6 +11,8 @@ import torch
 
 from app.engine import analysis as an
 from app.engine import tuned_lens as TL
+from app.engine.analysis import lens as lens_mod
+from app.engine.analysis import unembed
 from app.engine.loading import load_model
 from app.engine.profiles import Profile, SAESpec
 from app.engine.random_models import save_random_hf
@@ -54,11 +56,13 @@ def independent(hf, folder, ids):
 
 
 def test_tuned_lens_matches_plain_torch_affine_then_hf_norm_and_lm_head(llama, tmp_path, monkeypatch):
-    """Top-k probabilities and every cell's KL to the output, to 1e-5, with chunks that split layers."""
+    """Top-k probabilities and every cell's KL to the output, to 1e-5, with chunks that split layers (the maths, on the
+    exact fp32 kernel; the bf16 kernel's bar against it is tests/engine/test_lens_precision.py)."""
+    monkeypatch.setattr(unembed, "bf16_matmul_fast", lambda device: False)
     model, hf = llama
     n, d = model.cfg.n_layers, model.cfg.d_model
     lens = random_lens(n, d, tmp_path)
-    monkeypatch.setattr(an, "LENS_ROWS_PER_CHUNK", 7)  # chunk edges inside layers: the KL's position indexing
+    monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 7)  # chunk edges inside layers: the KL's position indexing
     got = an.logit_lens(model, PROMPT, top=4, tuned=lens)
     ref = independent(hf, tmp_path, PROMPT).log_softmax(-1)
     pv, pi = ref.exp().topk(4, dim=-1)
@@ -72,8 +76,10 @@ def test_tuned_lens_matches_plain_torch_affine_then_hf_norm_and_lm_head(llama, t
     assert float(kl[:-1].mean()) > 0.1  # the map is far from the identity: the check is not vacuous
 
 
-def test_logit_lens_kl_and_identity_tuned_lens(llama):
-    """The logit lens's KL against torch; an identity-initialised tuned lens reads exactly as the logit lens."""
+def test_logit_lens_kl_and_identity_tuned_lens(llama, monkeypatch):
+    """The logit lens's KL against torch (exact fp32 kernel); an identity-initialised tuned lens reads exactly as the
+    logit lens."""
+    monkeypatch.setattr(unembed, "bf16_matmul_fast", lambda device: False)
     model, hf = llama
     n, d = model.cfg.n_layers, model.cfg.d_model
     logit = an.logit_lens(model, PROMPT, top=3)

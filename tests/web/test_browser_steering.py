@@ -77,16 +77,22 @@ def test_stream_and_stop(live_server, browser, monkeypatch):  # noqa: F811
     # process) so Stop always meets a running generation.
     import time as _time
 
+    from app.engine import continuous as C
     from app.engine import generation as G
 
-    orig = G.iter_generate
+    orig, orig_draw = G.iter_generate, C.sample_next
 
     def paced(*a, **k):
         for t in orig(*a, **k):
             _time.sleep(0.05)
             yield t
 
+    def paced_draw(*a, **k):  # the continuous batcher's tokens (the fast path)
+        _time.sleep(0.05)
+        return orig_draw(*a, **k)
+
     monkeypatch.setattr(G, "iter_generate", paced)
+    monkeypatch.setattr(C, "sample_next", paced_draw)
     page = new_page(browser, 900)
     page.goto(f"{live_server}/generate?prompt=Hello&max_new_tokens=6")
     page.click("#stream-btn")

@@ -34,6 +34,7 @@ from app.engine import generation as G
 from app.engine import sampling as S
 from app.engine import steering as ST
 from app.engine.analysis import logit_direction
+from app.engine.continuous import GenJob
 from app.engine.prompts import encode_prompt, token_strings
 from app.engine.tokens import token_text
 
@@ -70,13 +71,11 @@ def run_generate(engine, settings, req: GenerateRequest, cancel=None,
     per token; `cancel` (a threading.Event) stops it before the next token."""
     ids, text = encode_checked(engine, settings, req)
     feats = check_features(engine, req.steering)
-    stops = G.stop_token_ids(engine.tokenizer)
-    with engine.session():
-        if on_start is not None:
-            on_start(ids, text)
-        g = ST.steered_generate(engine.model, engine.saes, engine.hook_name, ids, feats, req.sampling(), req.max_new_tokens,
-                                stops, steer_options(engine, req.generated_only, req.skip_sinks), cancel=cancel,
-                                on_token=on_token)
+    job = GenJob(tuple(ids), tuple(feats), req.sampling(), req.max_new_tokens, G.stop_token_ids(engine.tokenizer),
+                 steer_options(engine, req.generated_only, req.skip_sinks), cancel=cancel,
+                 on_start=None if on_start is None else lambda: on_start(ids, text), on_token=on_token)
+    (done,) = engine.generate_rows([job])
+    g = done.generation(engine.tokenizer)
     return GenerateResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
                             prompt_tokens=token_strings(engine.tokenizer, ids), generation=gen_out(g), system=system_of(engine, req))
 
@@ -87,11 +86,10 @@ def run_steer(engine, settings, req: SteerRequest) -> SteerResponse:
     feats = check_features(engine, req.steering)
     stops = G.stop_token_ids(engine.tokenizer)
     opts = steer_options(engine, req.generated_only, req.skip_sinks)
-    ra, rb = G.GenerationRun(), G.GenerationRun()
-    with engine.session():
-        a = G.generate(engine.model, ids, req.max_new_tokens, req.sampling(), stops, run=ra)
-        b = ST.steered_generate(engine.model, engine.saes, engine.hook_name, ids, feats, req.sampling(), req.max_new_tokens,
-                                stops, opts, run=rb)
+    # both runs are rows of one batched decode (the unsteered row carries no steering, as generation.generate)
+    ja, jb = engine.generate_rows([GenJob(tuple(ids), (), req.sampling(), req.max_new_tokens, stops, opts),
+                                   GenJob(tuple(ids), tuple(feats), req.sampling(), req.max_new_tokens, stops, opts)])
+    a, b, ra, rb = ja.generation(engine.tokenizer), jb.generation(engine.tokenizer), ja.run, jb.run
     diverged, first = ST.divergence(a.ids, b.ids)
     return SteerResponse(profile=engine.profile.name, hook_name=engine.hook_name, prompt_text=text,
                          prompt_tokens=token_strings(engine.tokenizer, ids), unsteered=gen_out(a), steered=gen_out(b),
@@ -106,16 +104,11 @@ def run_dose(engine, settings, req: DoseRequest) -> DoseResponse:
     (feat,) = check_features(engine, [req.feature], field="feature")
     stops = G.stop_token_ids(engine.tokenizer)
     opts = steer_options(engine, req.generated_only, req.skip_sinks)
-    comps, probs = [], []
-    with engine.session():
-        sae = engine.saes[feat.sae]
-        pv, pi = logit_direction(engine.model, sae, feat.index).topk(req.promoted_top)
-        for s in req.strengths:
-            run = G.GenerationRun()
-            f = ST.SteerFeature(feat.sae, feat.index, feat.mode, float(s))
-            comps.append(ST.steered_generate(engine.model, engine.saes, engine.hook_name, ids, [f], req.sampling(),
-                                             req.max_new_tokens, stops, opts, run=run))
-            probs.append(run.first_logits.softmax(-1))
+    pv, pi = logit_direction(engine.model, engine.saes[feat.sae], feat.index).topk(req.promoted_top)  # weights only
+    jobs = engine.generate_rows([GenJob(tuple(ids), (ST.SteerFeature(feat.sae, feat.index, feat.mode, float(s)),), req.sampling(),
+                                        req.max_new_tokens, stops, opts) for s in req.strengths])  # one row per strength
+    comps = [j.generation(engine.tokenizer) for j in jobs]
+    probs = [j.run.first_logits.softmax(-1) for j in jobs]
     tok = engine.tokenizer
     promoted = [PromotedOut(token_id=int(i), token=token_text(tok, i), logit_weight=float(v), probs=[float(p[int(i)]) for p in probs])
                 for v, i in zip(pv, pi)]

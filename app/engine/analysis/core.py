@@ -155,6 +155,12 @@ def lens_hook_names(n_layers: int) -> list[str]:
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
 
 
+def lens_stack(model, store: dict, final: torch.Tensor) -> torch.Tensor:
+    """[n_layers+1, pos, d] float32: the embedding and each block's resid_post of one prompt."""
+    names = lens_hook_names(model.cfg.n_layers)
+    return torch.stack([store[nm][0] for nm in names[:-1]] + [final[0]]).float()
+
+
 class ResidualCache:
     """Bounded, thread-safe LRU of one prompt's every-layer residuals [n_layers+1, pos, d], kept by the analysis
     forward so the follow-up lens request needs no forward of its own. Key: (SAE fingerprint, token ids).

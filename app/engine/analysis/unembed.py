@@ -58,11 +58,16 @@ def _finish(logits: torch.Tensor, b_U, cap: float) -> torch.Tensor:
     return logits
 
 
-def unembed_top(model, rows: torch.Tensor, top: int, chunk: int, low_precision: bool | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def unembed_top(model, rows: torch.Tensor, top: int, chunk: int, low_precision: bool | None = None,
+                ref: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, ...]:
     """Rows [N, d] -> (probabilities [N, top], token ids [N, top]), most probable first.
 
-    low_precision: None picks bf16 where `bf16_matmul_fast` (and the model's W_U is fp32), False forces fp32."""
+    low_precision: None picks bf16 where `bf16_matmul_fast` (and the model's W_U is fp32), False forces fp32.
+    ref: `analysis.lens_reference(...)` of P positions, for rows laid out layer-major over them: a third tensor,
+    KL(final || row) in nats [N] = sum p log p - p.logits + logsumexp, with the logsumexp the kernel's own (so the
+    bf16 path carries the KL too) and p.logits = x.(W_U p) + b.p exact in fp32 ([chunk, d], no pass over the
+    vocabulary). A soft-capped model's logits are not linear in x: there p.logits is read from the chunk's logits,
+    so that case takes the exact fp32 path."""
     cfg = model.cfg
     W_U = model.W_U.detach()
     b_U = getattr(model, "b_U", None)
@@ -73,35 +78,47 @@ def unembed_top(model, rows: torch.Tensor, top: int, chunk: int, low_precision: 
     if low_precision is None:
         low_precision = W_U.dtype == torch.float32 and bf16_matmul_fast(W_U.device)
     K = min(vocab, top + CANDIDATES)
-    W2, WT = _split_weights(model) if low_precision and K < vocab else (None, None)
+    exact_only = not low_precision or K >= vocab or (ref is not None and cap > 0)
+    W2, WT = (None, None) if exact_only else _split_weights(model)
     if W2 is not None:
         chunk = min(chunk, BF16_ROWS_PER_CHUNK)
-    vals, idxs = [], []
+    vals, idxs, kls = [], [], []
     for s0 in range(0, rows.shape[0], chunk):
         x = rows[s0: s0 + chunk].unsqueeze(0)
         if cfg.normalization_type is not None:
             x = model.ln_final(x)
         x = x[0].to(W_U.dtype)
+        pos = None if ref is None else torch.arange(s0, s0 + x.shape[0], device=x.device) % ref[0].shape[0]
+        dot = None
         if W2 is None:
-            v, i, lse = _exact_chunk(x, W_U, b_U, cap, top)
+            p = ref[0].index_select(0, pos) if ref is not None and pos is not None and cap > 0 else None
+            v, i, lse, dot = _exact_chunk(x, W_U, b_U, cap, top, p)
         else:
             v, i, lse = _bf16_chunk(x, WT, W2, b_U, cap, top, K)
         vals.append((v - lse).exp_())
         idxs.append(i)
+        if ref is not None and pos is not None:
+            if dot is None:  # p . (x W_U + b) = x . (W_U p) + b . p
+                dot = (x.float() * ref[2].index_select(0, pos)).sum(-1) + ref[3].index_select(0, pos)
+            kls.append((ref[1].index_select(0, pos) - dot + lse[:, 0]).clamp_min_(0.0))
     if not vals:
-        return torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64)
-    return torch.cat(vals), torch.cat(idxs)
+        empty = (torch.zeros(0, top), torch.zeros(0, top, dtype=torch.int64))
+        return empty if ref is None else (*empty, torch.zeros(0))
+    out = (torch.cat(vals), torch.cat(idxs))
+    return out if ref is None else (*out, torch.cat(kls))
 
 
-def _exact_chunk(x, W_U, b_U, cap, top):
-    """fp32: one matmul (bias fused), top-k, then the normaliser from the top-1 logit (the row max), exp in place."""
+def _exact_chunk(x, W_U, b_U, cap, top, p=None):
+    """fp32: one matmul (bias fused), top-k, then the normaliser from the top-1 logit (the row max), exp in place.
+    With p [n, vocab] (a soft-capped model's KL reference rows) also p . logits [n], read before the exp."""
     logits = (torch.addmm(b_U, x, W_U) if b_U is not None else x @ W_U).float()
     if cap > 0:
         logits = _finish(logits, None, cap)
+    dot = None if p is None else torch.bmm(logits.unsqueeze(1), p.unsqueeze(2)).view(-1)
     v, i = logits.topk(top, dim=-1)
     m = v[:, :1]
     lse = m + logits.sub_(m).exp_().sum(-1, keepdim=True).log_()
-    return v, i, lse
+    return v, i, lse, dot
 
 
 def _bf16_chunk(x, WT, W2, b_U, cap, top, K):

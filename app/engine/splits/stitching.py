@@ -55,7 +55,7 @@ def stitch_on_prompt(model, coarse_sae, fine_sae, hook_name: str, token_ids, c: 
                      sink_norm: float | None = None, top: int = 5) -> Stitching:
     """Splice the coarse reconstruction and the stitched one into the residual at the hook (non-sink positions:
     analysis.sink_mask) and compare the next-token distributions after the prompt with the clean run."""
-    from app.engine.analysis import _final_logits, make_store_hook, sink_mask
+    from app.engine.analysis.core import _final_logits, make_store_hook, sink_mask
 
     toks = torch.tensor([list(token_ids)] * 3, device=model.cfg.device)
     store: dict = {}
