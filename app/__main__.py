@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.profile}: model and SAEs ready ({eng.load_seconds:.1f}s, fingerprint {eng.fingerprint})")
         return 0
 
-    from app.settings import Settings
+    from app.core.settings import Settings
     from app.store import StoreError, open_store
 
     extra = {"store_url": args.store} if args.store else {}

@@ -1,5 +1,5 @@
 """App factory: the Engine, store, job runner and stream registry are built in the lifespan (nothing heavy at
-import time) and live on app.state; routers, views and templates are registered in app.registration."""
+import time) and live on app.state; routers, views and templates are registered in app.core.registration."""
 from __future__ import annotations
 
 import contextlib
@@ -11,13 +11,13 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from app.api.errors import busy_response
 from app.api.streams import Streams
+from app.core.registration import register_all
+from app.core.settings import ROOT, Settings, get_settings
 from app.engine.engine import Engine, EngineBusy
 from app.http.middleware import install as install_guards
 from app.http.static_assets import StaticAssets
 from app.jobs import runner_for
 from app.jobs.stop_signal import on_stop_signal
-from app.registration import register_all
-from app.settings import ROOT, Settings, get_settings
 from app.store import open_store
 
 __all__ = ["create_app", "ROOT"]

@@ -92,8 +92,8 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     rng = np.random.default_rng(0)
     card_ms = {"api_atlas": [], "feature_page": []}

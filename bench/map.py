@@ -89,9 +89,9 @@ def bench_layout(args) -> dict:
 
 def serve(layout_root: Path):
     """The app on the embedded engine with its atlas root at layout_root (context manager -> base URL)."""
+    from app.core.settings import Settings
     from app.engine.engine import Engine
     from app.main import create_app
-    from app.settings import Settings
     from tests.conftest import serve_app
 
     engine = Engine.build(PROFILE, "cpu", atlas_root=layout_root)

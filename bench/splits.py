@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.api.splits import SplitMapRequest, run_split_map, split_index  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
 from app.engine import atlas as at  # noqa: E402
 from app.engine import splits  # noqa: E402
 from app.engine.engine import Engine, weights_fingerprint  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
-from app.settings import Settings  # noqa: E402
 from bench.common import peak_rss_mb  # noqa: E402
 
 

@@ -36,7 +36,7 @@ def pytest_unconfigure(config):
 def _module_store(tmp_path_factory):
     """Each test module's own empty store for the apps its module-scoped fixtures build (autouse fixtures run
     first within their scope): one module's finished jobs are never another module's cached results."""
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     mp = pytest.MonkeyPatch()
     db = tmp_path_factory.mktemp("module-store") / "explorations.db"
@@ -54,7 +54,7 @@ def _private_store(tmp_path_factory, monkeypatch):
     ASN_STORE_URL is what Settings() reads, so apps built without an explicit store_url (make_client, serve_app,
     uvicorn subprocesses, which inherit the environment) land in a fresh SQLite file under pytest's tmp dir.
     """
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     db = tmp_path_factory.mktemp("store") / "explorations.db"
     monkeypatch.setenv("ASN_STORE_URL", f"sqlite:///{db}")
@@ -130,8 +130,8 @@ def embedded_hf():
 def make_client(engine, **settings_kw):
     from fastapi.testclient import TestClient
 
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     app = create_app(Settings(profile=engine.profile.name, **settings_kw), engine_factory=lambda s: engine)
     return TestClient(app)

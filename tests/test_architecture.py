@@ -174,7 +174,7 @@ def test_engine_has_no_web_framework_imports():
             mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
             mods |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
             bad = {m for m in mods if m.split(".")[0] in ("fastapi", "starlette", "jinja2")
-                   or m.startswith(("app.api", "app.web", "app.main", "app.registration"))}
+                   or m.startswith(("app.api", "app.web", "app.main", "app.core.registration"))}
             assert not bad, f"{name} imports {bad}"
 
 
@@ -189,21 +189,21 @@ def test_view_registry_is_a_leaf():
     graph = import_graph()
     assert graph["app.explorations.registry"] == set()
     assert graph["app.api.limits"] <= {"app.api.errors"} and graph["app.api.streams"] == set()
-    assert not any(m.startswith(("app.api", "app.web", "app.registration")) for m in graph["app.engine.engine"])
+    assert not any(m.startswith(("app.api", "app.web", "app.core.registration")) for m in graph["app.engine.engine"])
 
 
 def test_only_create_app_reads_the_environment():
     """No module calls get_settings() except app.main (inside create_app) and the CLI."""
     for name, path in app_modules().items():
-        if name in ("app.main", "app.__main__", "app.settings") or name.startswith("app.training"):
+        if name in ("app.main", "app.__main__", "app.core.settings") or name.startswith("app.training"):
             continue
         assert "get_settings(" not in path.read_text(encoding="utf-8"), name
 
 
 def test_registration_happens_in_one_block():
-    """No module outside app.registration registers a view or a Jinja filter/global."""
+    """No module outside app.core.registration registers a view or a Jinja filter/global."""
     for name, path in app_modules().items():
-        if name in ("app.registration", "app.explorations.registry", "app.web.templating"):
+        if name in ("app.core.registration", "app.explorations.registry", "app.web.templating"):
             continue
         text = path.read_text(encoding="utf-8")
         for needle in (".register(", "register_view(", "env.filters[", "env.globals[", "filters.setdefault", "globals.setdefault"):

@@ -9,7 +9,7 @@ from app.engine.profiles import DATA_DIR
 
 @pytest.fixture(scope="module")
 def module_settings():
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     return Settings(profile="tiny")
 
@@ -25,7 +25,7 @@ def test_module_scoped_app_store_is_not_the_users(module_settings):
 
 
 def test_per_test_store_differs_from_the_modules(module_settings, _private_store):
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     assert _path_of(Settings().store_url) == str(_private_store)
     assert str(_private_store) != _path_of(module_settings.store_url)

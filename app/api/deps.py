@@ -6,10 +6,10 @@ from typing import Annotated, Any, Callable
 from fastapi import Depends, Request
 
 from app.api.streams import Streams
+from app.core.settings import Settings
 from app.engine.engine import Engine
 from app.explorations.registry import ViewRegistry
 from app.jobs import JobRunner
-from app.settings import Settings
 from app.store import Store
 
 

@@ -93,10 +93,10 @@ def corpus_windows(kind: str, profile, tokenizer, n_windows: int, ctx: int = CTX
 def run(args) -> int:
     from tqdm import tqdm
 
+    from app.core.settings import Settings
     from app.engine import atlas as at
     from app.engine.engine import Engine
     from app.engine.loading import ProfileUnavailable
-    from app.settings import Settings
 
     settings = Settings(profile=args.profile)
     if args.upgrade:  # no model needed

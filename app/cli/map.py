@@ -92,8 +92,8 @@ def rename(profile_name: str, out: Path | None = None, atlas_root=None, log=prin
 
 
 def run(args) -> int:
+    from app.core.settings import Settings
     from app.engine.loading import ProfileUnavailable
-    from app.settings import Settings
 
     try:
         if getattr(args, "names_only", False):

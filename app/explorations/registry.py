@@ -1,7 +1,7 @@
 """Views that can be saved, re-run and forked: kind -> (request model, compute function, page).
 
 A leaf module (imports nothing from app.api / app.web). Views are registered in ONE place,
-`app/registration.py` `build_views()`, into a `ViewRegistry` that lives on `app.state.views`:
+`app/core/registration.py` `build_views()`, into a `ViewRegistry` that lives on `app.state.views`:
 
     views.register("steering", SteerRequest, run_steer, urls.CODECS["steering"],
                    response_model=SteerResponse, example={"prompt": "hello", ...})
@@ -39,7 +39,7 @@ class ViewSpec:
 
 
 class ViewRegistry:
-    """kind -> ViewSpec for one app; filled once by app.registration.build_views."""
+    """kind -> ViewSpec for one app; filled once by app.core.registration.build_views."""
 
     def __init__(self) -> None:
         self._views: dict[str, ViewSpec] = {}

@@ -1,6 +1,6 @@
 """A view's address, written and read in one place: each view has one `Codec` (its page path, `write(inputs)` -> the
 page address that reproduces it, None when too long to push, and `read(params)` -> its request from that address or
-the page's form), registered with the view in app/registration.py. Pages read with `codec.read`, fragments push
+the page's form), registered with the view in app/core/registration.py. Pages read with `codec.read`, fragments push
 `codec.write` (HX-Push-Url), Fork links through it, and templates link through it; no script holds an address rule.
 """
 from __future__ import annotations

@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from app.api.deps import EngineDep, SettingsDep
 from app.api.discover import shipped_sets
 from app.api.experiment import KIND, ExperimentRequest, job_or_404, start_job
+from app.core.settings import ROOT
 from app.engine.discovery import parse_prompt_lines
-from app.settings import ROOT
 from app.web import pasted_sets
 from app.web.codecs import Codec
 from app.web.forms import MAX_URL, FormError, cap_url, last, validated

@@ -28,9 +28,9 @@ from app.api.explorations.service import (
     rerun_document,
     save_document,
 )
+from app.core.settings import ROOT
 from app.explorations.provenance import is_computed, signature_for_save, signing_key
 from app.http.auth import owner_of
-from app.settings import ROOT
 from app.store import valid_id
 from app.viz.tables import table_csv, tables_of
 from app.web.templating import render_page, render_snapshot, templates_of

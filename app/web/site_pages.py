@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import errors_of
-from app.settings import ROOT
+from app.core.settings import ROOT
 from app.web.templating import render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)

@@ -1,5 +1,5 @@
 """Jinja2 templates (autoescape on: model text is never marked safe); one environment per app, built by
-app.registration with every filter and global, kept on app.state.templates."""
+app.core.registration with every filter and global, kept on app.state.templates."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import UndefinedError, nodes
 
 from app.api.errors import RETRY_AFTER_S, retry_after_header
+from app.core.settings import ROOT
 from app.explorations.registry import ViewRegistry
-from app.settings import ROOT
 
 log = logging.getLogger("asn")
 
@@ -67,7 +67,7 @@ def check_fragments(templates: Jinja2Templates, views: ViewRegistry) -> None:
     a missing renderer stops the app at start (TemplateNotFound / ValueError), not a snapshot at render time."""
     problems = template_problems(templates)
     if problems:
-        raise ValueError("templates use what is not registered in app/registration.py: " + "; ".join(problems))
+        raise ValueError("templates use what is not registered in app/core/registration.py: " + "; ".join(problems))
     for kind in views:
         templates.env.get_template(f"fragments/{kind}.html")  # TemplateNotFound
 

@@ -6,8 +6,8 @@ import tempfile
 
 import uvicorn
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8765

@@ -241,7 +241,7 @@ def test_view_rerenders_with_new_thresholds(tiny_engine, client, done):
 
 
 def test_fragment_renders_from_inputs_result_kind_only(done):
-    from app.registration import build_app_templates
+    from app.core.registration import build_app_templates
 
     templates = build_app_templates()
 
@@ -324,7 +324,7 @@ def test_page_reads_the_go_no_go_rows_the_json_carries(done):
     a verdict of its own (a row changed in the result shows changed)."""
     import copy
 
-    from app.registration import build_app_templates, build_views
+    from app.core.registration import build_app_templates, build_views
     from app.web.templating import render_snapshot
 
     _, res = done

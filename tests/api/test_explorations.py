@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from app.api.explorations import SCHEMA_VERSION, migrate
+from app.core.registration import build_app_templates, build_views
+from app.core.settings import Limits
 from app.explorations.registry import snapshot_context
-from app.registration import build_app_templates, build_views
-from app.settings import Limits
 from app.store import new_id
 from app.web.templating import render_snapshot
 from tests.conftest import make_client

@@ -152,7 +152,7 @@ def test_embedded_search_paris_finds_a_france_feature(embedded_engine):
     import re
 
     from app.api.features import SearchRequest, run_search
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     eng = embedded_engine
     if eng.atlas is None:
@@ -171,8 +171,8 @@ def test_embedded_search_paris_finds_a_france_feature(embedded_engine):
 
 def test_discovery_warns_when_the_pair_was_initialised_together(tiny_engine, tiny_client, monkeypatch):
     from app.api.discover import DiscoverRequest, run_discovery
+    from app.core.settings import Settings
     from app.engine.atlas import PairIndependence
-    from app.settings import Settings
 
     req = DiscoverRequest(concept_prompts=["Paris is in France.", "I love French cheese.", "The Eiffel Tower"],
                           contrast_prompts=["The cat sat down.", "Water is wet.", "A box of pens"], n_coarse=2, n_fine=5, top_k=5)

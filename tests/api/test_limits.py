@@ -7,7 +7,7 @@ import pytest
 from app.api.limits import violations
 from app.api.schemas import PromptFields
 from app.api.steering.schemas import DoseRequest, GenerateRequest, TemperatureRequest
-from app.settings import Limits
+from app.core.settings import Limits
 from tests.conftest import make_client
 
 
@@ -57,8 +57,8 @@ def test_nested_and_per_item_limits_name_the_field(client):
 
 
 def test_limits_are_read_when_the_app_is_made_not_at_import(tiny_engine, monkeypatch):
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     monkeypatch.setenv("ASN_LIMIT_MAX_PROMPT_CHARS", "50")
     from fastapi.testclient import TestClient

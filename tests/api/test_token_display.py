@@ -57,7 +57,7 @@ def test_every_token_strip_shows_the_bytes(tiny_engine, tmp_path):
 
 def test_single_tokens_without_context_show_their_byte(tiny_engine, tmp_path):
     """Next-token lists (a token alone) show a byte token as <0xXX>: the tiny model's vocabulary is every byte."""
-    from app.settings import Limits
+    from app.core.settings import Limits
 
     with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/e.db", limits=Limits(max_features_shown=300)) as c:
         body = c.post("/api/temperature", json={"prompt": PROMPT, "top_n": 259}).json()

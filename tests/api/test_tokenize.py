@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Limits
+from app.core.settings import Limits
 from tests.conftest import make_client
 
 

@@ -94,7 +94,7 @@ def test_token_comparison_is_constant_time(locked, monkeypatch):
 
 
 def test_cli_flag_sets_the_token(monkeypatch):
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     monkeypatch.setenv("ASN_AUTH_TOKEN", "from-env")
     assert Settings().auth_token.get_secret_value() == "from-env"

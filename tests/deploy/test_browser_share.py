@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.browser,
 def test_what_a_saved_is_not_listed_to_b_but_opens_by_link(tiny_engine, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     app = create_app(Settings(profile="tiny", store_url=f"sqlite:///{tmp_path}/e.db"), engine_factory=lambda s: tiny_engine)
     with serve_app(app) as server, sync_playwright() as p:

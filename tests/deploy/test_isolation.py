@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.core.settings import Settings, get_settings
 from app.engine.profiles import DATA_DIR
-from app.settings import Settings, get_settings
 
 
 def _store_path(url: str) -> Path:

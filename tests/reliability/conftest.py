@@ -49,8 +49,8 @@ def iter_api_routes(routes_or_app, prefix: str = ""):
 
 
 def build_app(engine, tmp_path, **settings_kw):
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     kw = {"store_url": f"sqlite:///{tmp_path}/explorations.db", **settings_kw}
     return create_app(Settings(profile=engine.profile.name, **kw), engine_factory=lambda s: engine)

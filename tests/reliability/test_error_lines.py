@@ -15,7 +15,7 @@ from tests.reliability.conftest import build_app
 
 @pytest.fixture()
 def client(tiny_engine, tmp_path):
-    from app.settings import Limits
+    from app.core.settings import Limits
 
     app = build_app(tiny_engine, tmp_path, limits=Limits(max_body_bytes=20_000))
     with TestClient(app, raise_server_exceptions=False) as c:

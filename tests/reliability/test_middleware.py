@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture()
 def small_client(tiny_engine, tmp_path):
-    from app.settings import Limits
+    from app.core.settings import Limits
 
     app = build_app(tiny_engine, tmp_path, limits=Limits(max_body_bytes=2_000))
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -107,9 +107,9 @@ def replace_strings(obj, make, key=None):
 @pytest.fixture(scope="module")
 def contexts(tiny_engine):
     """{kind: (inputs, result)} from running each registered view's example on the tiny model."""
+    from app.core.registration import build_views
+    from app.core.settings import Settings
     from app.explorations.registry import to_jsonable
-    from app.registration import build_views
-    from app.settings import Settings
 
     views = build_views().all
 
@@ -148,7 +148,7 @@ def _call_builder(fn, inputs, result):
 
 
 def run_render(contexts, n: int) -> dict:
-    from app.registration import build_app_templates, build_views
+    from app.core.registration import build_app_templates, build_views
     from app.web.templating import render_snapshot
 
     views, templates = build_views(), build_app_templates()

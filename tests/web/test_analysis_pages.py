@@ -35,7 +35,7 @@ def figure(page: str, div: str) -> dict:
 
 
 def test_empty_page_shows_form_and_limits_from_settings(tiny_engine):
-    from app.settings import Limits
+    from app.core.settings import Limits
 
     with make_client(tiny_engine, limits=Limits(max_prompt_tokens=32, max_prompt_chars=1234)) as c:
         r = c.get("/")
@@ -96,8 +96,8 @@ def test_fragment_is_rendered_from_the_saved_dict_alone(tiny_client, tiny_engine
     """The saved-explorations contract: {inputs, result, kind} after a JSON round trip renders the same fragment,
     with no engine, request or settings in the context."""
     from app.api.analysis import AnalyzeRequest, run_analysis
-    from app.registration import build_app_templates
-    from app.settings import Settings
+    from app.core.registration import build_app_templates
+    from app.core.settings import Settings
     from app.web.analysis_pages import parse_inputs
 
     templates = build_app_templates()

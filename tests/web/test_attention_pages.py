@@ -76,8 +76,8 @@ def test_top_dla_and_colours_against_numpy():
 def test_no_default_system_is_the_prompt_analyze_read(tiny_engine, monkeypatch):
     """A chat template that inserts a default system prompt: with no_default_system the panel reads the prompt
     without it, as Analyze does (it used to keep the default: other tokens than the analysis above it)."""
+    from app.core.settings import Limits
     from app.engine.prompts import encode_prompt
-    from app.settings import Limits
     from tests.conftest import make_client
     from tests.web.test_system_prompt_read import DEFAULT, WITH_DEFAULT
 

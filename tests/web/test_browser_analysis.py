@@ -21,8 +21,8 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 @pytest.fixture(scope="module")
 def live_server(tiny_engine):
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
         yield url

@@ -17,8 +17,8 @@ PROMPT = "Once upon a time"
 @pytest.fixture(scope="module")
 def server(tiny_engine, tmp_path_factory):
     """uvicorn on 127.0.0.1 with its own store (not data/explorations.db)."""
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     db = tmp_path_factory.mktemp("store") / "e.db"
     app = create_app(Settings(profile="tiny", store_url=f"sqlite:///{db}"), engine_factory=lambda s: tiny_engine)

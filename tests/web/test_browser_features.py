@@ -22,8 +22,8 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 @pytest.fixture(scope="module")
 def live(tiny_engine):
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     atlas = tiny_atlas(tiny_engine)
     with with_atlas(tiny_engine, atlas), \

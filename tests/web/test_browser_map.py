@@ -27,8 +27,8 @@ PROMPT, SYSTEM = "Tell me about cats.", "You are a pirate."
 @pytest.fixture(scope="module")
 def server(tiny_engine):
     from app.api.map import service
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     with with_atlas(tiny_engine, tiny_atlas(tiny_engine)):  # hover lines carry atlas examples
         assert service.layout_status(tiny_engine)[0] is not None  # build the in-memory map before the browser waits

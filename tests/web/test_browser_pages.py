@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.registration import build_views
+from app.core.registration import build_views
 from tests.atlas_fixtures import tiny_atlas, with_atlas
 from tests.conftest import serve_app, wait_js
 from tests.web.test_browser_map import LAUNCH_ARGS, chromium  # noqa: F401 (the browser: WebGL through SwiftShader)
@@ -53,8 +53,8 @@ PAGES = [
 @pytest.fixture(scope="module")
 def server(tiny_engine):
     from app.api.map import service
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     atlas = tiny_atlas(tiny_engine)
     with with_atlas(tiny_engine, atlas):
@@ -68,8 +68,8 @@ def snapshots(server, tiny_engine):
     """One saved exploration of every registered kind (its example, computed by the live service)."""
     import httpx
 
+    from app.core.settings import Settings
     from app.explorations.registry import snapshot_context
-    from app.settings import Settings
 
     settings = Settings(profile="tiny")
     out = {}

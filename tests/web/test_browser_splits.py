@@ -23,8 +23,8 @@ PROMPT = "The capital of France is Paris"
 
 @pytest.fixture(scope="module")
 def live():
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     eng, C = planted_engine()
     with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: eng)) as url:

@@ -136,8 +136,8 @@ def test_client_disconnect_stops_generation(tiny_engine):
 
     import httpx
 
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
     from tests.conftest import serve_app
 
     app = create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)

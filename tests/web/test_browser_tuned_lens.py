@@ -18,8 +18,8 @@ def open_lens(page, url: str) -> None:
 
 
 def test_switch_to_tuned_and_back(browser, tiny_engine, tmp_path):  # noqa: F811
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     m = tiny_engine.model
     n, d = m.cfg.n_layers, m.cfg.d_model

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
+from app.core.registration import build_views
 from app.explorations.registry import to_jsonable
-from app.registration import build_views
 from app.web.analysis_pages import analyze_url
 from tests.web.test_url_grammar import VARIANTS
 

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from pydantic import BaseModel, Field
 
+from app.core.registration import build_app_templates, build_views
+from app.core.settings import Limits
 from app.explorations.registry import ViewRegistry
-from app.registration import build_app_templates, build_views
-from app.settings import Limits
 from app.web.templating import render_snapshot
 from tests.conftest import make_client
 

@@ -84,7 +84,7 @@ def test_bad_form_gives_422_fragment_naming_the_field(tiny_client):
 ])
 def test_fragments_render_from_inputs_and_result_only(tiny_client, kind, endpoint, body):
     """The saved-explorations contract: the fragment renders from {inputs, result, kind} with no engine."""
-    from app.registration import build_app_templates
+    from app.core.registration import build_app_templates
 
     templates = build_app_templates()
 

@@ -43,7 +43,7 @@ def test_map_page_has_every_feature_and_the_honesty_figure(tiny_client, tiny_lay
 
 def test_plotly_bundle_is_the_csp_strict_build():
     """The CSP has no 'unsafe-eval': scattergl's regl shaders must ship precompiled (Plotly's strict bundle) or WebGL fails."""
-    from app.settings import ROOT
+    from app.core.settings import ROOT
 
     head = (ROOT / "static" / "plotly.min.js").read_text()[:200]
     assert "plotly.js (strict - minified) v4.1.1" in head

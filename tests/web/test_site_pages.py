@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from app.settings import ROOT
+from app.core.settings import ROOT
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}  # what Chromium sends
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from app.settings import ROOT
+from app.core.settings import ROOT
 
 PAGES = ["/", "/generate", "/temperature", "/discover", "/experiment", "/map", "/e", "/profile", "/docs",
          "/search?q=cat", "/features/coarse/1"]

@@ -60,7 +60,7 @@ def test_card_has_one_steer_link_scaled_by_the_atlas(tiny_engine, atlas):
 
 def test_links_respect_a_small_strength_limit(tiny_engine, atlas):
     """With max_steering_strength = 2, every link opens at |c| <= 2 and the Generate page takes it without a 422."""
-    from app.settings import Limits
+    from app.core.settings import Limits
 
     f = fired_feature(atlas)
     with with_atlas(tiny_engine, atlas), make_client(tiny_engine, limits=Limits(max_steering_strength=2.0)) as c:

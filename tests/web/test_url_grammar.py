@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.datastructures import QueryParams
 
+from app.core.registration import build_views
 from app.explorations.registry import to_jsonable
-from app.registration import build_views
 
 VIEWS = build_views()
 # kind -> the reader of its page's address (what the page runs when it is opened): the codec registered with the view

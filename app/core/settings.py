@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.engine.profiles import DATA_DIR
 from app.http.auth import DEFAULT_RATE_LIMIT_ROUTES
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: templates/, static/, data/
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: templates/, static/, data/
 
 
 class Limits(BaseSettings):

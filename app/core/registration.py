@@ -27,10 +27,10 @@ from app.api import (
 from app.api import map as map_api
 from app.api import profile as profile_api
 from app.api import tokenize as tokenize_api
+from app.core.settings import ROOT
 from app.explorations.provenance import remember_result
 from app.explorations.registry import ViewRegistry
 from app.http.static_assets import StaticAssets
-from app.settings import ROOT
 from app.viz.attention import attention_panel, top_dla
 from app.viz.attribution import ablation_figure
 from app.viz.decomposition import discovery_view
