@@ -50,7 +50,9 @@ def test_tuned_lens_matches_plain_torch(client, tuned_engine):
         pv, _ = p.topk(5, dim=-1)
         np.testing.assert_allclose(np.array(body["top_probs"][li]), pv.numpy(), atol=1e-5)
         kl = (final * (final.log() - p.log())).sum(-1)
-        np.testing.assert_allclose(np.array(body["kl"][li]), kl.numpy(), atol=1e-4)
+        # the page's lens runs the bf16 kernel (its KL bar is 2e-3 nats; tests/engine/test_lens_precision.py); the
+        # fp32 kernel's KL is pinned to 1e-5 in tests/engine/test_tuned_lens.py
+        np.testing.assert_allclose(np.array(body["kl"][li]), kl.numpy(), atol=2e-3)
     kl_mean = np.array(body["kl"])[:, ~np.array(body["sink"])].mean(-1)
     np.testing.assert_allclose(np.array(body["kl_mean"]), kl_mean, atol=1e-6)
     assert body["sink"][0] and body["kl"][-1] == [0.0] * len(ids)

@@ -193,3 +193,20 @@ def test_the_capturing_forward_runs_the_fast_decoder_and_equals_transformer_lens
         _, again = core._forward_capture(m, ids, names)
     assert tl_calls == [1] and seen == [1]
     assert again[names[-1]][0].numpy() == pytest.approx(ref[names[-1]][0].numpy(), rel=1e-4, abs=1e-5)
+
+
+def test_lens_reads_inference_mode_rows_with_grad_enabled(tiny, monkeypatch):
+    """The residual cache is filled under inference_mode; a later lens with grad enabled must still read it. A final
+    LayerNorm with weights (GPT-2-style models) saves its input for backward: before the fix that raised "Inference
+    tensors cannot be saved for backward" (a 500 on /api/lens; the full suite hit it through test order)."""
+    m = tiny[0].model
+    ln = torch.nn.LayerNorm(m.cfg.d_model)  # weights require grad, as a loaded model's do
+    monkeypatch.setattr(m, "ln_final", ln)
+    with torch.inference_mode():
+        rows = torch.randn(5, m.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.enable_grad():
+        got_p, got_i = lens_mod.lens_top(m, rows, 3)
+    with torch.no_grad():
+        want = m.unembed(ln(rows.clone())[None])[0].float().softmax(-1).topk(3, dim=-1)
+    assert got_i.tolist() == want.indices.tolist()
+    assert torch.allclose(got_p, want.values, atol=1e-3)

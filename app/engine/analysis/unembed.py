@@ -58,6 +58,7 @@ def _finish(logits: torch.Tensor, b_U, cap: float) -> torch.Tensor:
     return logits
 
 
+@torch.no_grad()  # display only; rows may be inference tensors (the residual cache) and W_U may require grad
 def unembed_top(model, rows: torch.Tensor, top: int, chunk: int, low_precision: bool | None = None,
                 ref: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, ...]:
     """Rows [N, d] -> (probabilities [N, top], token ids [N, top]), most probable first.
