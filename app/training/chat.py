@@ -1,6 +1,6 @@
 """The model's own chat transcripts for SAE training: user turns -> sampled replies, in resumable shards.
 
-    python -m app.training.chat --profile smollm2-135m [--turns 5000] [--max-shards N]
+    python -m app.training.chat --profile smollm2-135m [--turns 5700] [--max-shards N]
 
 Each shard is one batch of SHARD_ROWS user turns of one split (eval shards first), rendered with the model's chat
 template and answered by the embedded model on the batched fast decoder, with one sampling setting per shard
@@ -158,7 +158,7 @@ def write_manifest(folder: Path, turns_sha: str, n_turns: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smollm2-135m")
-    ap.add_argument("--turns", type=int, default=5000)
+    ap.add_argument("--turns", type=int, default=5700, help="5,000 gave ~925 k train tokens; the list is a seeded sequence, so more turns keep the first ones and every full shard")
     ap.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu", help="cuda where a GPU is lent: the same shards, minutes not hours")

@@ -195,13 +195,15 @@ def test_the_capturing_forward_runs_the_fast_decoder_and_equals_transformer_lens
     assert again[names[-1]][0].numpy() == pytest.approx(ref[names[-1]][0].numpy(), rel=1e-4, abs=1e-5)
 
 
-def test_lens_reads_inference_mode_rows_with_grad_enabled(tiny, monkeypatch):
+def test_lens_reads_inference_mode_rows_with_grad_enabled(tiny):
     """The residual cache is filled under inference_mode; a later lens with grad enabled must still read it. A final
     LayerNorm with weights (GPT-2-style models) saves its input for backward: before the fix that raised "Inference
     tensors cannot be saved for backward" (a 500 on /api/lens; the full suite hit it through test order)."""
-    m = tiny[0].model
+    import copy
+
+    m = copy.deepcopy(tiny[0].model)  # a copy: the session engine's model stays as it is
     ln = torch.nn.LayerNorm(m.cfg.d_model)  # weights require grad, as a loaded model's do
-    monkeypatch.setattr(m, "ln_final", ln)
+    m.ln_final = ln
     with torch.inference_mode():
         rows = torch.randn(5, m.cfg.d_model, generator=torch.Generator().manual_seed(0))
     with torch.enable_grad():

@@ -96,8 +96,11 @@ def test_a_row_joins_a_running_batch_and_a_short_one_leaves_first(tiny_engine, s
         j.on_start = (lambda n: lambda: ends.setdefault(n + " start", time.perf_counter()))(name)
     t = threading.Thread(target=lambda: (e.generate_rows([long]), ends.setdefault("long", time.perf_counter())))
     t.start()
-    while len(long.tokens) < 10:
+    deadline = time.monotonic() + 120
+    while len(long.tokens) < 10 and not long.done.is_set():  # a failed row must fail the test, not hang it
+        assert time.monotonic() < deadline, "the long row made no progress"
         time.sleep(0.002)
+    assert long.error is None and len(long.tokens) >= 10
     e.generate_rows([short])
     ends["short"] = time.perf_counter()
     t.join(120)
