@@ -10,6 +10,17 @@ import torch
 from app.engine.analysis import sink_mask
 
 
+def pad_batch(id_lists: Sequence[Sequence[int]], idx: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequences id_lists[i] for i in idx, right-padded: (token ids [b, T], attention mask [b, T])."""
+    T = max(len(id_lists[i]) for i in idx)
+    toks = torch.full((len(idx), T), pad, dtype=torch.int64)
+    att = torch.zeros(len(idx), T, dtype=torch.int64)
+    for b, i in enumerate(idx):
+        toks[b, : len(id_lists[i])] = torch.as_tensor(list(id_lists[i]))
+        att[b, : len(id_lists[i])] = 1
+    return toks, att
+
+
 def read_back(model, hook_names: Sequence[str], id_lists: Sequence[Sequence[int]], batch_size: int = 16,
               logits: bool = False, batch_context=contextlib.nullcontext, progress: Callable[[int], None] | None = None):
     """Plain (unsteered) forward of right-padded sequences; per sequence {hook: resid [n_i, d]} (+ log-probs [n_i, V]
@@ -20,12 +31,7 @@ def read_back(model, hook_names: Sequence[str], id_lists: Sequence[Sequence[int]
     res: list = [None] * len(id_lists)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        T = max(len(id_lists[i]) for i in idx)
-        toks = torch.full((len(idx), T), pad, dtype=torch.int64)
-        att = torch.zeros(len(idx), T, dtype=torch.int64)
-        for b, i in enumerate(idx):
-            toks[b, : len(id_lists[i])] = torch.as_tensor(list(id_lists[i]))
-            att[b, : len(id_lists[i])] = 1
+        toks, att = pad_batch(id_lists, idx, pad)
         with batch_context(), torch.inference_mode():
             kw = {} if logits else {"stop_at_layer": max(layers) + 1}
             lg, cache = model.run_with_cache(toks.to(model.cfg.device), names_filter=list(hook_names),

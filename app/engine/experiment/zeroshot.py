@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from app.engine import compat
+from app.engine.experiment.reads import pad_batch
 
 HEADER = "Here are some example texts:\n"
 
@@ -86,12 +87,7 @@ def _mean_logprob(model, preface: Sequence[int], texts: Sequence[Sequence[int]],
     for s in range(0, len(order), batch_size):
         idx = [i for i in order[s:s + batch_size] if len(texts[i])]
         if idx:
-            T = max(len(texts[i]) for i in idx)
-            toks = torch.full((len(idx), T), pad, dtype=torch.int64)
-            att = torch.zeros(len(idx), T, dtype=torch.int64)
-            for b, i in enumerate(idx):
-                toks[b, : len(texts[i])] = torch.as_tensor(list(texts[i]))
-                att[b, : len(texts[i])] = 1
+            toks, att = pad_batch(texts, idx, pad)
             with batch_context(), torch.inference_mode():
                 logits = model(toks.to(model.cfg.device), attention_mask=att.to(model.cfg.device),
                                past_kv_cache=_expanded(cache, len(idx)))
