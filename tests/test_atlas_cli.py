@@ -67,3 +67,18 @@ def test_atlas_command_mixes_in_the_held_out_chat_transcripts(tmp_path, tiny_eng
     tokens = np.load(out / "tokens.npy").astype(np.int64).reshape(10, 128)
     got = [tuple(w) for w in tokens.tolist()]
     assert sum(w in chat_windows for w in got) == 3 and 7 not in tokens  # the three chat windows, no train shard
+
+
+def test_chat_windows_come_from_what_sae_training_left_out(tmp_path):
+    """With windows.json's held-out chat sets present the atlas reads them (eval first, then the held-out slice),
+    never the eval shards; without the slice it falls back to the shards."""
+    from app.cli.atlas import chat_eval_windows
+
+    w = {"heldout_chat": [[1] * 128, [2] * 128], "heldout_chat_slice": [[3] * 128, [4] * 128, [5] * 128],
+         "train_chat": [[9] * 128]}
+    (tmp_path / "windows.json").write_text(json.dumps(w))
+    got, info = chat_eval_windows(tmp_path / "no-shards", 4, windows_json=tmp_path / "windows.json")
+    assert [x[0] for x in got] == [1, 2, 3, 4] and info["available"] == 5 and info["windows"] == 4
+    (tmp_path / "windows.json").write_text(json.dumps({**w, "heldout_chat_slice": []}))
+    got, info = chat_eval_windows(tmp_path / "no-shards", 4, windows_json=tmp_path / "windows.json")
+    assert got == [] and info["windows"] == 0

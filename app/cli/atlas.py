@@ -3,9 +3,9 @@ feature atlas.
 
 heldout: the held-out windows of the SAE training corpus (data/cache/training/<profile>/windows.json, never
 trained on); offline: the offline corpus (app/training/corpus.py) with the profile's tokenizer; FILE: a text
-file, tokenised and cut into windows. Plus, up to --chat-share of the windows, the held-out chat transcripts
-(data/chat/<profile>/eval-*.jsonl.gz, app.training.chat; their user turns are never used by a training transcript),
-interleaved with the corpus windows (seeded), so the co-firing sample (the first windows) holds both.
+file, tokenised and cut into windows. Plus, up to --chat-share of the windows, the held-out chat transcripts: those
+windows.json holds (the eval split and the held-out slice of the train split, app.training.saes.chat_windows; no
+training transcript shares their topics), else the eval shards (data/chat/<profile>/eval-*.jsonl.gz), interleaved with the corpus windows (seeded), so the co-firing sample (the first windows) holds both.
 Resumable: chunks are checkpointed next to the output folder.
 """
 from __future__ import annotations
@@ -40,11 +40,19 @@ def add_parser(sub) -> None:
                    help="make the existing version-1 atlas folder compact (no model run; same corpus and SAEs)")
 
 
-def chat_eval_windows(folder: Path, n_windows: int, ctx: int = CTX) -> tuple[list[list[int]], dict]:
-    """Up to n_windows windows of the held-out chat transcripts in `folder` (none when it has no eval shards)."""
+def chat_eval_windows(folder: Path, n_windows: int, ctx: int = CTX,
+                      windows_json: Path | None = None) -> tuple[list[list[int]], dict]:
+    """Up to n_windows windows of held-out chat: windows.json's heldout_chat + heldout_chat_slice when it has them
+    (what SAE training left out), else the eval shards in `folder` (none when it has none)."""
     from app.training import chat as chat_mod
     from app.training.corpus import pack_windows
 
+    if n_windows > 0 and windows_json is not None and windows_json.exists():
+        w = json.loads(windows_json.read_text())
+        if w.get("heldout_chat_slice"):
+            got = [list(x) for x in w.get("heldout_chat", []) + w["heldout_chat_slice"]][:n_windows]
+            return got, {"source": str(windows_json), "sets": ["heldout_chat", "heldout_chat_slice"],
+                         "available": len(w.get("heldout_chat", [])) + len(w["heldout_chat_slice"]), "windows": len(got)}
     if n_windows <= 0 or not folder.exists():
         return [], {"source": str(folder), "windows": 0}
     rows = chat_mod.read_shards(folder, "eval")
@@ -129,7 +137,9 @@ def run(args) -> int:
 
     chat_dir = Path(args.chat_dir) if args.chat_dir else DATA_DIR / "chat" / eng.profile.name
     try:
-        chat, chat_info = chat_eval_windows(chat_dir, int(n_windows * max(0.0, min(1.0, args.chat_share))))
+        chat, chat_info = chat_eval_windows(chat_dir, int(n_windows * max(0.0, min(1.0, args.chat_share))),
+                                            windows_json=DATA_DIR / "cache" / "training" / eng.profile.name / "windows.json"
+                                            if args.corpus in ("auto", "heldout") else None)
         windows, corpus = corpus_windows(args.corpus, eng.profile, eng.tokenizer, n_windows - len(chat))
     except (FileNotFoundError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

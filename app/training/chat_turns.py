@@ -99,15 +99,27 @@ SYSTEM_PROMPTS = [
 ]
 SYSTEM_SHARE = 0.4  # turns that get one of SYSTEM_PROMPTS; the rest get the template's default
 EVAL_SHARE = 0.06  # share of slots held out for the chat evaluation set
+# Share of slots whose train-split transcripts SAE training leaves out: the atlas's held-out chat (~30 % of the
+# train transcripts), topic-disjoint from training like the eval set, without changing which shard holds which turn.
+HELDOUT_SHARE = 0.28
 
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+def slot_hash(slot: str) -> float:
+    """A slot's place in [0, 1]: what the eval split and the held-out slice are cut on."""
+    return int(hashlib.sha1(slot.lower().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 def _split(slot: str) -> str:
-    h = int(hashlib.sha1(slot.lower().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "eval" if h < EVAL_SHARE else "train"
+    return "eval" if slot_hash(slot) < EVAL_SHARE else "train"
+
+
+def held_out_slot(slot: str) -> bool:
+    """True for the train-split slots whose transcripts SAE training leaves out (HELDOUT_SHARE of all slots)."""
+    return EVAL_SHARE <= slot_hash(slot) < EVAL_SHARE + HELDOUT_SHARE
 
 
 def _short(text: str, max_chars: int) -> str:

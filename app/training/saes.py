@@ -30,7 +30,7 @@ PLANS = {
     "tiny": {"coarse": (64, 4, 3e-3, 20_000), "fine": (512, 4, 3e-3, 20_000)},
 }
 CTX = 128
-HELDOUT_DIVISOR = 20  # 1/20 of the windows is held out: never trained on; metrics and the atlas read it
+HELDOUT_DIVISOR = 9  # 1/9 of the corpus windows is held out: never trained on; metrics and the atlas read it
 MAX_EPOCHS = 2  # each training activation is seen at most twice
 # Trainer settings other than PLANS' (d_sae, k, lr, tokens); the tiny profile trains in a second or two.
 TRAIN_OVERRIDES = {"tiny": {"batch_size": 256, "warmup_steps": 5},
@@ -47,26 +47,97 @@ def save_sae(sae, folder: Path, metrics: dict) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-def chat_windows(profile_name: str, given: tuple[list[list[int]], list[list[int]]] | None = None,
-                 folder: Path | None = None) -> tuple[list[list[int]], list[list[int]], dict]:
-    """(train windows, eval windows, record) of the profile's chat transcripts (data/chat/<profile>, app.training.chat):
-    each split's transcripts concatenated and cut into CTX-token windows (eval transcripts' user turns are never
-    used by a training transcript). Empty lists when there are none."""
+def chat_windows(profile_name: str, given: tuple[list[list[int]], ...] | None = None,
+                 folder: Path | None = None, turns: list | None = None) -> tuple[list[list[int]], list[list[int]], list[list[int]], dict]:
+    """(train windows, eval windows, held-out slice windows, record) of the profile's chat transcripts
+    (data/chat/<profile>, app.training.chat), each set's transcripts concatenated and cut into CTX-token windows.
+
+    eval: the generator's eval split; slice: train-split transcripts whose slot is in chat_turns' held-out share
+    (never trained on; the atlas reads it with eval). Neither shares a topic (slot) with a training transcript.
+    Empty lists when there are none; `given` = (train, eval[, slice]) replaces the folder, `turns` the user turns
+    the manifest names (tests).
+    """
     if given is not None:
-        tr, ev = [list(map(int, x)) for x in given[0]], [list(map(int, x)) for x in given[1]]
-        return tr, ev, {"source": "given windows", "train_windows": len(tr), "eval_windows": len(ev)}
+        tr, ev, sl = ([list(map(int, x)) for x in part] for part in (*given, [])[:3])
+        return tr, ev, sl, {"source": "given windows", "train_windows": len(tr), "eval_windows": len(ev),
+                            "heldout_slice_windows": len(sl)}
     from app.training import chat as chat_mod
+    from app.training.chat_turns import build_user_turns, held_out_slot
 
     folder = folder or DATA_DIR / "chat" / profile_name
     if not folder.exists():
-        return [], [], {"source": str(folder), "transcripts": 0}
-    out = {}
-    for split in ("train", "eval"):
-        rows = chat_mod.read_shards(folder, split)
-        out[split] = corpus_mod.pack_windows([list(r.ids) for r in rows], CTX, sep=[])
+        return [], [], [], {"source": str(folder), "transcripts": 0}
     man = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
-    return out["train"], out["eval"], {"source": str(folder.relative_to(DATA_DIR.parent)) if folder.is_relative_to(DATA_DIR.parent) else str(folder),
-                                       "manifest": man, "train_windows": len(out["train"]), "eval_windows": len(out["eval"])}
+    train_rows = chat_mod.read_shards(folder, "train")
+    if turns is None and man.get("turns"):
+        turns = build_user_turns(man["turns"])
+    slots = {t.id: t.slot for t in turns or []}
+    held = [r for r in train_rows if held_out_slot(slots.get(r.turn_id, ""))] if slots else []
+    held_ids = {id(r) for r in held}
+    sets = {"train": [r for r in train_rows if id(r) not in held_ids], "eval": chat_mod.read_shards(folder, "eval"),
+            "slice": held}
+    out = {k: corpus_mod.pack_windows([list(r.ids) for r in rows], CTX, sep=[]) for k, rows in sets.items()}
+    src = str(folder.relative_to(DATA_DIR.parent)) if folder.is_relative_to(DATA_DIR.parent) else str(folder)
+    return out["train"], out["eval"], out["slice"], {
+        "source": src, "manifest": man, "train_windows": len(out["train"]), "eval_windows": len(out["eval"]),
+        "heldout_slice_windows": len(out["slice"]), "heldout_slice_transcripts": len(held),
+        "heldout_slice_rule": "train-split transcripts whose slot hash is in [EVAL_SHARE, EVAL_SHARE + HELDOUT_SHARE) "
+                              "(app/training/chat_turns.py)"}
+
+
+# Activation files, one per window set, collected in this order (the corpus parts do not depend on the chat
+# transcripts, so they can be collected while the chat generator still runs); held-out rows fp32, training bf16.
+PARTS = (("heldout", torch.float32), ("train", torch.bfloat16), ("heldout_chat", torch.float32),
+         ("heldout_chat_slice", torch.float32), ("train_chat", torch.bfloat16))
+
+
+def _part_sha(windows: list[list[int]]) -> str:
+    return hashlib.sha256(json.dumps(windows).encode()).hexdigest()
+
+
+def collect_part(key: str, windows: list[list[int]], work: Path, profile, model, hf, special: list[int],
+                 dtype: torch.dtype, quiet: bool) -> dict:
+    """acts_<key>.npy for one window set, resumable: acts_<key>.json records the windows' sha256 and progress, and a
+    finished part whose windows are unchanged is not collected again. -> that record."""
+    path, rec_path = work / f"acts_{key}.npy", work / f"acts_{key}.json"
+    sha = _part_sha(windows)
+    rec = json.loads(rec_path.read_text()) if rec_path.exists() else {}
+    if rec.get("sha256") != sha or not path.exists():
+        rec = {}
+    if rec.get("finished"):
+        return rec
+    if not windows:
+        np.save(path, np.empty((0, model.cfg.d_model), np.float16))
+        rec = {"sha256": sha, "finished": True, "kept": 0, "dropped": 0, "seconds": 0.0, "windows": 0}
+        rec_path.write_text(json.dumps(rec))
+        return rec
+    t0, before = time.perf_counter(), rec.get("seconds", 0.0)
+
+    def save(done: int, kept: int, dropped: int, finished: bool = False) -> None:
+        rec_path.write_text(json.dumps({"sha256": sha, "finished": finished, "windows_done": done, "kept": kept,
+                                        "dropped": dropped, "windows": len(windows),
+                                        "seconds": before + time.perf_counter() - t0,
+                                        "collector": f"hf {str(dtype).split('.')[-1]}" if hf is not None else "transformer-lens"}))
+
+    with tqdm(total=len(windows) * CTX, desc=f"collect {key}", unit="tok", disable=quiet) as bar:
+        if hf is not None:  # the HF forward is faster on CPU; parity with TL is tested
+            start = (rec.get("windows_done", 0), rec.get("kept", 0), rec.get("dropped", 0))
+            kept, dropped = collect_activations_hf(hf, windows, profile.hook_layer, path, max_norm=profile.sink_norm,
+                                                   progress=bar, batch_size=16, dtype=dtype, exclude_ids=special,
+                                                   start=start, checkpoint=save)
+        else:
+            arr, dropped = collect_activations(model, windows, profile.hook_name, profile.hook_layer, out=path,
+                                               max_norm=profile.sink_norm, progress=bar, exclude_ids=special)
+            kept = int(arr.shape[0])
+    save(len(windows), kept, dropped, finished=True)
+    return json.loads(rec_path.read_text())
+
+
+def load_part(work: Path, key: str) -> np.ndarray:
+    """The kept rows of a collected part (memmap)."""
+    rec = json.loads((work / f"acts_{key}.json").read_text())
+    assert rec["finished"], f"acts_{key} is not finished; run the collect stage"
+    return np.load(work / f"acts_{key}.npy", mmap_mode="r")[: rec["kept"]]
 
 
 def _hf_model(profile):
@@ -78,11 +149,13 @@ def _hf_model(profile):
 
 def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | None = None, out_root: Path | None = None,
         model=None, tokenizer=None, quiet: bool = False, windows: list[list[int]] | None = None,
-        collect_tokens: int | None = None, chat: tuple[list[list[int]], list[list[int]]] | None = None) -> dict:
+        collect_tokens: int | None = None, chat: tuple[list[list[int]], ...] | None = None,
+        parts: list[str] | None = None) -> dict:
     """Run the requested stages; returns {"coarse": metrics, "fine": metrics} for the trained ones.
 
     `windows` (pre-tokenised, CTX tokens each) replaces the offline corpus in the corpus stage (tests); `chat`
-    (train windows, eval windows) replaces the chat transcripts read from data/chat/<profile> (tests).
+    (train windows, eval windows[, held-out slice windows]) replaces the chat transcripts read from data/chat/<profile>
+    (tests); `parts` limits the collect stage to those activation files (PARTS) and stops after it.
     """
     # One thread is steadier than two when other work shares the 2 cores (OpenMP barriers stall).
     torch.set_num_threads(int(os.environ.get("ASN_TRAIN_THREADS", torch.get_num_threads())))
@@ -108,52 +181,42 @@ def run(profile_name: str, stages: list[str], scale: float = 1.0, work: Path | N
                       "sha256": hashlib.sha256(json.dumps(windows).encode()).hexdigest()}
         random.Random(0).shuffle(windows)
         n_eval = max(2, len(windows) // HELDOUT_DIVISOR)
-        chat_train, chat_eval, chat_record = chat_windows(profile_name, chat)
-        train = windows[n_eval:] + chat_train
-        random.Random(1).shuffle(train)
-        record.update({"context": CTX, "windows": len(windows) + len(chat_train) + len(chat_eval),
-                       "train_windows": len(train), "heldout_windows": n_eval, "heldout_chat_windows": len(chat_eval),
-                       "chat": chat_record, "train_tokens": len(train) * CTX,
+        chat_train, chat_eval, chat_slice, chat_record = chat_windows(profile_name, chat)
+        record.update({"context": CTX, "windows": len(windows) + len(chat_train) + len(chat_eval) + len(chat_slice),
+                       "train_windows": len(windows) - n_eval + len(chat_train), "heldout_windows": n_eval,
+                       "heldout_chat_windows": len(chat_eval), "heldout_chat_slice_windows": len(chat_slice),
+                       "chat": chat_record, "train_tokens": (len(windows) - n_eval + len(chat_train)) * CTX,
                        "excluded": "position 0 of every window (attention sink), special tokens, residual norm > the "
                                    "profile's sink_norm"})
-        windows_path.write_text(json.dumps({"train": train, "heldout": windows[:n_eval], "heldout_chat": chat_eval}))
+        windows_path.write_text(json.dumps({"train": windows[n_eval:], "train_chat": chat_train, "heldout": windows[:n_eval],
+                                            "heldout_chat": chat_eval, "heldout_chat_slice": chat_slice}))
         (out_root / "corpus.json").write_text(json.dumps(record, indent=2))
     w = json.loads(windows_path.read_text())
     if collect_tokens:  # activations collected from the first windows only (the corpus is shuffled)
         w["train"] = w["train"][: max(1, collect_tokens // CTX)]
     corpus_hash = json.loads((out_root / "corpus.json").read_text())["sha256"]
 
-    acts_path, held_path, chat_path = work / "acts_train.npy", work / "acts_heldout.npy", work / "acts_heldout_chat.npy"
     special = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))
     collect_json = work / "collect.json"
-    if "collect" in stages or not acts_path.exists():
-        t0 = time.perf_counter()
-        dropped, kept = {}, {}
+    if "collect" in stages or not collect_json.exists():
         hf = _hf_model(profile) if profile.loader == "gguf" else None
-        sets = [(held_path, "heldout"), (acts_path, "train")] + ([(chat_path, "heldout_chat")] if w.get("heldout_chat") else [])
-        for path, key in sets:
-            with tqdm(total=len(w[key]) * CTX, desc=f"collect {key}", unit="tok", disable=quiet) as bar:
-                if hf is not None:  # the HF forward is faster on CPU; parity with TL is tested
-                    # Held-out rows (metrics, atlas) in fp32; training rows in bf16, ~2x faster on this CPU,
-                    # whose ~1% row error is far below the SAE's own reconstruction error (~25% of the norm).
-                    dtype = torch.bfloat16 if key == "train" else torch.float32
-                    kept[key], dropped[key] = collect_activations_hf(hf, w[key], profile.hook_layer, path,
-                                                                     max_norm=profile.sink_norm, progress=bar,
-                                                                     batch_size=16, dtype=dtype, exclude_ids=special)
-                else:
-                    arr, dropped[key] = collect_activations(model, w[key], profile.hook_name, profile.hook_layer,
-                                                            out=path, max_norm=profile.sink_norm, progress=bar,
-                                                            exclude_ids=special)
-                    kept[key] = int(arr.shape[0])
-        collect_json.write_text(json.dumps({"seconds": time.perf_counter() - t0, "dropped_over_max_norm": dropped,
-                                            "kept": kept, "collector": "hf (held-out fp32, train bf16)" if hf is not None else "transformer-lens",
-                                            "tokens": sum(len(v) for v in w.values()) * CTX}))
+        recs = {}
+        for key, dtype in PARTS:
+            if parts is not None and key not in parts:
+                continue
+            recs[key] = collect_part(key, w.get(key, []), work, profile, model, hf, special, dtype, quiet)
         del hf
-    n_kept = json.loads(collect_json.read_text()).get("kept", {})
-    acts = np.load(acts_path, mmap_mode="r")[: n_kept.get("train")]
-    held = np.load(held_path, mmap_mode="r")[: n_kept.get("heldout")]
-    held_chat = np.load(chat_path, mmap_mode="r")[: n_kept.get("heldout_chat")] if chat_path.exists() and w.get("heldout_chat") else None
-    acts_mem = np.ascontiguousarray(acts)  # fits in RAM; random row access on a memmap is slow
+        if parts is not None and set(parts) != {k for k, _ in PARTS}:
+            return results  # a partial collection (the chat parts follow once the generator has finished)
+        collect_json.write_text(json.dumps({
+            "seconds": sum(r["seconds"] for r in recs.values()), "kept": {k: r["kept"] for k, r in recs.items()},
+            "dropped_over_max_norm": {k: r["dropped"] for k, r in recs.items()},
+            "collector": "hf (held-out fp32, train bf16)" if profile.loader == "gguf" else "transformer-lens",
+            "tokens": sum(len(w.get(k, [])) for k, _ in PARTS) * CTX}))
+    held = load_part(work, "heldout")
+    held_chat = load_part(work, "heldout_chat") if w.get("heldout_chat") else None
+    train_parts = [load_part(work, "train")] + ([load_part(work, "train_chat")] if w.get("train_chat") else [])
+    acts = acts_mem = np.concatenate(train_parts)  # fits in RAM; random row access on a memmap is slow
 
     plan = PLANS[profile_name]
     for name in ("coarse", "fine"):
@@ -220,8 +283,11 @@ def main() -> None:
     ap.add_argument("--stages", default="corpus,collect,coarse,fine,eval")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the corpus budget and training tokens")
     ap.add_argument("--collect-tokens", type=int, default=None, help="training activations to collect (default: all)")
+    ap.add_argument("--parts", default=None, help="collect only these activation files, then stop "
+                    f"(comma-separated of {', '.join(k for k, _ in PARTS)}; e.g. heldout,train while chat is generated)")
     args = ap.parse_args()
-    run(args.profile, args.stages.split(","), scale=args.scale, collect_tokens=args.collect_tokens)
+    run(args.profile, args.stages.split(","), scale=args.scale, collect_tokens=args.collect_tokens,
+        parts=args.parts.split(",") if args.parts else None)
 
 
 if __name__ == "__main__":

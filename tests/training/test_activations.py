@@ -64,3 +64,29 @@ def test_hf_collector_drops_rows_over_max_norm_and_runs_bf16(llama_pair, tmp_pat
     rel = np.linalg.norm(b - ref.astype(np.float32), axis=1) / np.linalg.norm(ref.astype(np.float32), axis=1)
     assert np.median(rel) < 0.03  # bf16 compute: ~1% per row
     hf.to(torch.float32)
+
+
+def test_hf_collector_resumes_where_a_killed_run_checkpointed(llama_pair, tmp_path):
+    """A run killed after its first checkpoint, resumed from that checkpoint, writes the rows an unbroken run writes."""
+    hf, tl = llama_pair
+    wins = windows(11, seed=3)
+    ref, _ = collect_activations(tl, wins, "blocks.2.hook_resid_post", 2)
+    norms = np.linalg.norm(ref.astype(np.float32), axis=1)
+    cut = float(np.sort(norms)[int(0.8 * len(norms))] + 1e-3)  # some rows dropped, so kept != windows * 31
+    seen = []
+
+    class Killed(Exception):
+        pass
+
+    def checkpoint(done, kept, dropped):
+        seen.append((done, kept, dropped))
+        raise Killed
+
+    with pytest.raises(Killed):
+        collect_activations_hf(hf, wins, 2, tmp_path / "a.npy", batch_size=2, max_norm=cut, checkpoint=checkpoint,
+                               checkpoint_every=2)
+    assert seen[0][0] == 4 and seen[0][1] + seen[0][2] == 4 * 31
+    n, dropped = collect_activations_hf(hf, wins, 2, tmp_path / "a.npy", batch_size=2, max_norm=cut, start=seen[0])
+    assert dropped == int((norms > cut).sum()) and n == ref.shape[0] - dropped
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy")[:n].astype(np.float32),
+                               ref[norms <= cut].astype(np.float32), rtol=2e-3, atol=2e-3)

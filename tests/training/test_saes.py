@@ -59,7 +59,7 @@ def test_metrics_match_independent_numpy(tiny_run):
     """explained variance, L0 and dead fraction recomputed in numpy from the saved weights and held-out acts."""
 
     res, root, *_ = tiny_run
-    for held_file, key, n_windows in (("acts_heldout.npy", "corpus", 3), ("acts_heldout_chat.npy", "chat", 2)):
+    for held_file, key, n_windows in (("acts_heldout.npy", "corpus", 60 // S.HELDOUT_DIVISOR), ("acts_heldout_chat.npy", "chat", 2)):
         held = np.load(root / "work" / held_file).astype(np.float64)
         assert held.shape[0] == n_windows * (S.CTX - 1)  # position 0 of every window left out
         _check_metrics(res, root, held, key)
@@ -91,7 +91,7 @@ def test_ce_loss_recovered_matches_hooked_forward(tiny_run):
     model, hook = lm.model, get_profile("tiny").hook_name
     heldout = json.loads((root / "work" / "windows.json").read_text())["heldout"]
     toks = torch.tensor(heldout)
-    train = np.load(root / "work" / "acts_train.npy").astype(np.float32)
+    train = np.concatenate([np.load(root / "work" / f).astype(np.float32) for f in ("acts_train.npy", "acts_train_chat.npy")])
     mean_act = torch.from_numpy(train[:200_000].mean(0))
     sae = SAE.load_from_disk(str(root / "saes" / "fine"), dtype="float32")
 
@@ -121,10 +121,12 @@ def test_ce_loss_recovered_matches_hooked_forward(tiny_run):
 def test_given_windows_are_split_and_recorded(tiny_run):
     res, root, _, windows, chat = tiny_run
     w = json.loads((root / "work" / "windows.json").read_text())
-    assert len(w["heldout"]) == 3 and len(w["train"]) == 57 + 10 and w["heldout_chat"] == chat[1]
-    assert sorted(map(tuple, w["train"] + w["heldout"])) == sorted(map(tuple, windows + chat[0]))
+    n_held = 60 // S.HELDOUT_DIVISOR
+    assert len(w["heldout"]) == n_held and len(w["train"]) == 60 - n_held and w["train_chat"] == chat[0]
+    assert w["heldout_chat"] == chat[1] and w["heldout_chat_slice"] == []
+    assert sorted(map(tuple, w["train"] + w["heldout"])) == sorted(map(tuple, windows))
     rec = json.loads((root / "saes" / "corpus.json").read_text())
-    assert rec["tokens"] == 60 * S.CTX and rec["windows"] == 72 and rec["train_tokens"] == 67 * S.CTX
+    assert rec["tokens"] == 60 * S.CTX and rec["windows"] == 72 and rec["train_tokens"] == (70 - n_held) * S.CTX
     assert rec["chat"]["train_windows"] == 10 and rec["chat"]["eval_windows"] == 2
     for name in ("coarse", "fine"):
         sets = res[name]["eval_sets"]
@@ -192,3 +194,37 @@ def test_shipped_pair_is_independent():
     assert abs(same.mean()) <= 0.05, same.mean()
     best = np.argmax(c @ f.T, axis=1)
     assert (best == np.arange(n)).mean() <= 0.01
+
+
+def test_chat_windows_hold_out_whole_topics_of_the_train_split(tmp_path):
+    """The held-out slice is the train-split transcripts whose slot is in chat_turns' held-out share: none of its
+    topics is trained on, and train + slice is every train transcript."""
+    import gzip
+
+    from app.training.chat_turns import EVAL_SHARE, HELDOUT_SHARE, build_user_turns, slot_hash
+    from tests.training.test_chat import POOLS
+
+    turns = build_user_turns(400, seed=2, pools=POOLS)
+    rows = []
+    for i, t in enumerate(turns):
+        ids = [1000 + i] * 64  # one marker id per transcript: two per window after packing
+        rows.append({"turn_id": t.id, "split": t.split, "kind": t.kind, "source": t.source, "system": t.system,
+                     "user": t.user, "reply": "r", "ids": ids, "n_prompt": 4, "finish": "stop", "temperature": 0.0,
+                     "top_p": 1.0, "seed": 0})
+    for split in ("train", "eval"):
+        with gzip.open(tmp_path / f"{split}-0000.jsonl.gz", "wt", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows if r["split"] == split))
+    (tmp_path / "manifest.json").write_text(json.dumps({"turns": len(turns)}))
+    train, ev, sl, rec = S.chat_windows("tiny", folder=tmp_path, turns=turns)
+
+    def slots(wins):
+        return {turns[tok - 1000].slot.lower() for win in wins for tok in win}
+
+    h = {t.slot.lower(): slot_hash(t.slot) for t in turns}
+    assert sl and train and ev and not slots(sl) & slots(train) and not slots(ev) & slots(train)
+    assert all(EVAL_SHARE <= h[s] < EVAL_SHARE + HELDOUT_SHARE for s in slots(sl))
+    assert all(h[s] >= EVAL_SHARE + HELDOUT_SHARE for s in slots(train)) and all(h[s] < EVAL_SHARE for s in slots(ev))
+    n_train = sum(t.split == "train" for t in turns)
+    assert len(train) + len(sl) in (n_train // 2, n_train // 2 - 1)  # two transcripts per window; a ragged end each
+    assert rec["heldout_slice_transcripts"] == sum(EVAL_SHARE <= h[t.slot.lower()] < EVAL_SHARE + HELDOUT_SHARE
+                                                   for t in turns)
