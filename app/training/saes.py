@@ -283,11 +283,13 @@ def main() -> None:
     ap.add_argument("--stages", default="corpus,collect,coarse,fine,eval")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the corpus budget and training tokens")
     ap.add_argument("--collect-tokens", type=int, default=None, help="training activations to collect (default: all)")
+    ap.add_argument("--out", default=None, help="folder for corpus.json and the coarse / fine SAEs (default: the "
+                    "profile's data/saes/<profile>; a candidate folder keeps the live pair until its artifacts are rebuilt)")
     ap.add_argument("--parts", default=None, help="collect only these activation files, then stop "
                     f"(comma-separated of {', '.join(k for k, _ in PARTS)}; e.g. heldout,train while chat is generated)")
     args = ap.parse_args()
     run(args.profile, args.stages.split(","), scale=args.scale, collect_tokens=args.collect_tokens,
-        parts=args.parts.split(",") if args.parts else None)
+        out_root=Path(args.out) if args.out else None, parts=args.parts.split(",") if args.parts else None)
 
 
 if __name__ == "__main__":
