@@ -161,6 +161,9 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=5700, help="5,000 gave ~925 k train tokens; the list is a seeded sequence, so more turns keep the first ones and every full shard")
     ap.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--reverse", action="store_true",
+                    help="take the missing shards from the end of the plan: a second process on a free core meets the "
+                         "first in the middle (a shard both write is the same bytes: its seed and rows are fixed)")
     ap.add_argument("--device", default="cpu", help="cuda where a GPU is lent: the same shards, minutes not hours")
     args = ap.parse_args()
     if args.threads:
@@ -174,7 +177,8 @@ def main() -> None:
     turns_sha = hashlib.sha256(json.dumps([asdict(t) for t in turns]).encode()).hexdigest()
     lm = load_model(get_profile(args.profile), args.device)
     done = 0
-    for split, index, rows in shard_plan(turns):
+    plan = shard_plan(turns)
+    for split, index, rows in reversed(plan) if args.reverse else plan:
         if shard_path(folder, split, index).exists():
             continue
         t0 = time.perf_counter()

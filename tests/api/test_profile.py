@@ -58,3 +58,26 @@ def test_profile_says_whether_there_is_a_tuned_lens(tiny_client, tiny_engine, tm
         assert f"ok ({tmp_path / 'tiny'})" in tiny_client.get("/profile").text
     finally:
         tiny_engine.tuned_lens, tiny_engine.tuned_lens_status = before
+
+
+def test_profile_counts_the_atlas_position_artefacts(tiny_client, tiny_engine):
+    """Per SAE, the features whose top examples sit at window positions 1-7 at least half the time, counted from the
+    stored top rows with numpy; none without an atlas."""
+    import numpy as np
+
+    from tests.atlas_fixtures import tiny_atlas, with_atlas
+
+    atlas = tiny_atlas(tiny_engine)
+    want = {}
+    for name, s in atlas.summaries.items():
+        rows = np.asarray(s["top_rows"])
+        n = (rows >= 0).sum(1)
+        early = ((rows >= 0) & (rows % atlas.ctx >= 1) & (rows % atlas.ctx < 8)).sum(1)
+        want[name] = int(((n >= 5) & (early >= 0.5 * n)).sum())
+    with with_atlas(tiny_engine, atlas):
+        p = tiny_client.get("/api/profile").json()
+        page = tiny_client.get("/profile").text
+    assert p["atlas_position_artefacts"] == want
+    assert f"coarse <b>{want['coarse']}</b>" in page and f"fine <b>{want['fine']}</b>" in page
+    with with_atlas(tiny_engine, None):
+        assert tiny_client.get("/api/profile").json()["atlas_position_artefacts"] is None

@@ -514,3 +514,22 @@ def test_a_version_1_folder_upgrades_to_the_same_compact_atlas(built, corpus, tm
     atlas, status = at.load_for_engine(old, "fp", "tiny")
     assert status == "ok" and atlas.feature("fine", 5) == built.feature("fine", 5)
     assert compact.upgrade(old) is None  # already compact
+
+
+def test_position_artefacts_equal_brute_force(built, corpus):
+    """Features whose top examples mostly sit at early window positions, recounted from the dense codes."""
+    windows, _, valid, dense = corpus
+    tokens = np.asarray(windows).reshape(-1)
+    flagged_some = False
+    for early, share in ((8, 0.5), (40, 0.3), (64, 0.6)):
+        for n, d in dense.items():
+            want = []
+            for f in range(d.shape[1]):
+                rows = brute_force(d, tokens, valid, f)["top_rows"]
+                pos = [r % CTX for r in rows]
+                if len(rows) >= 5 and sum(1 <= p < early for p in pos) / len(rows) >= share:
+                    want.append(f)
+            got = at.position_artefacts(built, n, early=early, min_share=share).tolist()
+            assert got == want
+            flagged_some |= 0 < len(want) < d.shape[1]
+    assert flagged_some  # some setting splits the features: the comparison is not vacuous

@@ -25,6 +25,9 @@ class ProfileResponse(model_of(ProfileInfo, through="decoder")):  # type: ignore
     source_file: str | None
     fingerprint: str
     atlas: str | None
+    atlas_position_artefacts: dict[str, int] | None = Field(
+        default=None, description="per SAE, features whose atlas top examples sit at window positions 1-7 at least "
+                                  "half the time (activations that track position, not content)")
     tuned_lens: str | None = Field(default=None, description='"ok (<folder>)", or why Analyze has no tuned lens')
     pair_independence: dict | None
     profiles: list[OtherProfile]

@@ -22,6 +22,14 @@ def _lens_status(engine) -> str | None:
     return status
 
 
+def _position_artefacts(atlas) -> dict[str, int] | None:
+    if atlas is None:
+        return None
+    from app.engine.atlas import position_artefacts
+
+    return {name: int(len(position_artefacts(atlas, name))) for name in atlas.summaries}
+
+
 def run_profile(engine, settings) -> ProfileResponse:
     """The loaded profile (sizes from the tensors; no model work, so no session) and the shipped alternatives."""
     info = describe(engine.profile, engine.model, engine.saes)
@@ -32,5 +40,6 @@ def run_profile(engine, settings) -> ProfileResponse:
               for p in load_profiles(PROFILES_DIR).values()]
     return ProfileResponse(**d, device=engine.device, fingerprint=engine.fingerprint,
                            atlas=getattr(engine, "atlas_status", None), tuned_lens=_lens_status(engine),
+                           atlas_position_artefacts=_position_artefacts(getattr(engine, "atlas", None)),
                            pair_independence=pair_summary(getattr(engine, "pair_check", None)),
                            profiles=others, adhoc_command=ADHOC)

@@ -17,6 +17,7 @@ Definitions (the tests recompute each one by brute force over the dense activati
 - histogram: `n_bins` equal bins over [0, max_act] of the non-zero activations (the max in the last bin);
 - top tokens: token ids by firing count, then summed activation, then id.
 - label: see token_label (selective top tokens by count x log lift; topic tokens of the top windows).
+- position artefacts: features whose top examples sit at window positions 1..7 half the time or more.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from app.engine.atlas.core import (
     PairIndependence,
     SearchHit,
     _assemble,
+    position_artefacts,
     token_label,
 )
 from app.engine.atlas.query import pair_independence, search_atlas, search_by_text
@@ -42,6 +44,6 @@ from app.engine.atlas.storage import (
 )
 
 __all__ = ["add_neighbours", "build_atlas", "forward_to_hook", "summarise", "ATLAS_VERSION", "Atlas", "FeatureAtlas",
-           "PairIndependence", "SearchHit", "_assemble", "token_label", "pair_independence", "search_atlas",
+           "PairIndependence", "SearchHit", "_assemble", "position_artefacts", "token_label", "pair_independence", "search_atlas",
            "search_by_text", "atlas_fingerprint", "build_command", "default_atlas_dir", "folder_bytes", "load_atlas",
            "load_for_engine", "save_atlas"]

@@ -195,6 +195,21 @@ class Atlas:
                             top_tokens=toks, examples=ex, quantiles=tuple(bands), neighbours=nbs)
 
 
+EARLY_POSITIONS = 8  # positions 1..7 of a window: where SmolLM2's residual norm is still settling after the sink
+POSITION_ARTEFACT_SHARE = 0.5  # a feature whose top examples sit there this often (base rate ~5 %) reads position
+
+
+def position_artefacts(atlas: Atlas, sae: str, early: int = EARLY_POSITIONS,
+                       min_share: float = POSITION_ARTEFACT_SHARE, min_examples: int = 5) -> np.ndarray:
+    """Indices of the features whose top examples (>= min_examples) sit at window positions 1..early-1 at least
+    min_share of the time: activations that track position, not content."""
+    rows = np.asarray(atlas.summaries[sae]["top_rows"])
+    pos = np.where(rows >= 0, rows % atlas.ctx, -1)
+    n = (rows >= 0).sum(1)
+    share = ((pos >= 1) & (pos < early)).sum(1) / np.maximum(n, 1)
+    return np.flatnonzero((n >= min_examples) & (share >= min_share))
+
+
 def token_base_rates(atlas: Atlas) -> np.ndarray:
     """[max token id + 1] share of the atlas's valid positions holding each token (memoised)."""
     if "base_rates" not in atlas._cache:
