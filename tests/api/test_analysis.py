@@ -252,3 +252,27 @@ def test_analysis_ranks_by_unusualness_with_labels(tiny_client, tiny_engine):
             assert v["labels"] == [atlas.label(n, i) for i in want]
             assert v["dense"] == [bool(dense[i]) for i in want]
             assert tr["saes"][n]["indices"] == sorted(fired, key=lambda i: (-a[i], i))[:6]
+
+
+@pytest.mark.embedded
+def test_embedded_france_features_mean_france_and_none_of_the_top_is_dense(embedded_engine):
+    """Issue 24's bar on the shipped pair and atlas: Analyze "The capital of France is" (chat off) ranks no dense
+    feature among the top 3 coarse on " is"; the top coarse and fine features on " France" are labelled with
+    France-related words. Density recounted from the atlas's firing counts; labels from the atlas."""
+    import re
+
+    from tests.conftest import make_client
+
+    eng = embedded_engine
+    if eng.atlas is None:
+        pytest.skip(f"no embedded atlas: {eng.atlas_status}")
+    with make_client(eng) as client:
+        a = client.post("/api/analyze", json={"prompt": "The capital of France is", "chat": False, "top_k": 5}).json()
+    toks = {t["token"]: t for t in a["tokens"]}
+    top_is = toks[" is"]["saes"]["coarse"]["indices"][:3]
+    density = eng.atlas.summaries["coarse"]["n_firing"] / eng.atlas.n_valid
+    assert all(density[i] <= 0.10 for i in top_is), [(i, float(density[i])) for i in top_is]
+    france = re.compile(r"fran|french|paris", re.I)
+    for sae in ("coarse", "fine"):
+        row = toks[" France"]["saes"][sae]
+        assert france.search(row["labels"][0]), (sae, row["indices"][0], row["labels"][0])

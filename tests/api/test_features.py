@@ -186,3 +186,27 @@ def test_discovery_warns_when_the_pair_was_initialised_together(tiny_engine, tin
         inputs=req.model_dump(), result=res.model_dump(), kind="discovery")
     if res.go_no_go:
         assert "Caution:" in html and "42%" in html
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("word", ["Paris", "dog", "Python", "money"])
+def test_embedded_atlas_search_first_hit_shows_the_word(embedded_engine, word):
+    """Issue 24's search bar: each query word has an atlas hit, and the first hit of each SAE that lists any (a column
+    may stay empty rather than show noise) has the word (whole, any case) around most of its top examples."""
+    import re
+
+    from app.api.features import SearchRequest, run_search
+    from app.core.settings import Settings
+
+    eng = embedded_engine
+    if eng.atlas is None:
+        pytest.skip(f"no embedded atlas: {eng.atlas_status}")
+    res = run_search(eng, Settings(), SearchRequest(q=word, mode="atlas", top=5))
+    pat = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.I)
+    assert any((res.atlas or {}).values()), f"no atlas hit for {word!r}"
+    for sae, hits in (res.atlas or {}).items():
+        if not hits:
+            continue
+        ex = eng.atlas.feature(sae, hits[0].index, left=8, right=2).examples[:6]
+        with_word = sum(bool(pat.search("".join(e.tokens))) for e in ex)
+        assert with_word >= max(1, (len(ex) + 1) // 2), (sae, hits[0].index, with_word, len(ex))

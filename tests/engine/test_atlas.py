@@ -533,3 +533,12 @@ def test_position_artefacts_equal_brute_force(built, corpus):
             assert got == want
             flagged_some |= 0 < len(want) < d.shape[1]
     assert flagged_some  # some setting splits the features: the comparison is not vacuous
+
+
+@pytest.mark.embedded
+def test_embedded_atlas_has_no_position_artefacts(embedded_engine):
+    """No feature of the shipped pair has its atlas top examples at window positions 1-7 half the time or more."""
+    if embedded_engine.atlas is None:
+        pytest.skip(f"no embedded atlas: {embedded_engine.atlas_status}")
+    for sae in ("coarse", "fine"):
+        assert at.position_artefacts(embedded_engine.atlas, sae).tolist() == []
