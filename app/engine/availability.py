@@ -61,11 +61,6 @@ def _release_entry(release: str, sae_id: str | None = None) -> tuple[str | None,
     return repo, path
 
 
-def _release_repo(release: str) -> str | None:
-    """repo_id of a sae-lens release (None when this sae-lens does not list it)."""
-    return _release_entry(release)[0]
-
-
 def sae_cached(repo: str, path: str) -> bool:
     """Whether a downloaded snapshot of the repo holds this SAE's folder (another layer's does not count)."""
     snaps = _hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots"

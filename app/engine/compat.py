@@ -25,16 +25,6 @@ def load_sae_from_release(release: str, sae_id: str, device: str = "cpu", dtype:
     return sae[0] if isinstance(sae, tuple) else sae
 
 
-def gemma_scope_npz_converter():
-    """sae-lens's loader for Gemma Scope's params.npz layout (moves between versions)."""
-    from sae_lens.loading import pretrained_sae_loaders as L
-
-    for name in ("gemma_2_sae_huggingface_loader", "gemma_2_sae_loader"):
-        if hasattr(L, name):
-            return getattr(L, name)
-    raise ImportError("sae-lens has no Gemma Scope loader in pretrained_sae_loaders")
-
-
 def speed_up_cpu_matmuls(model) -> int:
     """Swap GatedMLP/Unembed forwards for plain matmuls (TL 3.x re-materialises W.T per call).
 

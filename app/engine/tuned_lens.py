@@ -140,10 +140,3 @@ def find_tuned_lens(profile, n_layers: int, d_model: int, root: Path | None = No
         except LensUnavailable as e:
             problems.append(str(e))
     return None, "; ".join(problems) + " — train one with `make lens` (embedded profile) or put one there"
-
-
-def kl_to_final(final_logits: torch.Tensor, lens_logits: torch.Tensor) -> torch.Tensor:
-    """KL(final || lens) in nats per row: [..., vocab] x2 -> [...], over the full vocabulary."""
-    lp = final_logits.float().log_softmax(-1)
-    lq = lens_logits.float().log_softmax(-1)
-    return (lp.exp() * (lp - lq)).sum(-1)

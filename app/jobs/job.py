@@ -38,10 +38,6 @@ class Job:
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
-    def finished_ok(self) -> bool:
-        return self.state == "done"
-
-    @property
     def active(self) -> bool:
         return self.state in ("queued", "running")
 

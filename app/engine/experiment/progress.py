@@ -34,9 +34,6 @@ class PhaseClock:
             self.spent[self.current] = t - self.t_phase
         self.current, self.t_phase, self.t_tick = phase, t, t
 
-    def set_total(self, phase: str, n: int) -> None:
-        self.total[phase] = int(n)
-
     def tick(self, k: int = 1) -> None:
         self.done[self.current] += k  # type: ignore[index]
         self.t_tick = self.now()
