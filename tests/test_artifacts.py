@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 from app.cli import artifacts
 
@@ -58,3 +59,9 @@ def test_the_experiment_step_needs_an_anchor(tmp_path, capsys):
     assert artifacts.main(["--profile", "tiny", "--docs", str(tmp_path), "--steps", "experiment"]) == 2
     assert "no steering anchor" in capsys.readouterr().err
     assert artifacts.main(["--profile", "tiny", "--docs", str(tmp_path), "--steps", "france,nope"]) == 2
+
+
+def test_the_default_docs_folder_is_the_checkouts():
+    """`make artifacts` writes where the shipped artifacts are read from (docs/ at the top of the checkout)."""
+    assert (artifacts.DOCS / "steering-experiment.md").exists() and (artifacts.DOCS / "DEVELOPING.md").exists()
+    assert artifacts.DOCS == Path(__file__).resolve().parents[1] / "docs"

@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from app.core.settings import ROOT
+
+DOCS = ROOT / "docs"  # the checkout's docs/, where the shipped artifacts live
 STEPS = ("atlas", "map", "france", "experiment", "attribution")
 QUICK = {"atlas": ["--tokens", "2048"], "france": ["--top", "5"],
          "experiment": ["--prompts", "2", "--strengths", "2", "--tokens", "4"], "attribution": ["--top", "5", "--validate", "2"]}
@@ -97,7 +101,7 @@ def run(profile: str, docs: Path, steps: list[str], extra: dict[str, list[str]],
             continue
         t0 = time.perf_counter()
         out = docs / OUTPUTS[step] if step in OUTPUTS else None
-        with (out.open("w", encoding="utf-8") if out else open(__import__("os").devnull, "w")) as fh:
+        with (out.open("w", encoding="utf-8") if out else open(os.devnull, "w")) as fh:
             rc = subprocess.run(cmd, stdout=fh if out else None, check=False).returncode
         if rc != 0:
             print(f"{step}: exit status {rc}", file=sys.stderr)
@@ -116,7 +120,7 @@ def run(profile: str, docs: Path, steps: list[str], extra: dict[str, list[str]],
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.cli.artifacts", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smollm2-135m")
-    ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
+    ap.add_argument("--docs", type=Path, default=DOCS)
     ap.add_argument("--steps", default=",".join(STEPS), help="comma-separated, of " + ", ".join(STEPS))
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small versions of every step (tests)")
