@@ -542,3 +542,27 @@ def test_embedded_atlas_has_no_position_artefacts(embedded_engine):
         pytest.skip(f"no embedded atlas: {embedded_engine.atlas_status}")
     for sae in ("coarse", "fine"):
         assert at.position_artefacts(embedded_engine.atlas, sae).tolist() == []
+
+
+def test_encode_sparse_equals_the_dense_encode(tiny_engine):
+    """The TopK shortcut (k codes per row, no dense scan) gives the CSR the dense sae.encode gives, rows not kept
+    empty, values rounded to the storage dtype; a non-TopK SAE takes the dense path."""
+    from app.engine.atlas.build import encode_sparse, topk_parts
+    from app.engine.atlas.core import VALUE_DTYPE
+    from app.engine.compat import JumpReLUSAE, JumpReLUSAEConfig
+
+    g = torch.Generator().manual_seed(3)
+    d = tiny_engine.model.cfg.d_model
+    x = torch.randn(50, d, generator=g) * 4
+    keep = torch.rand(50, generator=g) > 0.3
+    jump = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=40, dtype="float32", device="cpu"))
+    with torch.no_grad():
+        for p in jump.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    assert topk_parts(jump, x) is None
+    for sae in list(tiny_engine.saes.values()) + [jump]:
+        with torch.no_grad():
+            dense = (sae.encode(x) * keep.unsqueeze(-1)).numpy().astype(VALUE_DTYPE).astype(np.float32)
+        got = encode_sparse(sae, x, keep)
+        assert got.has_sorted_indices and np.array_equal(got.toarray(), dense)
+        assert got.nnz == int((dense != 0).sum()) > 0
