@@ -69,31 +69,20 @@
     rows.appendChild(node); wire(node); $('.f-index', node).focus();
   });
 
-  // The address that reproduces a view is the server's (HX-Push-Url: htmx pushes it for the forms; the stream's
-  // answer carries it too); no address rule lives here.
-  function followAddress(url) {
+  // The address that reproduces a view and its tab title are the server's (htmx applies HX-Push-Url and the
+  // fragment's <title> for the forms; the stream's answer carries both, the title percent-encoded); no address rule
+  // or view name lives here.
+  function followAddress(r) {
+    var url = r.headers.get('HX-Push-Url'), title = r.headers.get('X-Tab-Title');
     if (!url) return;
     history.replaceState(null, '', url);
-    if (window.asnFollowTitle) window.asnFollowTitle();  // the tab says which view this is
+    if (title) document.title = decodeURIComponent(title);
   }
 
   // ---- streaming generation (SSE over fetch; Stop cancels on the server and closes the stream)
   var streamBtn = $('#stream-btn'), stopBtn = $('#stop-btn');
   if (!streamBtn) return;
   var ctrl = null, runId = null;
-  function body() {
-    var fd = new FormData(form), b = { prompt: fd.get('prompt') }, f = { s: fd.getAll('f_sae'), i: fd.getAll('f_index'), m: fd.getAll('f_mode'), v: fd.getAll('f_value') };
-    if (fd.get('system_prompt')) b.system_prompt = fd.get('system_prompt');
-    var chat = fd.get('chat'); if (chat === 'on') b.chat = true; else if (chat === 'off') b.chat = false;
-    if (fd.get('no_default_system') === 'on') b.no_default_system = true;
-    ['max_new_tokens', 'top_k', 'seed'].forEach(function (k) { if (fd.get(k) !== '') b[k] = parseInt(fd.get(k), 10); });
-    ['temperature', 'top_p'].forEach(function (k) { if (fd.get(k) !== '') b[k] = parseFloat(fd.get(k)); });
-    b.generated_only = fd.getAll('generated_only').indexOf('on') >= 0;
-    b.skip_sinks = fd.getAll('skip_sinks').indexOf('on') >= 0;
-    b.steering = [];
-    for (var n = 0; n < f.i.length; n++) if (f.i[n] !== '') b.steering.push({ sae: f.s[n], index: parseInt(f.i[n], 10), mode: f.m[n], value: parseFloat(f.v[n]) || 0 });
-    return b;
-  }
   function done(msg) { $('#stream-status').textContent = msg; stopBtn.disabled = true; streamBtn.disabled = false; ctrl = null; runId = null; }
   streamBtn.addEventListener('click', function () {
     var out = $('#stream-out'), status = $('#stream-status');
@@ -101,9 +90,10 @@
     var links = $('#stream-links'); if (links) links.remove();
     streamBtn.disabled = true; stopBtn.disabled = false;
     ctrl = new AbortController();
-    fetch('/fragments/generation/stream', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body()), signal: ctrl.signal })
+    // the form as it is: the server reads it with the generation codec, as it reads the Generate button's form
+    fetch('/fragments/generation/stream', { method: 'POST', body: new URLSearchParams(new FormData(form)), signal: ctrl.signal })
       .then(function (r) {
-        if (r.ok) followAddress(r.headers.get('HX-Push-Url'));
+        if (r.ok) followAddress(r);
         if (!r.ok) return window.asnForms.responseLines(r).then(function (lines) {
           window.asnForms.show(out, lines, 'Could not generate'); done('');
         });

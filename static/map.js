@@ -1,5 +1,6 @@
 // The map view: clicks open a feature's card, zooming in shows feature labels, the colour/filter controls swap the
-// base map (fetched from /map/figure), and the prompt's paths (from the result fragment) are drawn on top.
+// base map (fetched from /map/figure, with the address and tab title to apply), and the prompt's paths (from the
+// result fragment) are drawn on top.
 (function () {
   var LABELS_AT = 250; // show text labels when at most this many points are in view
   // Without WebGL (no GPU, blocked driver) scattergl draws nothing: fall back to SVG scatter (slower, same look).
@@ -191,13 +192,16 @@
     el.dataset.ready = '0';
     var errBox = document.getElementById('map-view-error');  // templates/map.html, above the map
     errBox.replaceChildren();
-    fetch('/map/figure?' + p.toString()).then(function (r) {
+    // the server answers the figure with the page's address for it (its current one, sent as htmx sends it, with
+    // these view fields) and the tab title; map.js only applies them
+    fetch('/map/figure?' + p.toString(), { headers: { 'HX-Current-URL': location.href } }).then(function (r) {
       if (r.ok) return r.json();
       return window.asnForms.responseLines(r).then(function (lines) { window.asnForms.show(errBox, lines, 'Could not redraw the map'); return null; });
     }).catch(function () {
       window.asnForms.show(errBox, ['the server could not be reached (is it running?); try again'], 'Could not redraw the map'); return null;
     }).then(function (fig) {
       if (!fig) return;
+      if (fig.address) { history.replaceState(null, '', fig.address); document.title = fig.title; }
       var layout = fig.layout;
       delete layout.height; // the box's CSS height
       if (el.layout && el.layout.xaxis && el.layout.xaxis.range) { // keep the zoom
@@ -209,11 +213,8 @@
         .then(function () { return svgIfGlFailed(el, given); })
         .then(function () { bind(el); return labels(el); })
         .then(function () { return declutter(el); })
-        .then(function () { el.dataset.color = p.get('color_by') || ''; el.dataset.ready = '1'; });
+        .then(function () { el.dataset.ready = '1'; });
     });
-    var q = new URLSearchParams(location.search);
-    ['color_by', 'show', 'feature', 'discovery'].forEach(function (k) { if (p.has(k)) q.set(k, p.get(k)); else q.delete(k); });
-    history.replaceState(null, '', '?' + q.toString());
   }
 
   function bind(el) {

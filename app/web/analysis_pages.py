@@ -94,7 +94,7 @@ def page_url(inputs: dict) -> str | None:
     return cap_url("/?" + urlencode(q))
 
 
-CODEC = Codec("/", page_url, parse_inputs)
+CODEC = Codec("/", page_url, parse_inputs, page="Analyze")
 
 
 def analyze_url(text: str) -> str | None:
@@ -148,7 +148,7 @@ def index(request: Request, engine: EngineDep, settings: SettingsDep):
 async def analysis_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
     """The form posts here; answers the analysis fragment and pushes the reproducing address."""
     view = partial(analysis_view, defer_lens=True)  # features first, the lens after
-    return await form_fragment(request, engine, settings, "fragments/analysis.html", view, CODEC.write)
+    return await form_fragment(request, engine, settings, "fragments/analysis.html", view, CODEC.address)
 
 
 @router.post("/fragments/analysis/lens", response_class=HTMLResponse)
@@ -158,7 +158,7 @@ async def analysis_lens_fragment(request: Request, engine: EngineDep, settings: 
     logit / tuned switch posts here too (switch=1): then the answer pushes the address with the new lens_kind."""
     switch = last(await request.form(), "switch") == "1"
     return await form_fragment(request, engine, settings, "fragments/analysis_lens.html", analysis_view,
-                               CODEC.write if switch else None)
+                               CODEC.address if switch else None)
 
 
 @router.post("/fragments/feature", response_class=HTMLResponse)
@@ -175,4 +175,4 @@ async def feature_fragment(request: Request, engine: EngineDep, settings: Settin
     ctx = await run_in_threadpool(analysis_view, engine, settings, params, False, True)  # out of range: 404
     ctx["card"] = (ctx.get("result") or {}).get("card")
     ctx["save_oob"] = True
-    return render_fragment(request, "fragments/feature_card.html", ctx, CODEC.write(ctx["inputs"]) if ctx["card"] else None)
+    return render_fragment(request, "fragments/feature_card.html", ctx, CODEC.address(ctx["inputs"]) if ctx["card"] else None)

@@ -22,7 +22,8 @@ def parse_inputs(params) -> AttributionRequest:
     return AttributionRequest.model_validate(raw)
 
 
-CODEC = fields_codec("/attribution", AttributionRequest, parse_inputs, always="prompt")
+CODEC = fields_codec("/attribution", AttributionRequest, parse_inputs, always="prompt",
+                     page="Which features drive this token")
 
 
 # the analysis view's "which features drive this token" form posts to the fragment; no history push: the panel

@@ -82,7 +82,7 @@ def page_url(inputs: dict) -> str | None:
     return cap_url("/discover?" + urlencode(pasted_sets.address_sets(q, pasted, "/discover", MAX_URL)))
 
 
-CODEC = Codec("/discover", page_url, parse_inputs)
+CODEC = Codec("/discover", page_url, parse_inputs, page="Discover")
 
 
 def _form_values(params, inputs: dict | None) -> dict:
@@ -111,7 +111,7 @@ def discover_page(request: Request, engine: EngineDep, settings: SettingsDep):
         errors = exc.errors
     run = last(params, "run") in ("1", "true", "on") and not errors
     return render_page(request, "discover.html", {
-        "engine": engine, "page": "discover", "sets": shipped_sets(),
+        "engine": engine, "page": "discover", "sets": shipped_sets(), "tab_title": CODEC.title(inputs),
         "form": _form_values(params, inputs), "errors": errors, "run": run,
         "widths": {n: int(s.cfg.d_sae) for n, s in engine.saes.items()},
         "neuronpedia": {engine.profile.coarse.name: engine.profile.coarse.neuronpedia,
@@ -149,4 +149,4 @@ def discover_view(request: Request, job_id: str, jobs: JobsDep):
     # GO/NO-GO recomputed at the threshold shown, so a saved view is what a re-run with these inputs returns
     result = with_threshold(job.result, inputs["cos_threshold"])
     ctx = {"inputs": inputs, "result": result, "kind": KIND, "job_id": job.id}
-    return render_fragment(request, "fragments/discovery.html", ctx, CODEC.write(inputs))
+    return render_fragment(request, "fragments/discovery.html", ctx, CODEC.address(inputs))

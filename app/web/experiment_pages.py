@@ -95,8 +95,9 @@ def parse_inputs(params, store=None) -> ExperimentRequest:
     return validated(ExperimentRequest, raw)
 
 
-def page_url(inputs: dict) -> str | None:
-    """The address that reproduces this view (lists as compact JSON; defaults left out)."""
+def page_url(inputs: dict, run: bool = True) -> str | None:
+    """The address that reproduces this view (lists as compact JSON; defaults left out); `run=False`: the page with
+    its form filled, not started."""
     q = {}
     base = ExperimentRequest(anchor=0).model_dump()
     pasted = {side: inputs[f"{side}_prompts"] for side in SIDES if inputs.get(f"{side}_prompts")}
@@ -104,12 +105,13 @@ def page_url(inputs: dict) -> str | None:
         if v is None or (k != "anchor" and v == base.get(k)) or k.endswith("_prompts"):
             continue
         q[k] = json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else (str(v).lower() if isinstance(v, bool) else v)
-    q["run"] = "1"
+    if run:
+        q["run"] = "1"
     # pasted sets inline when the address stays short, else by content hash (kept in the store when the job starts)
     return cap_url("/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL)))
 
 
-CODEC = Codec("/experiment", page_url, parse_inputs)
+CODEC = Codec("/experiment", page_url, parse_inputs, page="Steering experiment")
 
 
 def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -> str:
@@ -122,16 +124,13 @@ def test_steering_url(inputs: dict, result: dict, coarse: int, limit: int = 8) -
         cos_t, corr_t = inputs.get("cos_threshold", 0.3), inputs.get("corr_threshold", 0.3)
         blue = [(c, f) for f, c, r in zip(m["fine"], m["cos"][i], m["corr"][i]) if c >= cos_t and r >= corr_t]
         children = [f for _, f in sorted(blue, key=lambda t: -t[0])][:limit]
-    q = {"anchor": coarse}
-    if children:
-        q["children"] = json.dumps(children, separators=(",", ":"))
-    pasted = {}
+    exp: dict = {"anchor": coarse, "children": children or None}
     for side in ("concept", "contrast"):  # the sets travel with the link: a shipped name, a pasted set inline or its sha
         if inputs.get(f"{side}_prompts"):
-            pasted[side] = inputs[f"{side}_prompts"]
+            exp[f"{side}_prompts"] = inputs[f"{side}_prompts"]
         elif inputs.get(f"{side}_set"):
-            q[f"{side}_set"] = inputs[f"{side}_set"]
-    return "/experiment?" + urlencode(pasted_sets.address_sets(q, pasted, "/experiment", MAX_URL))
+            exp[f"{side}_set"] = inputs[f"{side}_set"]
+    return page_url(exp, run=False) or CODEC.path  # the codec's address, not started
 
 
 def _form_values(inputs: dict | None) -> dict:
@@ -164,6 +163,7 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
     return render_page(request, "experiment.html", {
         "engine": engine, "page": "experiment", "sets": shipped_sets(), "form": _form_values(inputs), "errors": errors,
+        "tab_title": CODEC.title(inputs),
         "run": run, "widths": {n: int(s.W_dec.shape[0]) for n, s in engine.saes.items()},
         "probe_layer": probe_layer_for(engine.model.cfg.n_layers, layer), "hook_layer": layer,
         "report": REPORT.exists()})

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from app.api.deps import EngineDep, JobsDep, SettingsDep
 from app.api.errors import errors_of
 from app.jobs import Job, JobRunner
-from app.web.codecs import Codec
+from app.web.codecs import Address, Codec
 from app.web.forms import FormError
 from app.web.templating import render_fragment
 
@@ -20,7 +20,7 @@ class JobPages:
     def __init__(self, kind: str, result_template: str, progress_template: str):
         self.kind, self.result_template, self.progress_template = kind, result_template, progress_template
 
-    def fragment(self, request: Request, job: Job, push: str | None = None) -> HTMLResponse:
+    def fragment(self, request: Request, job: Job, push: Address | None = None) -> HTMLResponse:
         """The result fragment once the job is done, else its progress bar."""
         if job.state == "done":
             ctx = {"inputs": job.meta["inputs"], "result": job.result, "kind": self.kind, "job_id": job.id}
@@ -47,7 +47,7 @@ def add_job_page_routes(router: APIRouter, prefix: str, pages: JobPages, codec: 
             return pages.errors(request, exc.errors, 422)
         except HTTPException as exc:
             return pages.errors(request, errors_of(exc), exc.status_code)
-        return pages.fragment(request, job, push=codec.write(req.model_dump()))
+        return pages.fragment(request, job, push=codec.address(req.model_dump()))
 
     def progress(request: Request, job_id: str, jobs: JobsDep):
         """Polled by htmx every second while the job runs; swaps itself for the result when done."""

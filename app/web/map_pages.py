@@ -8,7 +8,7 @@ page URL carries the inputs, so a copied address re-opens the same view (colouri
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
@@ -23,8 +23,8 @@ from app.api.map.service import check_features, place_regions, point_row, run_ma
 from app.engine.layout import NEIGHBOURS
 from app.engine.layout.values import decoder_cosines, selectivity_vector
 from app.viz.map import esc, map_figure, point_table, snippet
-from app.web.codecs import fields_codec
-from app.web.forms import last, model_fields_of
+from app.web.codecs import Address, Codec, defaults_of, fields_query
+from app.web.forms import cap_url, last, model_fields_of
 from app.web.templating import render_fragment, render_page
 from app.web.views import form_fragment, query_page, service_view
 
@@ -61,7 +61,26 @@ def view_settings(engine, params) -> MapRequest:
     return vs
 
 
-CODEC = fields_codec("/map", MapRequest, parse_inputs, always="prompt")
+DEFAULTS = defaults_of(MapRequest)
+SEARCH = "q"  # the search box's text: in the address, not in the request
+
+
+def map_url(inputs) -> str | None:
+    """The map's address: the prompt's fields when there is a prompt, the view's (colouring, filter, feature,
+    discovery) and the search text where they differ from the defaults; None when too long to push."""
+    q = {k: v for k, v in inputs.items() if (k in MapRequest.model_fields or k == SEARCH) and v not in (None, "")
+         and (k == "prompt" or v != DEFAULTS.get(k))}
+    return cap_url("/map" + ("?" + fields_query(q) if q else ""))
+
+
+CODEC = Codec("/map", map_url, parse_inputs, page="Map")
+
+
+def map_address(current: str | None, **changes) -> Address | None:
+    """The map's address with `changes` (view fields, the search text), the rest of the page's current address
+    (HX-Current-URL) kept as it is; written by the map's codec, with its tab title."""
+    kept = dict(parse_qsl(urlsplit(current).query, keep_blank_values=True)) if current else {}
+    return CODEC.address(kept | changes)
 
 
 map_view = service_view(KIND, parse_inputs, run_map)
@@ -156,21 +175,20 @@ def map_search_fragment(request: Request, engine: EngineDep, settings: SettingsD
     """The places matching q (regions, features) as buttons that fly the map there; the address follows (?q=...)."""
     ctx = search_context(engine, settings, q)
     cur = request.headers.get("HX-Current-URL")
-    push = None
-    if cur and ctx.get("search"):  # the page's address with q set, keeping the view's other fields
-        params = [(k, v) for k, v in parse_qsl(urlsplit(cur).query, keep_blank_values=True) if k != "q"] + [("q", q)]
-        push = "/map?" + urlencode(params)
+    push = map_address(cur, **{SEARCH: q}) if cur and ctx.get("search") else None
     return render_fragment(request, "fragments/map_search.html", ctx, push)
 
 
 @router.post("/fragments/map", response_class=HTMLResponse)
 async def map_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, CODEC.write)
+    return await form_fragment(request, engine, settings, "fragments/map.html", map_view, CODEC.address)
 
 
 @router.get("/map/figure")
 def map_figure_json(request: Request, engine: EngineDep, store: StoreDep):
-    """The base map in another colouring / filter (map.js swaps it in and keeps the prompt's paths on top)."""
+    """The base map in another colouring / filter (map.js swaps it in and keeps the prompt's paths on top), with the
+    page's address for it (`address`: the current address, HX-Current-URL, with these view fields; None when too
+    long) and its tab `title`, which map.js applies."""
     lay, status_line = layout_status(engine)
     if lay is None:
         raise HTTPException(409, detail=f"no map for these SAEs ({status_line})")
@@ -179,7 +197,9 @@ def map_figure_json(request: Request, engine: EngineDep, store: StoreDep):
     except ValidationError as exc:
         raise invalid(exc, ["query"]) from None
     fig = figure_for(engine, store, lay, vs.color_by, vs.show, vs.feature, vs.discovery)
-    return Response(json.dumps(fig, separators=(",", ":")), media_type="application/json")
+    at = map_address(request.headers.get("HX-Current-URL"), **{k: getattr(vs, k) for k in VIEW_FIELDS})
+    body = fig | {"address": at and at.url, "title": at and at.title}  # a copy: the figure is cached
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/map/example/{sae}/{index}")

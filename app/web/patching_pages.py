@@ -63,9 +63,9 @@ def parse_heads(params) -> HeadsRequest:
     return HeadsRequest.model_validate(model_fields_of(params, HeadsRequest))
 
 
-COMPARE_CODEC = fields_codec("/compare", CompareRequest, parse_compare, always="prompt_a")
-PATCHING_CODEC = fields_codec("/patching", PatchingRequest, parse_patching, always="clean")
-HEADS_CODEC = fields_codec("/heads", HeadsRequest, parse_heads, always="seq_len")
+COMPARE_CODEC = fields_codec("/compare", CompareRequest, parse_compare, always="prompt_a", page="Compare two prompts")
+PATCHING_CODEC = fields_codec("/patching", PatchingRequest, parse_patching, always="clean", page="Activation patching")
+HEADS_CODEC = fields_codec("/heads", HeadsRequest, parse_heads, always="seq_len", page="Attention heads")
 
 
 add_view_pages(router, COMPARE_KIND, COMPARE_CODEC, run_compare, page="compare", key="prompt_a",

@@ -39,4 +39,4 @@ def splits_page(request: Request, engine: EngineDep, settings: SettingsDep):
 
 @router.post("/fragments/split_map", response_class=HTMLResponse)
 async def split_fragment(request: Request, engine: EngineDep, settings: SettingsDep):
-    return await form_fragment(request, engine, settings, "fragments/split_map.html", split_view, CODEC.write)
+    return await form_fragment(request, engine, settings, "fragments/split_map.html", split_view, CODEC.address)

@@ -6,12 +6,15 @@ the inputs in the grammar of app/web/urls.py (`/generate?prompt=...&f=coarse:12:
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import EngineDep, SettingsDep, StreamsDep
-from app.api.steering.schemas import GenerateRequest
+from app.api.errors import invalid
 from app.api.steering.service import run_dose, run_generate, run_steer, run_system_shift, run_temperature
 from app.api.steering.stream import stream_generation
 from app.explorations.registry import snapshot_context
@@ -52,6 +55,9 @@ async def _views_page(request: Request, engine, settings, page: str, table: dict
            "param_errors": feature_problems(params, engine.saes)}  # a bad f=... says so in place, not silently
     if view is not None and view not in table:
         ctx["param_errors"].append(f"view: {view!r} is not one of {', '.join(table)}")
+    # the tab title: the view's codec names the view and its page (a page showing none yet: its first view's page)
+    ctx["tab_title"] = (CODECS[KINDS[view]].title(ctx["raw"]) if view in table
+                        else CODECS[KINDS[next(iter(table))]].title(ctx["raw"], named=False))
     status = 200
     if view in table and last(params, "prompt"):
         vctx = await run_in_threadpool(compute, engine, settings, view, params, table)
@@ -75,7 +81,7 @@ def _add_fragment_route(path: str, view: str, table: dict, name: str) -> None:
     async def fragment(request: Request, engine: EngineDep, settings: SettingsDep):
         return await form_fragment(request, engine, settings, table[view][0],
                                    lambda e, st, form: compute(e, st, view, form, table),
-                                   CODECS[KINDS[view]].write)
+                                   CODECS[KINDS[view]].address)
     router.post(f"/fragments/{path}", response_class=HTMLResponse, name=name)(fragment)
 
 
@@ -86,19 +92,26 @@ for _path, _view, _table in (("generation", "generation", GEN_VIEWS), ("steering
 
 
 @router.post("/fragments/generation/stream")
-async def generation_stream(req: GenerateRequest, request: Request, engine: EngineDep, settings: SettingsDep,
-                            streams: StreamsDep):
-    """The page's streamed generation: the events of /api/generate/stream plus `save` {html}, the Save box of the
-    finished generation (kind "generation"), and `links` {html} ("open in Analyze"), sent before `done`. The
-    address that reproduces it comes in the HX-Push-Url header (generate.js puts it in the history)."""
+async def generation_stream(request: Request, engine: EngineDep, settings: SettingsDep, streams: StreamsDep):
+    """The page's streamed generation of its form (read by the generation codec, as the Generate button's fragment
+    reads it): the events of /api/generate/stream plus `save` {html}, the Save box of the finished generation (kind
+    "generation"), and `links` {html} ("open in Analyze"), sent before `done`. The address that reproduces it comes
+    in the HX-Push-Url header and its tab title, percent-encoded UTF-8, in X-Tab-Title (generate.js applies both)."""
+    codec = CODECS["generation"]
+    try:
+        req = codec.read(await request.form())
+    except ValidationError as exc:
+        raise invalid(exc, ["body"]) from None
+
     def save_box(resp) -> dict:
         ctx = snapshot_context("generation", req, resp) | {"request": request, "limits": settings.limits}
         env = templates_of(request).env
         return {"save": {"html": env.get_template("fragments/_save.html").render(ctx)},
                 "links": {"html": env.get_template("fragments/_stream_links.html").render(ctx)}}
 
-    push = CODECS["generation"].write(req.model_dump())
+    push = codec.address(req.model_dump())
     response = await stream_generation(streams, engine, settings, req, extra=save_box)
     if push:
-        response.headers["HX-Push-Url"] = push
+        response.headers["HX-Push-Url"] = push.url
+        response.headers["X-Tab-Title"] = quote(push.title or "", safe="")
     return response

@@ -13,6 +13,7 @@ from jinja2 import UndefinedError, nodes
 from app.api.errors import RETRY_AFTER_S, retry_after_header
 from app.core.settings import ROOT
 from app.explorations.registry import ViewRegistry
+from app.web.codecs import Address
 
 log = logging.getLogger("asn")
 
@@ -82,14 +83,17 @@ def render_page(request: Request, name: str, ctx: dict, status: int = 200, heade
     return templates_of(request).TemplateResponse(request, name, ctx, status_code=status, headers=headers)
 
 
-def render_fragment(request: Request, name: str, ctx: dict, push: str | None = None):
+def render_fragment(request: Request, name: str, ctx: dict, push: Address | None = None):
     """An htmx fragment: ctx["status"] as the HTTP status (errors keep their 4xx/503; base.html's htmx
-    responseHandling swaps them in place), HX-Push-Url on success, Retry-After on 503.
+    responseHandling swaps them in place), on success the pushed address (HX-Push-Url) and its tab title (a <title>
+    first: htmx sets document.title from it), Retry-After on 503.
     A non-int ctx["status"] (a job's status dict, for the progress fragments) stays in ctx for the template."""
     status = ctx.pop("status") if isinstance(ctx.get("status"), int) else 200
     headers = {}
     if push and 200 <= status < 300:
-        headers["HX-Push-Url"] = push
+        headers["HX-Push-Url"] = push.url
+        if push.title is not None:
+            ctx, name = ctx | {"tab_title": push.title, "fragment": name}, "fragments/_titled.html"
     if status == 503:
         headers.update(retry_after_header(ctx.get("retry_after", RETRY_AFTER_S)))
     return render_page(request, name, ctx, status, headers)

@@ -34,6 +34,10 @@ PAGES: dict[str, tuple[str, str, type[BaseModel]]] = {
     "system_shift": ("/temperature", "system_shift", SystemShiftRequest),
 }
 KIND_OF_VIEW = {view: kind for kind, (_, view, _) in PAGES.items()}
+# the tab title's names (app/web/codecs.py `Codec.title`): each page's, and each view's on it
+PAGE_NAMES = {"/generate": "Generate & steer", "/temperature": "Temperature & system prompts"}
+VIEW_NAMES = {"generation": "Generation", "steering": "Steered vs unsteered", "dose": "Dose-response",
+              "temperature": "Temperatures", "system_shift": "System prompt shift"}
 TEXT = ("prompt", "system_prompt", "system_a", "system_b")
 NUMBERS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "top_n", "promoted_top")
 FLAGS = ("generated_only", "skip_sinks", "no_default_system")
@@ -148,4 +152,5 @@ def from_query(kind: str, params) -> BaseModel:
     return model.model_validate({k: v for k, v in raw.items() if k in model.model_fields})
 
 
-CODECS = {kind: Codec(path, partial(to_url, kind), partial(from_query, kind)) for kind, (path, _, _) in PAGES.items()}
+CODECS = {kind: Codec(path, partial(to_url, kind), partial(from_query, kind), PAGE_NAMES[path], VIEW_NAMES[kind])
+          for kind, (path, _, _) in PAGES.items()}

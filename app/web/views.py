@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import EngineDep, SettingsDep
 from app.api.errors import errors_of
 from app.engine.engine import EngineBusy
+from app.web.codecs import Address
 from app.web.templating import render_fragment, render_page
 
 
@@ -65,13 +66,14 @@ def query_page(request: Request, engine, settings, page: str, kind: str, key: st
         status = shown.pop("status", 200)
         shown.pop("retry_after", None)  # a page is not retried; only fragments say when to
         ctx.update(shown)
+    ctx["tab_title"] = request.app.state.views.get(kind).codec.title(ctx["inputs"] or ctx["raw"])  # base.html
     return ctx, status
 
 
 async def form_fragment(request: Request, engine, settings, template: str, view: Callable[..., dict],
-                        push_url: Callable[[dict], str | None] | None = None):
-    """The fragment of view(engine, settings, form) (computed off the event loop), pushing push_url(inputs) when
-    there is a result."""
+                        push_url: Callable[[dict], Address | None] | None = None):
+    """The fragment of view(engine, settings, form) (computed off the event loop), pushing push_url(inputs) (a
+    codec's `address`: the address and its tab title) when there is a result."""
     form = await request.form()
     ctx = await run_in_threadpool(view, engine, settings, form)
     push = push_url(ctx["inputs"]) if push_url is not None and ctx.get("result") else None
@@ -98,7 +100,7 @@ def add_view_pages(router: APIRouter, kind: str, codec, run: Callable[..., BaseM
 
     async def fragment_route(request: Request, engine: EngineDep, settings: SettingsDep):
         return await form_fragment(request, engine, settings, f"fragments/{fragment}.html", view,
-                                   codec.write if push else None)
+                                   codec.address if push else None)
 
     router.get(codec.path, response_class=HTMLResponse, name=f"{kind}_page")(page_route)
     router.post(f"/fragments/{fragment}", response_class=HTMLResponse, name=f"{kind}_fragment")(fragment_route)

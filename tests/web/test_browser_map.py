@@ -207,6 +207,7 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     page.select_option("#map-show", sae)  # a filter that keeps the point where it is (no colour bar moves the plot)
     wait_js(page, f"new URLSearchParams(location.search).get('show') === {json.dumps(sae)} && "
                   "document.getElementById('map-main').dataset.ready === '1'", timeout_s=60)
+    assert page.title() == "Map · Activation Space Navigator"  # the address and title /map/figure answered
     # choosing an option scrolls the select into view (on a phone it sits above the map): go back to where the
     # point was found, and take its position again from Plotly's own axis mapping
     page.evaluate(f"window.scrollTo(0, {scrolled})")
@@ -240,6 +241,7 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     drawn = page.evaluate("document.getElementById('map-main').data.filter(t => t.meta === 'path')[0].x")
     assert drawn == pytest.approx([p["x"] for p in api["paths"][0]["points"] if p["x"] is not None], abs=1e-6)
     assert "system_prompt=You+are+a+pirate." in page.url  # the address carries the inputs
+    assert f"show={sae}" in page.url and page.title() == f"{PROMPT} · Map · Activation Space Navigator"
     shift = page.locator("#map-feature-shift").inner_text()
     assert shift == f"{api['pull']['feature_shift']:.3f}"
     assert no_horizontal_scroll(page)

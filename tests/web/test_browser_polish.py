@@ -72,6 +72,12 @@ def test_favicon_title_and_profile_text(server, page):  # noqa: F811
     page.locator("#feature-rows .frow .f-index").last.fill("3")
     page.click("#dose-btn")
     wait_js(page, "document.title.startsWith('Dose-response · Hello there · ')")
+    # the server says each title (a fragment's <title>); after Back htmx restores the entry's title with its content
+    page.go_back()
+    wait_js(page, "document.title === 'Steered vs unsteered · Hello there · Generate & steer · Activation Space Navigator'")
+    assert "view=steer" in page.url
+    page.go_back()
+    wait_js(page, "document.title === 'Generate & steer · Activation Space Navigator'")
 
 
 def test_generate_form_reads_like_analyze(server, page):  # noqa: F811

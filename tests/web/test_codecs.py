@@ -112,7 +112,8 @@ def test_pushed_address_is_the_codecs(tiny_client, kind):
 def test_streamed_generation_pushes_the_codecs_address_and_links_analyze(tiny_client):
     spec = VIEWS.get("generation")
     body = {"prompt": "Hello there", "max_new_tokens": 3, "temperature": 0.0}
-    with tiny_client.stream("POST", "/fragments/generation/stream", json=body) as r:
+    form = {k: str(v) for k, v in body.items()}  # the page posts its form
+    with tiny_client.stream("POST", "/fragments/generation/stream", data=form) as r:
         text = "".join(r.iter_text())
         assert r.headers["HX-Push-Url"] == spec.codec.write(to_jsonable(spec.request_model.model_validate(body)))
     done = re.search(r"event: done\ndata: (.*)\n", text).group(1)

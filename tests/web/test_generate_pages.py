@@ -108,7 +108,8 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
 def test_page_stream_ends_with_a_save_box_that_saves_the_streamed_generation(tiny_client):
     body = {"prompt": PROMPT, "max_new_tokens": 6, "temperature": 0.8, "seed": 3,
             "steering": [{"sae": "coarse", "index": 5, "mode": "add", "value": 8.0}]}
-    r = tiny_client.post("/fragments/generation/stream", json=body)
+    form = {"prompt": PROMPT, "max_new_tokens": "6", "temperature": "0.8", "seed": "3", "f": "coarse:5:add:8.0"}
+    r = tiny_client.post("/fragments/generation/stream", data=form)  # the page's form, read by the generation codec
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     kinds = [k for k, _ in events]
