@@ -143,6 +143,61 @@ def tiny_client(tiny_engine):
         yield client
 
 
+@pytest.fixture(scope="module")
+def module_client(tiny_engine):
+    """A client on the tiny engine (default settings) shared by the module's tests (the module's own store)."""
+    with make_client(tiny_engine) as c:
+        yield c
+
+
+@pytest.fixture()
+def client(tiny_engine, tmp_path):
+    """A client on the tiny engine whose store is a SQLite file in the test's tmp_path (the saved-explorations tests);
+    a module that needs other settings defines its own `client`."""
+    with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/e.db") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def atlas(tiny_engine):
+    """A small atlas of the tiny engine (tests/atlas_fixtures.py), built once per module."""
+    from tests.atlas_fixtures import tiny_atlas
+
+    return tiny_atlas(tiny_engine)
+
+
+@pytest.fixture()
+def atlas_client(tiny_engine, tiny_client, atlas):
+    """tiny_client with the module's atlas on the engine for the test (restored after)."""
+    from tests.atlas_fixtures import with_atlas
+
+    with with_atlas(tiny_engine, atlas):
+        yield tiny_client
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """-> (engine, C, client): a fresh tiny engine per module with a coarse feature C split into two fine halves
+    (tests/splits_fixtures.py), and a client on it."""
+    from tests.splits_fixtures import planted_engine
+
+    eng, C = planted_engine()
+    with make_client(eng) as client:
+        yield eng, C, client
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for the module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): tiny
+    matmuls on 2 shared, oversubscribed cores run ~40x faster on one thread, and an in-process server shares them."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def free_port() -> int:
     import socket
 
@@ -174,6 +229,14 @@ def serve_app(app, start_timeout_s: float = 120.0):
         thread.join(timeout=10)
 
 
+def serve_engine(engine, **settings_kw):
+    """serve_app of the app on this engine (its profile; settings_kw as Settings fields); yields its base URL."""
+    from app.core.settings import Settings
+    from app.main import create_app
+
+    return serve_app(create_app(Settings(profile=engine.profile.name, **settings_kw), engine_factory=lambda s: engine))
+
+
 def until(cond, timeout: float = 10.0, what: str = "condition"):
     """Poll cond() until it is truthy (returns its value); AssertionError after timeout seconds."""
     import time
@@ -203,3 +266,49 @@ def wait_js(page, expression: str, timeout_s: float = 60.0, poll_s: float = 0.1)
         if time.time() > end:
             raise AssertionError(f"still false after {timeout_s:.0f} s: {expression}")
         time.sleep(poll_s)
+
+
+def wait_job(client, status_url: str, timeout: float = 60.0) -> dict:
+    """Poll a background job's status URL until it is neither queued nor running; its last status."""
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        s = client.get(status_url).json()
+        if s["state"] not in ("queued", "running"):
+            return s
+        time.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+def iter_strings(obj):
+    """Every string inside nested dicts / lists / tuples (a JSON answer, a figure)."""
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from iter_strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from iter_strings(v)
+
+
+def run_job(client, kind: str, body: dict, timeout: float = 60.0) -> tuple[dict, dict]:
+    """POST /api/<kind>/jobs and wait for the job: (its last status, done; its result)."""
+    r = client.post(f"/api/{kind}/jobs", json=body)
+    assert r.status_code == 202, r.text
+    s = wait_job(client, f"/api/{kind}/jobs/{r.json()['job_id']}", timeout)
+    assert s["state"] == "done", s
+    res = client.get(s["result_url"])
+    assert res.status_code == 200
+    return s, res.json()
+
+
+class FakeClock:
+    """A clock for code that takes `now=` / `clock=`: returns .t, which the test moves."""
+
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from app.engine import discovery as disc
+from tests.conftest import run_job, wait_job
 from tests.engine.test_discovery import independent_per_prompt, lines
 
 CONCEPT = lines("france", 8) + ["<script>alert('x')</script> Paris & <b>Lyon</b>"]
@@ -19,48 +19,21 @@ BODY = {"concept_set": None, "contrast_set": None, "concept_prompts": CONCEPT, "
         "n_coarse": 3, "n_fine": 8, "top_k": 6, "min_fire_rate": 0.2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def wait_job(client, jid, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        s = client.get(f"/api/discover/jobs/{jid}").json()
-        if s["state"] not in ("queued", "running"):
-            return s
-        time.sleep(0.05)
-    raise AssertionError("job did not finish")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def client(tiny_engine):
-    from tests.conftest import make_client
-
-    with make_client(tiny_engine) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def done(client):
-    r = client.post("/api/discover/jobs", json=BODY)
-    assert r.status_code == 202
-    s = wait_job(client, r.json()["job_id"])
-    assert s["state"] == "done" and s["done"] == s["total"] == len(CONCEPT) + len(CONTRAST), s
-    res = client.get(s["result_url"])
-    assert res.status_code == 200
-    return s, res.json()
+def done(module_client):
+    s, result = run_job(module_client, "discover", BODY)
+    assert s["done"] == s["total"] == len(CONCEPT) + len(CONTRAST), s
+    return s, result
 
 
-def test_prompt_sets(client):
+def test_prompt_sets(module_client):
     """Every shipped set (data/prompts/*.txt) with its number of prompts, counted here as non-blank lines."""
     folder = Path(__file__).resolve().parents[2] / "data" / "prompts"
     want = {f.stem: sum(1 for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()) for f in folder.glob("*.txt")}
-    got = client.get("/api/discover/prompt-sets").json()
+    got = module_client.get("/api/discover/prompt-sets").json()
     assert got == want and got["france"] == 200 and got["neutral"] == 200 and got["eval_neutral"] == 40
 
 
@@ -115,40 +88,40 @@ def test_mapping_matches_numpy(tiny_engine, done):
     assert res["go"] == any(g["n_above"] >= 3 for g in res["go_no_go"])
 
 
-def test_second_submit_is_cached_and_sync_endpoint_agrees(client, done):
+def test_second_submit_is_cached_and_sync_endpoint_agrees(module_client, done):
     s, res = done
-    r = client.post("/api/discover/jobs", json=BODY)
+    r = module_client.post("/api/discover/jobs", json=BODY)
     assert r.status_code == 202 and r.json()["cached"] and r.json()["state"] == "done"
-    sync = client.post("/api/discover", json=BODY).json()
+    sync = module_client.post("/api/discover", json=BODY).json()
     assert sync["tables"] == res["tables"] and sync["mapping"] == res["mapping"]
     # other analysis knobs reuse the cached forward passes: same per-feature numbers
-    other = client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()
+    other = module_client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()
     assert other["tables"]["coarse"] == res["tables"]["coarse"][:3] or other["tables"]["coarse"][0] == res["tables"]["coarse"][0]
 
 
-def test_other_knobs_reuse_the_jobs_collection(client, done):
+def test_other_knobs_reuse_the_jobs_collection(module_client, done):
     s, res = done
-    other = client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()
+    other = module_client.post("/api/discover", json={**BODY, "aggregate": "max", "top_k": 3}).json()
     assert other["seconds"] == pytest.approx(res["seconds"], abs=1.5e-3)  # same collection object (not re-run)
 
 
-def test_cancel_and_409(client):
+def test_cancel_and_409(module_client):
     body = {**BODY, "concept_set": "france", "contrast_set": "neutral", "concept_prompts": None, "contrast_prompts": None}
-    r = client.post("/api/discover/jobs", json=body)
+    r = module_client.post("/api/discover/jobs", json=body)
     jid = r.json()["job_id"]
-    c = client.post(f"/api/discover/jobs/{jid}/cancel")
+    c = module_client.post(f"/api/discover/jobs/{jid}/cancel")
     assert c.status_code == 200
-    s = wait_job(client, jid)
+    s = wait_job(module_client, f"/api/discover/jobs/{jid}")
     assert s["state"] == "cancelled" and s["done"] < s["total"] == 400
-    r = client.get(f"/api/discover/jobs/{jid}/result")
+    r = module_client.get(f"/api/discover/jobs/{jid}/result")
     assert r.status_code == 409 and "cancelled" in r.json()["detail"]
 
 
-def test_unknown_job_404(client):
-    assert client.get("/api/discover/jobs/nope").status_code == 404
-    assert client.post("/api/discover/jobs/nope/cancel").status_code == 404
-    assert client.get("/api/discover/jobs/nope/result").status_code == 404
-    assert client.get("/discover/jobs/nope/progress").status_code == 404
+def test_unknown_job_404(module_client):
+    assert module_client.get("/api/discover/jobs/nope").status_code == 404
+    assert module_client.post("/api/discover/jobs/nope/cancel").status_code == 404
+    assert module_client.get("/api/discover/jobs/nope/result").status_code == 404
+    assert module_client.get("/discover/jobs/nope/progress").status_code == 404
 
 
 @pytest.mark.parametrize("patch,field,needle", [
@@ -162,21 +135,21 @@ def test_unknown_job_404(client):
     ({"concept_set": "germany", "concept_prompts": None}, "concept_set", "shipped"),
     ({"surprise": 1}, "surprise", "Extra"),
 ])
-def test_422_names_field_and_limit(client, patch, field, needle):
-    r = client.post("/api/discover/jobs", json={**BODY, **patch})
+def test_422_names_field_and_limit(module_client, patch, field, needle):
+    r = module_client.post("/api/discover/jobs", json={**BODY, **patch})
     assert r.status_code == 422
     errs = r.json()["detail"]
     assert any(field in e["loc"] and needle in (e["msg"] + str(e.get("ctx", ""))) for e in errs), errs
 
 
-def test_missing_side_422(client):
-    r = client.post("/api/discover", json={**BODY, "contrast_set": None, "contrast_prompts": None})
+def test_missing_side_422(module_client):
+    r = module_client.post("/api/discover", json={**BODY, "contrast_set": None, "contrast_prompts": None})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "contrast_prompts"]
 
 
 # ------------------------------------------------------------------ HTML
-def test_page_form_and_definitions(client):
-    r = client.get("/discover")
+def test_page_form_and_definitions(module_client):
+    r = module_client.get("/discover")
     assert r.status_code == 200
     html = r.text
     for s in ("selectivity", "fire rate", "mean<sub>concept</sub> / (mean<sub>concept</sub> + mean<sub>contrast</sub>)",
@@ -185,8 +158,8 @@ def test_page_form_and_definitions(client):
     assert 'hx-trigger="load"' not in html  # no run=1: nothing starts
 
 
-def run_fragment(client, data):
-    r = client.post("/discover/run", data=data)
+def run_fragment(module_client, data):
+    r = module_client.post("/discover/run", data=data)
     assert r.status_code == 200, r.text
     push = r.headers.get("hx-push-url")
     text = r.text
@@ -195,7 +168,7 @@ def run_fragment(client, data):
         assert "<progress" in text
         jid = re.search(r"/discover/jobs/([0-9a-f]+)/progress", text).group(1)
         time.sleep(0.1)
-        text = client.get(f"/discover/jobs/{jid}/progress").text
+        text = module_client.get(f"/discover/jobs/{jid}/progress").text
     return text, push
 
 
@@ -205,9 +178,9 @@ def form_of(body):
             **{k: str(body[k]) for k in ("n_coarse", "n_fine", "top_k", "min_fire_rate")}}
 
 
-def test_run_fragment_shows_all_views_escaped_and_pushes_url(client, done):
+def test_run_fragment_shows_all_views_escaped_and_pushes_url(module_client, done):
     _, res = done
-    html, push = run_fragment(client, form_of(BODY))
+    html, push = run_fragment(module_client, form_of(BODY))
     assert 'class="discovery"' in html
     for fid in ("graph", "scatter", "heatmap", "histogram"):
         assert f'data-figure="disc-{fid}-{res["set_hash"]}"' in html
@@ -215,18 +188,18 @@ def test_run_fragment_shows_all_views_escaped_and_pushes_url(client, done):
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # prompt text escaped
     assert push.startswith("/discover?") and "run=1" in push and ("sha%3A" in push or "concept_prompts=" in push)
     # the pushed address reproduces the inputs (short pasted sets inline, long ones by hash) and starts the run on load
-    page = client.get(push).text
+    page = module_client.get(push).text
     assert 'hx-trigger="load"' in page and "&lt;script&gt;alert" in page
 
 
-def test_view_rerenders_with_new_thresholds(tiny_engine, client, done):
-    html, _ = run_fragment(client, form_of(BODY))
+def test_view_rerenders_with_new_thresholds(tiny_engine, module_client, done):
+    html, _ = run_fragment(module_client, form_of(BODY))
     jid = re.search(r"/discover/jobs/([0-9a-f]+)/view", html).group(1)
     _, res = done
     Wc = tiny_engine.saes["coarse"].W_dec.detach().double().numpy()
     Wf = tiny_engine.saes["fine"].W_dec.detach().double().numpy()
     for t in ("0.1", "0.45"):
-        html = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": t}).text
+        html = module_client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": t}).text
         # the coarse cell links to the split map and a 'Test steering' experiment
         cells = re.findall(r"<tr><td>(?:(?!</td>).)*?>C-(\d+)<(?:(?!</td>).)*</td><td class=\"num\">(\d+)(\*?)<", html)
         assert len(cells) == 3
@@ -234,9 +207,9 @@ def test_view_rerenders_with_new_thresholds(tiny_engine, client, done):
             allcos = Wf @ Wc[int(c)] / np.linalg.norm(Wf, axis=1) / np.linalg.norm(Wc[int(c)])
             assert int(n) == int((allcos >= float(t)).sum()) and star == ""
         assert f"Cosine threshold <input type=\"number\" name=\"cos_threshold\" min=\"-1\" max=\"1\" step=\"0.05\" value=\"{t}\"" in html
-    below = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": "-1"}).text
+    below = module_client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": "-1"}).text
     assert "lower bound" in below  # below the scan floor the counts are marked
-    bad = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": "7"})
+    bad = module_client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": "7"})
     assert bad.status_code == 422 and "cos_threshold" in bad.text
 
 
@@ -268,28 +241,28 @@ def save_form_fields(html: str) -> dict:
     return out
 
 
-def test_view_at_another_threshold_saves_what_a_rerun_gives(client, done):
+def test_view_at_another_threshold_saves_what_a_rerun_gives(module_client, done):
     """Re-render at a new cosine threshold, save, re-run: the saved GO/NO-GO is the one at the threshold shown."""
-    html, _ = run_fragment(client, form_of(BODY))
+    html, _ = run_fragment(module_client, form_of(BODY))
     jid = re.search(r"/discover/jobs/([0-9a-f]+)/view", html).group(1)
     _, res = done
     matches = res["mapping"]["scan"]["matches"][0]
     # a threshold between the first coarse feature's best matches, so its count differs from the default 0.3
     cos = sorted({v for _, v in matches if v >= res["mapping"]["scan"]["floor"]}, reverse=True)
     t = next(c for c in cos if sum(v >= c for _, v in matches) != res["go_no_go"][0]["n_above"])
-    shown = client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": str(t)}).text
+    shown = module_client.get(f"/discover/jobs/{jid}/view", params={"cos_threshold": str(t)}).text
     fields = save_form_fields(shown)
     assert fields["inputs"]["cos_threshold"] == t
     want = sum(v >= t for _, v in matches)
     assert fields["result"]["go_no_go"][0]["n_above"] == want != res["go_no_go"][0]["n_above"]
-    saved = client.post("/api/explorations", json={**fields, "title": "t"})
+    saved = module_client.post("/api/explorations", json={**fields, "title": "t"})
     assert saved.status_code == 201, saved.text
-    rr = client.post(f"/api/explorations/{saved.json()['id']}/rerun").json()
+    rr = module_client.post(f"/api/explorations/{saved.json()['id']}/rerun").json()
     assert rr["result_matches"], rr["first_difference"]
     assert rr["result"]["go_no_go"][0]["n_above"] == want
 
 
-def test_tables_carry_label_ratio_and_put_dense_features_last_unless_asked(tiny_engine, client, done):
+def test_tables_carry_label_ratio_and_put_dense_features_last_unless_asked(tiny_engine, module_client, done):
     """With an atlas: each row's label, its mean on the concept over the atlas's mean when firing, the dense mark
     (> 10% of the atlas's tokens), and dense rows after the rest (each group by selectivity); rank=selectivity keeps
     plain selectivity order."""
@@ -305,8 +278,8 @@ def test_tables_carry_label_ratio_and_put_dense_features_last_unless_asked(tiny_
             density[n][r["index"]] = 0.5 if j % 2 == 0 else 0.01  # every other row dense
     atlas = replace(atlas, density=density)
     with with_atlas(tiny_engine, atlas):
-        ranked = client.post("/api/discover", json=BODY).json()
-        raw = client.post("/api/discover", json={**BODY, "rank": "selectivity"}).json()
+        ranked = module_client.post("/api/discover", json=BODY).json()
+        raw = module_client.post("/api/discover", json={**BODY, "rank": "selectivity"}).json()
     for n, rows in plain["tables"].items():
         order = [r["index"] for r in rows]
         assert [r["index"] for r in raw["tables"][n]] == order

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 
 import pytest
-import torch
 
 from app.engine import experiment as X
+from tests.conftest import run_job, wait_job
 
 BODY = {"anchor": 3, "children": [7, 9], "concept_set": None, "contrast_set": None, "eval_set": None,
         "concept_prompts": ["Paris is in France.", "I love French cheese.", "The Eiffel Tower at night", "Lyon and Marseille"],
@@ -18,41 +17,14 @@ BODY = {"anchor": 3, "children": [7, 9], "concept_set": None, "contrast_set": No
         "max_new_tokens": 6, "words": ["the"]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def client(tiny_engine):
-    from tests.conftest import make_client
-
-    with make_client(tiny_engine) as c:
-        yield c
-
-
-def wait_job(client, jid, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        s = client.get(f"/api/experiment/jobs/{jid}").json()
-        if s["state"] not in ("queued", "running"):
-            return s
-        time.sleep(0.05)
-    raise AssertionError("job did not finish")
-
-
-@pytest.fixture(scope="module")
-def done(client):
-    r = client.post("/api/experiment/jobs", json=BODY)
-    assert r.status_code == 202, r.text
-    s = wait_job(client, r.json()["job_id"])
-    assert s["state"] == "done" and s["done"] == s["total"] > 0, s
-    res = client.get(s["result_url"])
-    assert res.status_code == 200
-    return s, res.json()
+def done(module_client):
+    s, result = run_job(module_client, "experiment", BODY, timeout=120)
+    assert s["done"] == s["total"] > 0, s
+    return s, result
 
 
 def test_job_result_matches_the_engine(done, tiny_engine):
@@ -68,35 +40,35 @@ def test_job_result_matches_the_engine(done, tiny_engine):
     assert res["n_generations"] == 3 * len(X.conditions_for(cfg)) - 3 * len(X.aliases(X.conditions_for(cfg)))
 
 
-def test_csv_export(client, done):
+def test_csv_export(module_client, done):
     s, res = done
-    r = client.get(f"/api/experiment/jobs/{s['job_id']}/table.csv")
+    r = module_client.get(f"/api/experiment/jobs/{s['job_id']}/table.csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["condition"] for row in rows] == [t["condition"] for t in res["table"]]
     assert float(rows[1]["concept_lo"]) == pytest.approx(res["table"][1]["concept_ci"][0])
-    g = list(csv.DictReader(io.StringIO(client.get(f"/api/experiment/jobs/{s['job_id']}/generations.csv").text)))
+    g = list(csv.DictReader(io.StringIO(module_client.get(f"/api/experiment/jobs/{s['job_id']}/generations.csv").text)))
     assert len(g) == len(res["generations"]) and all(
         row["text"] == ("'" + want["text"] if want["text"][:1] in ("=", "+", "-", "@", "\t", "\r") else want["text"])
         for row, want in zip(g, res["generations"]))
 
 
-def test_cached_job_and_unknown_job(client, done):
-    r = client.post("/api/experiment/jobs", json=BODY)
+def test_cached_job_and_unknown_job(module_client, done):
+    r = module_client.post("/api/experiment/jobs", json=BODY)
     assert r.status_code == 202 and r.json()["state"] == "done" and r.json()["cached"]
-    assert client.get("/api/experiment/jobs/nope").status_code == 404
-    assert client.post("/api/experiment/jobs/nope/cancel").status_code == 404
+    assert module_client.get("/api/experiment/jobs/nope").status_code == 404
+    assert module_client.post("/api/experiment/jobs/nope/cancel").status_code == 404
 
 
-def test_cancel_a_running_job(client):
+def test_cancel_a_running_job(module_client):
     body = {**BODY, "max_new_tokens": 40, "seed": 5, "strengths": [1.0, 2.0, 3.0, 4.0], "modes": ["add", "clamp"]}
-    jid = client.post("/api/experiment/jobs", json=body).json()["job_id"]
-    c = client.post(f"/api/experiment/jobs/{jid}/cancel")
+    jid = module_client.post("/api/experiment/jobs", json=body).json()["job_id"]
+    c = module_client.post(f"/api/experiment/jobs/{jid}/cancel")
     assert c.status_code == 200
-    s = wait_job(client, jid)
+    s = wait_job(module_client, f"/api/experiment/jobs/{jid}", timeout=120)
     assert s["state"] in ("cancelled", "done")
     if s["state"] == "cancelled":
-        assert client.get(f"/api/experiment/jobs/{jid}/result").status_code == 409
+        assert module_client.get(f"/api/experiment/jobs/{jid}/result").status_code == 409
 
 
 @pytest.mark.parametrize("patch, loc, needle", [
@@ -109,29 +81,29 @@ def test_cancel_a_running_job(client):
       "strengths": [1, 2, 3, 4, 5, 6]}, ["body", "n_prompts"], "max_experiment_tokens"),
     ({"probe_layer": 1}, ["body", "probe_layer"], "differ"),
 ])
-def test_limits_422(client, patch, loc, needle):
-    r = client.post("/api/experiment", json={**BODY, **patch})
+def test_limits_422(module_client, patch, loc, needle):
+    r = module_client.post("/api/experiment", json={**BODY, **patch})
     assert r.status_code == 422, r.text
     d = r.json()["detail"][0]
     assert d["loc"][:2] == loc and needle in d["msg"]
 
 
-def test_out_of_range_404(client):
-    r = client.post("/api/experiment", json={**BODY, "anchor": 64})
+def test_out_of_range_404(module_client):
+    r = module_client.post("/api/experiment", json={**BODY, "anchor": 64})
     assert r.status_code == 404 and "0..63" in r.json()["detail"][0]["msg"]
-    r = client.post("/api/experiment/jobs", json={**BODY, "children": [1, 512]})
+    r = module_client.post("/api/experiment/jobs", json={**BODY, "children": [1, 512]})
     assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["body", "children", 1]
 
 
-def test_page_and_fragment(client, done):
+def test_page_and_fragment(module_client, done):
     s, res = done
-    page = client.get("/experiment?anchor=3&children=[7,9]")
+    page = module_client.get("/experiment?anchor=3&children=[7,9]")
     assert page.status_code == 200 and 'name="anchor"' in page.text and "7, 9" in page.text
-    r = client.get(f"/experiment/jobs/{s['job_id']}/progress")
+    r = module_client.get(f"/experiment/jobs/{s['job_id']}/progress")
     assert r.status_code == 200
     assert res["verdict"] in r.text.replace("&#39;", "'") or "Verdict" in r.text
     assert 'data-figure="exp-add-norm"' in r.text and "Download CSV" in r.text
-    bad = client.post("/experiment/run", data={"anchor": "3", "strengths": "1,2,3,4,5,6,7"})
+    bad = module_client.post("/experiment/run", data={"anchor": "3", "strengths": "1,2,3,4,5,6,7"})
     assert bad.status_code == 422 and "strengths" in bad.text
 
 

@@ -34,12 +34,6 @@ V2 = json.loads((FIXTURES / "exploration_v2_analysis.json").read_text())
 KINDS = sorted(k for k, v in views().items() if v.example is not None)
 
 
-@pytest.fixture()
-def client(tiny_engine, tmp_path):
-    with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/e.db") as c:
-        yield c
-
-
 def live(kind, engine, settings):
     """Run a registered view the way its route does; the fragment the view would show."""
     spec = views()[kind]

@@ -8,19 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.atlas_fixtures import tiny_atlas, with_atlas
-
-
-@pytest.fixture(scope="module")
-def atlas(tiny_engine):
-    return tiny_atlas(tiny_engine)
-
-
-@pytest.fixture()
-def client_with_atlas(tiny_engine, tiny_client, atlas):
-    with with_atlas(tiny_engine, atlas):
-        yield tiny_client
-
 
 def topk_encode(sae, x):
     pre = (x - sae.b_dec.detach()) @ sae.W_enc.detach() + sae.b_enc.detach()
@@ -38,9 +25,9 @@ def test_without_atlas_says_how_to_build_it(tiny_client, tiny_engine):
     assert r["atlas"] is None and r["atlas_status"]["build_command"] == "python -m app atlas --profile tiny"
 
 
-def test_feature_json_carries_the_atlas(client_with_atlas, atlas):
+def test_feature_json_carries_the_atlas(atlas_client, atlas):
     f = int(np.argmax(atlas.summaries["fine"]["n_firing"]))
-    r = client_with_atlas.get(f"/api/features/fine/{f}")
+    r = atlas_client.get(f"/api/features/fine/{f}")
     assert r.status_code == 200
     a = r.json()["atlas"]
     fa = atlas.feature("fine", f)
@@ -51,30 +38,30 @@ def test_feature_json_carries_the_atlas(client_with_atlas, atlas):
     assert ex["activation"] == pytest.approx(a["max_act"]) == pytest.approx(max(ex["acts"]))
     assert ex["tokens"][ex["position"] - ex["start"]] == fa.examples[0].tokens[ex["position"] - ex["start"]]
     assert [n["index"] for n in a["neighbours"]["coarse"]] == atlas.summaries["fine"]["nb_other_idx"][f].tolist()
-    alone = client_with_atlas.get(f"/api/atlas/fine/{f}").json()
+    alone = atlas_client.get(f"/api/atlas/fine/{f}").json()
     assert alone["atlas"] == a and alone["width"] == 512 and alone["atlas_status"]["available"]
     from app.engine.atlas.label_score import label_score
 
     assert a["label_score"] == {**asdict(label_score(atlas, "fine", f)), "parts": list(label_score(atlas, "fine", f).parts)}
 
 
-def test_search_sorts_and_filters_by_label_f1(client_with_atlas, atlas):
+def test_search_sorts_and_filters_by_label_f1(atlas_client, atlas):
     from app.engine.atlas.label_score import label_score
 
-    plain = client_with_atlas.get("/api/search", params={"q": "France", "mode": "text", "top": 30}).json()["text"]
-    by_f1 = client_with_atlas.get("/api/search", params={"q": "France", "mode": "text", "top": 30, "sort": "label_f1"}).json()["text"]
-    kept = client_with_atlas.get("/api/search", params={"q": "France", "mode": "text", "top": 30, "min_label_f1": 0.2}).json()["text"]
+    plain = atlas_client.get("/api/search", params={"q": "France", "mode": "text", "top": 30}).json()["text"]
+    by_f1 = atlas_client.get("/api/search", params={"q": "France", "mode": "text", "top": 30, "sort": "label_f1"}).json()["text"]
+    kept = atlas_client.get("/api/search", params={"q": "France", "mode": "text", "top": 30, "min_label_f1": 0.2}).json()["text"]
     for n in plain:
         f1 = {h["index"]: label_score(atlas, n, h["index"]).f1 for h in plain[n]}
         assert [h["label_f1"] for h in plain[n]] == [f1[h["index"]] for h in plain[n]]
         assert [h["index"] for h in by_f1[n]] == sorted(f1, key=lambda i: -(f1[i] if f1[i] is not None else -1.0))
         assert [h["index"] for h in kept[n]] == [i for i in f1 if f1[i] is not None and f1[i] >= 0.2]
-    assert client_with_atlas.get("/api/search", params={"q": "x", "min_label_f1": 2}).status_code == 422
+    assert atlas_client.get("/api/search", params={"q": "x", "min_label_f1": 2}).status_code == 422
 
 
 @pytest.mark.parametrize("url", ["/api/features/fine/512", "/api/atlas/fine/512", "/api/atlas/coarse/64"])
-def test_unknown_index_is_404_naming_the_range(client_with_atlas, url):
-    r = client_with_atlas.get(url)
+def test_unknown_index_is_404_naming_the_range(atlas_client, url):
+    r = atlas_client.get(url)
     assert r.status_code == 404
     width = 512 if "fine" in url else 64
     assert f"0..{width - 1}" in r.text
@@ -87,9 +74,9 @@ def test_bad_query_is_422_naming_the_field(tiny_client, q, where):
         assert where in r.text and "q" in [str(x) for x in r.json()["detail"][0]["loc"]]
 
 
-def test_search_by_text_ranks_like_a_direct_encode(client_with_atlas, tiny_engine):
+def test_search_by_text_ranks_like_a_direct_encode(atlas_client, tiny_engine):
     eng = tiny_engine
-    r = client_with_atlas.get("/api/search", params={"q": "Paris", "mode": "text", "top": 7})
+    r = atlas_client.get("/api/search", params={"q": "Paris", "mode": "text", "top": 7})
     assert r.status_code == 200
     body = r.json()
     assert body["atlas"] is None and body["query_tokens"] == list("Paris")
@@ -110,10 +97,10 @@ def test_search_by_text_ranks_like_a_direct_encode(client_with_atlas, tiny_engin
         assert all(h["label"] and h["density"] is not None for h in hits)
 
 
-def test_search_by_atlas_is_the_whole_word_lift_search(client_with_atlas, atlas):
+def test_search_by_atlas_is_the_whole_word_lift_search(atlas_client, atlas):
     from app.engine.atlas import words
 
-    body = client_with_atlas.post("/api/search", json={"q": "France", "mode": "atlas", "top": 50}).json()
+    body = atlas_client.post("/api/search", json={"q": "France", "mode": "atlas", "top": 50}).json()
     assert body["text"] is None
     pos = words.matching_positions(atlas, "France")
     assert len(pos) >= 20  # "France" twice per sentence block of the fixture text

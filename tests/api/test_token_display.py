@@ -6,26 +6,15 @@ from __future__ import annotations
 import csv
 import io
 
-from tests.conftest import make_client
+from tests.conftest import iter_strings, make_client
 
 PROMPT = "I love 🐶"
 DOG = ["<0xF0>", "<0x9F>", "<0x90>", "<0xB6>→🐶"]  # "🐶".encode() == F0 9F 90 B6
 STRIP = list("I love ") + DOG
 
 
-def strings(x):
-    if isinstance(x, str):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from strings(v)
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            yield from strings(v)
-
-
 def no_replacement(body, where):
-    bad = [s for s in strings(body) if "\ufffd" in s]
+    bad = [s for s in iter_strings(body) if "\ufffd" in s]
     assert not bad, f"{where} shows {bad[:3]}"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from app.http import auth
 from app.http.auth import COOKIE, RateLimitMiddleware, TokenBuckets, safe_next, session_value
-from tests.conftest import make_client
+from tests.conftest import FakeClock, make_client
 
 TOKEN = "s3cret-token-42"
 
@@ -103,16 +103,8 @@ def test_cli_flag_sets_the_token(monkeypatch):
 
 # --- rate limit ---------------------------------------------------------------------------------------------
 
-class Clock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-
 def test_token_bucket_arithmetic():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     b = TokenBuckets(per_minute=30, burst=3, clock=clock)  # one token every 2 s
     assert [b.take("a") for _ in range(3)] == [0, 0, 0]
     assert b.take("a") == pytest.approx(2.0)
@@ -139,7 +131,7 @@ def _post(app, path, client_ip):
 
 
 def test_rate_limit_per_client_on_expensive_routes_only():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     app = RateLimitMiddleware(_ok_app, per_minute=6, burst=2, clock=clock)  # one every 10 s
     for path in ("/api/generate", "/api/generate/stream", "/api/steer", "/api/discover/jobs", "/fragments/steering",
                  "/discover/run", "/api/explorations/abc/rerun", "/api/experiments/run", "/api/atlas/build"):

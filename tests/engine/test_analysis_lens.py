@@ -2,6 +2,8 @@
 against the notebook way: transformer-lens run_with_cache, accumulated_resid(apply_ln=True), unembed, softmax."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -80,6 +82,20 @@ def test_a_second_lens_of_the_same_prompt_unembeds_nothing(tiny, monkeypatch):
     assert unembeds == [1, 1, 1]
 
 
+@contextlib.contextmanager
+def unembed_bias_and_cap(m, b, cap: float, monkeypatch):
+    """Inference mode with the model's unembedding bias b_U set to b (restored on leaving) and its output soft cap set
+    to cap (monkeypatch restores it)."""
+    with torch.inference_mode():
+        orig = m.b_U.detach().clone()
+        try:
+            m.b_U.copy_(b)
+            monkeypatch.setattr(m.cfg, "output_logits_soft_cap", cap)
+            yield
+        finally:
+            m.b_U.copy_(orig)
+
+
 @pytest.mark.parametrize("low_precision,tol", [(False, 1e-6), (True, 1e-4)])
 def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch, low_precision, tol):
     """The fused normaliser and bias path against torch.log_softmax, with a non-zero b_U and a soft cap: the fp32
@@ -90,17 +106,11 @@ def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch, lo
     rows = torch.randn(37, m.cfg.d_model, generator=g) * 3
     b = torch.randn(m.cfg.d_vocab_out, generator=g)
     monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 8)
-    with torch.inference_mode():
-        orig = m.b_U.detach().clone()
-        try:
-            m.b_U.copy_(b)
-            monkeypatch.setattr(m.cfg, "output_logits_soft_cap", 5.0)
-            pv, pi = an.lens_top(m, rows, 4, low_precision=low_precision)
-            logits = m.ln_final(rows.unsqueeze(0))[0] @ m.W_U + b
-            logits = 5.0 * torch.tanh(logits / 5.0)
-            ref_v, ref_i = logits.log_softmax(-1).exp().topk(4, dim=-1)
-        finally:
-            m.b_U.copy_(orig)
+    with unembed_bias_and_cap(m, b, 5.0, monkeypatch):
+        pv, pi = an.lens_top(m, rows, 4, low_precision=low_precision)
+        logits = m.ln_final(rows.unsqueeze(0))[0] @ m.W_U + b
+        logits = 5.0 * torch.tanh(logits / 5.0)
+        ref_v, ref_i = logits.log_softmax(-1).exp().topk(4, dim=-1)
     assert torch.equal(pi, ref_i)
     assert pv.numpy() == pytest.approx(ref_v.numpy(), abs=tol)
 
@@ -153,20 +163,13 @@ def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap, lo
     final = torch.randn(7, m.cfg.d_model, generator=g) * 3
     b = torch.randn(m.cfg.d_vocab_out, generator=g)
     monkeypatch.setattr(lens_mod, "LENS_ROWS_PER_CHUNK", 5)
-    with torch.inference_mode():
-        orig = m.b_U.detach().clone()
-        try:
-            m.b_U.copy_(b)
-            monkeypatch.setattr(m.cfg, "output_logits_soft_cap", cap)
-
-            def logp(x):
-                z = m.ln_final(x.unsqueeze(0))[0] @ m.W_U + b
-                return (cap * torch.tanh(z / cap) if cap > 0 else z).log_softmax(-1)
-            _, _, kl = an.lens_top(m, rows, 4, an.lens_reference(m, final), low_precision=low_precision)
-            p = logp(final)
-            want = (p.exp() * (p - logp(rows).view(3, 7, -1))).sum(-1).reshape(-1)
-        finally:
-            m.b_U.copy_(orig)
+    with unembed_bias_and_cap(m, b, cap, monkeypatch):
+        def logp(x):
+            z = m.ln_final(x.unsqueeze(0))[0] @ m.W_U + b
+            return (cap * torch.tanh(z / cap) if cap > 0 else z).log_softmax(-1)
+        _, _, kl = an.lens_top(m, rows, 4, an.lens_reference(m, final), low_precision=low_precision)
+        p = logp(final)
+        want = (p.exp() * (p - logp(rows).view(3, 7, -1))).sum(-1).reshape(-1)
     assert kl.numpy() == pytest.approx(want.numpy(), abs=tol)
 
 

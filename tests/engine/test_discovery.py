@@ -14,13 +14,7 @@ from app.engine import discovery as disc
 PROMPTS = Path(__file__).resolve().parents[2] / "data" / "prompts"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls on 2 shared, oversubscribed cores run ~40x faster on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lines(name, n):

@@ -184,20 +184,29 @@ def test_table_and_reproducibility(tiny_engine, small_run):
     assert again["table"] == r["table"] and again["verdicts"] == r["verdicts"]
 
 
-def test_verdict_detects_a_clear_winner():
-    """Synthetic records: arm 'fine' reaches every concept level at a higher log-prob than the others."""
-    cfg = X.ExperimentConfig(anchor=0, children=(1,), eval_prompts=("a",) * 20, concept_prompts=(), contrast_prompts=(),
-                             strengths=(1.0, 2.0), matched_norm=False, n_boot=400)
+def synthetic_records(n_prompts: int, n_boot: int, seed: int, draw):
+    """A two-strength config and made-up records, draw(condition, rng) -> (concept, logprob) for each condition and
+    prompt in turn -> (cfg, conditions, records, steers, rng)."""
+    cfg = X.ExperimentConfig(anchor=0, children=(1,), eval_prompts=("a",) * n_prompts, concept_prompts=(),
+                             contrast_prompts=(), strengths=(1.0, 2.0), matched_norm=False, n_boot=n_boot)
     conds = X.conditions_for(cfg)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     recs = []
     for c in conds:
-        for p in range(20):
-            lp = -2.0 - c.strength * (0.2 if c.arm == "fine" else 1.0) + 0.05 * rng.normal()
-            conc = 0.1 + 0.3 * c.strength + 0.01 * rng.normal()
+        for p in range(n_prompts):
+            conc, lp = draw(c, rng)
             recs.append({"condition": c.key, "prompt": p, "seed": 0, "concept": conc, "sae": 0.0, "logprob": lp,
                          "distinct2": 1.0, "words": None})
-    steers = {c.key: (None, 1.0) for c in conds}
+    return cfg, conds, recs, {c.key: (None, 1.0) for c in conds}, rng
+
+
+def test_verdict_detects_a_clear_winner():
+    """Synthetic records: arm 'fine' reaches every concept level at a higher log-prob than the others."""
+    def draw(c, rng):
+        lp = -2.0 - c.strength * (0.2 if c.arm == "fine" else 1.0) + 0.05 * rng.normal()
+        return 0.1 + 0.3 * c.strength + 0.01 * rng.normal(), lp
+
+    cfg, conds, recs, steers, rng = synthetic_records(20, 400, 0, draw)
     table = X.aggregate(recs, conds, 20, cfg, steers)
     v = X.verdict_from_records(recs, table, cfg, ("add", "activation"), 20)
     assert v["best"] == "fine" and v["detectable"] and v["diff_ci"][0] > 0
@@ -212,18 +221,12 @@ def test_verdict_detects_a_clear_winner():
 def test_verdict_arm_that_defines_the_target_has_its_fluency():
     """The weakest arm's top concept score is the common target: its fluency there is its last point's, not NaN
     (the table's rounded concept used to sit a hair above the arm's own unrounded maximum)."""
-    cfg = X.ExperimentConfig(anchor=0, children=(1,), eval_prompts=("a",) * 7, concept_prompts=(), contrast_prompts=(),
-                             strengths=(1.0, 2.0), matched_norm=False, n_boot=200)
-    conds = X.conditions_for(cfg)
-    rng = np.random.default_rng(3)
-    recs = []
-    for c in conds:
-        for p in range(7):
-            gain = {"coarse": 0.1, "fine": 0.3, "coarse+fine": 0.3, "random": 0.0}.get(c.arm, 0.0)
-            conc = 0.2 + gain * c.strength + 1e-3 * rng.random() / 3  # thirds: means with more than 6 decimals
-            recs.append({"condition": c.key, "prompt": p, "seed": 0, "concept": conc, "sae": 0.0,
-                         "logprob": -1.0 - c.strength * 0.1 + 0.01 * rng.normal(), "distinct2": 1.0, "words": None})
-    steers = {c.key: (None, 1.0) for c in conds}
+    def draw(c, rng):
+        gain = {"coarse": 0.1, "fine": 0.3, "coarse+fine": 0.3, "random": 0.0}.get(c.arm, 0.0)
+        conc = 0.2 + gain * c.strength + 1e-3 * rng.random() / 3  # thirds: means with more than 6 decimals
+        return conc, -1.0 - c.strength * 0.1 + 0.01 * rng.normal()
+
+    cfg, conds, recs, steers, _ = synthetic_records(7, 200, 3, draw)
     table = X.aggregate(recs, conds, 7, cfg, steers)
     v = X.verdict_from_records(recs, table, cfg, ("add", "activation"), 7)
     coarse_top = float(np.mean([r["concept"] for r in recs if r["condition"] == "coarse|add|activation|2"]))

@@ -11,6 +11,7 @@ from app.engine.experiment.progress import PhaseClock
 from app.engine.experiment.scoring import control_check
 from app.engine.experiment.zeroshot import auc, make_zeroshot, zeroshot_scores
 from app.jobs.job import Job
+from tests.conftest import FakeClock
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.metrics import roc_auc_score  # noqa: E402
@@ -90,16 +91,8 @@ def test_verdict_names_interpolation_and_half_width():
         assert r["logprob_hw"] == pytest.approx((r["logprob_ci"][1] - r["logprob_ci"][0]) / 2, abs=1e-5)
 
 
-class _Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
 def test_phase_clock_uses_each_phase_rate_and_a_stall_raises_the_eta():
-    now = _Clock()
+    now = FakeClock()
     seen = []
     clock = PhaseClock([("sets", 10), ("generate", 10), ("score", 10)], report=lambda d, t, **kw: seen.append(kw), now=now)
     clock.start("sets")

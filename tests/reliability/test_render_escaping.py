@@ -19,6 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import iter_strings
+
 HOSTILE = [
     "<pwntag>", "</script><pwntag>", "<script>pwn()</script>", '"><img src=x onpwn=1>', "' onpwn='1", '" onpwn="1',
     "<b pwn>bold</b>", '<a href="javascript:pwn()" pwn>x</a>', "<br pwn>", "{{pwn}}", "{% pwn %}", "&lt;pwn&gt;",
@@ -65,17 +67,6 @@ class Shape(HTMLParser):
 RAW_MARKUP = re.compile(r"<\s*/?\s*[a-z]+[^<>]*pwn", re.I)
 
 
-def strings_in(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from strings_in(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from strings_in(v)
-
-
 def audit_html(html: str, allowed: set | None) -> list[str]:
     p = Shape()
     p.feed(html)
@@ -89,7 +80,7 @@ def audit_html(html: str, allowed: set | None) -> list[str]:
         except ValueError as exc:
             bad.append(f"figure JSON block broken: {exc}")
             continue
-        bad += [f"raw markup in figure string {s[:80]!r}" for s in strings_in(fig) if RAW_MARKUP.search(s)]
+        bad += [f"raw markup in figure string {s[:80]!r}" for s in iter_strings(fig) if RAW_MARKUP.search(s)]
     return bad
 
 
@@ -181,7 +172,7 @@ def run_render(contexts, n: int) -> dict:
             fig = _call_builder(fn, inputs, hostile)
             if fig is not None:
                 counts[f"figure:{name}"] += 1
-                bad += [f"{name}: raw markup {s[:80]!r}" for s in strings_in(fig) if RAW_MARKUP.search(s)]
+                bad += [f"{name}: raw markup {s[:80]!r}" for s in iter_strings(fig) if RAW_MARKUP.search(s)]
         if bad:
             problems.append(f"{kind}: {bad[:3]}")
 

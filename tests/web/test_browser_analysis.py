@@ -1,70 +1,19 @@
 """The analysis view in a real browser: Playwright driving Debian's chromium against a live uvicorn (tiny profile)."""
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.conftest import serve_app, wait_js
+from tests.conftest import wait_js
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, api, new_page, page_errors
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
-TIMEOUT_MS = 180_000  # generous: the test machine is shared with SAE training and other suites
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def live_server(tiny_engine):
-    from app.core.settings import Settings
-    from app.main import create_app
-
-    with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-def new_page(browser, **kw):
-    page = browser.new_page(**kw)
-    page.set_default_timeout(TIMEOUT_MS)
-    page.set_default_navigation_timeout(TIMEOUT_MS)
-    return page
-
-
-def api(page, method: str, url: str, body=None):
-    """JSON from the same server through the page (an independent path from the HTML)."""
-    r = page.request.post(url, data=json.dumps(body), headers={"content-type": "application/json"}, timeout=TIMEOUT_MS) \
-        if method == "POST" else page.request.get(url, timeout=TIMEOUT_MS)
-    assert r.ok, r.text()
-    return r.json()
-
-
-def compare_steering(page, address: str) -> None:
-    """Open a Generate address with its steering filled in, press Compare and wait for both columns."""
-    page.goto(address)
-    with page.expect_response(lambda r: "/fragments/steering" in r.url):
-        page.click("#compare-btn")
-    page.wait_for_selector("#col-steered .gen-text")
+pytestmark = BROWSER_MARKS
 
 
 def test_analyse_click_token_and_feature(live_server, browser):
     page = new_page(browser, viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = page_errors(page)
     page.goto(live_server + "/")
     prompt = "The cat sat on the mat"
     page.fill("#prompt", prompt)

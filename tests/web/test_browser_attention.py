@@ -9,20 +9,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, api, browser, live_server, new_page  # noqa: F401
+from tests.web.browser import ARTIFACTS, AXE_JS, BROWSER_MARKS, api, failing, new_page, page_errors, run_axe
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = BROWSER_MARKS
 PROMPT = "The cat sat on"
 SHOTS = Path(os.environ.get("ASN_SHOTS", ARTIFACTS))
 OVERFLOW = "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - document.documentElement.clientWidth"
 
 
 @pytest.mark.parametrize("size", [(1440, 900), (390, 844)])
-def test_attention_panel_opens_draws_enlarges_and_hovers(live_server, browser, size):  # noqa: F811
+def test_attention_panel_opens_draws_enlarges_and_hovers(live_server, browser, size):
     page = new_page(browser, viewport={"width": size[0], "height": size[1]})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = page_errors(page)
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(r.url) if "/fragments/attention" in r.url else None)
     page.goto(live_server + "/?prompt=" + PROMPT.replace(" ", "+") + "&lens=0")
@@ -57,9 +55,7 @@ def test_attention_panel_opens_draws_enlarges_and_hovers(live_server, browser, s
 
 
 @pytest.mark.parametrize("size", [(1440, 900), (390, 844)])
-def test_open_attention_panel_has_no_serious_axe_violation(live_server, browser, size):  # noqa: F811
-    from tests.web.test_browser_axe import AXE_JS, failing, run_axe
-
+def test_open_attention_panel_has_no_serious_axe_violation(live_server, browser, size):
     if not AXE_JS.exists():
         pytest.skip("axe-core not installed (make axe)")
     ctx = browser.new_context(viewport={"width": size[0], "height": size[1]}, bypass_csp=True)  # axe is injected

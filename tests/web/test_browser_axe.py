@@ -9,50 +9,19 @@ script, so the browser context bypasses CSP for the injection only; axe runs onc
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_map import chromium  # noqa: F401 (the browser: WebGL through SwiftShader)
-from tests.web.test_browser_pages import (  # noqa: F401 (fixtures: the server and one snapshot per kind)
-    CHROMIUM,
-    KINDS,
-    PAGES,
-    TIMEOUT_MS,
-    VIEWPORTS,
-    server,
-    snapshots,
-)
+from tests.web.browser import ARTIFACTS as ALL_ARTIFACTS
+from tests.web.browser import AXE_JS, BROWSER_MARKS, KINDS, PAGES, TIMEOUT_MS, VIEWPORTS, failing, run_axe
 
-AXE_JS = Path(__file__).resolve().parents[2] / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "axe"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)"),
-              pytest.mark.skipif(not AXE_JS.exists(), reason="axe-core not installed (make axe)")]
-IMPACTS = ("serious", "critical")
-# moderate / minor by axe's grading, but each leaves a screen-reader user lost on the page: enforced too
-STRUCTURE = ("page-has-heading-one", "heading-order", "empty-table-header")
+ARTIFACTS = ALL_ARTIFACTS / "axe"
+pytestmark = [*BROWSER_MARKS, pytest.mark.skipif(not AXE_JS.exists(), reason="axe-core not installed (make axe)")]
 # extra pages the issue measured: an Analyze result with a feature card open, Discover's results, a map search
 EXTRA = [
     ("map-search", "/map?q=cluster+0", "#map-search-summary"),
 ]
-
-
-def run_axe(page) -> list[dict]:
-    """axe.run on the whole document -> [{id, impact, help, nodes: [target, summary]}] of the violations."""
-    page.add_script_tag(content=AXE_JS.read_text(encoding="utf-8"))
-    out = page.evaluate("""async () => {
-      const r = await axe.run(document, {resultTypes: ['violations']});
-      return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-        nodes: v.nodes.map(n => [n.target.join(' '), (n.failureSummary || '').split('\\n').slice(0, 2).join(' ')])}));
-    }""")
-    return out
-
-
-def failing(violations: list[dict]) -> list[dict]:
-    return [v for v in violations if v["impact"] in IMPACTS or v["id"] in STRUCTURE]
 
 
 def axe_page(browser, base, address, ready, viewport, name):
@@ -77,11 +46,11 @@ def axe_page(browser, base, address, ready, viewport, name):
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("name,address,ready", PAGES + EXTRA, ids=[p[0] for p in PAGES + EXTRA])
-def test_page_has_no_serious_axe_violation(server, chromium, name, address, ready, viewport):  # noqa: F811
-    axe_page(chromium, server, address, ready, viewport, name)
+def test_page_has_no_serious_axe_violation(atlas_server, webgl_browser, name, address, ready, viewport):
+    axe_page(webgl_browser, atlas_server, address, ready, viewport, name)
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_saved_snapshot_has_no_serious_axe_violation(server, chromium, snapshots, kind, viewport):  # noqa: F811
-    axe_page(chromium, server, snapshots[kind], "main", viewport, f"saved-{kind}")
+def test_saved_snapshot_has_no_serious_axe_violation(atlas_server, webgl_browser, snapshots, kind, viewport):
+    axe_page(webgl_browser, atlas_server, snapshots[kind], "main", viewport, f"saved-{kind}")

@@ -2,34 +2,17 @@
 background job with a progress bar, then all five views appear; thresholds re-render; sorting works."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from tests.web.test_browser_analysis import CHROMIUM, LAUNCH_ARGS, browser, live_server  # noqa: F401  (fixtures)
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, new_page, page_errors
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = [*BROWSER_MARKS, pytest.mark.usefixtures("one_torch_thread")]  # the server runs in this process
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the server runs in this process; 2 shared, oversubscribed cores
-    yield
-    torch.set_num_threads(n)
-
-
-def test_shipped_france_experiment_end_to_end(live_server, browser):  # noqa: F811
+def test_shipped_france_experiment_end_to_end(live_server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.set_default_timeout(120_000)  # a loaded 2-core machine
+    page = new_page(browser, 120_000, viewport={"width": 1400, "height": 1000})  # a loaded 2-core machine
+    errors = page_errors(page)
     page.goto(live_server + "/discover")
     assert page.locator("select[name=concept_set]").input_value() == "france"
     assert page.locator("select[name=contrast_set]").input_value() == "neutral"

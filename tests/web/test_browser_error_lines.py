@@ -2,21 +2,16 @@
 string_too_long as "too long: at most N characters", never pydantic's own text)."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from playwright.sync_api import expect
 
-from tests.web.test_browser_analysis import CHROMIUM, browser, live_server  # noqa: F401  (fixtures)
-from tests.web.test_browser_discover import _one_thread  # noqa: F401  (autouse: one torch thread for the in-process server)
+from tests.web.browser import BROWSER_MARKS, new_page
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = [*BROWSER_MARKS, pytest.mark.usefixtures("one_torch_thread")]  # the server runs in this process
 
 
-def test_fetch_and_htmx_errors_show_the_servers_words(live_server, browser):  # noqa: F811
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    page.set_default_timeout(120_000)
+def test_fetch_and_htmx_errors_show_the_servers_words(live_server, browser):
+    page = new_page(browser, 120_000, viewport={"width": 1300, "height": 1000})
     page.goto(f"{live_server}/generate?prompt=Hi&max_new_tokens=2")
     lines = page.evaluate("""async () => {
         const r = await fetch('/api/attribution', {method: 'POST', headers: {'Content-Type': 'application/json'},

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.test_browser_analysis import CHROMIUM, LAUNCH_ARGS, browser, live_server  # noqa: F401  (fixtures)
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, new_page, page_errors, save_from_box
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SHOTS = Path(os.environ.get("ASN_SHOTS", str(ARTIFACTS)))
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = [*BROWSER_MARKS, pytest.mark.usefixtures("one_torch_thread")]  # the server runs in this process
 
 CONCEPT = "\n".join(["Paris is the capital of France.", "I ate a croissant in Lyon.", "The Eiffel Tower at night.",
                      "French wine from Bordeaux.", "Marseille is a port on the Mediterranean.", "The Louvre holds the Mona Lisa."])
@@ -20,22 +18,10 @@ CONTRAST = "\n".join(["The cat sat on the mat.", "Water boils at 100 degrees.", 
                       "The bus was late again.", "She bought a new umbrella.", "Spiders have eight legs."])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_experiment_from_discovery_save_and_reopen(live_server, browser):  # noqa: F811
+def test_experiment_from_discovery_save_and_reopen(live_server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.set_default_timeout(120_000)
+    page = new_page(browser, 120_000, viewport={"width": 1400, "height": 1000})
+    errors = page_errors(page)
     page.goto(live_server + "/discover")
     for side, text in (("concept", CONCEPT), ("contrast", CONTRAST)):
         page.select_option(f"select[name={side}_set]", "custom")
@@ -90,10 +76,7 @@ def test_experiment_from_discovery_save_and_reopen(live_server, browser):  # noq
     page.set_viewport_size({"width": 1400, "height": 1000})
 
     box = page.locator(".experiment form.save-box")
-    box.locator("input[name=title]").fill("France steering test")
-    with page.expect_response(lambda r: r.url.endswith("/e/save")) as resp:
-        box.locator("button.save-button").click()
-    assert resp.value.status == 201
+    save_from_box(page, box, "France steering test")
     link = box.locator(".save-status a.saved-link")
     link.wait_for()
     href = link.get_attribute("href")

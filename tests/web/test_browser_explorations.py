@@ -2,46 +2,21 @@
 context (no cookies, no storage) and find the same completions; the list page and the Copy link."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.conftest import serve_app
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, api, compare_steering
+from tests.conftest import serve_engine
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, api, compare_steering, fresh_page, page_errors, save_from_box
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = BROWSER_MARKS
 PROMPT = "Once upon a time"
 
 
 @pytest.fixture(scope="module")
 def server(tiny_engine, tmp_path_factory):
     """uvicorn on 127.0.0.1 with its own store (not data/explorations.db)."""
-    from app.core.settings import Settings
-    from app.main import create_app
-
     db = tmp_path_factory.mktemp("store") / "e.db"
-    app = create_app(Settings(profile="tiny", store_url=f"sqlite:///{db}"), engine_factory=lambda s: tiny_engine)
-    with serve_app(app) as url:
+    with serve_engine(tiny_engine, store_url=f"sqlite:///{db}") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-def fresh_page(browser, **kw):
-    ctx = browser.new_context(**kw)  # a fresh context: nothing shared with the one that saved
-    page = ctx.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.set_default_navigation_timeout(TIMEOUT_MS)
-    return ctx, page
 
 
 def columns(page) -> tuple[str, str]:
@@ -55,11 +30,10 @@ def looks(page) -> tuple:
     return (a["y"] == b["y"] and b["x"] > a["x"] + a["width"] - 1, mark)
 
 
-def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
+def test_save_steering_comparison_and_open_it_elsewhere(server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
-    ctx_a, page = fresh_page(chromium, viewport={"width": 1300, "height": 1100})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    ctx_a, page = fresh_page(browser, viewport={"width": 1300, "height": 1100})
+    errors = page_errors(page)
     compare_steering(page, f"{server}/generate?prompt={PROMPT.replace(' ', '+')}&max_new_tokens=8&seed=11&f=coarse:5:add:40")
     unsteered, steered = columns(page)
     assert unsteered and steered and unsteered != steered  # strength 40 changes the tiny model's completion
@@ -75,11 +49,7 @@ def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
     look = looks(page)
     assert page.locator("#col-steered .gtok.div").count() == sum(want["diverged"][:len(want["steered"]["tokens"])])
     box = page.locator("#steer-out form.save-box")
-    box.locator("input[name=title]").fill("Feature coarse#5 at +40 <b>bold?</b>")
-    box.locator("input[name=note]").fill("steering comparison, seed 11")
-    with page.expect_response(lambda r: r.url.endswith("/e/save")) as resp:
-        box.locator("button.save-button").click()
-    assert resp.value.status == 201
+    save_from_box(page, box, "Feature coarse#5 at +40 <b>bold?</b>", note="steering comparison, seed 11")
     link = box.locator(".save-status a.saved-link")
     link.wait_for()
     href = link.get_attribute("href")
@@ -88,7 +58,7 @@ def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
     page.screenshot(path=str(ARTIFACTS / "explorations-save.png"), full_page=True)
     ctx_a.close()
 
-    ctx_b, other = fresh_page(chromium, viewport={"width": 1300, "height": 1100})
+    ctx_b, other = fresh_page(browser, viewport={"width": 1300, "height": 1100})
     other.on("pageerror", lambda e: errors.append(str(e)))
     r = other.goto(share)
     assert r.status == 200
@@ -109,17 +79,16 @@ def test_save_steering_comparison_and_open_it_elsewhere(server, chromium):
     assert not errors, errors
 
 
-def test_unknown_link_is_a_404_page(server, chromium):
-    ctx, page = fresh_page(chromium)
+def test_unknown_link_is_a_404_page(server, browser):
+    ctx, page = fresh_page(browser)
     r = page.goto(f"{server}/e/AAAAAAAAAAAAAAAAAAAAAAAAAA")
     assert r.status == 404 and "No such exploration" in page.locator("h1").inner_text()
     ctx.close()
 
 
-def test_rerun_and_fork_an_analysis_snapshot(server, chromium):
-    ctx, page = fresh_page(chromium, viewport={"width": 1300, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+def test_rerun_and_fork_an_analysis_snapshot(server, browser):
+    ctx, page = fresh_page(browser, viewport={"width": 1300, "height": 1000})
+    errors = page_errors(page)
     inputs = {"prompt": "The cat sat on the mat", "top_k": 4}
     result = api(page, "POST", f"{server}/api/analyze", inputs)
     saved = api(page, "POST", f"{server}/api/explorations", {"kind": "analysis", "title": "cat", "inputs": inputs, "result": result})
@@ -138,11 +107,10 @@ def test_rerun_and_fork_an_analysis_snapshot(server, chromium):
     assert not errors, errors
 
 
-def test_double_click_on_save_saves_once(server, chromium):
+def test_double_click_on_save_saves_once(server, browser):
     """Issue 25 item 4: a double-click on Save makes one exploration, and a later click lands on the same link."""
-    ctx, page = fresh_page(chromium, viewport={"width": 1300, "height": 1000})
-    errors, posts = [], []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    ctx, page = fresh_page(browser, viewport={"width": 1300, "height": 1000})
+    errors, posts = page_errors(page), []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/e/save") else None)
     page.goto(f"{server}/?prompt=Double+click+me&lens=0")
     box = page.locator("form.save-box").first

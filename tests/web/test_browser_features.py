@@ -2,80 +2,61 @@
 highlighted token, click a neighbour, search from the header and land on a feature page."""
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.atlas_fixtures import tiny_atlas, with_atlas
-from tests.conftest import serve_app
+from tests.conftest import serve_engine
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, new_page, page_errors
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
-TIMEOUT_MS = 180_000
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--disable-dev-shm-usage"]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
 def live(tiny_engine):
-    from app.core.settings import Settings
-    from app.main import create_app
-
     atlas = tiny_atlas(tiny_engine)
-    with with_atlas(tiny_engine, atlas), \
-            serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
+    with with_atlas(tiny_engine, atlas), serve_engine(tiny_engine) as url:
         yield url, atlas
 
 
-def test_card_examples_neighbour_and_search(live):
-    from playwright.sync_api import sync_playwright
-
+def test_card_examples_neighbour_and_search(live, browser):
     url, atlas = live
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    page = new_page(browser, viewport={"width": 1400, "height": 1000})
+    errors = page_errors(page)
+    # analysis: click a feature of a token -> its card shows atlas examples with one highlighted token each
+    page.goto(url + "/")
+    page.fill("#prompt", "The capital of France is Paris")
+    page.click("#analyze-btn")
+    page.wait_for_selector(".strip .tok")
+    page.click("#tok-5")
+    page.locator("#tokpanel-5 .saecol[data-sae=fine] button.feat").first.click()
+    page.wait_for_selector("#fcard .atlas")
+    idx = int(page.get_attribute("#fcard", "data-index"))
+    fa = atlas.feature("fine", idx)
+    if fa.examples:
+        assert page.locator("#fcard .atlas-examples .ex").count() == len(fa.examples)
+        assert page.locator("#fcard .atlas-examples .ex").first.locator(".t.hl").count() == 1
+        assert page.inner_text("#fcard .atlas-label") == fa.label
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "feature_card_atlas.png"), full_page=True)
 
-        # analysis: click a feature of a token -> its card shows atlas examples with one highlighted token each
-        page.goto(url + "/")
-        page.fill("#prompt", "The capital of France is Paris")
-        page.click("#analyze-btn")
-        page.wait_for_selector(".strip .tok")
-        page.click("#tok-5")
-        page.locator("#tokpanel-5 .saecol[data-sae=fine] button.feat").first.click()
-        page.wait_for_selector("#fcard .atlas")
-        idx = int(page.get_attribute("#fcard", "data-index"))
-        fa = atlas.feature("fine", idx)
-        if fa.examples:
-            assert page.locator("#fcard .atlas-examples .ex").count() == len(fa.examples)
-            assert page.locator("#fcard .atlas-examples .ex").first.locator(".t.hl").count() == 1
-            assert page.inner_text("#fcard .atlas-label") == fa.label
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "feature_card_atlas.png"), full_page=True)
+    # a neighbour of the other width is a link to its feature page
+    nb = page.locator("#fcard a.nb[data-sae=coarse]").first
+    target = int(nb.get_attribute("data-index"))
+    nb.click()
+    page.wait_for_url(re.compile(rf"/features/coarse/{target}$"))
+    assert page.inner_text("h1").startswith(f"C-{target}")
+    assert page.locator(".atlas-examples .ex .t.hl").count() == len(atlas.feature("coarse", target).examples)
 
-        # a neighbour of the other width is a link to its feature page
-        nb = page.locator("#fcard a.nb[data-sae=coarse]").first
-        target = int(nb.get_attribute("data-index"))
-        nb.click()
-        page.wait_for_url(re.compile(rf"/features/coarse/{target}$"))
-        assert page.inner_text("h1").startswith(f"C-{target}")
-        assert page.locator(".atlas-examples .ex .t.hl").count() == len(atlas.feature("coarse", target).examples)
-
-        # the header search box: results of both modes, a click lands on a feature page
-        page.fill("header form.hsearch input[name=q]", "Paris")
-        page.press("header form.hsearch input[name=q]", "Enter")
-        page.wait_for_selector("#search-page table.search-hits")
-        hit = page.locator("a.hit").first
-        href = hit.get_attribute("href")
-        hit.click()
-        page.wait_for_url(re.compile(re.escape(href) + "$"))
-        page.wait_for_selector("#feature-page .atlas")
-        page.screenshot(path=str(ARTIFACTS / "feature_page.png"), full_page=True)
-        assert errors == []
-        browser.close()
+    # the header search box: results of both modes, a click lands on a feature page
+    page.fill("header form.hsearch input[name=q]", "Paris")
+    page.press("header form.hsearch input[name=q]", "Enter")
+    page.wait_for_selector("#search-page table.search-hits")
+    hit = page.locator("a.hit").first
+    href = hit.get_attribute("href")
+    hit.click()
+    page.wait_for_url(re.compile(re.escape(href) + "$"))
+    page.wait_for_selector("#feature-page .atlas")
+    page.screenshot(path=str(ARTIFACTS / "feature_page.png"), full_page=True)
+    assert errors == []

@@ -2,31 +2,22 @@
 (static/forms.js), the live token count, the slider's range hint, sink positions outside a feature's colour scale."""
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, api, browser, live_server  # noqa: F401  (fixtures)
-from tests.web.test_browser_discover import _one_thread  # noqa: F401  (autouse: one torch thread for the in-process server)
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, api, new_page
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = [*BROWSER_MARKS, pytest.mark.usefixtures("one_torch_thread")]  # the server runs in this process
 PROMPT = "Once upon a time"
 T = 120_000  # 2 shared cores
+VIEWPORT = {"width": 1300, "height": 1000}
 
 
-def new_page(browser):  # noqa: F811 (a parameter, not the fixture)
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    page.set_default_timeout(T)
-    page.set_default_navigation_timeout(T)
-    return page
-
-
-def test_failed_requests_replace_stale_results_with_their_message(live_server, browser):  # noqa: F811
-    page = new_page(browser)
+def test_failed_requests_replace_stale_results_with_their_message(live_server, browser):
+    page = new_page(browser, T, viewport=VIEWPORT)
     page.goto(f"{live_server}/generate?prompt={quote(PROMPT)}&max_new_tokens=2")
     with page.expect_response(lambda r: "/fragments/steering" in r.url):
         page.click("#compare-btn")
@@ -67,8 +58,8 @@ def test_failed_requests_replace_stale_results_with_their_message(live_server, b
     page.close()
 
 
-def test_token_limit_stated_and_counted_as_you_type(live_server, browser):  # noqa: F811
-    page = new_page(browser)
+def test_token_limit_stated_and_counted_as_you_type(live_server, browser):
+    page = new_page(browser, T, viewport=VIEWPORT)
     page.goto(f"{live_server}/generate")
     assert "at most 256 tokens" in page.locator("label.field").first.inner_text()
     assert page.get_attribute("#prompt", "maxlength") is None  # a long paste is not cut silently
@@ -116,8 +107,8 @@ def test_token_limit_stated_and_counted_as_you_type(live_server, browser):  # no
     page.close()
 
 
-def test_slider_hint_when_the_strength_is_beyond_its_range(live_server, browser):  # noqa: F811
-    page = new_page(browser)
+def test_slider_hint_when_the_strength_is_beyond_its_range(live_server, browser):
+    page = new_page(browser, T, viewport=VIEWPORT)
     page.goto(f"{live_server}/generate?prompt={quote(PROMPT)}&f=coarse:5:add:400")
     row = page.locator(".frow").first
     expect(row.locator(".f-info")).to_contain_text("max on prompt")
@@ -134,9 +125,9 @@ def test_slider_hint_when_the_strength_is_beyond_its_range(live_server, browser)
     page.close()
 
 
-def test_sink_position_is_outlined_not_coloured_at_full_scale(live_server, browser):  # noqa: F811
+def test_sink_position_is_outlined_not_coloured_at_full_scale(live_server, browser):
     prompt = "The cat sat on the mat."
-    page = new_page(browser)
+    page = new_page(browser, T, viewport=VIEWPORT)
     # a feature whose activation at the sink (position 0) exceeds its max over the other positions
     found = None
     for i in range(64):
@@ -165,10 +156,10 @@ BUSY = ('<div class="errors panel" role="alert"><b>Could not analyse</b><ul><li>
         '</ul></div>')
 
 
-def test_a_busy_answer_is_retried_by_itself_then_given_up(live_server, browser):  # noqa: F811
+def test_a_busy_answer_is_retried_by_itself_then_given_up(live_server, browser):
     """503 + Retry-After on a view's fragment: the page counts down in the message and asks again by itself (at most
     3 times); a refused save is not re-sent."""
-    page = new_page(browser)
+    page = new_page(browser, T, viewport=VIEWPORT)
     page.goto(live_server + "/")
     page.fill("#prompt", PROMPT)
     calls = []

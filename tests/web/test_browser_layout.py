@@ -1,26 +1,17 @@
-"""Issue 25 item 8 in a real browser (tiny profile with an atlas, the server of test_browser_pages): example values
+"""Issue 25 item 8 in a real browser (tiny profile with an atlas: atlas_server, tests/web/conftest.py): example values
 never overlap the example text or the next row, "steer … →" links never break (the arrow alone on a line), the
 header on a phone is one line with a Menu button (it took ~40 % of the first screen), and the attribution
 figure's point labels are short."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_pages import (  # noqa: F401 (fixtures)
-    ARTIFACTS,
-    CHROMIUM,
-    TIMEOUT_MS,
-    VIEWPORTS,
-    P,
-    chromium,
-    server,
-)
+from tests.web.browser import ARTIFACTS as ALL_ARTIFACTS
+from tests.web.browser import BROWSER_MARKS, TIMEOUT_MS, VIEWPORTS, P, page_errors
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+ARTIFACTS = ALL_ARTIFACTS / "pages"
+pytestmark = BROWSER_MARKS
 
 # every example row: its value inside the row, over none of the row's tokens, and rows one under another
 EXAMPLES_JS = """() => {
@@ -64,19 +55,19 @@ STEER_JS = """() => [...document.querySelectorAll('a.steer-link')]
   .map(a => ({text: a.textContent.trim(), lines: new Set([...a.getClientRects()].map(r => Math.round(r.top))).size}))"""
 
 
-def open_page(chromium, server, address, viewport):  # noqa: F811
-    page = chromium.new_page(viewport=VIEWPORTS[viewport])
+def open_page(browser, base, address, viewport):
+    page = browser.new_page(viewport=VIEWPORTS[viewport])
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(server + address)
+    page.goto(base + address)
     wait_js(page, "document.readyState === 'complete' && !document.querySelector('.htmx-request')", 120)
     return page
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
-def test_example_values_never_overlap(server, chromium, viewport):  # noqa: F811
+def test_example_values_never_overlap(atlas_server, webgl_browser, viewport):
     checked = 0
     for index in range(4):
-        page = open_page(chromium, server, f"/features/coarse/{index}", viewport)
+        page = open_page(webgl_browser, atlas_server, f"/features/coarse/{index}", viewport)
         try:
             if index == 0:
                 page.evaluate(LONG_ROWS_JS)
@@ -93,8 +84,8 @@ def test_example_values_never_overlap(server, chromium, viewport):  # noqa: F811
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("address", [f"/attribution?prompt={P}", "/features/coarse/3", f"/?prompt={P}&feature=coarse:3"])
-def test_steer_links_stay_on_one_line(server, chromium, address, viewport):  # noqa: F811
-    page = open_page(chromium, server, address, viewport)
+def test_steer_links_stay_on_one_line(atlas_server, webgl_browser, address, viewport):
+    page = open_page(webgl_browser, atlas_server, address, viewport)
     try:
         page.wait_for_selector("a.steer-link", state="attached")
         links = page.evaluate(STEER_JS)
@@ -107,12 +98,12 @@ HEADER_PAGES = ["/", "/generate", "/temperature", "/discover", "/map", "/e", "/p
                 f"/attribution?prompt={P}", "/search?q=Paris", "/nonexistent"]
 
 
-def test_phone_header_is_one_line_with_a_menu(server, chromium):  # noqa: F811
+def test_phone_header_is_one_line_with_a_menu(atlas_server, webgl_browser):
     for address in HEADER_PAGES:
-        page = chromium.new_page(viewport=VIEWPORTS["phone"])
+        page = webgl_browser.new_page(viewport=VIEWPORTS["phone"])
         page.set_default_timeout(TIMEOUT_MS)
         try:
-            page.goto(server + address, wait_until="domcontentloaded")
+            page.goto(atlas_server + address, wait_until="domcontentloaded")
             assert page.locator("header.top .menu-btn").is_visible(), address
             height = page.evaluate("document.querySelector('header.top').getBoundingClientRect().height")
             assert height <= 0.08 * VIEWPORTS["phone"]["height"], f"{address}: header {height} px high"
@@ -120,12 +111,11 @@ def test_phone_header_is_one_line_with_a_menu(server, chromium):  # noqa: F811
         finally:
             page.close()
     # the menu opens and closes by mouse and keyboard, and its links work
-    page = chromium.new_page(viewport=VIEWPORTS["phone"])
+    page = webgl_browser.new_page(viewport=VIEWPORTS["phone"])
     page.set_default_timeout(TIMEOUT_MS)
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = page_errors(page)
     try:
-        page.goto(server + "/e")
+        page.goto(atlas_server + "/e")
         btn = page.locator("header.top .menu-btn")
         assert btn.get_attribute("aria-expanded") == "false"
         btn.click()
@@ -141,14 +131,14 @@ def test_phone_header_is_one_line_with_a_menu(server, chromium):  # noqa: F811
         page.keyboard.press("Enter")
         assert page.locator("header.top nav a[href='/map']").is_visible()
         page.locator("header.top nav a[href='/map']").click()
-        page.wait_for_url(server + "/map")
+        page.wait_for_url(atlas_server + "/map")
         assert errors == []
     finally:
         page.close()
 
 
-def test_desktop_header_shows_everything_without_a_menu(server, chromium):  # noqa: F811
-    page = open_page(chromium, server, "/", "desktop")
+def test_desktop_header_shows_everything_without_a_menu(atlas_server, webgl_browser):
+    page = open_page(webgl_browser, atlas_server, "/", "desktop")
     try:
         assert not page.locator("header.top .menu-btn").is_visible()
         for sel in ("nav a[href='/map']", "form.hsearch input[name=q]", ".profile", "a.apidocs"):
@@ -158,13 +148,13 @@ def test_desktop_header_shows_everything_without_a_menu(server, chromium):  # no
         page.close()
 
 
-def test_phone_header_without_javascript_shows_everything(server, chromium):  # noqa: F811
+def test_phone_header_without_javascript_shows_everything(atlas_server, webgl_browser):
     """No JS (or before it runs): the menu cannot open, so nothing is hidden behind it."""
-    ctx = chromium.new_context(viewport=VIEWPORTS["phone"], java_script_enabled=False)
+    ctx = webgl_browser.new_context(viewport=VIEWPORTS["phone"], java_script_enabled=False)
     page = ctx.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     try:
-        page.goto(server + "/e")
+        page.goto(atlas_server + "/e")
         assert page.locator("header.top nav a[href='/map']").is_visible()
         assert not page.locator("header.top .menu-btn").is_visible()
     finally:

@@ -4,54 +4,14 @@ without a system prompt, the page never scrolls sideways, and the view saves and
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from tests.atlas_fixtures import tiny_atlas, with_atlas
-from tests.conftest import serve_app, wait_js
+from tests.conftest import wait_js
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, fresh_page, page_errors, save_from_box
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
-TIMEOUT_MS = 240_000  # the shared test machine is slow; the tiny map is built in memory on first use
-# WebGL (scattergl) through SwiftShader: no GPU on the test machine (Debian's chromium 156 headless has it without
-# these flags too; they keep older builds on SwiftShader)
-LAUNCH_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+pytestmark = BROWSER_MARKS
 PROMPT, SYSTEM = "Tell me about cats.", "You are a pirate."
-
-
-@pytest.fixture(scope="module")
-def server(tiny_engine):
-    from app.api.map import service
-    from app.core.settings import Settings
-    from app.main import create_app
-
-    with with_atlas(tiny_engine, tiny_atlas(tiny_engine)):  # hover lines carry atlas examples
-        assert service.layout_status(tiny_engine)[0] is not None  # build the in-memory map before the browser waits
-        with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
-            yield url
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-def fresh_page(browser, **kw):
-    ctx = browser.new_context(**kw)
-    page = ctx.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.set_default_navigation_timeout(TIMEOUT_MS)
-    return ctx, page
 
 
 def open_point(page) -> tuple[str, float, float]:
@@ -152,17 +112,16 @@ def names_overlapping(page) -> list:
 # desktop: the browser's own WebGL; phone: a browser without WebGL, where map.js falls back to SVG scatter
 @pytest.mark.parametrize("viewport,webgl", [({"width": 1440, "height": 900}, True), ({"width": 390, "height": 844}, False)],
                          ids=["desktop-webgl", "phone-svg"])
-def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
+def test_map_hover_click_paths_save(atlas_server, webgl_browser, viewport, webgl):
     ARTIFACTS.mkdir(exist_ok=True)
     tag = f"{viewport['width']}x{viewport['height']}"
-    ctx, page = fresh_page(chromium, viewport=viewport)
+    ctx, page = fresh_page(webgl_browser, viewport=viewport)
     ctx.add_init_script(CSP_SPY)
     if not webgl:
         ctx.add_init_script(NO_WEBGL)
-    errors, examples = [], []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors, examples = page_errors(page), []
     page.on("request", lambda r: examples.append(r.url.split("/map/example/")[1]) if "/map/example/" in r.url else None)
-    page.goto(server + "/map")
+    page.goto(atlas_server + "/map")
     page.wait_for_selector('#map-main[data-ready="1"]')
     # webgl=True: the browser's WebGL (SwiftShader here) must really draw the map: under the app's CSP (no eval) that
     # needs Plotly's strict bundle, whose shaders come precompiled; webgl=False: no WebGL at all, SVG from the first draw
@@ -197,7 +156,7 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     assert name.replace(" ", "/") in examples
     # the example line is in the hovered point's data (what its label draws) once fetched, and still after a filter
     # rebuilds the traces, without a second fetch: the server's snippet for that point
-    got = json.loads(page.request.get(server + "/map/example/" + name.replace(" ", "/")).text())["example"]
+    got = json.loads(page.request.get(atlas_server + "/map/example/" + name.replace(" ", "/")).text())["example"]
     assert got
     hovered_example = "(() => { const h = document.getElementById('map-main')._hoverdata; return h && h[0] && " \
                       f"h[0].customdata.slice(0, 2).join(' ') === {json.dumps(name)} && h[0].customdata[3]; }})()"
@@ -220,7 +179,7 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     card.wait_for()
     clicked = page.evaluate("document.getElementById('map-main').dataset.clicked")
     assert card.get_attribute("data-sae") + ":" + card.get_attribute("data-index") == clicked
-    want = json.loads(page.request.get(server + "/api/map/features/" + clicked.replace(":", "/")).text())
+    want = json.loads(page.request.get(atlas_server + "/api/map/features/" + clicked.replace(":", "/")).text())
     assert f"({want['x']:.2f}, {want['y']:.2f})" in card.inner_text()
 
     # the prompt without and with a system prompt: one path, then two
@@ -236,7 +195,7 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     wait_js(page, "document.getElementById('map-main').dataset.paths === '2'")
     names = page.evaluate("document.getElementById('map-main').data.filter(t => t.meta === 'path').map(t => t.name)")
     assert names == ["prompt", "without system prompt"]
-    api = json.loads(page.request.post(server + "/api/map/path", data=json.dumps({"prompt": PROMPT, "system_prompt": SYSTEM}),
+    api = json.loads(page.request.post(atlas_server + "/api/map/path", data=json.dumps({"prompt": PROMPT, "system_prompt": SYSTEM}),
                                        headers={"content-type": "application/json"}).text())
     drawn = page.evaluate("document.getElementById('map-main').data.filter(t => t.meta === 'path')[0].x")
     assert drawn == pytest.approx([p["x"] for p in api["paths"][0]["points"] if p["x"] is not None], abs=1e-6)
@@ -248,24 +207,21 @@ def test_map_hover_click_paths_save(server, chromium, viewport, webgl):
     page.screenshot(path=str(ARTIFACTS / f"map-{tag}.png"), full_page=True)
 
     # re-open from the address, then save and open the share link in a fresh context
-    reopened_ctx, reopened = fresh_page(chromium, viewport=viewport)
+    reopened_ctx, reopened = fresh_page(webgl_browser, viewport=viewport)
     reopened.goto(page.url)
     reopened.wait_for_selector('#map-main[data-ready="1"]')
     wait_js(reopened, "document.getElementById('map-main').dataset.paths === '2'")
     assert reopened.locator("#map-feature-shift").inner_text() == shift
     reopened_ctx.close()
     box = page.locator("#map-result form.save-box")
-    box.locator("input[name=title]").fill(f"cats, pirate ({tag})")
-    with page.expect_response(lambda r: r.url.endswith("/e/save")) as resp:
-        box.locator("button.save-button").click()
-    assert resp.value.status == 201
+    save_from_box(page, box, f"cats, pirate ({tag})")
     share = box.locator(".save-status input.saved-url")
     share.wait_for()
     url = share.input_value()
     assert page.evaluate("window.__csp") == []  # hover, click, paths: still no refusal
     ctx.close()
 
-    ctx2, other = fresh_page(chromium, viewport=viewport)
+    ctx2, other = fresh_page(webgl_browser, viewport=viewport)
     ctx2.add_init_script(CSP_SPY)
     other.on("pageerror", lambda e: errors.append(str(e)))
     assert other.goto(url).status == 200

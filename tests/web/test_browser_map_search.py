@@ -4,26 +4,26 @@ a ring on it, its card open); a region button shows the region's box; nothing sc
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_map import CHROMIUM, TIMEOUT_MS, chromium, fresh_page, server  # noqa: F401
+from tests.web.browser import ARTIFACTS as ALL_ARTIFACTS
+from tests.web.browser import BROWSER_MARKS, fresh_page
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "map-search"
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")]
+ARTIFACTS = ALL_ARTIFACTS / "map-search"
+pytestmark = BROWSER_MARKS
 RANGES = "() => { const l = document.getElementById('map-main').layout; return [l.xaxis.range, l.yaxis.range]; }"
 
 
 @pytest.mark.parametrize("viewport", [{"width": 1440, "height": 900}, {"width": 390, "height": 844}], ids=["desktop", "phone"])
-def test_keyboard_finds_a_feature_and_a_region(server, chromium, viewport, tiny_engine):  # noqa: F811
+def test_keyboard_finds_a_feature_and_a_region(atlas_server, webgl_browser, viewport, tiny_engine):
     from app.api.map import service
 
     lay, _ = service.layout_status(tiny_engine)
-    ctx, page = fresh_page(chromium, viewport=viewport)
+    ctx, page = fresh_page(webgl_browser, viewport=viewport)
     try:
-        page.goto(server + "/map")
+        page.goto(atlas_server + "/map")
         wait_js(page, "document.getElementById('map-main').dataset.ready === '1'", 240)
         whole = page.evaluate(RANGES)
         page.focus("#map-q")

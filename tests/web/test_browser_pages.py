@@ -4,84 +4,16 @@ browser asks nothing of any address but the app's own. Saved snapshots of every 
 so every result fragment is checked at both sizes. Screenshots go to test-artifacts/pages/."""
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
-from app.core.registration import build_views
-from tests.atlas_fixtures import tiny_atlas, with_atlas
-from tests.conftest import serve_app, wait_js
-from tests.web.test_browser_map import LAUNCH_ARGS, chromium  # noqa: F401 (the browser: WebGL through SwiftShader)
+from tests.conftest import wait_js
+from tests.web.browser import ARTIFACTS as ALL_ARTIFACTS
+from tests.web.browser import BROWSER_MARKS, KINDS, PAGES, TIMEOUT_MS, VIEWPORTS
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pages"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
-TIMEOUT_MS = 240_000
-VIEWS = build_views()
-KINDS = sorted(k for k, v in VIEWS.all().items() if v.example is not None)
-VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-P = "The+capital+of+France+is+Paris"
-# (name, address, a selector that is there once the page has drawn what it shows)
-PAGES = [
-    ("analyze", "/", "#analyze-form"),
-    ("analyze-result", f"/?prompt={P}&feature=coarse:3", "#fcard .vocab"),
-    ("generate", "/generate", "#gen-form"),
-    ("generate-steer", f"/generate?prompt={P}&max_new_tokens=6&f=coarse:3:add:4&view=steer", "#steer-out .sbs"),
-    ("generate-dose", f"/generate?prompt={P}&f=coarse:3:add:4&strengths=-4,0,4&view=dose", "#dose-out table"),
-    ("temperature", f"/temperature?prompt={P}&t=0.5&t=1.0&view=temperature", "table.temps"),
-    ("discover", "/discover", "form"),
-    ("experiment", "/experiment", "form"),
-    ("map", "/map", "#map-main[data-ready=\"1\"]"),
-    ("saved", "/e", "main"),
-    ("profile", "/profile", "main"),
-    ("feature", "/features/coarse/3", ".atlas"),
-    ("search", "/search?q=Paris", "main"),
-    ("splits", f"/splits?coarse=3&prompt={P}", "main"),
-    ("attribution", f"/attribution?prompt={P}", "main"),
-    ("docs", "/docs", ".opblock"),
-    ("compare", "/compare?prompt_a=The+capital+of+France+is&prompt_b=The+capital+of+Italy+is&tokens=%5B%22a%22%2C%22e%22%5D",
-     "#compare table.diffs"),
-    ("patching", "/patching?clean=The+capital+of+France+is&corrupt=The+capital+of+Greece+is&answer=a&wrong=e",
-     "#patch-exact-fig svg"),
-    ("heads", "/heads?seq_len=10&n_seqs=2", "#heads-induction-fig svg"),
-]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_engine):
-    from app.api.map import service
-    from app.core.settings import Settings
-    from app.main import create_app
-
-    atlas = tiny_atlas(tiny_engine)
-    with with_atlas(tiny_engine, atlas):
-        assert service.layout_status(tiny_engine)[0] is not None  # the in-memory map, built before the browser waits
-        with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
-            yield url
-
-
-@pytest.fixture(scope="module")
-def snapshots(server, tiny_engine):
-    """One saved exploration of every registered kind (its example, computed by the live service)."""
-    import httpx
-
-    from app.core.settings import Settings
-    from app.explorations.registry import snapshot_context
-
-    settings = Settings(profile="tiny")
-    out = {}
-    for kind in KINDS:
-        spec = VIEWS.get(kind)
-        req = spec.request_model.model_validate(spec.example)
-        ctx = snapshot_context(kind, req, spec.run_fn(tiny_engine, settings, req))
-        r = httpx.post(server + "/api/explorations", json={"kind": kind, "title": f"{kind} snapshot",
-                                                          "inputs": ctx["inputs"], "result": ctx["result"]}, timeout=120)
-        assert r.status_code == 201, r.text
-        out[kind] = r.json()["url"]
-    return out
+ARTIFACTS = ALL_ARTIFACTS / "pages"
+pytestmark = BROWSER_MARKS
 
 
 # what a page may not do, checked in the page: the document is wider than the window; a visible control sticks out
@@ -137,14 +69,14 @@ def check_page(browser, base, address, ready, viewport, shot):
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("name,address,ready", PAGES, ids=[p[0] for p in PAGES])
-def test_page(server, chromium, name, address, ready, viewport):  # noqa: F811
-    check_page(chromium, server, address, ready, viewport, name)
+def test_page(atlas_server, webgl_browser, name, address, ready, viewport):
+    check_page(webgl_browser, atlas_server, address, ready, viewport, name)
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_saved_snapshot(server, chromium, snapshots, kind, viewport):  # noqa: F811
-    check_page(chromium, server, snapshots[kind], "main", viewport, f"saved-{kind}")
+def test_saved_snapshot(atlas_server, webgl_browser, snapshots, kind, viewport):
+    check_page(webgl_browser, atlas_server, snapshots[kind], "main", viewport, f"saved-{kind}")
 
 
 # Real model text the tiny profile does not produce: atlas contexts of BPE tokens render as one run with no space
@@ -161,22 +93,22 @@ LONG_RUNS_JS = """() => {
 }"""
 
 
-def test_long_token_runs_wrap_on_a_phone(server, chromium):  # noqa: F811
-    page = chromium.new_page(viewport=VIEWPORTS["phone"])
+def test_long_token_runs_wrap_on_a_phone(atlas_server, webgl_browser):
+    page = webgl_browser.new_page(viewport=VIEWPORTS["phone"])
     try:
-        page.goto(server + "/splits?coarse=3")  # loads app.css and splits.css
+        page.goto(atlas_server + "/splits?coarse=3")  # loads app.css and splits.css
         page.wait_for_selector("main", state="attached")
         assert page.evaluate(LONG_RUNS_JS) <= 0
     finally:
         page.close()
 
 
-def test_what_each_profile_needs_is_readable_on_a_phone(server, chromium):  # noqa: F811
+def test_what_each_profile_needs_is_readable_on_a_phone(atlas_server, webgl_browser):
     """/profile's "start another profile" table: on a phone each row is a card (no sideways scroll inside the
     table), and every "needs ..." line sits inside the screen."""
-    page = chromium.new_page(viewport=VIEWPORTS["phone"])
+    page = webgl_browser.new_page(viewport=VIEWPORTS["phone"])
     try:
-        page.goto(server + "/profile")
+        page.goto(atlas_server + "/profile")
         page.wait_for_selector("table.profiles", state="attached")
         got = page.evaluate("""() => { const t = document.querySelector('table.profiles');
             const lines = [...t.querySelectorAll('ul.missing li')].map(li => li.getBoundingClientRect());

@@ -5,53 +5,43 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_pages import (  # noqa: F401 (fixtures)
-    CHROMIUM,
-    TIMEOUT_MS,
-    VIEWPORTS,
-    P,
-    chromium,
-    server,
-    snapshots,
-)
+from tests.web.browser import BROWSER_MARKS, TIMEOUT_MS, VIEWPORTS, P
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = BROWSER_MARKS
 PROMPT = "The capital of France is Paris"
 
 
 @pytest.fixture()
-def page(chromium):  # noqa: F811
-    pg = chromium.new_page(viewport=VIEWPORTS["desktop"])
+def page(webgl_browser):
+    pg = webgl_browser.new_page(viewport=VIEWPORTS["desktop"])
     pg.set_default_timeout(TIMEOUT_MS)
     yield pg
     pg.close()
 
 
-def test_docs_offline_lists_every_operation(server, page):  # noqa: F811
+def test_docs_offline_lists_every_operation(atlas_server, page):
     asked = []
     page.on("request", lambda r: asked.append(r.url))
-    resp = page.goto(server + "/docs")
+    resp = page.goto(atlas_server + "/docs")
     assert "cdn" not in resp.headers["content-security-policy"] and "unsafe-inline" not in \
         resp.headers["content-security-policy"].split("script-src")[1].split(";")[0]
-    spec = page.request.get(server + "/openapi.json").json()
+    spec = page.request.get(atlas_server + "/openapi.json").json()
     n_ops = sum(1 for ops in spec["paths"].values() for m in ops if m in ("get", "post", "put", "delete", "patch"))
     wait_js(page, f"document.querySelectorAll('.opblock').length === {n_ops}", 120)
     paths = page.locator(".opblock .opblock-summary-path").evaluate_all("els => els.map(e => e.dataset.path)")
     assert sorted(set(paths)) == sorted(spec["paths"])
-    assert asked and all(u.startswith(server + "/") for u in asked), [u for u in asked if not u.startswith(server)]
-    assert page.goto(server + "/redoc").url == server + "/docs"
+    assert asked and all(u.startswith(atlas_server + "/") for u in asked), [u for u in asked if not u.startswith(atlas_server)]
+    assert page.goto(atlas_server + "/redoc").url == atlas_server + "/docs"
 
 
-def test_favicon_title_and_profile_text(server, page):  # noqa: F811
-    page.goto(server + "/")
+def test_favicon_title_and_profile_text(atlas_server, page):
+    page.goto(atlas_server + "/")
     href = page.get_attribute("link[rel=icon]", "href")
-    r = page.request.get(server + href)
+    r = page.request.get(atlas_server + href)
     assert r.status == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.body()
     for width in (1440, 390):  # the header's profile text is whole, never clipped
         page.set_viewport_size({"width": width, "height": 800})
@@ -63,7 +53,7 @@ def test_favicon_title_and_profile_text(server, page):  # noqa: F811
     page.fill("#prompt", PROMPT)
     page.click("#analyze-btn")
     wait_js(page, f"document.title === {json.dumps(PROMPT + ' · Analyze · Activation Space Navigator')}")
-    page.goto(server + "/generate?max_new_tokens=4")
+    page.goto(atlas_server + "/generate?max_new_tokens=4")
     page.fill("#prompt", "Hello there")
     page.click("#compare-btn")
     wait_js(page, "document.title === 'Steered vs unsteered · Hello there · Generate & steer · Activation Space Navigator'")
@@ -80,14 +70,14 @@ def test_favicon_title_and_profile_text(server, page):  # noqa: F811
     wait_js(page, "document.title === 'Generate & steer · Activation Space Navigator'")
 
 
-def test_generate_form_reads_like_analyze(server, page):  # noqa: F811
+def test_generate_form_reads_like_analyze(atlas_server, page):
     styles = "(() => { const s = getComputedStyle; const ta = document.querySelector('#prompt');" \
              " const sm = document.querySelector('details.field > summary');" \
              " return {font: s(ta).fontFamily, size: s(ta).fontSize, summary: s(sm).display, marker: s(sm, '::marker').content," \
              " chat: document.querySelectorAll('select[name=chat] option').length}; })()"
-    page.goto(server + "/")
+    page.goto(atlas_server + "/")
     analyze = page.evaluate(styles)
-    page.goto(server + "/generate")
+    page.goto(atlas_server + "/generate")
     generate = page.evaluate(styles)
     assert generate == analyze and analyze["summary"] == "list-item" and analyze["chat"] == 3
     assert "monospace" in analyze["font"]
@@ -96,8 +86,8 @@ def test_generate_form_reads_like_analyze(server, page):  # noqa: F811
     assert btn == ["rgb(255, 255, 255)", "6px", "1px"]
 
 
-def test_esc_closes_the_feature_card(server, page):  # noqa: F811
-    page.goto(f"{server}/?prompt={P}&feature=coarse:3")
+def test_esc_closes_the_feature_card(atlas_server, page):
+    page.goto(f"{atlas_server}/?prompt={P}&feature=coarse:3")
     page.wait_for_selector("#fcard")
     assert page.locator(".strip .tok.on").count() > 0  # the card's feature colours the tokens it fires on
     page.locator("#strip").focus()
@@ -106,26 +96,26 @@ def test_esc_closes_the_feature_card(server, page):  # noqa: F811
     assert page.locator(".feat.cur").count() == 0
 
 
-def test_an_import_is_marked_in_the_list(server, page, snapshots):  # noqa: F811
-    page.goto(server + "/e")  # this browser's owner cookie: the list shows what it saved
-    doc = page.request.get(server + "/api/explorations/" + snapshots["analysis"].rsplit("/", 1)[1]).json()
-    post = lambda url, body: page.request.post(server + url, data=json.dumps(body),  # noqa: E731
+def test_an_import_is_marked_in_the_list(atlas_server, page, snapshots):
+    page.goto(atlas_server + "/e")  # this browser's owner cookie: the list shows what it saved
+    doc = page.request.get(atlas_server + "/api/explorations/" + snapshots["analysis"].rsplit("/", 1)[1]).json()
+    post = lambda url, body: page.request.post(atlas_server + url, data=json.dumps(body),  # noqa: E731
                                                headers={"content-type": "application/json"})
     r = post("/api/explorations", {"kind": "analysis", "title": "mine", "inputs": doc["inputs"], "result": doc["result"]})
     assert r.status == 201, r.text()
     own = r.json()["id"]
-    r = post("/api/explorations/import", page.request.get(f"{server}/e/{own}/export").json())
+    r = post("/api/explorations/import", page.request.get(f"{atlas_server}/e/{own}/export").json())
     assert r.status == 201, r.text()
     imported = r.json()["id"]
-    page.goto(server + "/e?kind=analysis")
+    page.goto(atlas_server + "/e?kind=analysis")
     row_of = lambda i: page.locator(f"table.explorations tr:has(a[href='/e/{i}'])")  # noqa: E731
     assert row_of(own).count() == 1 and row_of(imported).count() == 1  # same title: the badge tells them apart
     assert row_of(imported).locator(".badge.imported").count() == 1
     assert row_of(own).locator(".badge.imported").count() == 0
 
 
-def test_discover_figures_and_go_table_open_feature_cards(server, page, snapshots):  # noqa: F811
-    page.goto(server + snapshots["discovery"])
+def test_discover_figures_and_go_table_open_feature_cards(atlas_server, page, snapshots):
+    page.goto(atlas_server + snapshots["discovery"])
     page.wait_for_selector("table.gonogo-table", state="attached")
     coarse = page.locator("table.gonogo-table a.feature-link[href^='/features/coarse/']")
     assert coarse.count() > 0
@@ -137,14 +127,14 @@ def test_discover_figures_and_go_table_open_feature_cards(server, page, snapshot
                             " const c = Array.isArray(t.customdata[0]) ? t.customdata[0][0] : t.customdata[0];"
                             " gd.emit('plotly_click', {points: [{data: t, customdata: c}]}); return c; }")
         assert href.startswith("/features/")
-        page.wait_for_url(server + href)
+        page.wait_for_url(atlas_server + href)
         assert page.locator(".atlas").count() > 0 or page.title().startswith(href.split("/")[2])
-        page.goto(server + snapshots["discovery"])
+        page.goto(atlas_server + snapshots["discovery"])
 
 
-def test_generated_text_opens_in_analyze(server, page, snapshots):  # noqa: F811
-    doc = page.request.get(server + "/api/explorations/" + snapshots["generation"].rsplit("/", 1)[1]).json()
-    page.goto(server + snapshots["generation"])
+def test_generated_text_opens_in_analyze(atlas_server, page, snapshots):
+    doc = page.request.get(atlas_server + "/api/explorations/" + snapshots["generation"].rsplit("/", 1)[1]).json()
+    page.goto(atlas_server + snapshots["generation"])
     page.click(".saved-fragment a.analyze-link")
     page.wait_for_selector(".strip .tok")
     gen = doc["result"]["generation"]
@@ -153,8 +143,8 @@ def test_generated_text_opens_in_analyze(server, page, snapshots):  # noqa: F811
     assert page.input_value("select[name=chat]") == "off"  # token ids: test_generate_pages (open_in_analyze)
 
 
-def test_logit_lens_marks_the_sae_layer(server, page):  # noqa: F811
-    page.goto(f"{server}/?prompt={P}&lens=1")
+def test_logit_lens_marks_the_sae_layer(atlas_server, page):
+    page.goto(f"{atlas_server}/?prompt={P}&lens=1")
     wait_js(page, "document.getElementById('lens-fig') && document.getElementById('lens-fig').layout")
     ticks, shapes = page.evaluate("(() => { const l = document.getElementById('lens-fig').layout;"
                                   " return [l.yaxis.ticktext, (l.shapes || []).map(s => [s.y0, s.y1])]; })()")
@@ -173,15 +163,15 @@ def rows_of(text: str) -> list[dict]:
 
 @pytest.mark.parametrize("kind,table", [("analysis", "features"), ("discovery", "discovery"), ("steering", "shift"),
                                         ("system_shift", "shift"), ("dose", "dose")])
-def test_csv_export_matches_the_json(server, page, snapshots, kind, table):  # noqa: F811
+def test_csv_export_matches_the_json(atlas_server, page, snapshots, kind, table):
     eid = snapshots[kind].rsplit("/", 1)[1]
-    page.goto(server + snapshots[kind])
+    page.goto(atlas_server + snapshots[kind])
     link = page.locator(f".snapshot-actions a[href='/e/{eid}/export/{table}.csv']")
     assert link.count() == 1 and page.locator(".snapshot-actions a.export-link").count() == 1
     with page.expect_download() as dl:
         link.click()
     rows = rows_of(open(dl.value.path(), encoding="utf-8").read())
-    res = page.request.get(f"{server}/api/explorations/{eid}").json()["result"]
+    res = page.request.get(f"{atlas_server}/api/explorations/{eid}").json()["result"]
     if table == "features":
         want = [(t["position"], sae, i, v) for t in res["tokens"] for sae, s in t["saes"].items()
                 for i, v in zip(s["indices"], s["values"])]
@@ -201,11 +191,11 @@ def test_csv_export_matches_the_json(server, page, snapshots, kind, table):  # n
         for name in ("moved", "promoted"):  # the chart's default set, then the decoder-promoted one
             assert [[float(r[f"p@{s:g}"]) for s in strengths] for r in rows if r["set"] == name] == \
                 [p["probs"] for p in res[name]] and res[name]
-    assert page.request.get(f"{server}/e/{eid}/export/nothing.csv").status == 404
+    assert page.request.get(f"{atlas_server}/e/{eid}/export/nothing.csv").status == 404
 
 
-def test_streamed_generation_opens_in_analyze(server, page):  # noqa: F811
-    page.goto(server + "/generate?max_new_tokens=5")
+def test_streamed_generation_opens_in_analyze(atlas_server, page):
+    page.goto(atlas_server + "/generate?max_new_tokens=5")
     page.fill("#prompt", "Hello there")
     page.click("#stream-btn")
     page.wait_for_selector("#stream-links a.analyze-link")
@@ -213,7 +203,7 @@ def test_streamed_generation_opens_in_analyze(server, page):  # noqa: F811
     assert page.title() == "Generation · Hello there · Generate & steer · Activation Space Navigator"
     page.click("#stream-links a.analyze-link")
     page.wait_for_selector(".strip .tok")
-    gen = page.request.post(server + "/api/generate", data={"prompt": "Hello there", "max_new_tokens": 5}).json()["generation"]
+    gen = page.request.post(atlas_server + "/api/generate", data={"prompt": "Hello there", "max_new_tokens": 5}).json()["generation"]
     assert text == "".join(t["text"] for t in gen["tokens"])  # each token as shown (a byte token as <0xXX>)
     # the link analyses the text itself (the decoded sequence): chat auto without a system prompt, the raw prompt
     assert page.input_value("#prompt") == "Hello there" + gen["text"]

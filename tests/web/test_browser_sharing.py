@@ -4,27 +4,16 @@ saved or deep-linked analysis opens its feature card at the token where the feat
 from __future__ import annotations
 
 import json
-import os
 import time
 from urllib.parse import quote
 
 import pytest
 
 from tests.conftest import wait_js
-from tests.web.test_browser_analysis import (  # noqa: F401  (fixtures)
-    ARTIFACTS,
-    CHROMIUM,
-    api,
-    browser,
-    compare_steering,
-    live_server,
-    new_page,
-)
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, VIEWPORTS, api, compare_steering, new_page, page_errors
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = BROWSER_MARKS
 PROMPT = "Once upon a time"
-VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 IDLE = "!document.querySelector('.htmx-request')"
 
 
@@ -36,10 +25,9 @@ def settle(page):
 
 
 @pytest.mark.parametrize("vp", VIEWPORTS)
-def test_reload_keeps_steer_and_dose_results(live_server, browser, vp):  # noqa: F811
+def test_reload_keeps_steer_and_dose_results(live_server, browser, vp):
     page = new_page(browser, viewport=VIEWPORTS[vp])
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = page_errors(page)
     compare_steering(page, f"{live_server}/generate?prompt={quote(PROMPT)}&max_new_tokens=4&f=coarse:5:add:8")
     steered = page.locator("#col-steered .gen-text").inner_text()
     settle(page)
@@ -60,7 +48,7 @@ def test_reload_keeps_steer_and_dose_results(live_server, browser, vp):  # noqa:
     page.close()
 
 
-def test_streamed_generation_can_be_saved(live_server, browser):  # noqa: F811
+def test_streamed_generation_can_be_saved(live_server, browser):
     page = new_page(browser, viewport=VIEWPORTS["desktop"])
     page.goto(f"{live_server}/generate?prompt={quote(PROMPT)}&max_new_tokens=6")
     page.click("#stream-btn")
@@ -87,7 +75,7 @@ def analysed(page, prompt: str, system: str | None = None) -> str:
            f"return i.prompt === {json.dumps(prompt)} && (i.system_prompt || null) === {json.dumps(system)}; }})()"
 
 
-def test_back_keeps_the_analyze_form_in_step_with_the_result(live_server, browser):  # noqa: F811
+def test_back_keeps_the_analyze_form_in_step_with_the_result(live_server, browser):
     page = new_page(browser, viewport=VIEWPORTS["desktop"])
     page.goto(live_server + "/")
     page.fill("#prompt", "First prompt")
@@ -134,7 +122,7 @@ def selected(page) -> int:
     return int(page.locator(".strip .tok.sel").get_attribute("data-pos"))
 
 
-def test_saved_analysis_keeps_the_card_and_deep_links_select_the_peak(live_server, browser):  # noqa: F811
+def test_saved_analysis_keeps_the_card_and_deep_links_select_the_peak(live_server, browser):
     prompt = "The cat sat on the mat"
     page = new_page(browser, viewport=VIEWPORTS["desktop"])
     idx, listed, peak = peak_feature(page, live_server, prompt)

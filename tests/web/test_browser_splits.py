@@ -3,56 +3,28 @@ split and an atlas): open a split map from a coarse card, see children, holes an
 open the share link; attribute a token in the analysis view and open a card from an entry."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import serve_app
+from tests.conftest import serve_engine
 from tests.splits_fixtures import HALVES, planted_engine
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, TIMEOUT_MS, new_page, page_errors
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
-TIMEOUT_MS = 240_000  # the test machine is shared with SAE training and other suites
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--disable-dev-shm-usage"]
+pytestmark = BROWSER_MARKS
 PROMPT = "The capital of France is Paris"
+VIEWPORT = {"width": 1400, "height": 1000}
 
 
 @pytest.fixture(scope="module")
 def live():
-    from app.core.settings import Settings
-    from app.main import create_app
-
     eng, C = planted_engine()
-    with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: eng)) as url:
+    with serve_engine(eng) as url:
         yield url, C
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-def new_page(browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(TIMEOUT_MS)
-    page.set_default_navigation_timeout(TIMEOUT_MS)
-    return page
 
 
 def test_split_map_from_a_coarse_card_then_save_and_share(live, browser):
     url, C = live
-    page = new_page(browser)
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page = new_page(browser, viewport=VIEWPORT)
+    errors = page_errors(page)
     page.goto(f"{url}/?prompt=The+capital+of+France+is&feature=coarse:{C}")
     page.click("#fcard-split")
     page.wait_for_url(f"**/splits?coarse={C}*")
@@ -80,9 +52,8 @@ def test_split_map_from_a_coarse_card_then_save_and_share(live, browser):
 
 def test_attribute_a_token_and_open_a_card(live, browser):
     url, C = live
-    page = new_page(browser)
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page = new_page(browser, viewport=VIEWPORT)
+    errors = page_errors(page)
     page.goto(f"{url}/?prompt=The+capital+of+France+is+Paris")
     page.wait_for_selector("#attr-form")
     page.click("#tok-10")  # picking a token sets the position

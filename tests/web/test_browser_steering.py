@@ -2,34 +2,26 @@
 profile): drag a steering slider and the steered column changes to what the JSON API says; streaming; figures."""
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.web.test_browser_analysis import ARTIFACTS, CHROMIUM, api, browser, live_server  # noqa: F401  (fixtures)
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, api, new_page
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (make browser)")]
+pytestmark = BROWSER_MARKS
 PROMPT = "Once upon a time"
-
-
-def new_page(browser, height):  # noqa: F811 (a parameter, not the fixture)
-    page = browser.new_page(viewport={"width": 1300, "height": height})
-    page.set_default_timeout(120_000)  # 2 shared cores under a training job: plotly.js alone takes a while to parse
-    page.set_default_navigation_timeout(120_000)
-    return page
+T = 120_000  # 2 shared cores under a training job: plotly.js alone takes a while to parse
 
 
 def steered_text(page):
     return page.locator("#col-steered .gen-text").inner_text()
 
 
-def test_drag_slider_changes_steered_column(live_server, browser):  # noqa: F811
+def test_drag_slider_changes_steered_column(live_server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
-    page = new_page(browser, 1100)
+    page = new_page(browser, T, viewport={"width": 1300, "height": 1100})
     page.goto(f"{live_server}/generate?prompt={PROMPT.replace(' ', '+')}&max_new_tokens=8")
     page.click("#add-feature")
     row = page.locator(".frow").first
@@ -72,7 +64,7 @@ def test_drag_slider_changes_steered_column(live_server, browser):  # noqa: F811
     page.close()
 
 
-def test_stream_and_stop(live_server, browser, monkeypatch):  # noqa: F811
+def test_stream_and_stop(live_server, browser, monkeypatch):
     # The tiny model makes 128 tokens faster than a click lands: pace the stream (the server runs in this
     # process) so Stop always meets a running generation.
     import time as _time
@@ -93,7 +85,7 @@ def test_stream_and_stop(live_server, browser, monkeypatch):  # noqa: F811
 
     monkeypatch.setattr(G, "iter_generate", paced)
     monkeypatch.setattr(C, "sample_next", paced_draw)
-    page = new_page(browser, 900)
+    page = new_page(browser, T, viewport={"width": 1300, "height": 900})
     page.goto(f"{live_server}/generate?prompt=Hello&max_new_tokens=6")
     page.click("#stream-btn")
     expect(page.locator("#stream-status")).to_contain_text("tok/s", timeout=120000)
@@ -111,8 +103,8 @@ def test_stream_and_stop(live_server, browser, monkeypatch):  # noqa: F811
     page.close()
 
 
-def test_temperature_page(live_server, browser):  # noqa: F811
-    page = new_page(browser, 1200)
+def test_temperature_page(live_server, browser):
+    page = new_page(browser, T, viewport={"width": 1300, "height": 1200})
     page.goto(f"{live_server}/temperature")
     page.fill("textarea[name=prompt]", "Write a short paragraph about Kafka vs RabbitMQ")
     page.fill("input[name=top_k]", "4")
@@ -141,8 +133,8 @@ def test_client_disconnect_stops_generation(tiny_engine):
     from tests.conftest import serve_app
 
     app = create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)
-    with serve_app(app) as live_server, httpx.Client(timeout=120) as client:  # noqa: F811
-        with client.stream("POST", f"{live_server}/api/generate/stream", json={"prompt": "Hello", "max_new_tokens": 128}) as r:
+    with serve_app(app) as base, httpx.Client(timeout=120) as client:
+        with client.stream("POST", f"{base}/api/generate/stream", json={"prompt": "Hello", "max_new_tokens": 128}) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
                 if line.startswith("data: "):

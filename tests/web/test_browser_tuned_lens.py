@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from app.engine import tuned_lens as TL
-from tests.conftest import serve_app, wait_js
-from tests.web.test_browser_analysis import ARTIFACTS, api, browser, new_page, pytestmark  # noqa: F401
+from tests.conftest import serve_engine, wait_js
+from tests.web.browser import ARTIFACTS, BROWSER_MARKS, api, new_page
+
+pytestmark = BROWSER_MARKS
 
 PROMPT = "The cat sat on the mat"
 
@@ -17,10 +19,7 @@ def open_lens(page, url: str) -> None:
     page.wait_for_selector("#lens-kl-fig .main-svg")
 
 
-def test_switch_to_tuned_and_back(browser, tiny_engine, tmp_path):  # noqa: F811
-    from app.core.settings import Settings
-    from app.main import create_app
-
+def test_switch_to_tuned_and_back(browser, tiny_engine, tmp_path):
     m = tiny_engine.model
     n, d = m.cfg.n_layers, m.cfg.d_model
     g = torch.Generator().manual_seed(3)
@@ -30,7 +29,7 @@ def test_switch_to_tuned_and_back(browser, tiny_engine, tmp_path):  # noqa: F811
     tiny_engine.load_tuned_lens(tmp_path)
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
+        with serve_engine(tiny_engine) as url:
             for w, h in ((1440, 900), (390, 844)):
                 page = new_page(browser, viewport={"width": w, "height": h})
                 open_lens(page, url)
@@ -57,7 +56,7 @@ def test_switch_to_tuned_and_back(browser, tiny_engine, tmp_path):  # noqa: F811
                 wait_js(page, "!location.search.includes('lens_kind')")
                 page.close()
         tiny_engine.tuned_lens, tiny_engine.tuned_lens_status = before
-        with serve_app(create_app(Settings(profile="tiny"), engine_factory=lambda s: tiny_engine)) as url:
+        with serve_engine(tiny_engine) as url:
             page = new_page(browser, viewport={"width": 390, "height": 844})
             open_lens(page, url)
             assert page.is_disabled("#lens .seg button[value=tuned]")

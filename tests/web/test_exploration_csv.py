@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from tests.api.test_explorations import client, live, save  # noqa: F401 (fixture)
+from tests.api.test_explorations import live, save
 
 
 def exported(text: str) -> str:
@@ -18,7 +18,7 @@ def exported(text: str) -> str:
 
 @pytest.mark.parametrize("kind,table", [("analysis", "features"), ("steering", "shift"), ("system_shift", "shift"),
                                         ("dose", "dose")])
-def test_csv_equals_the_stored_json(client, tiny_engine, kind, table):  # noqa: F811
+def test_csv_equals_the_stored_json(client, tiny_engine, kind, table):
     ctx, _ = live(kind, tiny_engine, client.app.state.settings)
     eid = save(client, kind=kind, title="t", inputs=ctx["inputs"], result=ctx["result"])["id"]
     page = client.get(f"/e/{eid}")
@@ -50,7 +50,7 @@ def test_csv_equals_the_stored_json(client, tiny_engine, kind, table):  # noqa: 
     assert got == want and want
 
 
-def test_unknown_table_and_id_are_404(client, tiny_engine):  # noqa: F811
+def test_unknown_table_and_id_are_404(client, tiny_engine):
     ctx, _ = live("dose", tiny_engine, client.app.state.settings)
     eid = save(client, kind="dose", title="t", inputs=ctx["inputs"], result=ctx["result"])["id"]
     r = client.get(f"/e/{eid}/export/features.csv")
@@ -58,7 +58,7 @@ def test_unknown_table_and_id_are_404(client, tiny_engine):  # noqa: F811
     assert client.get("/e/" + "x" * 24 + "/export/dose.csv").status_code == 404
 
 
-def test_a_result_not_in_the_view_shape_is_a_422_not_a_500(client, tiny_engine):  # noqa: F811
+def test_a_result_not_in_the_view_shape_is_a_422_not_a_500(client, tiny_engine):
     """An imported dose document whose result lacks the dose fields: the CSV is refused in place, the page still opens."""
     ctx, _ = live("dose", tiny_engine, client.app.state.settings)
     eid = save(client, kind="dose", title="odd", inputs=ctx["inputs"], result=ctx["result"])["id"]
@@ -72,7 +72,7 @@ def test_a_result_not_in_the_view_shape_is_a_422_not_a_500(client, tiny_engine):
     assert client.get(f"/e/{eid}").status_code == 200
 
 
-def test_text_a_spreadsheet_would_run_is_escaped(client, tiny_engine):  # noqa: F811
+def test_text_a_spreadsheet_would_run_is_escaped(client, tiny_engine):
     """An imported view whose tokens look like formulas: the CSV cell starts with an apostrophe; numbers (negative
     ones too) stay numbers."""
     ctx, _ = live("analysis", tiny_engine, client.app.state.settings)

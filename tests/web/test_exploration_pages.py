@@ -27,12 +27,6 @@ def render_fragment(kind, inputs, result):
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-@pytest.fixture()
-def client(tiny_engine, tmp_path):
-    with make_client(tiny_engine, store_url=f"sqlite:///{tmp_path}/e.db") as c:
-        yield c
-
-
 class SaveForms(HTMLParser):
     """The hidden fields of every Save form in a page, as the browser would submit them (entities decoded)."""
 

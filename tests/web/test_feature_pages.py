@@ -7,27 +7,16 @@ import numpy as np
 import pytest
 from markupsafe import escape
 
-from tests.atlas_fixtures import tiny_atlas, with_atlas
-
-
-@pytest.fixture(scope="module")
-def atlas(tiny_engine):
-    return tiny_atlas(tiny_engine)
-
-
-@pytest.fixture()
-def client(tiny_engine, tiny_client, atlas):
-    with with_atlas(tiny_engine, atlas):
-        yield tiny_client
+from tests.atlas_fixtures import with_atlas
 
 
 def busiest(atlas, sae="fine") -> int:
     return int(np.argmax(atlas.summaries[sae]["n_firing"]))
 
 
-def test_feature_page_shows_examples_label_and_neighbours(client, atlas):
+def test_feature_page_shows_examples_label_and_neighbours(atlas_client, atlas):
     f = busiest(atlas)
-    r = client.get(f"/features/fine/{f}")
+    r = atlas_client.get(f"/features/fine/{f}")
     assert r.status_code == 200
     page = r.text
     fa = atlas.feature("fine", f)
@@ -43,11 +32,11 @@ def test_feature_page_shows_examples_label_and_neighbours(client, atlas):
     assert "steer: add c = " in page and f"fine%3A{f}%3Aadd%3A" in page
 
 
-def test_feature_page_unknown_index_is_404_naming_the_range(client):
-    r = client.get("/features/fine/512")
+def test_feature_page_unknown_index_is_404_naming_the_range(atlas_client):
+    r = atlas_client.get("/features/fine/512")
     assert r.status_code == 404 and "0..511" in r.text
-    assert client.get("/features/medium/3").status_code == 404
-    assert client.get("/features/fine/abc").status_code == 404
+    assert atlas_client.get("/features/medium/3").status_code == 404
+    assert atlas_client.get("/features/fine/abc").status_code == 404
 
 
 def test_feature_page_without_atlas_names_the_command(tiny_client, tiny_engine):
@@ -57,20 +46,20 @@ def test_feature_page_without_atlas_names_the_command(tiny_client, tiny_engine):
     assert "python -m app atlas --profile tiny" in page and "make atlas" in page
 
 
-def test_search_page_lists_both_modes_and_links_feature_pages(client, atlas):
-    r = client.get("/search", params={"q": "Paris"})
+def test_search_page_lists_both_modes_and_links_feature_pages(atlas_client, atlas):
+    r = atlas_client.get("/search", params={"q": "Paris"})
     assert r.status_code == 200
     links = re.findall(r'class="hit" href="/features/(coarse|fine)/(\d+)"', r.text)
     assert links and "Fire on" in r.text and "Specific to the word" in r.text
-    assert client.get("/search", params={"q": "  "}).status_code == 422
-    assert client.get("/search", params={"q": "x" * 201}).status_code == 422
+    assert atlas_client.get("/search", params={"q": "  "}).status_code == 422
+    assert atlas_client.get("/search", params={"q": "x" * 201}).status_code == 422
 
 
-def test_analysis_card_fragment_carries_the_atlas(client, atlas):
+def test_analysis_card_fragment_carries_the_atlas(atlas_client, atlas):
     f = busiest(atlas, "coarse")
-    r = client.post("/fragments/feature", data={"prompt": "The capital of France", "sae": "coarse", "index": str(f)})
+    r = atlas_client.post("/fragments/feature", data={"prompt": "The capital of France", "sae": "coarse", "index": str(f)})
     assert r.status_code == 200
     assert 'class="atlas"' in r.text and 'data-atlas="yes"' in r.text and re.search(r'class="t (?:heat )?hl', r.text)
-    frag = client.get(f"/fragments/atlas/coarse/{f}")
+    frag = atlas_client.get(f"/fragments/atlas/coarse/{f}")
     assert frag.status_code == 200 and 'data-atlas="yes"' in frag.text
-    assert client.get("/fragments/atlas/coarse/64").status_code == 404
+    assert atlas_client.get("/fragments/atlas/coarse/64").status_code == 404

@@ -13,15 +13,6 @@ import pytest
 from app.explorations.registry import snapshot_context
 from app.viz.names import feature_name
 from tests.api.test_discover import BODY
-from tests.conftest import make_client
-from tests.splits_fixtures import planted_engine
-
-
-@pytest.fixture(scope="module")
-def planted():
-    eng, C = planted_engine()
-    with make_client(eng) as client:
-        yield eng, C, client
 
 
 def unit(W):

@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from tests.conftest import make_client
-from tests.splits_fixtures import HALVES, planted_engine
-
-
-@pytest.fixture(scope="module")
-def planted():
-    eng, C = planted_engine()
-    with make_client(eng) as client:
-        yield eng, C, client
+from tests.splits_fixtures import HALVES
 
 
 def test_split_page_shows_children_holes_histogram_and_save(planted):

@@ -12,15 +12,10 @@ import numpy as np
 import pytest
 
 from app.engine import steering as ST
-from tests.atlas_fixtures import tiny_atlas, with_atlas
+from tests.atlas_fixtures import with_atlas
 from tests.conftest import make_client
 
 PROMPT = "The capital of France is Paris"
-
-
-@pytest.fixture(scope="module")
-def atlas(tiny_engine):
-    return tiny_atlas(tiny_engine)
 
 
 def steer_values(html: str) -> list[float]:

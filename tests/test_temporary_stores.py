@@ -1,15 +1,33 @@
-"""Tests never write the user's data/: every app a test builds gets a temporary store (tests/conftest.py)."""
+"""Tests never reach the user's data/: every app a test builds gets a temporary store (tests/conftest.py), the apps
+module-scoped fixtures build (before any per-test fixture runs) as well as those built per test."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from app.core.settings import Settings, get_settings
 from app.engine.profiles import DATA_DIR
 
 
+@pytest.fixture(scope="module")
+def module_settings():
+    return Settings(profile="tiny")
+
+
 def _store_path(url: str) -> Path:
     assert url.startswith("sqlite:///"), url
     return Path(url[len("sqlite:///"):])  # sqlite:////abs/x.db -> /abs/x.db
+
+
+def test_module_scoped_app_store_is_not_the_users(module_settings):
+    path = str(_store_path(module_settings.store_url))
+    assert not path.startswith(str(DATA_DIR)), path
+
+
+def test_per_test_store_differs_from_the_modules(module_settings, _private_store):
+    assert str(_store_path(Settings().store_url)) == str(_private_store)
+    assert str(_private_store) != str(_store_path(module_settings.store_url))
 
 
 def test_settings_default_is_a_temporary_store_under_tests(_private_store):
