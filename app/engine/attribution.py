@@ -15,6 +15,8 @@ The linear estimate of clamping feature f to 0 (the steering clamp, which keeps 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,7 +245,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     from app.engine.engine import Engine
 
-    engine = Engine.build(args.profile, device="cpu")
+    with contextlib.redirect_stdout(sys.stderr):  # transformer-lens prints while loading; stdout is the report
+        engine = Engine.build(args.profile, device="cpu")
     atlas = getattr(engine, "atlas", None)  # Engine.build loads the profile's atlas when it is current
     labels = atlas.label if atlas is not None else None
     print(report(engine, args.prompt, args.target or None, args.top, args.validate, labels))

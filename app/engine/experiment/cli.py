@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from typing import Sequence
 
@@ -86,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    eng = Engine.build(a.profile, device="cpu")
+    with contextlib.redirect_stdout(sys.stderr):  # transformer-lens prints while loading; stdout is the report
+        eng = Engine.build(a.profile, device="cpu")
     sets = {n: parse_prompt_lines((DATA_DIR / "prompts" / f"{n}.txt").read_text(encoding="utf-8"))
             for n in (a.concept_set, a.contrast_set, a.eval_set)}
     cfg = ExperimentConfig(
@@ -104,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         now = time.perf_counter()
         if now - last[0] > 10 or done == total:
             last[0] = now
-            print(f"  {phase} {done}/{total} ({now - t0:.0f} s, ETA {'…' if eta_s is None else f'{eta_s:.0f} s'})", flush=True)
+            print(f"  {phase} {done}/{total} ({now - t0:.0f} s, ETA {'…' if eta_s is None else f'{eta_s:.0f} s'})", file=sys.stderr, flush=True)
 
     with eng.session(timeout=600):
         result = run_experiment(eng.model, eng.saes, eng.hook_name, cfg, atlas=getattr(eng, "atlas", None), progress=progress)
