@@ -279,3 +279,25 @@ def test_interrupt_stops_taking_jobs_and_records_them_interrupted(tmp_path):
     assert store.job_latest("a") is None  # the same inputs submitted again start afresh
     r.shutdown()
     store.close()
+
+
+def test_a_stop_between_running_and_the_claim_leaves_the_job_interrupted(tmp_path):
+    """The race behind a flaky run: interrupt() lands after a job turned "running" and before its store claim; the
+    claim then fails on the interrupted row, and the job must read interrupted, not cancelled."""
+    from app.jobs import INTERRUPTED
+    from app.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/jobs.db")
+    r = JobRunner(workers=1, store=store)
+    claim = r._claim
+
+    def claim_after_a_stop(job):
+        r.interrupt()
+        return claim(job)
+
+    r._claim = claim_after_a_stop
+    job = r.run_here("a", gated(3, threading.Event()), kind="t", total=3)
+    assert job.state == "interrupted" and job.error == INTERRUPTED
+    assert store.job_get(job.id)["state"] == "interrupted"
+    r.shutdown()
+    store.close()

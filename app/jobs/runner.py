@@ -137,8 +137,10 @@ class JobRunner(StoreSide):
             return
         job.state, job.started = "running", time.time()
         if self.store is not None and not self._store_call(self._claim, job, default=True):
-            # cancelled (or given up) in the store while queued: never run
-            job.state, job.finished = "cancelled", time.time()
+            # cancelled (or given up, or interrupted by a stop that came between "running" and the claim) in the store
+            # while queued: never run
+            self._stopped(job)
+            job.finished = time.time()
             with self._lock:
                 if self._by_key.get(job.key) == job.id:
                     self._by_key.pop(job.key, None)
