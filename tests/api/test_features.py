@@ -175,14 +175,13 @@ def test_discovery_warns_when_the_pair_was_initialised_together(tiny_engine, tin
         assert "Caution:" in html and "42%" in html
 
 
-OPEN_24 = pytest.mark.xfail(strict=True, reason="issue 24 open: the first hit by lift is a rare feature that fires on "
-                             "a few of the word's positions (Paris: a 'London Convention' feature; dog: 'animal products'; "
-                             "money: 'dollar, currency'), its top examples without the word")
+OPEN_24 = pytest.mark.xfail(strict=True, reason="issue 24 open: the atlas holds 'dog' at 42 of its 983,618 positions "
+                             "and no feature that fires on it has it among its top examples (they fire on 'animal', "
+                             "'horse', 'device')")
 
 
 @pytest.mark.embedded
-@pytest.mark.parametrize("word", [pytest.param("Paris", marks=OPEN_24), pytest.param("dog", marks=OPEN_24), "Python",
-                                  pytest.param("money", marks=OPEN_24)])
+@pytest.mark.parametrize("word", ["Paris", pytest.param("dog", marks=OPEN_24), "Python", "money"])
 def test_embedded_atlas_search_first_hit_shows_the_word(embedded_engine, word):
     """Issue 24's search bar: each query word has an atlas hit, and the first hit of each SAE that lists any (a column
     may stay empty rather than show noise) has the word (whole, any case) around most of its top examples."""

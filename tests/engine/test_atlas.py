@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from app.engine import atlas as at
+from app.engine.atlas.core import EARLY_POSITIONS
 from app.engine.tokens import token_text
 
 CTX, N_WIN = 32, 22
@@ -85,10 +86,15 @@ def brute_force(dense: np.ndarray, tokens: np.ndarray, valid: np.ndarray, f: int
     out["hist"] = (np.histogram(col[fire], bins=PARAMS["n_bins"], range=(0, col.max()))[0]
                    if fire.any() else np.zeros(PARAMS["n_bins"], int))
     per_win = col.reshape(-1, CTX)
-    wmax, warg = per_win.max(1), per_win.argmax(1)  # argmax: first position reaching the max
+    late = per_win[:, EARLY_POSITIONS:]
+    has_late = late.max(1) > 0
+    # a window's example: its strongest position >= EARLY_POSITIONS if it fires there, else its strongest; first wins
+    warg = np.where(has_late, EARLY_POSITIONS + late.argmax(1), per_win.argmax(1))
+    wmax = per_win[np.arange(len(per_win)), warg]
     fired = [w for w in range(len(wmax)) if wmax[w] > 0]
     ranked = sorted(fired, key=lambda w: (-wmax[w], w))
-    out["top_rows"] = [w * CTX + int(warg[w]) for w in ranked[: PARAMS["top_examples"]]]
+    top = sorted(fired, key=lambda w: (not has_late[w], -wmax[w], w))
+    out["top_rows"] = [w * CTX + int(warg[w]) for w in top[: PARAMS["top_examples"]]]
     n, Q, m = len(ranked), PARAMS["n_quantiles"], PARAMS["per_quantile"]
     bands = []
     for q in range(Q):
@@ -112,7 +118,7 @@ def test_summaries_equal_brute_force(built, corpus):
     tokens = np.asarray(windows).reshape(-1)
     assert np.array_equal(built.tokens, tokens) and np.array_equal(built.valid, valid)
     assert built.n_valid == valid.sum() < valid.size
-    checked_fire = 0
+    checked_fire = moved = 0
     for n, d in dense.items():
         s = built.summaries[n]
         assert built.codes[n].shape == (COFIRE_WINDOWS * CTX, d.shape[1])  # only the co-firing sample is kept
@@ -125,12 +131,16 @@ def test_summaries_equal_brute_force(built, corpus):
             assert built.max_act[n][f] == b["max"]
             assert s["hist"][f].tolist() == list(b["hist"])
             assert [r for r in s["top_rows"][f] if r >= 0] == b["top_rows"]
+            per_win = d[:, f].reshape(-1, CTX)  # the plain rule, a window's max anywhere: does the early rule change it?
+            plain = sorted((w for w in range(len(per_win)) if per_win[w].max() > 0), key=lambda w: (-per_win[w].max(), w))
+            moved += [w * CTX + int(per_win[w].argmax()) for w in plain[: PARAMS["top_examples"]]] != b["top_rows"]
             assert [[r for r in band if r >= 0] for band in s["quant_rows"][f]] == b["quant_rows"]
             got = [(int(t), int(c), float(m)) for t, c, m in zip(s["tok_ids"][f], s["tok_counts"][f], s["tok_mean"][f]) if c > 0]
             assert [(t, c) for t, c, _ in got] == [(t, c) for t, c, _ in b["tokens"]]
             assert np.allclose([m for *_, m in got], [m for *_, m in b["tokens"]], rtol=1e-5)
             checked_fire += b["n_firing"] > 0
     assert checked_fire > 100  # most features fire on the corpus: the comparison is not vacuous
+    assert 0 < moved < checked_fire  # the early-position rule reorders some features' examples, not all
 
 
 def brute_label(built, b: dict, tokens: np.ndarray, valid: np.ndarray, min_count=3, min_lift=4.0,
@@ -241,7 +251,10 @@ def test_feature_examples_show_context_activations(built, corpus, tiny_engine):
     tokens = np.asarray(windows).reshape(-1)
     f = int(np.argmax(built.summaries["fine"]["n_firing"]))
     fa = built.feature("fine", f, left=5, right=2)
-    assert fa.examples and fa.examples[0].activation == fa.max_act == dense["fine"][:, f].max()
+    late = dense["fine"][:, f].reshape(-1, CTX)[:, EARLY_POSITIONS:]
+    assert fa.max_act == dense["fine"][:, f].max()
+    assert fa.examples and fa.examples[0].activation == late.max() > 0  # the strongest with context comes first
+    assert all(ex.position >= EARLY_POSITIONS for ex in fa.examples[: int((late.max(1) > 0).sum())])
     for ex in fa.examples + tuple(e for _, band in fa.quantiles for e in band):
         g0 = ex.window * CTX + ex.start
         assert ex.token_ids == tuple(tokens[g0: g0 + len(ex.token_ids)].tolist())
@@ -355,10 +368,12 @@ def _naive_word_positions(atlas, query):
     return out
 
 
-def test_search_atlas_ranks_by_lift_on_whole_words(built, corpus):
+def test_search_atlas_ranks_by_top_examples_then_lift_on_whole_words(built, corpus):
+    """Listed: the lift filters; order: the share of the top examples with the word next to the activation (naive
+    positions, brute-force top examples), then lift."""
     from app.engine.atlas import words
 
-    listed = 0
+    listed = reordered = 0
     for query in ("Paris", "France", "water", "Berlin", "Rome", "degrees", "boils", "the", "is", "100"):
         pos = _naive_word_positions(built, query)
         assert words.matching_positions(built, query).tolist() == pos and pos
@@ -369,14 +384,22 @@ def test_search_atlas_ranks_by_lift_on_whole_words(built, corpus):
             lift = (on_word / len(pos)) / np.maximum(fires[built.valid].mean(0), 1 / built.n_valid)
             share = on_word / np.maximum(fires.sum(0), 1)
             ok = (on_word >= words.MIN_MATCHED_FIRINGS) & (lift >= words.MIN_LIFT) & (share >= words.MIN_SHARE)
-            want = sorted(np.flatnonzero(ok), key=lambda i: (-lift[i], -on_word[i], i))[:50]
+            near = {}
+            for i in np.flatnonzero(ok):
+                top = brute_force(corpus[3][n], np.asarray(corpus[0]).reshape(-1), corpus[2], i)["top_rows"]
+                top = top[: words.TOP_CHECKED]
+                near[i] = sum(any(p // CTX == r // CTX and r - words.NEAR_LEFT <= p <= r + words.NEAR_RIGHT
+                                  for p in pos) for r in top) / len(top)
+            want = sorted(np.flatnonzero(ok), key=lambda i: (-near[i], -lift[i], -on_word[i], i))[:50]
             assert [h.index for h in hits[n]] == want, (query, n)
+            assert [h.top_share for h in hits[n]] == pytest.approx([near[i] for i in want])
+            reordered += want != sorted(np.flatnonzero(ok), key=lambda i: (-lift[i], -on_word[i], i))[:50]
             listed += len(want)
             assert np.allclose([h.score for h in hits[n]], lift[want])
             mean_on_word = (corpus[3][n][pos] * fires[pos]).sum(0) / np.maximum(on_word, 1)
             assert np.allclose([h.activation for h in hits[n]], mean_on_word[want], rtol=1e-3)
             assert all(built.tok(int(built.tokens[pos[0]])) == h.token for h in hits[n])
-    assert listed > 0  # not vacuous
+    assert listed > 0 and reordered > 0  # not vacuous: the top-example share changes some orders
     assert at.search_atlas(built, "   ") == {"coarse": (), "fine": ()}
 
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.limits import Limit
 from app.api.schemas import search_query
+from app.engine.atlas.words import NEAR_LEFT, NEAR_RIGHT, TOP_CHECKED
 
 
 class ExampleModel(BaseModel):
@@ -124,6 +125,9 @@ class SearchHitModel(BaseModel):
     dense: bool = Field(default=False, description="fires on more than 10% of the atlas's tokens (listed last)")
     label_f1: float | None = Field(default=None, description="F1 of the label detecting the feature on held-out atlas text")
     share: float | None = Field(default=None, description="atlas: share of the feature's firings that are on the word")
+    top_share: float | None = Field(default=None, description=f"atlas: share of its {TOP_CHECKED} strongest atlas examples "
+                                    f"with the word within {NEAR_LEFT} tokens before to {NEAR_RIGHT} after the activation "
+                                    "(ranked by this, then lift)")
 
 
 class SearchResponse(BaseModel):

@@ -15,6 +15,7 @@ import torch
 from app.engine.atlas.compact import compact
 from app.engine.atlas.core import (
     ATLAS_VERSION,
+    EARLY_POSITIONS,
     SAE_ORDER,
     VALUE_DTYPE,
     Atlas,
@@ -92,14 +93,15 @@ def build_atlas(model, saes: dict, windows: Sequence[Sequence[int]], hook_name: 
                 work_dir: Path | None = None, progress: Callable[[int, int], None] | None = None,
                 top_examples: int = 20, n_quantiles: int = 4, per_quantile: int = 5, n_bins: int = 20,
                 n_tokens: int = 10, n_neighbours: int = 10, meta: dict | None = None,
-                cofire_tokens: int = 131_072) -> Atlas:
+                cofire_tokens: int = 131_072, early: int = EARLY_POSITIONS) -> Atlas:
     """Stream windows [n, ctx] through the model to the hook, encode with every SAE, summarise per feature, and
     keep the compact form (compact.compact: examples with their contexts, word index, label scores, and the codes
     of the first `cofire_tokens` tokens only).
 
     Memory: one chunk's dense codes (chunk_windows x ctx x d_sae, transient) plus the sparse codes (nnz).
     With `work_dir`, each finished chunk is saved there and a later call with the same inputs resumes after
-    the last saved chunk. `progress(tokens_done, tokens_total)` is called after each chunk.
+    the last saved chunk. `progress(tokens_done, tokens_total)` is called after each chunk. Examples come from
+    window positions >= `early` where a window has any (summarise).
     """
     t0 = time.perf_counter()
     windows = [list(map(int, w)) for w in windows]
@@ -164,8 +166,8 @@ def build_atlas(model, saes: dict, windows: Sequence[Sequence[int]], hook_name: 
     valid = np.concatenate(valid_parts).astype(bool)
     codes = {n: sp.vstack(parts[n], format="csr") for n in names}
     encode_s = time.perf_counter() - t0
-    summaries = {n: summarise(codes[n], tokens, valid, ctx, top_examples, n_quantiles, per_quantile, n_bins, n_tokens)
-                 for n in names}
+    summaries = {n: summarise(codes[n], tokens, valid, ctx, top_examples, n_quantiles, per_quantile, n_bins, n_tokens,
+                              early) for n in names}
     add_neighbours(summaries, {n: saes[n].W_dec for n in names}, n_neighbours)
     tok = model.tokenizer
     uniq = np.unique(tokens)
@@ -175,7 +177,7 @@ def build_atlas(model, saes: dict, windows: Sequence[Sequence[int]], hook_name: 
             "sink_norm": sink_norm, "encode_seconds": round(encode_s, 2),
             "seconds": round(time.perf_counter() - t0, 2),
             "params": {"top_examples": top_examples, "n_quantiles": n_quantiles, "per_quantile": per_quantile,
-                       "n_bins": n_bins, "n_tokens": n_tokens, "n_neighbours": n_neighbours}}
+                       "n_bins": n_bins, "n_tokens": n_tokens, "n_neighbours": n_neighbours, "early": early}}
     full = _assemble(fingerprint, tokens, ctx, valid, codes, summaries, strings, info)
     small = compact(full, cofire_tokens)
     small.meta["seconds"] = round(time.perf_counter() - t0, 2)
@@ -190,8 +192,15 @@ def _group_rank(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarr
 
 
 def summarise(codes: sp.csr_matrix, tokens: np.ndarray, valid: np.ndarray, ctx: int, top_examples: int = 20,
-              n_quantiles: int = 4, per_quantile: int = 5, n_bins: int = 20, n_tokens: int = 10) -> dict:
-    """Per-feature arrays from sparse codes [T, F] (vectorised over the non-zeros; see the module docstring)."""
+              n_quantiles: int = 4, per_quantile: int = 5, n_bins: int = 20, n_tokens: int = 10,
+              early: int = EARLY_POSITIONS) -> dict:
+    """Per-feature arrays from sparse codes [T, F] (vectorised over the non-zeros; see the module docstring).
+
+    A window's example is its strongest position >= `early`, else (it fires only before) its strongest position;
+    ties: the first. Top examples: windows with a late example first, each group by the example's activation;
+    quantile bands: all windows by that activation. Atlas windows are cut from documents, so their first positions
+    follow a word cut in half ("ritrope") and read position more than content: an example needs context to read.
+    """
     F = codes.shape[1]
     coo = codes.tocoo()
     rows, cols, vals = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float32)
@@ -205,19 +214,23 @@ def summarise(codes: sp.csr_matrix, tokens: np.ndarray, valid: np.ndarray, ctx: 
     # histogram over [0, max]: the max itself goes into the last bin
     b = np.minimum((vals / max_act[cols] * n_bins).astype(np.int64), n_bins - 1)
     hist = np.bincount(cols * n_bins + b, minlength=F * n_bins).reshape(F, n_bins).astype(np.int32)
-    # per (feature, window): max activation at its first position
+    # per (feature, window): its example, the strongest late position (else the strongest early one)
     win = rows // ctx
-    o = np.lexsort((rows, -vals, win, cols))
-    c1, w1, v1, r1 = cols[o], win[o], vals[o], rows[o]
+    early_pos = (rows % ctx) < early
+    o = np.lexsort((rows, -vals, early_pos, win, cols))
+    c1, w1, v1, r1, e1 = cols[o], win[o], vals[o], rows[o], early_pos[o]
     first = np.ones(len(c1), bool)
     first[1:] = (c1[1:] != c1[:-1]) | (w1[1:] != w1[:-1])
-    c2, w2, v2, r2 = c1[first], w1[first], v1[first], r1[first]
-    o2 = np.lexsort((w2, -v2, c2))  # strongest window first; ties: earlier window
-    c2, v2, r2 = c2[o2], v2[o2], r2[o2]
-    rank, starts = _group_rank(c2, F)
+    c2, w2, v2, r2, e2 = c1[first], w1[first], v1[first], r1[first], e1[first]
+    ot = np.lexsort((w2, -v2, e2, c2))  # top examples: late ones first, strongest first; ties: earlier window
+    ct, rt = c2[ot], r2[ot]
+    rank_t, _ = _group_rank(ct, F)
     top_rows = np.full((F, top_examples), -1, np.int32)
-    sel = rank < top_examples
-    top_rows[c2[sel], rank[sel]] = r2[sel]
+    sel = rank_t < top_examples
+    top_rows[ct[sel], rank_t[sel]] = rt[sel]
+    o2 = np.lexsort((w2, -v2, c2))  # quantile bands: strongest first; ties: earlier window
+    c2, v2, r2 = c2[o2], v2[o2], r2[o2]
+    _, starts = _group_rank(c2, F)
     n_win = np.bincount(c2, minlength=F)
     q = np.arange(n_quantiles)
     lo = (q[None, :] * n_win[:, None]) // n_quantiles  # [F, Q]

@@ -73,6 +73,7 @@ class SearchHit:
     max_act: float | None
     dense: bool = False  # fires on more than ranking.DENSE_DENSITY of the atlas's tokens
     share: float | None = None  # atlas search: share of the feature's firings that are on the query word
+    top_share: float | None = None  # atlas search: share of its top examples with the word next to the activation
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from app.engine.ranking import DENSE_DENSITY
 MIN_MATCHED_FIRINGS = 3  # a feature must fire on the query at least this often to be listed
 MIN_LIFT = 4.0  # and this many times more often than on a random position (else the column stays empty)
 MIN_SHARE = 0.02  # and the word must be at least this share of all its firings (else the word is incidental to it)
+TOP_CHECKED = 10  # ranking: of this many of its strongest atlas examples (what its card opens with) ...
+NEAR_LEFT, NEAR_RIGHT = 8, 2  # ... the share with the word within 8 tokens before to 2 after the activating token
 WORD_RE = re.compile(r"\w+")  # a word of the corpus text (atlas.compact indexes these)
 
 
@@ -79,14 +81,56 @@ def _word_hits(atlas: Atlas, n: str, word: str) -> tuple[int, dict[int, tuple[fl
     return n_pos, out
 
 
-def search_words(atlas: Atlas, query: str, top: int = 20) -> dict[str, tuple[SearchHit, ...]]:
-    """Features that fire on the query's word, ranked by lift: P(fires | word) / P(fires) on the atlas.
+def window_matches(atlas: Atlas, window: int, pattern: re.Pattern) -> np.ndarray:
+    """Sorted global positions of valid tokens in one atlas window that are part of a whole-word match of pattern
+    (the same positions matching_positions finds there: windows are matched apart)."""
+    w0 = window * atlas.ctx
+    if "casefolded" not in atlas._cache:
+        atlas._cache["casefolded"] = {}
+    fold = atlas._cache["casefolded"]
+    ids = atlas.tokens[w0: w0 + atlas.ctx].tolist()
+    for t in ids:
+        if t not in fold:
+            fold[t] = atlas.tok(t).casefold()
+    strs = [fold[t] for t in ids]
+    starts = np.cumsum([0] + [len(x) for x in strs[:-1]])
+    hits = [np.arange(np.searchsorted(starts, m.start(), side="right") - 1, np.searchsorted(starts, m.end(), side="left"))
+            for m in pattern.finditer("".join(strs))]
+    pos = w0 + np.unique(np.concatenate(hits)) if hits else np.zeros(0, np.int64)
+    return pos[atlas.valid[pos]]
 
-    score = lift; activation = the feature's mean activation on the word's positions; only features with at least
-    MIN_MATCHED_FIRINGS firings on the word, lift >= MIN_LIFT and share >= MIN_SHARE are listed (an empty column
-    beats noise). Read from the word pairs stored at build time (compact.word_pairs, the same filters). A query of
-    several words (or with punctuation) lists the features stored for every one of its words, scored by the
-    smallest lift.
+
+def top_example_share(atlas: Atlas, sae: str, index: int, pattern: re.Pattern, k: int = TOP_CHECKED,
+                      memo: dict | None = None) -> float | None:
+    """Of the feature's k strongest atlas examples, the share with a whole-word match of `pattern` within NEAR_LEFT
+    tokens before to NEAR_RIGHT after the activating token (in its window); None if it has no example. `memo`
+    keeps each window's matches across the features of one query."""
+    memo = {} if memo is None else memo
+    rows = np.asarray(atlas.summaries[sae]["top_rows"][index])
+    rows = rows[rows >= 0][:k]
+    if not len(rows):
+        return None
+    hit = 0
+    for r in rows.tolist():
+        w = r // atlas.ctx
+        if w not in memo:
+            memo[w] = window_matches(atlas, w, pattern)
+        m = memo[w]
+        hit += bool(((m >= r - NEAR_LEFT) & (m <= r + NEAR_RIGHT)).any())
+    return hit / len(rows)
+
+
+def search_words(atlas: Atlas, query: str, top: int = 20) -> dict[str, tuple[SearchHit, ...]]:
+    """Features that fire on the query's word, the most specific first.
+
+    Listed: features with at least MIN_MATCHED_FIRINGS firings on the word, lift = P(fires | word) / P(fires) >=
+    MIN_LIFT and share of their firings on the word >= MIN_SHARE (an empty column beats noise); read from the word
+    pairs stored at build time (compact.word_pairs, the same filters). Ranked by how specific their strongest
+    activations are to the word (top_share: of their TOP_CHECKED top examples, the share with the word next to the
+    activation), then by lift over all their firings: a rare feature can have a large lift from a few firings on the
+    word and top examples about something else ("Paris" in a treaty feature whose examples say "London"). score =
+    lift; activation = the mean activation on the word's positions. A query of several words (or with punctuation)
+    lists the features stored for every one of its words, scored by the smallest lift.
     """
     parts = WORD_RE.findall(query.casefold())
     out: dict[str, tuple[SearchHit, ...]] = {}
@@ -100,12 +144,16 @@ def search_words(atlas: Atlas, query: str, top: int = 20) -> dict[str, tuple[Sea
         for f in common:
             lift, c, sm = min((h[f] for _, h in per), key=lambda x: x[0])
             rows.append((f, lift, c, sm))
-        rows.sort(key=lambda r: (-r[1], -r[2], r[0]))
+        pat = word_pattern(" ".join(parts))
+        memo: dict = {}
+        near = {f: top_example_share(atlas, n, int(f), pat, memo=memo) for f, *_ in rows} if pat is not None else {}
+        rows.sort(key=lambda r: (-(near.get(r[0]) or 0.0), -r[1], -r[2], r[0]))
         first = int(atlas.words["first"][bisect.bisect_left(atlas.words["words"], parts[0])]) if rows else -1
         tok = atlas.tok(int(atlas.tokens[first])) if first >= 0 else ""
         n_firing = atlas.summaries[n]["n_firing"]
         out[n] = tuple(SearchHit(sae=n, index=int(f), score=float(lift), activation=float(sm / c), token=tok,
                                  label=atlas.label(n, int(f)), density=float(atlas.density[n][f]),
                                  max_act=float(atlas.max_act[n][f]), dense=bool(atlas.density[n][f] > DENSE_DENSITY),
-                                 share=float(c / max(int(n_firing[f]), 1))) for f, lift, c, sm in rows[:top])
+                                 share=float(c / max(int(n_firing[f]), 1)), top_share=near.get(f))
+                   for f, lift, c, sm in rows[:top])
     return out
