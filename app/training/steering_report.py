@@ -84,7 +84,8 @@ def concept_line(res: dict) -> str:
     c = res["control"]
     return (f"- **{res['concept']}** ({res['concept_name']} vs {res['contrast_name']}; Discover GO, anchor C-{res['anchor']}, "
             f"children {', '.join('F-' + str(x) for x in res['children'])}; {d.get('n_above', '?')} fine features at cosine "
-            f"≥ 0.3). Measure: held-out AUC {m['auc']} ({m['n_validation'][0]} + {m['n_validation'][1]} texts); random "
+            f"≥ 0.3). Measure: {m['name']}, contrast preface from {res.get('measure_contrast_name') or res['contrast_name']}; "
+            f"held-out AUC {m['auc']} ({m['n_validation'][0]} + {m['n_validation'][1]} texts); random "
             f"directions raise it: {'yes' if c.get('random_raises') else 'no'} ({len(c.get('per_strength', []))} strengths). "
             f"{res['n_prompts']} prompts × {res['n_seeds']} seeds. Verdict: {v['text']}")
 
@@ -123,7 +124,13 @@ def main(argv=None) -> int:
              "![concept score against fluency per arm, matched vector norm, per concept](steering-experiment.svg)", "",
              "Each point is one arm at one strength (matched vector norm: every arm's vector has the coarse arm's norm); "
              "the black dot is no steering. Fluency in the verdicts is interpolated linearly between measured strengths "
-             "at the highest concept score every arm reaches.", "", "## Per concept", ""]
+             "at the highest concept score every arm reaches.", "",
+             "Method: per concept, Discover on its sets; among the GO coarse features, the anchor is the one whose mean "
+             "activation on the concept set exceeds that on the contrast set the most, with its blue matches as children. "
+             "The concept measure is zero-shot (mean log p(text | concept examples) - log p(text | contrast examples), "
+             "read without steering); its contrast preface lists neutral sentences and another concept's set, because "
+             "against neutral sentences alone a push along a random direction raised it. Each run checks the measure on "
+             "held-out concept vs neutral texts (AUC) and on the random arm at every strength.", "", "## Per concept", ""]
     lines += [concept_line(r) for r in results]
     lines += ["", "## Cost", ""]
     for r in results:

@@ -3,16 +3,20 @@
     python -m app.training.steering_suite [--profile smollm2-135m] [--concepts france,cooking,programming]
         [--prompts 100] [--seeds 2] [--tokens 24] [--strengths 2,4,8] [--out docs] [--checkpoint data/cache/steering-suite]
 
-Per concept: Discover on its prompt sets (the app's GO/NO-GO rule, app/engine/decomposition.go_no_go_rows) picks the
-first GO coarse feature and its blue matches (decoder cosine and activation correlation >= 0.3, as "Test steering"
-does); the experiment then runs on held-out evaluation prompts (data/prompts/eval_open.txt) with the zero-shot concept
-measure, validated on held-out concept vs neutral texts. Writes docs/steering-experiment-<concept>.{json,txt}; then
-`python -m app.training.steering_report` writes docs/steering-experiment.md from them. Every finished chunk of
-generations and scores is kept under --checkpoint, so a killed run continues where it stopped.
+Per concept: Discover on its prompt sets (the app's GO/NO-GO rule, app/engine/decomposition.go_no_go_rows) picks,
+among the GO coarse features, the one whose mean activation on the concept set exceeds that on the contrast set the
+most (what a steering vector along it adds; the most selective one can fire weakly), and its blue matches (decoder
+cosine and activation correlation >= 0.3, as "Test steering" does); the experiment then runs on held-out evaluation
+prompts (data/prompts/eval_open.txt) with the zero-shot concept measure, validated on held-out concept vs neutral
+texts. The measure's contrast preface lists neutral sentences and another concept's set, interleaved (MEASURE_K of
+each side: 8 + 8). Against neutral sentences alone, a push along a random direction raised the France score by
++0.07-0.10 nats (the text left everyday topics, not toward France); against neutral + cooking it did not (France, 100
+prompts, seed 0: +0.01 [-0.03, +0.06] at norm 4, +0.01 [-0.04, +0.07] at norm 8; held-out AUC 0.92).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -34,12 +38,26 @@ CONCEPTS = {
 }
 
 
+MEASURE_K = 16  # prompts of each side in the zero-shot prefaces
+MEASURE_BACKGROUND = "neutral"  # with another concept's set: the measure's contrast
+ANCHOR_RULE = "go-max-mean-difference"  # in the discovery checkpoint's name: a new rule re-runs discovery
+
+
 def read_set(name: str) -> list[str]:
     return disc.parse_prompt_lines((DATA_DIR / "prompts" / f"{name}.txt").read_text(encoding="utf-8"))
 
 
+def measure_contrast(name: str) -> tuple[list[str], str]:
+    """The zero-shot contrast texts for a concept: the background set and the first other concept's set in CONCEPTS,
+    interleaved (make_zeroshot's evenly spaced picks then alternate between them)."""
+    other = next(CONCEPTS[c][0] for c in CONCEPTS if c != name)
+    sets = [read_set(MEASURE_BACKGROUND), read_set(other)]
+    return [x for grp in itertools.zip_longest(*sets) for x in grp if x is not None], f"{MEASURE_BACKGROUND} + {other}"
+
+
 def discover_anchor(eng, concept: list[str], contrast: list[str], threshold: float = 0.3, limit: int = 8) -> dict:
-    """Discover on the engine's pair: the first mapped coarse feature with GO and its blue matches (or why none)."""
+    """Discover on the engine's pair: among the mapped coarse features with GO, the one with the largest concept -
+    contrast mean activation, and its blue matches (or why none)."""
     ids = disc.encode_prompt_set(eng.tokenizer, concept + contrast, prepend_bos=eng.profile.prepend_bos, max_tokens=256)
     st = disc.collect_stats(eng.model, eng.saes, eng.hook_name, ids, len(concept), sink_norm=eng.profile.sink_norm,
                             batch_size=16, batch_context=eng.session)
@@ -48,13 +66,16 @@ def discover_anchor(eng, concept: list[str], contrast: list[str], threshold: flo
     scan = m["scan"]
     rows = dec.go_no_go_rows(m["coarse"], scan["matches"], scan["max_cosine"], scan["floor"], threshold)
     sel = {r["index"]: r["selectivity"] for r in res["tables"]["coarse"]}
-    for r in rows:
-        if r.go:
-            i = m["coarse"].index(r.coarse)
-            blue = [(c, f) for f, c, k in zip(m["fine"], m["cos"][i], m["corr"][i]) if c >= threshold and k >= threshold]
-            children = [f for _, f in sorted(blue, key=lambda t: -t[0])][:limit] or [f for f, _ in r.above[:3]]
-            return {"go": True, "anchor": r.coarse, "children": children, "n_above": r.n_above,
-                    "selectivity": sel.get(r.coarse), "rows": [[x.coarse, x.n_above, x.go] for x in rows]}
+    diff = {r["index"]: r["mean_concept"] - r["mean_contrast"] for r in res["tables"]["coarse"]}
+    go = sorted((r for r in rows if r.go), key=lambda r: -diff.get(r.coarse, 0.0))
+    if go:
+        r = go[0]
+        i = m["coarse"].index(r.coarse)
+        blue = [(c, f) for f, c, k in zip(m["fine"], m["cos"][i], m["corr"][i]) if c >= threshold and k >= threshold]
+        children = [f for _, f in sorted(blue, key=lambda t: -t[0])][:limit] or [f for f, _ in r.above[:3]]
+        return {"go": True, "anchor": r.coarse, "children": children, "n_above": r.n_above,
+                "selectivity": sel.get(r.coarse), "mean_difference": diff.get(r.coarse), "rule": ANCHOR_RULE,
+                "rows": [[x.coarse, x.n_above, x.go] for x in rows]}
     return {"go": False, "rows": [[x.coarse, x.n_above, x.go] for x in rows]}
 
 
@@ -85,7 +106,7 @@ def main(argv=None) -> int:
         cset, nset, hc, hn = CONCEPTS[name]
         concept, contrast = read_set(cset), read_set(nset)
         tc = time.perf_counter()
-        disc_file = a.checkpoint / f"discovery-{name}-{eng.fingerprint}-{disc.prompt_set_hash(concept, contrast)}.json"
+        disc_file = a.checkpoint / f"discovery-{name}-{ANCHOR_RULE}-{eng.fingerprint}-{disc.prompt_set_hash(concept, contrast)}.json"
         if disc_file.exists():  # resumable: a re-run on the same pair and sets skips discovery
             found = json.loads(disc_file.read_text(encoding="utf-8"))
         else:
@@ -97,13 +118,15 @@ def main(argv=None) -> int:
         if not found["go"]:
             (a.out / f"steering-experiment-{name}.txt").write_text(f"{name}: NO-GO on this pair; nothing to steer.\n")
             continue
+        mc, mc_name = measure_contrast(name)
         cfg = ExperimentConfig(
             anchor=found["anchor"], children=tuple(found["children"]), eval_prompts=tuple(evalp),
             concept_prompts=tuple(concept), contrast_prompts=tuple(contrast),
             strengths=tuple(float(x) for x in a.strengths.split(",")), modes=(), matched_norm=True,
             max_new_tokens=a.tokens, temperature=a.temperature, n_seeds=a.seeds, seed=0, batch_size=a.batch_size,
-            sink_norm=eng.profile.sink_norm, measure="zeroshot", validation_concept=tuple(read_set(hc)[:100]),
-            validation_contrast=tuple(read_set(hn)[:100]), concept_name=cset, contrast_name=nset)
+            sink_norm=eng.profile.sink_norm, measure="zeroshot", preface_k=MEASURE_K,
+            validation_concept=tuple(read_set(hc)[:100]), validation_contrast=tuple(read_set(hn)[:100]),
+            concept_name=cset, contrast_name=nset, measure_contrast=tuple(mc), measure_contrast_name=mc_name)
         last = [0.0]
 
         def progress(done, total, eta_s=None, phase=None, name=name, tc=tc, last=last):
@@ -121,8 +144,9 @@ def main(argv=None) -> int:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / f"steering-experiment-{name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
         head = (f"concept {name}: sets {cset} vs {nset}; Discover GO on {eng.profile.name}: anchor "
-                f"C-{found['anchor']} (selectivity {found['selectivity']:.3f}, {found['n_above']} fine features at "
-                f"cosine >= 0.3); measure {result['measure']['name']}, held-out AUC {result['measure']['auc']}"
+                f"C-{found['anchor']} (selectivity {found['selectivity']:.3f}, concept - contrast mean activation "
+                f"{found['mean_difference']:.2f}, {found['n_above']} fine features at cosine >= 0.3); measure "
+                f"{result['measure']['name']} against {mc_name}, held-out AUC {result['measure']['auc']}"
                 + (f"\n{a.label}" if a.label else ""))
         (a.out / f"steering-experiment-{name}.txt").write_text(head + "\n" + format_report(result) + "\n", encoding="utf-8")
         print(head, flush=True)

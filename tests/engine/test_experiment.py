@@ -279,3 +279,36 @@ def test_fluency_equals_hf_transformers_forward(tmp_path):
     # the steered arms generated something else than the unsteered one somewhere (else the check is vacuous)
     by = {(g["condition"], g["prompt"]): g["token_ids"] for g in r["generations"]}
     assert any(by[(c, p)] != by[("none", p)] for (c, p) in by if c != "none")
+
+
+def test_a_rerun_with_another_measure_reuses_the_checkpointed_generations(tiny_engine, tmp_path, monkeypatch):
+    """Generations are checkpointed under what decides them only: a re-run that changes the measure (its contrast
+    preface, preface size) generates nothing and scores the same texts again; the contrast preface lists
+    measure_contrast's texts, and the result names them."""
+    from app.engine.experiment import runner
+
+    fr, ne = _sets(12)
+    other = parse_prompt_lines((DATA_DIR / "prompts/cooking.txt").read_text())[:12]
+    evalp = tuple(parse_prompt_lines((DATA_DIR / "prompts/eval_neutral.txt").read_text())[:3])
+    cfg = X.ExperimentConfig(anchor=3, children=(7,), eval_prompts=evalp, concept_prompts=tuple(fr),
+                             contrast_prompts=tuple(ne), strengths=(2.0,), max_new_tokens=6, n_boot=50, preface_k=3)
+    with tiny_engine.session():
+        first = X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, cfg, checkpoint=str(tmp_path))
+    assert set(first["measure"]["contrast_examples"]) <= set(ne) and first["measure_contrast_name"] == "contrast"
+
+    def no_generation(*a, **k):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(runner, "batched_generate", no_generation)
+    again = X.ExperimentConfig(**{**cfg.__dict__, "preface_k": 4, "measure_contrast": tuple(other),
+                                  "measure_contrast_name": "cooking"})
+    with tiny_engine.session():
+        second = X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, again, checkpoint=str(tmp_path))
+    assert [g["text"] for g in second["generations"]] == [g["text"] for g in first["generations"]]
+    assert set(second["measure"]["contrast_examples"]) <= set(other) and len(second["measure"]["contrast_examples"]) == 4
+    assert second["measure_contrast_name"] == "cooking" and "contrast preface from cooking" in second["measure"]["description"]
+    assert [g["zeroshot"] for g in second["generations"]] != [g["zeroshot"] for g in first["generations"]]
+    with pytest.raises(AssertionError, match="generated again"):  # a change to the generations' own inputs does generate
+        with tiny_engine.session():
+            X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name,
+                             X.ExperimentConfig(**{**cfg.__dict__, "max_new_tokens": 7}), checkpoint=str(tmp_path))

@@ -42,6 +42,16 @@ class ExperimentConfig:
     validation_contrast: tuple[str, ...] = ()
     concept_name: str = "concept"  # how the result names its sets (a shipped name or "pasted, sha:...")
     contrast_name: str = "contrast"
+    # the zero-shot contrast preface's texts when not the contrast set: e.g. several other topics, so that pushing
+    # the text off its topic in any direction does not read as the concept (default: contrast_prompts)
+    measure_contrast: tuple[str, ...] = ()
+    measure_contrast_name: str = ""
+
+
+# fields that change only how generations are scored, not the generations: a re-run that changes them reuses the
+# checkpointed generations
+SCORING_ONLY = ("words", "probe_layer", "n_boot", "measure", "preface_k", "n_validation", "validation_concept",
+                "validation_contrast", "concept_name", "contrast_name", "measure_contrast", "measure_contrast_name")
 
 
 @dataclass(frozen=True)

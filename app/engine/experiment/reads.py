@@ -89,6 +89,7 @@ def selectivity_of(saes: dict, name: str, features: Sequence[int], concept_resid
                    check: Callable[[], None] | None = None) -> list[float]:
     """Discovery's selectivity (per-prompt max, mean over each set) of the given features; check() before each prompt
     (raises to stop: a cancelled job)."""
+    @torch.no_grad()
     def per_set(resids):
         m = torch.zeros(len(features))
         for r in resids:

@@ -13,6 +13,7 @@ import torch
 from app.engine.batched import BatchRow, batched_generate, batched_supported
 from app.engine.experiment.arms import (
     CONCEPT_MAX_TOKENS,
+    SCORING_ONLY,
     ExperimentConfig,
     aliases,
     conditions_for,
@@ -67,14 +68,17 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     conds = conditions_for(cfg)
     alias = aliases(conds)
     seeds = [cfg.seed + k for k in range(cfg.n_seeds if cfg.temperature > 0 else 1)]
-    k = cfg.preface_k if cfg.validation_concept else min(cfg.preface_k, max(1, min(len(cfg.concept_prompts), len(cfg.contrast_prompts)) // 2))
-    zs = make_zeroshot(tok, cfg.concept_prompts, cfg.contrast_prompts, k=k,  # small sets: half left for the AUC
+    preface_contrast = cfg.measure_contrast or cfg.contrast_prompts
+    k = cfg.preface_k if cfg.validation_concept else min(cfg.preface_k, max(1, min(len(cfg.concept_prompts), len(preface_contrast)) // 2))
+    zs = make_zeroshot(tok, cfg.concept_prompts, preface_contrast, k=k,  # small sets: half left for the AUC
                        max_tokens=model.cfg.n_ctx - max(cfg.max_new_tokens, CONCEPT_MAX_TOKENS) - 1)
     val_c, val_n, val_src = _validation_texts(cfg, zs)
     n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * (len(val_c) + len(val_n))
     n_rows = len(cfg.eval_prompts) * len(seeds) * len([c for c in conds if c.key not in alias])
     clock = PhaseClock([("sets", n_sets), ("generate", n_rows), ("score", 3 * n_rows)], report=progress)
-    cache = ChunkCache(checkpoint, config_key(asdict(cfg))) if checkpoint else None
+    cache = ChunkCache(checkpoint, config_key(asdict(cfg))) if checkpoint else None  # scores: everything decides them
+    gen_cache = ChunkCache(checkpoint, "gen-" + config_key({k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY})) \
+        if checkpoint else None  # generations: what a measure changes leaves them as they are
 
     def check():  # between the steps no chunk of model work marks: a cancelled job stops here too
         if cancel is not None and cancel.is_set():
@@ -126,14 +130,14 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     for s in range(0, len(rows), chunk):
         if cancel is not None and cancel.is_set():
             raise RuntimeError("cancelled")
-        part = cache.get(f"gen-{s}") if cache else None
+        part = gen_cache.get(f"gen-{s}") if gen_cache else None
         if part is None:
             with batch_context(), torch.inference_mode():
                 out = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk,
                                        cancel=cancel)
             part = [{"ids": list(g.ids), "text": g.text, "finish": g.finish_reason} for g in out]
-            if cache:
-                cache.put(f"gen-{s}", part)
+            if gen_cache:
+                gen_cache.put(f"gen-{s}", part)
         gens += part
         clock.tick(len(part))
     t_gen = time.perf_counter() - t1
@@ -180,7 +184,9 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     measure = {
         "name": cfg.measure,
         "description": ("zero-shot: mean log p(token | concept preface) - log p(token | contrast preface) over the "
-                        f"generated tokens (nats per token; prefaces list {len(zs.concept_examples)} prompts of each set)"
+                        f"generated tokens (nats per token; prefaces list {len(zs.concept_examples)} prompts of each set"
+                        + (f"; contrast preface from {cfg.measure_contrast_name or 'other topics'}" if cfg.measure_contrast else "")
+                        + ")"
                         if cfg.measure == "zeroshot" else
                         f"probe: logistic regression at layer {probe_layer} on the concept vs contrast prompts (probability)"),
         "auc": None if not math.isfinite(measure_auc) else round(measure_auc, 4),
@@ -192,6 +198,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     return json_safe({
         "anchor": cfg.anchor, "children": list(children), "hook_name": hook_name,
         "concept_name": cfg.concept_name, "contrast_name": cfg.contrast_name, "measure": measure,
+        "measure_contrast_name": cfg.measure_contrast_name if cfg.measure_contrast else cfg.contrast_name,
         "probe": {"layer": probe_layer, "hook": probe_hook, "holdout_accuracy": probe.holdout_accuracy,
                   "n_train": probe.n_train, "c": probe.c},
         "typical": [{"sae": k[0], "index": k[1], "value": round(v, 6), "source": typical_src[k]} for k, v in typical.items()],
