@@ -63,8 +63,8 @@ atlas: fetch
 	$(BIN)/python -m app map --profile $(PROFILE)
 
 # Everything derived from the SAE pair, in order (app/cli/artifacts.py): the atlas (its co-firing sample is what the split
-# maps read), the map, the France table (docs/france-table.txt; it picks the steering anchor), the steering experiment
-# on that anchor (docs/steering-experiment-france.*), the " Rome" attribution report (docs/attribution-rome.txt); then
+# maps read), the map, the France table (docs/france-table.txt), the steering experiment across concepts (each anchored
+# by its own Discover run: docs/steering-experiment-*.{json,txt}, .md, .svg), the " Rome" attribution report; then
 # docs/artifacts.json (the pair's fingerprint and each file's sha256; `python -m app.cli.artifacts --check`). Hours on 2 CPU
 # cores; some steps: ARTIFACTS_ARGS="--steps france,experiment,attribution"; `--dry-run` prints the commands.
 artifacts: fetch

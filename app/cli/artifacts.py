@@ -4,7 +4,8 @@
            with it, and the app refuses an atlas built for other SAEs by fingerprint)
 2. map     `python -m app map` (layout.npz beside the atlas, same fingerprint rule)
 3. france  `python -m app.training.concepts` -> docs/france-table.txt (+ the steering anchor it picks, france.json)
-4. experiment `python -m app.engine.experiment --anchor coarse:<that anchor>` -> docs/steering-experiment-france.txt/.json
+4. experiment `python -m app.training.steering_suite` (France, cooking, programming, each anchored by its own Discover
+           run; then the report) -> docs/steering-experiment-<concept>.txt/.json, docs/steering-experiment.md/.svg
 5. attribution `python -m app.engine.attribution` -> docs/attribution-rome.txt
 
 Then docs/artifacts.json: the SAE fingerprint the files were built for, each file's sha256 and the commands, so a
@@ -28,7 +29,8 @@ from app.core.settings import ROOT
 DOCS = ROOT / "docs"  # the checkout's docs/, where the shipped artifacts live
 STEPS = ("atlas", "map", "france", "experiment", "attribution")
 QUICK = {"atlas": ["--tokens", "2048"], "france": ["--top", "5"],
-         "experiment": ["--prompts", "2", "--strengths", "2", "--tokens", "4"], "attribution": ["--top", "5", "--validate", "2"]}
+         "experiment": ["--concepts", "france", "--prompts", "2", "--seeds", "1", "--strengths", "2", "--tokens", "4",
+                        "--label", "quick run"], "attribution": ["--top", "5", "--validate", "2"]}
 
 
 def sae_fingerprint(profile: str) -> str:
@@ -40,21 +42,21 @@ def sae_fingerprint(profile: str) -> str:
     return atlas_fingerprint(prof.name, prof.hook_name, fp)
 
 
-def commands(profile: str, docs: Path, extra: dict[str, list[str]], anchor: int | None = None) -> dict[str, list[str]]:
+def commands(profile: str, docs: Path, extra: dict[str, list[str]]) -> dict[str, list[str]]:
     py = [sys.executable]
     return {
         "atlas": py + ["-m", "app", "atlas", "--profile", profile] + extra.get("atlas", []),
         "map": py + ["-m", "app", "map", "--profile", profile] + extra.get("map", []),
         "france": py + ["-m", "app.training.concepts", "--profile", profile, "--json", str(docs / "france.json")]
         + extra.get("france", []),
-        "experiment": py + ["-m", "app.engine.experiment", "--profile", profile, "--anchor", f"coarse:{anchor}",
-                            "--out", str(docs / "steering-experiment-france.json")] + extra.get("experiment", []),
+        "experiment": py + ["-m", "app.training.steering_suite", "--profile", profile, "--out", str(docs)]
+        + extra.get("experiment", []),
         "attribution": py + ["-m", "app.engine.attribution", "--profile", profile] + extra.get("attribution", []),
     }
 
 
-OUTPUTS = {"france": "france-table.txt", "experiment": "steering-experiment-france.txt",
-           "attribution": "attribution-rome.txt"}
+OUTPUTS = {"france": "france-table.txt", "attribution": "attribution-rome.txt"}  # the step's standard output
+EXPERIMENT_FILES = "steering-experiment*"  # what the experiment step writes (per concept, the report and its figure)
 
 
 def sha256(path: Path) -> str:
@@ -84,18 +86,10 @@ def run(profile: str, docs: Path, steps: list[str], extra: dict[str, list[str]],
     man = json.loads(man_path.read_text()) if man_path.exists() else {}
     if man.get("fingerprint") != fp:
         man = {"fingerprint": fp, "files": {}, "commands": {}}
-    anchor = None
     for step in STEPS:
         if step not in steps:
             continue
-        if step == "experiment":
-            fj = docs / "france.json"
-            anchor = json.loads(fj.read_text()).get("anchor") if fj.exists() else None
-            if anchor is None and not dry_run:
-                print("experiment: no steering anchor (run the france step first; its table has none with >= 3 "
-                      "fine features)", file=sys.stderr)
-                return 2
-        cmd = commands(profile, docs, extra, anchor)[step]
+        cmd = commands(profile, docs, extra)[step]
         print("$ " + shlex.join(cmd), flush=True)
         if dry_run:
             continue
@@ -108,8 +102,8 @@ def run(profile: str, docs: Path, steps: list[str], extra: dict[str, list[str]],
             return rc
         print(f"  {step} done in {time.perf_counter() - t0:.0f} s", flush=True)
         man["commands"][step] = shlex.join(cmd[1:])
-        for name in ([OUTPUTS[step]] if step in OUTPUTS else []) + \
-                (["france.json"] if step == "france" else ["steering-experiment-france.json"] if step == "experiment" else []):
+        for name in ([OUTPUTS[step]] if step in OUTPUTS else []) + (["france.json"] if step == "france" else []) + \
+                (sorted(p.name for p in docs.glob(EXPERIMENT_FILES)) if step == "experiment" else []):
             man["files"][name] = sha256(docs / name)
     if not dry_run:
         man["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -106,9 +106,10 @@ def answer(results: list[dict]) -> str:
     s += (f". The concept measure passed its validation (AUC ≥ 0.9 and no random-direction rise) for "
           f"{len(valid)} of {n} concepts ({', '.join(valid) or 'none'}). ")
     if not wins:
-        s += ("For the coarse-to-fine structure this means: on this pair, a coarse feature's fine children are not a "
-              "better steering handle when combined with it than used alone; the split is a way to read the model, not "
-              "(yet) shown to be a better way to steer it. ")
+        s += ("For the coarse-to-fine structure this means: on this pair, steering with a coarse feature and its fine "
+              "children together was not detectably better (or worse) than either resolution alone, at the smallest "
+              "detectable differences above; the split is a way to read the model, not (yet) shown to be a better way "
+              "to steer it. ")
     if small:
         s += "This is a SMALLER RUN than the issue asks for (see the label below), so its intervals are wide."
     return s

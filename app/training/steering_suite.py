@@ -151,7 +151,8 @@ def main(argv=None) -> int:
         (a.out / f"steering-experiment-{name}.txt").write_text(head + "\n" + format_report(result) + "\n", encoding="utf-8")
         print(head, flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s")
-    return 0
+    from app.training import steering_report
+    return steering_report.main(["--docs", str(a.out)])
 
 
 if __name__ == "__main__":
