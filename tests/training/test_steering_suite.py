@@ -1,7 +1,10 @@
 """app.training.steering_suite: the measure's contrast preface, neutral sentences and another concept's set."""
 from __future__ import annotations
 
+import json
 from collections import Counter
+
+import pytest
 
 from app.engine.experiment.zeroshot import make_zeroshot
 from app.training import steering_suite as S
@@ -24,3 +27,25 @@ def test_measure_contrast_is_neutral_and_another_concept_half_and_half():
         zs = make_zeroshot(Chars(), S.read_set(cset), texts, k=S.MEASURE_K)
         owner = Counter("neutral" if t in neutral else "other" for t in zs.contrast_examples)
         assert owner == {"neutral": S.MEASURE_K // 2, "other": S.MEASURE_K // 2}
+
+
+OPEN_26 = pytest.mark.xfail(strict=True, reason="issue 26 open: the zero-shot measure against neutral + france is raised "
+                            "by the random arm for cooking (norm 8; AUC 0.85) and programming (norms 4 and 8)")
+
+
+@pytest.mark.parametrize("concept", ["france", pytest.param("cooking", marks=OPEN_26),
+                                     pytest.param("programming", marks=OPEN_26)])
+def test_the_shipped_result_meets_issue_26s_bars(concept):
+    """docs/steering-experiment-<concept>.json: >= 100 held-out prompts, >= 2 seeds, a measure with held-out AUC >= 0.9
+    that no random-direction arm raises (recounted here from the table: each random row's interval holds the unsteered
+    score), anchored by a Discover GO on the shipped pair."""
+    from app.core.settings import ROOT
+
+    r = json.loads((ROOT / "docs" / f"steering-experiment-{concept}.json").read_text())
+    assert r["n_prompts"] >= 100 and r["n_seeds"] >= 2 and r["concept"] == concept
+    assert r["discovery"]["go"] and r["anchor"] == r["discovery"]["anchor"]
+    none = next(row for row in r["table"] if row["arm"] == "none")["concept"]
+    rand = [row for row in r["table"] if row["arm"] == "random"]
+    assert rand and all(row["concept_ci"][0] <= none <= row["concept_ci"][1] for row in rand)
+    assert r["control"]["random_raises"] is False
+    assert r["measure"]["auc"] >= 0.9
