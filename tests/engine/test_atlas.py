@@ -559,9 +559,6 @@ def test_position_artefacts_equal_brute_force(built, corpus):
 
 
 @pytest.mark.embedded
-@pytest.mark.xfail(strict=True, reason="issue 24 open: 17 coarse / 140 fine features keep half their top examples at "
-                   "positions 1-7 (window starts cut mid-word, e.g. 'ritrope'), though no longer at 40x their typical "
-                   "activation")
 def test_embedded_atlas_has_no_position_artefacts(embedded_engine):
     """No feature of the shipped pair has its atlas top examples at window positions 1-7 half the time or more."""
     if embedded_engine.atlas is None:
