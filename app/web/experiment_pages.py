@@ -172,12 +172,24 @@ def experiment_page(request: Request, engine: EngineDep, settings: SettingsDep):
 REPORT = ROOT / "docs" / "steering-experiment.md"
 
 
-@router.get("/experiment/report", response_class=PlainTextResponse)
-def experiment_report():
-    """docs/steering-experiment.md: the answer across concepts (python -m app.training.steering_report writes it)."""
+NO_REPORT = "No report yet: run python -m app.training.steering_suite (it writes the report at the end).\n"
+
+
+@router.get("/experiment/report", response_class=HTMLResponse)
+def experiment_report(request: Request, engine: EngineDep):
+    """docs/steering-experiment.md as a page: the answer across concepts, its figure and the text."""
     if not REPORT.exists():
-        return PlainTextResponse("No report yet: run python -m app.training.steering_suite, then "
-                                 "python -m app.training.steering_report.\n", status_code=404)
+        return PlainTextResponse(NO_REPORT, status_code=404)
+    text = REPORT.read_text(encoding="utf-8").split("\n", 1)[-1].replace(
+        "![concept score against fluency per arm, matched vector norm, per concept](steering-experiment.svg)", "")
+    return render_page(request, "experiment_report.html", {"engine": engine, "page": "experiment", "text": text.strip()})
+
+
+@router.get("/experiment/report.md", response_class=PlainTextResponse)
+def experiment_report_markdown():
+    """docs/steering-experiment.md as it is (python -m app.training.steering_report writes it)."""
+    if not REPORT.exists():
+        return PlainTextResponse(NO_REPORT, status_code=404)
     return PlainTextResponse(REPORT.read_text(encoding="utf-8"), media_type="text/markdown; charset=utf-8")
 
 

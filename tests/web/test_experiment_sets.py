@@ -52,6 +52,11 @@ def test_test_steering_link_carries_pasted_and_shipped_sets():
 def test_experiment_page_links_the_cross_concept_report(tiny_client):
     page = tiny_client.get("/experiment?anchor=3")
     assert 'href="/experiment/report"' in page.text
-    r = tiny_client.get("/experiment/report")
-    assert r.status_code == 200 and r.text.startswith("# Does coarse + fine steering beat one resolution?")
-    assert r.headers["content-type"].startswith("text/markdown")
+    md = tiny_client.get("/experiment/report.md")
+    assert md.status_code == 200 and md.text.startswith("# Does coarse + fine steering beat one resolution?")
+    assert md.headers["content-type"].startswith("text/markdown")
+    r = tiny_client.get("/experiment/report")  # the same text as a page, with the figure
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert '<img src="/experiment/steering-experiment.svg"' in r.text and 'href="/experiment/report.md"' in r.text
+    para = md.text.split("\n")[2]  # the answer paragraph
+    assert para[:80].replace("&", "&amp;") in r.text.replace("&#39;", "'")
