@@ -180,8 +180,8 @@ def experiment_report(request: Request, engine: EngineDep):
     """docs/steering-experiment.md as a page: the answer across concepts, its figure and the text."""
     if not REPORT.exists():
         return PlainTextResponse(NO_REPORT, status_code=404)
-    text = REPORT.read_text(encoding="utf-8").split("\n", 1)[-1].replace(
-        "![concept score against fluency per arm, matched vector norm, per concept](steering-experiment.svg)", "")
+    # the page shows the figure itself: drop the title line and markdown image lines
+    text = "\n".join(ln for ln in REPORT.read_text(encoding="utf-8").split("\n")[1:] if not ln.startswith("!["))
     return render_page(request, "experiment_report.html", {"engine": engine, "page": "experiment", "text": text.strip()})
 
 

@@ -60,3 +60,4 @@ def test_experiment_page_links_the_cross_concept_report(tiny_client):
     assert '<img src="/experiment/steering-experiment.svg"' in r.text and 'href="/experiment/report.md"' in r.text
     para = md.text.split("\n")[2]  # the answer paragraph
     assert para[:80].replace("&", "&amp;") in r.text.replace("&#39;", "'")
+    assert "![" not in r.text  # the figure is an <img>, not markdown
