@@ -25,7 +25,7 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-# axe-core for the accessibility browser test (tests/web/test_browser_axe.py injects .axe/node_modules/axe-core/axe.min.js
+# axe-core for the accessibility check (tests/web/test_browser_pages.py evaluates .axe/node_modules/axe-core/axe.min.js
 # into every page): installed once from the npm registry like Chromium from Debian, so no test fetches anything.
 AXE_VERSION ?= 4.14.1
 AXE_JS := .axe/node_modules/axe-core/axe.min.js

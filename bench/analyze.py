@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.engine import analysis as an  # noqa: E402
 from app.engine.analysis import core  # noqa: E402
-from app.engine.analysis.unembed import bf16_matmul_fast  # noqa: E402
+from app.engine.analysis.unembed import pick_precision  # noqa: E402
 from app.engine.loading import ProfileUnavailable, load_model, load_sae  # noqa: E402
 from app.engine.profiles import get_profile  # noqa: E402
 from bench.common import interleave, peak_rss_mb, summary  # noqa: E402
@@ -170,7 +170,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with torch.inference_mode():
         for _ in range(2):
-            view_lens()  # warm-up on the warm-up prompt (one-off costs: fused weights, bf16 W_U, oneDNN kernels)
+            view_lens()  # warm-up on the warm-up prompt (one-off costs: fused weights, low-precision W_U, oneDNN kernels)
             features_cached(), lens_cached()
         rss_ours = peak_rss_mb()
 
@@ -184,9 +184,10 @@ def main() -> None:
             check_agreement()
     load_after = os.getloadavg()
     res = summary(times, baseline="notebook")
+    kernel = pick_precision(model.W_U, None)
     agree, cells = sum(a for a, _, _ in agreement), sum(c for _, c, _ in agreement)
     res.update({"tokens": args.tokens, "threads": args.threads, "saes": sae_kind, "fresh_prompts": len(prompts),
-                "lens_kernel": "bf16 + fp32 rescoring" if bf16_matmul_fast("cpu") else "fp32",
+                "lens_kernel": kernel if kernel == "fp32" else f"{kernel} + fp32 rescoring",
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "lens_top1_agreement": agree / cells, "lens_cells": cells,
                 "lens_max_abs_prob_diff": max(d for _, _, d in agreement),

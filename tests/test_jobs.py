@@ -301,3 +301,25 @@ def test_a_stop_between_running_and_the_claim_leaves_the_job_interrupted(tmp_pat
     assert store.job_get(job.id)["state"] == "interrupted"
     r.shutdown()
     store.close()
+
+
+def test_work_that_sees_the_cancel_flag_first_reads_cancelled(runner):
+    """Engine work checks the job's cancel flag itself (between chunks, between tokens) and may see it before the
+    next progress call: its Cancelled (app.engine.cancellation) ends the job cancelled, not as an error."""
+    from app.engine.cancellation import Cancelled
+
+    started, gate = threading.Event(), threading.Event()
+
+    def work(job):
+        started.set()
+        assert gate.wait(5)
+        if job.cancel_flag.is_set():  # what run_experiment's own check does
+            raise Cancelled("cancelled")
+        return "finished"
+
+    job = runner.submit("own-check", work)
+    assert started.wait(5)
+    runner.cancel(job.id)
+    gate.set()
+    runner.wait(job.id, 5)
+    assert job.state == "cancelled" and job.error is None and job.result is None

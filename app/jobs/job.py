@@ -7,15 +7,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.cancellation import Cancelled
+
+__all__ = ["Cancelled", "Job", "STATES"]
+
 STATES = ("queued", "running", "done", "error", "cancelled", "interrupted")
 LOST = "the replica running this job stopped responding (killed or restarted); start it again"
 INTERRUPTED = ("the server running this job was stopped before it finished; start it again (the same inputs run "
                "anew here or on another replica)")
 log = logging.getLogger("asn.jobs")
-
-
-class Cancelled(RuntimeError):
-    """Raised at a job's next progress checkpoint once it was cancelled."""
 
 
 @dataclass

@@ -46,7 +46,8 @@ def test_lens_from_the_analysis_forward_equals_the_notebook(tiny):
     assert len(lens.layers) == n_layers + 1 == v.shape[0]
     top1 = [[token_text(eng.tokenizer, t) for t in row] for row in i[:, :, 0]]
     assert [[cell[0] for cell in row] for row in lens.top_tokens] == top1  # top-1 agreement 1.0
-    assert torch.tensor(lens.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-5)
+    # the path the lens picks here (int8 or bf16, fp32-rescored candidates): 1.7e-5 measured on int8; the bar is 1e-3
+    assert torch.tensor(lens.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-4)
     ids5 = [[[token_text(eng.tokenizer, t) for t in cell] for cell in row] for row in i.tolist()]
     assert [[list(c) for c in row] for row in lens.top_tokens] == ids5
 
@@ -75,7 +76,7 @@ def test_a_second_lens_of_the_same_prompt_unembeds_nothing(tiny, monkeypatch):
     again = an.logit_lens(eng.model, ids, top=5, resid_cache=cache, cache_key=key)
     assert unembeds == [1] and again == first
     v, _ = notebook_lens(eng.model, ids, 5)
-    assert torch.tensor(again.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-5)
+    assert torch.tensor(again.top_probs).numpy() == pytest.approx(v.numpy(), abs=1e-4)
     an.logit_lens(eng.model, ids, top=3, resid_cache=cache, cache_key=key)
     other = list(ids[:-1])
     an.logit_lens(eng.model, other, top=5, resid_cache=cache, cache_key=cache.key(eng.fingerprint, other))
@@ -96,10 +97,10 @@ def unembed_bias_and_cap(m, b, cap: float, monkeypatch):
             m.b_U.copy_(orig)
 
 
-@pytest.mark.parametrize("low_precision,tol", [(False, 1e-6), (True, 1e-4)])
+@pytest.mark.parametrize("low_precision,tol", [(False, 1e-6), (True, 1e-4), ("int8", 1e-4)])
 def test_lens_top_matches_logsumexp_with_bias_and_soft_cap(tiny, monkeypatch, low_precision, tol):
     """The fused normaliser and bias path against torch.log_softmax, with a non-zero b_U and a soft cap: the fp32
-    path exactly, the bf16 path (candidates rescored in fp32) within its bar."""
+    path exactly, the bf16 and int8 paths (candidates rescored in fp32) within their bar."""
     eng, _ = tiny
     m = eng.model
     g = torch.Generator().manual_seed(0)
@@ -152,7 +153,7 @@ def test_analysis_from_cached_residuals_runs_no_forward_and_equals_fresh(tiny):
 
 
 @pytest.mark.parametrize("cap", [0.0, 5.0])
-@pytest.mark.parametrize("low_precision,tol", [(False, 2e-5), (None, 1e-3)])
+@pytest.mark.parametrize("low_precision,tol", [(False, 2e-5), (None, 1e-3), ("int8", 1e-3)])
 def test_lens_kl_matches_torch_with_bias_and_soft_cap(tiny, monkeypatch, cap, low_precision, tol):
     """Each row's KL to a reference row, without a cap (the x . W_U p shortcut) and with one (read against p); on the
     exact fp32 path and on the path the lens picks (bf16 where the CPU has bf16 units; a soft cap takes fp32)."""

@@ -312,3 +312,19 @@ def test_a_rerun_with_another_measure_reuses_the_checkpointed_generations(tiny_e
         with tiny_engine.session():
             X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name,
                              X.ExperimentConfig(**{**cfg.__dict__, "max_new_tokens": 7}), checkpoint=str(tmp_path))
+
+
+def test_a_cancelled_run_raises_cancelled_at_its_own_checks(tiny_engine):
+    """With the flag set, run_experiment stops at its own check (before any progress call) with the engine's
+    Cancelled, which a job reports as cancelled rather than as an error (tests/test_jobs.py)."""
+    import threading
+
+    from app.engine.cancellation import Cancelled
+
+    fr, ne = _sets(6)
+    cfg = X.ExperimentConfig(anchor=3, children=(7,), eval_prompts=("a",), concept_prompts=tuple(fr),
+                             contrast_prompts=tuple(ne), strengths=(2.0,), max_new_tokens=4, n_boot=10, preface_k=2)
+    flag = threading.Event()
+    flag.set()
+    with pytest.raises(Cancelled), tiny_engine.session():
+        X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, cfg, cancel=flag)

@@ -57,8 +57,8 @@ def independent(hf, folder, ids):
 
 def test_tuned_lens_matches_plain_torch_affine_then_hf_norm_and_lm_head(llama, tmp_path, monkeypatch):
     """Top-k probabilities and every cell's KL to the output, to 1e-5, with chunks that split layers (the maths, on the
-    exact fp32 kernel; the bf16 kernel's bar against it is tests/engine/test_lens_precision.py)."""
-    monkeypatch.setattr(unembed, "bf16_matmul_fast", lambda device: False)
+    exact fp32 kernel; the int8 and bf16 kernels' bar against it is tests/engine/test_lens_precision.py)."""
+    monkeypatch.setattr(unembed, "pick_precision", lambda W_U, low_precision: "fp32")
     model, hf = llama
     n, d = model.cfg.n_layers, model.cfg.d_model
     lens = random_lens(n, d, tmp_path)
@@ -79,7 +79,7 @@ def test_tuned_lens_matches_plain_torch_affine_then_hf_norm_and_lm_head(llama, t
 def test_logit_lens_kl_and_identity_tuned_lens(llama, monkeypatch):
     """The logit lens's KL against torch (exact fp32 kernel); an identity-initialised tuned lens reads exactly as the
     logit lens."""
-    monkeypatch.setattr(unembed, "bf16_matmul_fast", lambda device: False)
+    monkeypatch.setattr(unembed, "pick_precision", lambda W_U, low_precision: "fp32")
     model, hf = llama
     n, d = model.cfg.n_layers, model.cfg.d_model
     logit = an.logit_lens(model, PROMPT, top=3)

@@ -58,7 +58,7 @@ def test_attention_panel_opens_draws_enlarges_and_hovers(live_server, browser, s
 def test_open_attention_panel_has_no_serious_axe_violation(live_server, browser, size):
     if not AXE_JS.exists():
         pytest.skip("axe-core not installed (make axe)")
-    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]}, bypass_csp=True)  # axe is injected
+    ctx = browser.new_context(viewport={"width": size[0], "height": size[1]})
     try:
         page = ctx.new_page()
         page.set_default_timeout(180_000)

@@ -1,19 +1,29 @@
 """Every page at a desktop (1440x900) and a phone (390x844) viewport in a real browser (tiny profile with an atlas
-and a map): it renders, nothing scrolls sideways, every control stays on screen, no console error, and the
-browser asks nothing of any address but the app's own. Saved snapshots of every registered kind are opened too,
-so every result fragment is checked at both sizes. Screenshots go to test-artifacts/pages/."""
+and a map): it renders, nothing scrolls sideways, every control stays on screen, no console error, the browser asks
+nothing of any address but the app's own, and axe-core finds no serious or critical violation and none of the page
+structure rules a screen reader leans on (one h1, headings in order, no empty table header). Saved snapshots of
+every registered kind are opened too, so every result fragment is checked at both sizes. One load per page and
+viewport serves every check. Screenshots go to test-artifacts/pages/, axe results to test-artifacts/axe/.
+
+axe-core comes from the npm registry through `make axe` (.axe/node_modules/axe-core/axe.min.js, gitignored), like
+Chromium from Debian: nothing is fetched at test time. It is evaluated through the DevTools protocol, which the
+app's CSP (script-src 'self') does not govern, so the page keeps its CSP and a CSP violation is a console error."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.conftest import wait_js
 from tests.web.browser import ARTIFACTS as ALL_ARTIFACTS
-from tests.web.browser import BROWSER_MARKS, KINDS, PAGES, TIMEOUT_MS, VIEWPORTS
+from tests.web.browser import AXE_JS, BROWSER_MARKS, KINDS, PAGES, TIMEOUT_MS, VIEWPORTS, failing, run_axe
 
 ARTIFACTS = ALL_ARTIFACTS / "pages"
-pytestmark = BROWSER_MARKS
+AXE_ARTIFACTS = ALL_ARTIFACTS / "axe"
+pytestmark = [*BROWSER_MARKS, pytest.mark.skipif(not AXE_JS.exists(), reason="axe-core not installed (make axe)")]
+# a page only the accessibility check measured before the checks shared a load: a map search's results
+EXTRA = [("map-search", "/map?q=cluster+0", "#map-search-summary")]
 
 
 # what a page may not do, checked in the page: the document is wider than the window; a visible control sticks out
@@ -63,12 +73,19 @@ def check_page(browser, base, address, ready, viewport, shot):
         assert not console, f"{address} at {viewport}: console errors {console}"
         assert not foreign, f"{address} at {viewport}: requests outside the app {foreign}"
         assert page.title().endswith("Activation Space Navigator")
+        page.wait_for_timeout(300)  # figures.js draws after load; htmx settles
+        got = run_axe(page)
+        AXE_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (AXE_ARTIFACTS / f"{shot}-{viewport}.json").write_text(json.dumps(got, indent=1))
+        bad = failing(got)
+        lines = [f"{v['id']} ({v['impact']}, {len(v['nodes'])}): {v['help']}; e.g. {v['nodes'][:3]}" for v in bad]
+        assert not bad, f"{address} at {viewport}: " + "\n".join(lines)
     finally:
         page.close()
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
-@pytest.mark.parametrize("name,address,ready", PAGES, ids=[p[0] for p in PAGES])
+@pytest.mark.parametrize("name,address,ready", PAGES + EXTRA, ids=[p[0] for p in PAGES + EXTRA])
 def test_page(atlas_server, webgl_browser, name, address, ready, viewport):
     check_page(webgl_browser, atlas_server, address, ready, viewport, name)
 

@@ -34,12 +34,12 @@ def lens_residuals(model, token_ids, resid_cache: ResidualCache | None = None, c
 
 
 def lens_top(model, rows: torch.Tensor, top: int, ref: tuple[torch.Tensor, ...] | None = None,
-             low_precision: bool | None = None) -> tuple[torch.Tensor, ...]:
+             low_precision: bool | str | None = None) -> tuple[torch.Tensor, ...]:
     """Residual rows [N, d] -> (top probabilities [N, top], token ids [N, top]) under ln_final + unembed.
 
-    The shared unembedding kernel (`analysis.unembed.unembed_top`, LENS_ROWS_PER_CHUNK rows at a time): bf16 with
-    the top candidates rescored in fp32 where the CPU has bf16 units, exact fp32 elsewhere or with
-    low_precision=False; the [N, vocab] logits are never held. With ref = `lens_reference(...)` of P positions, for
+    The shared unembedding kernel (`analysis.unembed.unembed_top`, LENS_ROWS_PER_CHUNK rows at a time): int8 (CPUs
+    with VNNI) or bf16 (bf16 units) with the top candidates rescored in fp32, exact fp32 elsewhere or with
+    low_precision=False (`unembed.pick_precision`); the [N, vocab] logits are never held. With ref = `lens_reference(...)` of P positions, for
     rows laid out layer-major over them, a third tensor: KL(final || row) in nats [N] (sum p log p - p.logits +
     logsumexp), on the same path.
     """

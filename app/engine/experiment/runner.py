@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from app.engine.batched import BatchRow, batched_generate, batched_supported
+from app.engine.cancellation import Cancelled
 from app.engine.experiment.arms import (
     CONCEPT_MAX_TOKENS,
     SCORING_ONLY,
@@ -82,7 +83,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
 
     def check():  # between the steps no chunk of model work marks: a cancelled job stops here too
         if cancel is not None and cancel.is_set():
-            raise RuntimeError("cancelled")
+            raise Cancelled("cancelled")
 
     # 1. concept / contrast sets: probe, typical activations; the zero-shot measure's validation
     clock.start("sets")
@@ -129,7 +130,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     chunk = max(cfg.batch_size, 1)
     for s in range(0, len(rows), chunk):
         if cancel is not None and cancel.is_set():
-            raise RuntimeError("cancelled")
+            raise Cancelled("cancelled")
         part = gen_cache.get(f"gen-{s}") if gen_cache else None
         if part is None:
             with batch_context(), torch.inference_mode():
