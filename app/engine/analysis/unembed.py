@@ -24,9 +24,10 @@ import torch
 
 CANDIDATES = 59  # low-precision candidates rescored in fp32 beyond the top k (top 5 -> 64; with 32 the int8 KL missed its 2e-3 bar: 2.07e-3, with 64 9.8e-4)
 BF16_ROWS_PER_CHUNK = 64  # [64, vocab] logits (12 MB fp32) stay in cache between the top-k and the exp-sum passes
-# int8: the int32 products of 2 x 32 rows (12.6 MB) and their fp32 logits; at 48 rows the 1,395 rows of a 45-token
-# lens took 611 ms instead of 281 (fresh pages for every chunk's buffers), at 32-40 rows 260-280 ms (bf16: 436 ms)
-INT8_ROWS_PER_CHUNK = 32
+# int8: the int32 products of 2 x 64 rows (25 MB) and their fp32 logits. A 64-token lens (1,984 rows) took 370-400 ms
+# at 64 rows, 390-440 at 32, 400-430 at 96-128; with a combine that held two more fp32 [n, vocab] buffers, 64 rows
+# took twice as long as 32 (fresh pages for every chunk's buffers)
+INT8_ROWS_PER_CHUNK = 64
 INT8_MIN_ROWS = 17  # torch._int_mm wants more than 16 rows on some backends: a short chunk is padded with zeros
 
 
@@ -211,17 +212,20 @@ def _quantized_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _int8_chunk(x, WT, Wq, sw, b_U, cap, top, K):
-    """int8 logits of the whole vocabulary (x as an int8 head plus an int8 remainder, see the module docstring; int32
-    accumulation), the top K rescored in fp32."""
+    """int8 logits of the whole vocabulary, the top K rescored in fp32. x = s (q1 + q2 / a): q1 the int8 head at
+    the row's absmax scale s, q2 the remainder at a step a times finer (|q2| <= a / 2); one int8 matmul of both with
+    int32 accumulation, then q1 W a + q2 W combined in int32 (a as large as int32 allows for this d, at most 127)
+    and scaled once: three passes over [n, vocab] instead of six for two float combines."""
     xf = x.float()
-    n = xf.shape[0]
+    n, d = xf.shape
+    a = max(1, min(127, (2 ** 31 - 1) // (d * 127 * 127) - 1))  # |q1 W| a + |q2 W| < 2^31
     q1, s1 = _quantized_rows(xf)
-    q2, s2 = _quantized_rows(xf - q1.float() * s1)
+    q2 = torch.round((xf - q1.float() * s1) * (a / s1)).to(torch.int8)
     q = torch.cat([q1, q2])
     if q.shape[0] < INT8_MIN_ROWS:
-        q = torch.cat([q, q.new_zeros(INT8_MIN_ROWS - q.shape[0], q.shape[1])])
+        q = torch.cat([q, q.new_zeros(INT8_MIN_ROWS - q.shape[0], d)])
     acc = torch._int_mm(q, Wq)  # [2n (+ padding), vocab] int32
-    approx = acc[:n].float().mul_(s1).add_(acc[n:2 * n].float().mul_(s2)).mul_(sw)
+    approx = torch.add(acc[n:2 * n], acc[:n], alpha=a).mul(s1 / a).mul_(sw)  # int32 -> fp32 in the first mul
     if b_U is not None or cap > 0:
         approx = _finish(approx, b_U, cap)
     return _rescored(approx, xf, WT, b_U, cap, top, K)
