@@ -47,7 +47,7 @@ run: fetch
 	$(BIN)/python -m app serve --profile $(PROFILE) --host $(HOST) --port $(PORT)
 
 test: fetch browser axe postgres
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 # ruff (pyflakes, isort, bugbear, pycodestyle errors) and mypy on the engine and the API; config in pyproject.toml.
 lint: $(STAMP)

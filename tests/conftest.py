@@ -24,6 +24,17 @@ def pytest_configure(config):
     os.environ["ASN_STORE_URL"] = f"sqlite:///{session_dir}/explorations.db"
 
 
+# session fixtures that take seconds to build per test process: every test using one runs on the same xdist worker
+# (make test runs --dist loadgroup), so each is built once, not once per worker
+ONE_WORKER_FIXTURES = ("embedded_engine", "embedded_hf")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in ONE_WORKER_FIXTURES):
+            item.add_marker(pytest.mark.xdist_group("embedded"))
+
+
 def pytest_unconfigure(config):
     import shutil
 

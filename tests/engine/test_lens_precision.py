@@ -86,8 +86,11 @@ def test_plain_bf16_misses_the_bar(embedded_engine, cells):
 @pytest.mark.parametrize("path", ["bf16", "int8"])
 def test_each_low_precision_path_meets_the_bar(embedded_engine, cells, path):
     """Both low-precision kernels, forced, against the fp32 notebook: the lens picks one by CPU (int8 where it has
-    VNNI, else bf16 where it has bf16 units), and either must meet the bar wherever it runs."""
+    VNNI, else bf16 where it has bf16 units), and either must meet the bar wherever it runs. The one picked here is
+    the lens of test_lens_meets_the_bar_against_the_fp32_notebook, so only the other runs again."""
     m = embedded_engine.model
+    if pick_precision(m.W_U, None) == path:
+        pytest.skip(f"{path} is the path the lens takes on this CPU: checked by the test above")
     agree = total = 0
     worst = 0.0
     for ids, _lens, v, i, _acc, _kl in cells:

@@ -78,6 +78,29 @@ def launched(args: list[str] = LAUNCH_ARGS):
             b.close()
 
 
+@contextlib.contextmanager
+def launched_persistent(profile_dir, args: list[str] = LAUNCH_ARGS_WEBGL):
+    """Debian's chromium with a profile on disk (profile_dir, a temporary folder): one context whose HTTP and compiled
+    script caches persist between its pages, as a returning visitor's browser does; closed on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(profile_dir), executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+def sized_page(ctx, viewport: str, timeout_ms: int = TIMEOUT_MS):
+    """A new page of a (persistent) context at one of VIEWPORTS, sized before anything loads."""
+    page = ctx.new_page()
+    page.set_viewport_size(VIEWPORTS[viewport])
+    page.set_default_timeout(timeout_ms)
+    page.set_default_navigation_timeout(timeout_ms)
+    return page
+
+
 def new_page(browser, timeout_ms: int = TIMEOUT_MS, **kw):
     """A page in the browser's default context, waiting up to timeout_ms for anything (navigation included)."""
     page = browser.new_page(**kw)

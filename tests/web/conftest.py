@@ -7,7 +7,7 @@ import pytest
 
 from tests.atlas_fixtures import tiny_atlas, with_atlas
 from tests.conftest import serve_engine
-from tests.web.browser import KINDS, LAUNCH_ARGS, LAUNCH_ARGS_WEBGL, VIEWS, launched
+from tests.web.browser import KINDS, LAUNCH_ARGS, LAUNCH_ARGS_WEBGL, VIEWS, launched, launched_persistent
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,15 @@ def webgl_browser():
     """Chromium with WebGL through SwiftShader (LAUNCH_ARGS_WEBGL): the map draws with scattergl."""
     with launched(LAUNCH_ARGS_WEBGL) as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+def cached_webgl_context(tmp_path_factory):
+    """One Chromium context with WebGL and a profile on disk: pages loaded in it share the HTTP cache and compiled
+    scripts (plotly.js is compiled once per module, not once per page), as a returning visitor's browser does. For
+    modules whose pages only load and check (a module uses it or a browser fixture, not both)."""
+    with launched_persistent(tmp_path_factory.mktemp("chromium-profile"), LAUNCH_ARGS_WEBGL) as ctx:
+        yield ctx
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import wait_js
 from tests.web.browser import ARTIFACTS as ALL_ARTIFACTS
-from tests.web.browser import AXE_JS, BROWSER_MARKS, KINDS, PAGES, TIMEOUT_MS, VIEWPORTS, failing, run_axe
+from tests.web.browser import AXE_JS, BROWSER_MARKS, KINDS, PAGES, VIEWPORTS, failing, run_axe, sized_page
 
 ARTIFACTS = ALL_ARTIFACTS / "pages"
 AXE_ARTIFACTS = ALL_ARTIFACTS / "axe"
@@ -46,9 +46,8 @@ LAYOUT_JS = """() => {
 }"""
 
 
-def check_page(browser, base, address, ready, viewport, shot):
-    page = browser.new_page(viewport=VIEWPORTS[viewport])
-    page.set_default_timeout(TIMEOUT_MS)
+def check_page(ctx, base, address, ready, viewport, shot):
+    page = sized_page(ctx, viewport)
     console, foreign = [], []
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console.append(str(e)))
@@ -73,8 +72,7 @@ def check_page(browser, base, address, ready, viewport, shot):
         assert not console, f"{address} at {viewport}: console errors {console}"
         assert not foreign, f"{address} at {viewport}: requests outside the app {foreign}"
         assert page.title().endswith("Activation Space Navigator")
-        page.wait_for_timeout(300)  # figures.js draws after load; htmx settles
-        got = run_axe(page)
+        got = run_axe(page)  # the page has settled: the layout above waited for it
         AXE_ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (AXE_ARTIFACTS / f"{shot}-{viewport}.json").write_text(json.dumps(got, indent=1))
         bad = failing(got)
@@ -86,14 +84,14 @@ def check_page(browser, base, address, ready, viewport, shot):
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("name,address,ready", PAGES + EXTRA, ids=[p[0] for p in PAGES + EXTRA])
-def test_page(atlas_server, webgl_browser, name, address, ready, viewport):
-    check_page(webgl_browser, atlas_server, address, ready, viewport, name)
+def test_page(atlas_server, cached_webgl_context, name, address, ready, viewport):
+    check_page(cached_webgl_context, atlas_server, address, ready, viewport, name)
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_saved_snapshot(atlas_server, webgl_browser, snapshots, kind, viewport):
-    check_page(webgl_browser, atlas_server, snapshots[kind], "main", viewport, f"saved-{kind}")
+def test_saved_snapshot(atlas_server, cached_webgl_context, snapshots, kind, viewport):
+    check_page(cached_webgl_context, atlas_server, snapshots[kind], "main", viewport, f"saved-{kind}")
 
 
 # Real model text the tiny profile does not produce: atlas contexts of BPE tokens render as one run with no space
@@ -110,8 +108,8 @@ LONG_RUNS_JS = """() => {
 }"""
 
 
-def test_long_token_runs_wrap_on_a_phone(atlas_server, webgl_browser):
-    page = webgl_browser.new_page(viewport=VIEWPORTS["phone"])
+def test_long_token_runs_wrap_on_a_phone(atlas_server, cached_webgl_context):
+    page = sized_page(cached_webgl_context, "phone")
     try:
         page.goto(atlas_server + "/splits?coarse=3")  # loads app.css and splits.css
         page.wait_for_selector("main", state="attached")
@@ -120,10 +118,10 @@ def test_long_token_runs_wrap_on_a_phone(atlas_server, webgl_browser):
         page.close()
 
 
-def test_what_each_profile_needs_is_readable_on_a_phone(atlas_server, webgl_browser):
+def test_what_each_profile_needs_is_readable_on_a_phone(atlas_server, cached_webgl_context):
     """/profile's "start another profile" table: on a phone each row is a card (no sideways scroll inside the
     table), and every "needs ..." line sits inside the screen."""
-    page = webgl_browser.new_page(viewport=VIEWPORTS["phone"])
+    page = sized_page(cached_webgl_context, "phone")
     try:
         page.goto(atlas_server + "/profile")
         page.wait_for_selector("table.profiles", state="attached")
