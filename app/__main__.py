@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn  # the heavy imports only once the profile is known: a bad name fails in a second
 
+    from app.core.process import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the engine's and the server's threads exist
+
     from app.engine.engine import Engine
     from app.engine.loading import ProfileUnavailable
     from app.main import create_app
