@@ -43,6 +43,7 @@ PAGES = [
     ("temperature", f"/temperature?prompt={P}&t=0.5&t=1.0&view=temperature", "table.temps"),
     ("discover", "/discover", "form"),
     ("experiment", "/experiment", "form"),
+    ("experiment-report", "/experiment/report", "figure img"),
     ("map", "/map", "#map-main[data-ready=\"1\"]"),
     ("saved", "/e", "main"),
     ("profile", "/profile", "main"),
