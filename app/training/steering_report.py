@@ -82,11 +82,18 @@ def concept_line(res: dict) -> str:
     m = res["measure"]
     d = res.get("discovery", {})
     c = res["control"]
+    contrasts = ", ".join(x["name"] for x in m.get("contrasts") or []) or (res.get("measure_contrast_name") or res["contrast_name"])
+    pc = m.get("pushes")
+    pushed = "" if not pc else (
+        f"; pushes along {pc['n_prompts'] * len(pc['per_norm'])} other random directions raise it: "
+        f"{'yes' if pc['raises'] else 'no'} (" + ", ".join(f"{p['rise']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
+                                                          for p in pc["per_norm"]) + ")")
     return (f"- **{res['concept']}** ({res['concept_name']} vs {res['contrast_name']}; Discover GO, anchor C-{res['anchor']}, "
             f"children {', '.join('F-' + str(x) for x in res['children'])}; {d.get('n_above', '?')} fine features at cosine "
-            f"≥ 0.3). Measure: {m['name']}, contrast preface from {res.get('measure_contrast_name') or res['contrast_name']}; "
-            f"held-out AUC {m['auc']} ({m['n_validation'][0]} + {m['n_validation'][1]} texts); random "
-            f"directions raise it: {'yes' if c.get('random_raises') else 'no'} ({len(c.get('per_strength', []))} strengths). "
+            f"≥ 0.3). Measure: {m['name']}, contrast prefaces {contrasts}; "
+            f"held-out AUC {m['auc']} ({m['n_validation'][0]} + {m['n_validation'][1]} texts); the random "
+            f"arm raises it: {'yes' if c.get('random_raises') else 'no'} ({len(c.get('per_strength', []))} strengths)"
+            f"{pushed}. "
             f"{res['n_prompts']} prompts × {res['n_seeds']} seeds. Verdict: {v['text']}")
 
 
@@ -94,7 +101,8 @@ def answer(results: list[dict]) -> str:
     wins = [r["concept"] for r in results if r["verdicts"][0].get("detectable") and r["verdicts"][0].get("best") == "coarse+fine"]
     other = [r["concept"] for r in results if r["verdicts"][0].get("detectable") and r["verdicts"][0].get("best") != "coarse+fine"]
     mdes = [r["verdicts"][0].get("mde") for r in results if r["verdicts"][0].get("mde") is not None]
-    valid = [r["concept"] for r in results if (r["measure"]["auc"] or 0) >= 0.9 and not r["control"].get("random_raises")]
+    valid = [r["concept"] for r in results if (r["measure"]["auc"] or 0) >= 0.9 and not r["control"].get("random_raises")
+             and not (r["measure"].get("pushes") or {}).get("raises")]
     n = len(results)
     small = any(r.get("label") for r in results)
     s = ("Does steering with a coarse feature plus its fine children (coarse+fine) keep more fluency than one resolution "
@@ -102,8 +110,9 @@ def answer(results: list[dict]) -> str:
          f"({', '.join(wins) or 'none'}); another arm is detectably best in {len(other)} ({', '.join(other) or 'none'}); "
          f"in the rest the difference is not detectable at this sample size")
     if mdes:
-        s += f" (smallest detectable differences {', '.join(f'{x:.3f}' for x in mdes)} nats per token)"
-    s += (f". The concept measure passed its validation (AUC ≥ 0.9 and no random-direction rise) for "
+        s += f" (smallest detectable differences in log-prob {', '.join(f'{x:.3f}' for x in mdes)} nats per token)"
+    s += (f". The concept measure passed its validation (AUC ≥ 0.9, no rise from the random arm or from pushes along "
+          f"other random directions) for "
           f"{len(valid)} of {n} concepts ({', '.join(valid) or 'none'}). ")
     if not wins:
         s += ("For the coarse-to-fine structure this means: on this pair, steering with a coarse feature and its fine "
@@ -128,10 +137,16 @@ def main(argv=None) -> int:
              "at the highest concept score every arm reaches.", "",
              "Method: per concept, Discover on its sets; among the GO coarse features, the anchor is the one whose mean "
              "activation on the concept set exceeds that on the contrast set the most, with its blue matches as children. "
-             "The concept measure is zero-shot (mean log p(text | concept examples) - log p(text | contrast examples), "
-             "read without steering); its contrast preface lists neutral sentences and another concept's set, because "
-             "against neutral sentences alone a push along a random direction raised it. Each run checks the measure on "
-             "held-out concept vs neutral texts (AUC) and on the random arm at every strength.", "", "## Per concept", ""]
+             "The concept measure is zero-shot: per generated token, log p(token | concept examples) minus the highest "
+             "log p(token | contrast examples) over three contrast prefaces (neutral sentences with another concept's "
+             "set; the discovery contrast set; texts generated from other contrast prompts while pushing along random "
+             "directions at the random arm's norms), clipped to [0, 4] nats and averaged over the text, read without "
+             "steering. Its earlier form, the plain mean difference against one contrast preface, rose under random "
+             "pushes: a pushed text is about as likely after any preface, so its mean difference drifts from the "
+             "unsteered text's negative value towards 0; floored at 0, a token a contrast explains better adds "
+             "nothing. Each run checks the measure on held-out concept vs neutral texts "
+             "(AUC), on pushes along other random directions from contrast prompts outside the prefaces, and on the "
+             "random arm at every strength.", "", "## Per concept", ""]
     lines += [concept_line(r) for r in results]
     lines += ["", "## Cost", ""]
     for r in results:

@@ -146,7 +146,8 @@ def main(argv=None) -> int:
         head = (f"concept {name}: sets {cset} vs {nset}; Discover GO on {eng.profile.name}: anchor "
                 f"C-{found['anchor']} (selectivity {found['selectivity']:.3f}, concept - contrast mean activation "
                 f"{found['mean_difference']:.2f}, {found['n_above']} fine features at cosine >= 0.3); measure "
-                f"{result['measure']['name']} against {mc_name}, held-out AUC {result['measure']['auc']}"
+                f"{result['measure']['name']} against {', '.join(c['name'] for c in result['measure']['contrasts'])}, held-out AUC "
+                f"{result['measure']['auc']}"
                 + (f"\n{a.label}" if a.label else ""))
         (a.out / f"steering-experiment-{name}.txt").write_text(head + "\n" + format_report(result) + "\n", encoding="utf-8")
         print(head, flush=True)

@@ -300,13 +300,15 @@ def test_a_rerun_with_another_measure_reuses_the_checkpointed_generations(tiny_e
         raise AssertionError("generated again")
 
     monkeypatch.setattr(runner, "batched_generate", no_generation)
+    monkeypatch.setattr(runner.pushes_mod, "batched_generate", no_generation)
     again = X.ExperimentConfig(**{**cfg.__dict__, "preface_k": 4, "measure_contrast": tuple(other),
                                   "measure_contrast_name": "cooking"})
     with tiny_engine.session():
         second = X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, again, checkpoint=str(tmp_path))
     assert [g["text"] for g in second["generations"]] == [g["text"] for g in first["generations"]]
     assert set(second["measure"]["contrast_examples"]) <= set(other) and len(second["measure"]["contrast_examples"]) == 4
-    assert second["measure_contrast_name"] == "cooking" and "contrast preface from cooking" in second["measure"]["description"]
+    assert second["measure_contrast_name"] == "cooking" and "(cooking, contrast set, pushed)" in second["measure"]["description"]
+    assert [c["name"] for c in second["measure"]["contrasts"]] == ["cooking", "contrast set", "pushed"]
     assert [g["zeroshot"] for g in second["generations"]] != [g["zeroshot"] for g in first["generations"]]
     with pytest.raises(AssertionError, match="generated again"):  # a change to the generations' own inputs does generate
         with tiny_engine.session():

@@ -17,25 +17,50 @@ sklearn = pytest.importorskip("sklearn")
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 
-def _plain(model, preface, text) -> float:
-    """Mean log p of the text's tokens after the preface: one full forward, no cache."""
+def _plain(model, preface, text) -> np.ndarray:
+    """[T] log p of each of the text's tokens after the preface: one full forward, no cache."""
     ids = torch.tensor([list(preface) + list(text)])
     with torch.inference_mode():
         lp = torch.log_softmax(model(ids)[0].double(), -1)
     P = len(preface)
-    return float(np.mean([float(lp[P - 1 + j, t]) for j, t in enumerate(text)]))
+    return np.array([float(lp[P - 1 + j, t]) for j, t in enumerate(text)])
 
 
-def test_zeroshot_score_equals_two_plain_forwards(tiny_engine):
+def test_zeroshot_score_is_the_clipped_token_difference(tiny_engine):
+    """The score of each text is the mean over its tokens of the concept-minus-contrast log-prob difference clipped to
+    [0, cap] (plain forwards, no cache), at several caps."""
     m, tok = tiny_engine.model, tiny_engine.tokenizer
     zs = make_zeroshot(tok, ["cook the rice", "bake the bread", "stir the soup"], ["the train", "a spider", "blue sky"], k=2)
     assert len(zs.concept_examples) == 2 and "Here are some example texts" in tok.decode(list(zs.concept_ids))
     texts = [tok.encode(t, add_special_tokens=False) for t in (" simmer the sauce", " ok", " the long train ride home", "")]
+    diffs = [_plain(m, zs.concept_ids, t) - _plain(m, zs.contrast_ids, t) for t in texts[:3]]
+    assert any((d < 0).any() and (d > 0).any() for d in diffs)  # both clips matter on this text
+    seen = set()
+    for cap in (0.05, 0.5, 4.0):
+        with tiny_engine.session():
+            got = zeroshot_scores(m, zs, texts, batch_size=2, cap=cap)
+        want = [float(np.mean(np.clip(d, 0.0, cap))) for d in diffs]
+        assert got[:3] == pytest.approx(want, abs=1e-6)
+        assert np.isnan(got[3])  # an empty generation has no score
+        seen.add(tuple(round(w, 6) for w in want))
+    assert len(seen) > 1  # the cap decides some token: the check is not vacuous
+
+
+def test_zeroshot_score_subtracts_the_best_contrast_preface(tiny_engine):
+    """With a second contrast preface each token's difference is taken against the better of the two."""
+    m, tok = tiny_engine.model, tiny_engine.tokenizer
+    zs = make_zeroshot(tok, ["cook the rice", "bake the bread"], ["the train", "a spider"], k=2)
+    zs2 = zs.with_contrast("pushed", tok, ["zx qq vv", "rice rice rice", "!!"], k=3)
+    assert [n for n, _, _ in zs2.extra] == ["pushed"] and len(zs2.contrasts) == 2
+    texts = [tok.encode(t, add_special_tokens=False) for t in (" simmer the rice", " qq vv zx", " the long train", " rice rice")]
+    c = [_plain(m, zs.concept_ids, t) for t in texts]
+    best = [np.maximum(_plain(m, zs.contrast_ids, t), _plain(m, zs2.extra[0][1], t)) for t in texts]
+    one = [_plain(m, zs.contrast_ids, t) for t in texts]
     with tiny_engine.session():
-        got = zeroshot_scores(m, zs, texts, batch_size=2)
-    want = [_plain(m, zs.concept_ids, t) - _plain(m, zs.contrast_ids, t) for t in texts[:3]]
-    assert got[:3] == pytest.approx(want, abs=1e-5)
-    assert np.isnan(got[3])  # an empty generation has no score
+        got = zeroshot_scores(m, zs2, texts, batch_size=2)
+    want = [float(np.mean(np.clip(a - b, 0, 4.0))) for a, b in zip(c, best)]
+    assert got == pytest.approx(want, abs=1e-6)
+    assert any(abs(w - float(np.mean(np.clip(a - o, 0, 4.0)))) > 1e-3 for w, a, o in zip(want, c, one))  # it decides
 
 
 def test_auc_matches_sklearn_with_ties():

@@ -23,12 +23,18 @@ def _result(concept, detectable, best="fine", mde=0.2):
 
 def test_report_answer_and_figure(tmp_path):
     for c, d, b in (("france", False, "fine"), ("cooking", True, "coarse+fine"), ("programming", False, "coarse")):
-        (tmp_path / f"steering-experiment-{c}.json").write_text(json.dumps(_result(c, d, b)))
+        r = _result(c, d, b)
+        if c == "programming":  # the measure's own push check fails: not a validated measure
+            r["measure"]["pushes"] = {"n_prompts": 16, "raises": True, "per_norm": [
+                {"vector_norm": 9.0, "rise": 0.05, "ci": [0.01, 0.09]}, {"vector_norm": 18.0, "rise": 0.0, "ci": [-0.02, 0.02]}]}
+        (tmp_path / f"steering-experiment-{c}.json").write_text(json.dumps(r))
     (tmp_path / "steering-experiment-old.json").write_text(json.dumps({"table": []}))  # an old probe-only run: skipped
     assert R.main(["--docs", str(tmp_path)]) == 0
     md = (tmp_path / "steering-experiment.md").read_text()
     assert "coarse+fine is detectably best in 1 (cooking)" in md
-    assert "not detectable at this sample size (smallest detectable differences 0.200, 0.200" in md
+    assert "not detectable at this sample size (smallest detectable differences in log-prob 0.200, 0.200" in md
+    assert "for 2 of 3 concepts (cooking, france)" in md
+    assert "pushes along 32 other random directions raise it: yes (+0.050 [+0.010, +0.090], +0.000 [-0.020, +0.020])" in md
     assert "no difference" not in md and "interpolated" in md and "steering-experiment.svg" in md
     svg = (tmp_path / "steering-experiment.svg").read_text()
     assert svg.count("<polyline") == 3 * 4 and ">france<" in svg and ">programming<" in svg

@@ -58,6 +58,8 @@ def test_experiment_from_discovery_save_and_reopen(live_server, browser):
     assert page.locator(".experiment .contrast-name").inner_text().startswith("pasted, 6 prompts, sha:")
     assert "held-out AUC" in page.locator(".experiment .measure").inner_text()
     assert "zeroshot" in page.locator(".experiment .measure").inner_text()
+    # the measure's check on pushed texts: 3 of the 6 pasted contrast prompts (the other 3 fill the pushed preface)
+    assert "3 contrast prompts not in the prefaces" in page.locator(".experiment .measure-pushes").inner_text()
     page.wait_for_selector("#exp-add-norm .main-svg", timeout=30_000)  # curves drawn by Plotly
     page.wait_for_selector("#exp-add-activation .main-svg", timeout=30_000)
     n_rows = page.locator("table.experiment-table tbody tr").count()

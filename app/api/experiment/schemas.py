@@ -43,8 +43,9 @@ class ExperimentRequest(FiniteModel):
     probe_layer: int | None = Field(default=None, ge=0, description="layer of the probe's residual (default: a later layer than the SAE's)")
     chat: bool = Field(default=False, description="wrap evaluation prompts in the chat template")
     measure: Literal["zeroshot", "probe"] = Field(
-        default="zeroshot", description="the concept score: zero-shot log p(text | concept preface) - log p(text | contrast "
-                                        "preface) from the model itself (default), or the layer probe (reads pushing)")
+        default="zeroshot", description="the concept score: zero-shot, how much likelier the model itself finds the generated "
+                                        "tokens after concept examples than after contrast texts or texts pushed along random "
+                                        "directions (nats per token, clipped to [0, 4]; default), or the layer probe (reads pushing)")
 
     def resolve(self) -> tuple[list[str], list[str], list[str]]:
         """(concept, contrast, evaluation prompts); 422 naming the field when a side has none."""
@@ -81,6 +82,31 @@ class ControlPoint(BaseModel):
     max_rise: float | None
 
 
+class ContrastPrefaceModel(BaseModel):
+    name: str
+    examples: list[str]
+
+
+class PushPointModel(BaseModel):
+    vector_norm: float
+    rise: float | None
+    ci: Interval
+    contains: bool
+    raises: bool
+
+
+class PushCheckModel(BaseModel):
+    """Contrast prompts generated unsteered and pushed along random directions (not the run's random arm) at each of
+    its norms: the measure's pushed - unsteered difference, paired per prompt."""
+
+    n_prompts: int
+    per_norm: list[PushPointModel]
+    raises: bool
+    contains_all: bool
+    preface_prompts: list[str]
+    check_prompts: list[str]
+
+
 class MeasureModel(BaseModel):
     name: str
     description: str
@@ -90,6 +116,8 @@ class MeasureModel(BaseModel):
     validation_source: str
     concept_examples: list[str]
     contrast_examples: list[str]
+    contrasts: list[ContrastPrefaceModel] = []
+    pushes: PushCheckModel | None = None
     random_raises: bool | None = None
 
 

@@ -9,7 +9,10 @@ Arms (each a per-row steering of batched generation, app/engine/batched.py):
   combined arm cannot win by pushing harder (random included).
 
 Scores of every generation, read back WITHOUT steering (one plain forward over prompt + generated tokens):
-- concept: a logistic-regression probe (L2, C=1, standardised features; concept vs contrast discovery prompts,
+- concept: the zero-shot measure (zeroshot.py: per generated token, how many nats likelier it is after concept
+  examples than after the best contrast preface, one of them texts pushed along random directions (pushes.py),
+  clipped to [0, 4], averaged), or with measure="probe" the probe below;
+- probe: a logistic-regression probe (L2, C=1, standardised features; concept vs contrast discovery prompts,
   residual mean-pooled over tokens, sinks excluded) at a layer other than the SAE's hook, applied to the mean
   residual of the generated tokens -> probability of "concept" in [0, 1];
 - sae: fraction of generated tokens on which any of the concept's selective SAE features fires (shown apart);

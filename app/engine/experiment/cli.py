@@ -22,6 +22,13 @@ def format_report(result: dict) -> str:
     lines.append(f"concept set {result.get('concept_name')} vs contrast set {result.get('contrast_name')}; concept measure "
                  f"{ms.get('name')}: {ms.get('description')}; held-out AUC {ms.get('auc')} "
                  f"({ms.get('n_validation')}, {ms.get('validation_source')})")
+    if ms.get("pushes"):
+        pc = ms["pushes"]
+        lines.append(f"pushing along other random directions ({pc['n_prompts']} contrast prompts not in the prefaces), "
+                     "pushed - unsteered: " + "; ".join(
+                         f"norm {p['vector_norm']:.3g}: {p['rise']:+.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] "
+                         + ("contains 0" if p["contains"] else "above 0" if p["raises"] else "below 0")
+                         for p in pc["per_norm"]))
     lines.append("typical activations: " + ", ".join(f"{t['sae']}:{t['index']}={t['value']:.3g} ({t['source']})"
                                                      for t in result["typical"]))
     lines.append(f"{result['n_prompts']} prompts x {result['n_seeds']} seed(s) x {len(result['conditions'])} conditions = "

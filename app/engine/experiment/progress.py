@@ -10,8 +10,9 @@ import time
 from typing import Callable, Sequence
 
 # seconds per unit relative to a unit of the "sets" phase (measured on SmolLM2-135M, 2 CPU threads: a set prompt
-# read 0.046 s, a generation row of 32 tokens in batches of 32 0.28 s, a generation scored by both measures 0.5 s)
-PRIOR_COST = {"sets": 1.0, "generate": 6.0, "score": 3.5}
+# read 0.046 s, a generation row of 32 tokens in batches of 32 0.28 s (pushed rows alike), a text read once for the
+# probe or under one zero-shot preface 0.17 s)
+PRIOR_COST = {"sets": 1.0, "pushes": 6.0, "validate": 3.5, "generate": 6.0, "score": 3.5}
 
 
 class PhaseClock:

@@ -12,6 +12,7 @@ import torch
 
 from app.engine.batched import BatchRow, batched_generate, batched_supported
 from app.engine.cancellation import Cancelled
+from app.engine.experiment import pushes as pushes_mod
 from app.engine.experiment.arms import (
     CONCEPT_MAX_TOKENS,
     SCORING_ONLY,
@@ -34,7 +35,7 @@ from app.engine.experiment.reads import (
 )
 from app.engine.experiment.scoring import aggregate, control_check, families, verdict_from_records
 from app.engine.experiment.stats import distinct_2, json_safe, word_hit
-from app.engine.experiment.zeroshot import auc, make_zeroshot, zeroshot_scores
+from app.engine.experiment.zeroshot import CAP_NATS, MEASURE_RULE, auc, make_zeroshot, zeroshot_scores
 from app.engine.generation import stop_token_ids
 from app.engine.prompts import encode_prompt
 from app.engine.sampling import SamplingParams
@@ -45,9 +46,16 @@ def _validation_texts(cfg: ExperimentConfig, zs) -> tuple[list[str], list[str], 
     """Held-out concept and contrast texts for the measure's AUC, and where they come from."""
     if cfg.validation_concept and cfg.validation_contrast:
         return list(cfg.validation_concept), list(cfg.validation_contrast), "held-out sets given with the run"
+    listed = set(zs.contrast_examples).union(*(ex for _, _, ex in zs.extra))
     vc = [p for p in cfg.concept_prompts if p not in zs.concept_examples][: cfg.n_validation]
-    vn = [p for p in cfg.contrast_prompts if p not in zs.contrast_examples][: cfg.n_validation]
+    vn = [p for p in cfg.contrast_prompts if p not in listed][: cfg.n_validation]
     return vc, vn, "concept and contrast prompts not listed in the measure's prefaces"
+
+
+def _random_norms_guess(cfg: ExperimentConfig, conds) -> int:
+    """How many distinct vector norms the random arm will use (its norms need the typical activations, known later):
+    one per strength and scale it runs at (progress totals only)."""
+    return len({(c.scale, c.strength) for c in conds if c.arm == "random"})
 
 
 def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atlas=None,
@@ -71,13 +79,25 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     seeds = [cfg.seed + k for k in range(cfg.n_seeds if cfg.temperature > 0 else 1)]
     preface_contrast = cfg.measure_contrast or cfg.contrast_prompts
     k = cfg.preface_k if cfg.validation_concept else min(cfg.preface_k, max(1, min(len(cfg.concept_prompts), len(preface_contrast)) // 2))
+    max_preface = model.cfg.n_ctx - max(cfg.max_new_tokens, CONCEPT_MAX_TOKENS) - 1
     zs = make_zeroshot(tok, cfg.concept_prompts, preface_contrast, k=k,  # small sets: half left for the AUC
-                       max_tokens=model.cfg.n_ctx - max(cfg.max_new_tokens, CONCEPT_MAX_TOKENS) - 1)
+                       max_tokens=max_preface)
+    if cfg.measure_contrast:  # the discovery contrast set as a preface of its own: its style is not the concept's
+        zs = zs.with_contrast("contrast set", tok, cfg.contrast_prompts, k, max_preface)
+    for name, texts in cfg.measure_extra:
+        if tuple(texts) != tuple(cfg.contrast_prompts):
+            zs = zs.with_contrast(name, tok, texts, k, max_preface)
     val_c, val_n, val_src = _validation_texts(cfg, zs)
-    n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts) + 2 * (len(val_c) + len(val_n))
+    n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts)
     n_rows = len(cfg.eval_prompts) * len(seeds) * len([c for c in conds if c.key not in alias])
-    clock = PhaseClock([("sets", n_sets), ("generate", n_rows), ("score", 3 * n_rows)], report=progress)
-    cache = ChunkCache(checkpoint, config_key(asdict(cfg))) if checkpoint else None  # scores: everything decides them
+    push_norms = _random_norms_guess(cfg, conds)
+    n_push = pushes_mod.n_rows(len(cfg.contrast_prompts), push_norms, cfg.measure_pushed) if cfg.measure == "zeroshot" else 0
+    n_contrasts = len(zs.contrasts) + (1 if n_push else 0)
+    n_check = len(pushes_mod.split_prompts(cfg.contrast_prompts, cfg.measure_pushed)[1]) * (push_norms + 1) if n_push else 0
+    clock = PhaseClock([("sets", n_sets), ("pushes", n_push), ("validate", (1 + n_contrasts) * (len(val_c) + len(val_n) + n_check)),
+                        ("generate", n_rows), ("score", (2 + n_contrasts) * n_rows)], report=progress)
+    # scores: everything decides them, the measure's rule included
+    cache = ChunkCache(checkpoint, config_key({**asdict(cfg), "measure_rule": MEASURE_RULE})) if checkpoint else None
     gen_cache = ChunkCache(checkpoint, "gen-" + config_key({k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY})) \
         if checkpoint else None  # generations: what a measure changes leaves them as they are
 
@@ -85,7 +105,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
 
-    # 1. concept / contrast sets: probe, typical activations; the zero-shot measure's validation
+    # 1. concept / contrast sets: probe, typical activations
     clock.start("sets")
     set_ids = [tuple(tok.encode(p, add_special_tokens=False)[:CONCEPT_MAX_TOKENS]) for p in cfg.concept_prompts + cfg.contrast_prompts]
     reads = read_back(model, [hook_name, probe_hook], set_ids, batch_size=cfg.batch_size, batch_context=batch_context, progress=clock.tick)
@@ -104,16 +124,44 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     typical, typical_src = typical_activations(saes, feats, hook_resids[:nc], atlas)
     sel_c = selectivity_of(saes, "coarse", [cfg.anchor], hook_resids[:nc], hook_resids[nc:], check)
     sel_f = selectivity_of(saes, "fine", list(children), hook_resids[:nc], hook_resids[nc:], check) if children else []
+    rand_dir = random_direction(model.cfg.d_model, cfg.seed)
+    steers = {c.key: steer_for(c, saes, cfg.anchor, children, typical, rand_dir) for c in conds}
+
+    # 1b. the measure: texts pushed along other random directions at the random arm's norms (a contrast preface of
+    # their own, and a check that pushing does not raise the measure); the held-out AUC
+    clock.start("pushes")
+    norms = sorted({round(v, 6) for c in conds if c.arm == "random" for v in [steers[c.key][1]] if math.isfinite(v) and v > 0})
+    pushes = None
+    if n_push and norms:  # checkpointed with the generations: a re-run that changes only the measure reuses them
+        push_name = f"pushes-{cfg.measure_pushed}-{config_key(norms)}"
+        got_push = gen_cache.get(push_name) if gen_cache else None
+        if got_push is not None:
+            pushes = pushes_mod.Pushes.from_json(got_push)
+            clock.tick(n_push)
+        else:
+            pushes = pushes_mod.push_texts(model, saes, hook_name, cfg, list(cfg.contrast_prompts), norms, batch_context,
+                                           cancel, clock.tick)
+            if gen_cache:
+                gen_cache.put(push_name, pushes.to_json())
+    if pushes is not None and pushes.preface_texts:
+        zs = zs.with_contrast("pushed", tok, pushes.preface_texts, k, max_preface)
+    clock.start("validate")
     enc_text = lambda t: tuple(tok.encode(" " + t.strip(), add_special_tokens=False)[:CONCEPT_MAX_TOKENS])  # noqa: E731
-    vs = zeroshot_scores(model, zs, [enc_text(t) for t in val_c + val_n], batch_size=cfg.batch_size,
+    check_texts = [] if pushes is None else list(pushes.check_none) + [t for row in pushes.check for t in row]
+    vs = zeroshot_scores(model, zs, [enc_text(t) for t in val_c + val_n] + check_texts, batch_size=cfg.batch_size,
                          batch_context=batch_context, progress=clock.tick)
-    measure_auc = auc(vs[: len(val_c)], vs[len(val_c):])
+    nv = len(val_c) + len(val_n)
+    measure_auc = auc(vs[: len(val_c)], vs[len(val_c):nv])
+    push_check = None
+    if pushes is not None and pushes.check:
+        m = len(pushes.check_none)
+        push_check = pushes_mod.check_rise(vs[nv:nv + m], vs[nv + m:].reshape(m, len(pushes.norms)), pushes.norms,
+                                           cfg.n_boot, cfg.seed + 2)
+        push_check.update({"preface_prompts": list(pushes.preface_prompts), "check_prompts": list(pushes.check_prompts)})
     t_sets = time.perf_counter() - t0
 
     # 2. generation: every (prompt, seed, condition) a row
     eval_ids = [encode_prompt(tok, p, chat=cfg.chat).token_ids for p in cfg.eval_prompts]
-    rand_dir = random_direction(model.cfg.d_model, cfg.seed)
-    steers = {c.key: steer_for(c, saes, cfg.anchor, children, typical, rand_dir) for c in conds}
     rows, meta = [], []
     for pi, ids in enumerate(eval_ids):
         for si, seed in enumerate(seeds):
@@ -144,7 +192,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     t_gen = time.perf_counter() - t1
     n_tokens = sum(len(g["ids"]) for g in gens)
 
-    # 3. scoring without steering: fluency, probe and SAE features (one read), the zero-shot measure (two reads)
+    # 3. scoring without steering: fluency, probe and SAE features (one read), the zero-shot measure (a read per preface)
     clock.start("score")
     t2 = time.perf_counter()
     sel_feats = {"coarse": [cfg.anchor], "fine": list(children)}
@@ -158,7 +206,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
             if cache:
                 cache.put(f"score-{s}", got)
         else:
-            clock.tick(3 * len(got))
+            clock.tick((2 + len(zs.contrasts)) * len(got))
         for (pi, si, c), g, sc in zip(meta[s:s + chunk], gens[s:s + chunk], got):
             records.append({
                 "prompt": pi, "seed": si, "condition": c.key, "arm": c.arm, "mode": c.mode, "scale": c.scale,
@@ -182,18 +230,21 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     verdicts = [verdict_from_records(records, agg, cfg, family, len(eval_ids)) for family in families(cfg)]
     control = control_check(agg, cfg)
     secs = time.perf_counter() - t0
+    contrasts = [cfg.measure_contrast_name or "other topics" if cfg.measure_contrast else cfg.contrast_name] + [n for n, _, _ in zs.extra]
     measure = {
         "name": cfg.measure,
-        "description": ("zero-shot: mean log p(token | concept preface) - log p(token | contrast preface) over the "
-                        f"generated tokens (nats per token; prefaces list {len(zs.concept_examples)} prompts of each set"
-                        + (f"; contrast preface from {cfg.measure_contrast_name or 'other topics'}" if cfg.measure_contrast else "")
-                        + ")"
+        "description": ("zero-shot: mean over the generated tokens of log p(token | concept preface) minus the highest "
+                        f"log p(token | contrast preface) ({', '.join(contrasts)}), each token clipped to [0, {CAP_NATS:g}] "
+                        f"nats (tokens a contrast explains better count 0); read without steering; prefaces list up to "
+                        f"{len(zs.concept_examples)} texts of each set"
                         if cfg.measure == "zeroshot" else
                         f"probe: logistic regression at layer {probe_layer} on the concept vs contrast prompts (probability)"),
         "auc": None if not math.isfinite(measure_auc) else round(measure_auc, 4),
         "auc_probe": None,
         "n_validation": [len(val_c), len(val_n)], "validation_source": val_src,
         "concept_examples": list(zs.concept_examples), "contrast_examples": list(zs.contrast_examples),
+        "contrasts": [{"name": n, "examples": list(ex)} for n, ex in zip(contrasts, [zs.contrast_examples, *(ex for _, _, ex in zs.extra)])],
+        "pushes": push_check,
         "random_raises": control.get("random_raises"),
     }
     return json_safe({

@@ -1,9 +1,12 @@
-"""The zero-shot concept measure: how much more likely the model finds a text after concept examples than after
-contrast examples. Steering pushes alone do not raise it: a pushed, garbled text is unlikely under both prefaces.
+"""The zero-shot concept measure: how much likelier the model finds a text's tokens after concept examples than after
+the best of several contrast prefaces, counting only the tokens where the concept preface wins.
 
-score(text) = mean over the text's tokens of log p(t_i | concept preface, t_<i) - log p(t_i | contrast preface, t_<i)
-(nats per token; > 0 reads "more like the concept set"). The prefaces list `k` prompts of each discovery set, so a
-pasted concept needs no name. Read with the unsteered model (no hook attached).
+score(text) = mean over the text's tokens t_i of clip(log p(t_i | concept preface, t_<i) - max over contrast prefaces
+c of log p(t_i | c, t_<i), 0, CAP_NATS) (nats per token, 0 to CAP_NATS). The first contrast
+preface lists other topics; further ones may list the discovery contrast set and texts generated while pushing along
+random directions, so that a text pushed off its topic is explained by the pushed preface rather than read as the
+concept (a pushed, garbled text is likelier after code examples than after everyday sentences). The prefaces list
+`k` texts of each set, so a pasted concept needs no name. Read with the unsteered model (no hook).
 """
 from __future__ import annotations
 
@@ -19,20 +22,56 @@ from app.engine import compat
 from app.engine.experiment.reads import pad_batch
 
 HEADER = "Here are some example texts:\n"
+# each token's evidence for the concept: how many nats likelier the concept preface makes it than the best contrast
+# preface does, floored at 0 and capped. The floor is why this is not the plain mean difference: a text pushed off
+# every topic is about as likely after any preface, so its mean difference drifts from the unsteered text's negative
+# value towards 0 (a "rise" that is only a lost topic); the cap keeps one name-like token from outweighing a text.
+CAP_NATS = 4.0
+MEASURE_RULE = f"mean-clipped-0-{CAP_NATS:g}-nats-over-best-contrast"  # in the score cache's key: a new rule re-scores
 
 
 @dataclass(frozen=True)
 class ZeroShot:
-    """The two prefaces (token ids) and the examples they list."""
+    """The prefaces (token ids) and the examples they list: the concept's, the first contrast's, and further contrasts
+    (named, e.g. "pushed") whose best log-prob the score subtracts together with the first's."""
 
     concept_ids: tuple[int, ...]
     contrast_ids: tuple[int, ...]
     concept_examples: tuple[str, ...]
     contrast_examples: tuple[str, ...]
+    extra: tuple[tuple[str, tuple[int, ...], tuple[str, ...]], ...] = ()  # (name, preface ids, examples)
+
+    @property
+    def contrasts(self) -> tuple[tuple[int, ...], ...]:
+        return (self.contrast_ids, *(ids for _, ids, _ in self.extra))
+
+    def with_contrast(self, name: str, tokenizer, examples: Sequence[str], k: int, max_tokens: int | None = None) -> "ZeroShot":
+        """This measure with one more contrast preface of up to k of the examples (fewer when it would pass max_tokens)."""
+        ids, picked = make_preface(tokenizer, examples, k, max_tokens)
+        return dataclasses.replace(self, extra=(*self.extra, (name, ids, picked)))
 
 
 def preface_text(examples: Sequence[str]) -> str:
     return HEADER + "".join(f"- {e.strip()}\n" for e in examples) + "- "
+
+
+def _pick(items: Sequence[str], k: int) -> tuple[str, ...]:
+    """k items evenly spaced through the list (all of them when there are no more than k)."""
+    items = list(items)
+    if len(items) <= k:
+        return tuple(items)
+    step = len(items) / k
+    return tuple(items[int(i * step)] for i in range(k))
+
+
+def make_preface(tokenizer, examples: Sequence[str], k: int, max_tokens: int | None = None) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """(token ids, examples listed) of a preface of up to k evenly spaced examples; fewer when it would pass max_tokens."""
+    while True:
+        picked = _pick(examples, k)
+        ids = tuple(tokenizer.encode(preface_text(picked), add_special_tokens=False))
+        if max_tokens is None or len(ids) <= max_tokens or k <= 1:
+            return ids, picked
+        k -= 1
 
 
 def make_zeroshot(tokenizer, concept: Sequence[str], contrast: Sequence[str], k: int = 6,
@@ -45,15 +84,7 @@ def make_zeroshot(tokenizer, concept: Sequence[str], contrast: Sequence[str], k:
         if max(len(zs.concept_ids), len(zs.contrast_ids)) <= max_tokens:
             return zs
         k -= 1
-
-    def pick(items):
-        items = list(items)
-        if len(items) <= k:
-            return tuple(items)
-        step = len(items) / k
-        return tuple(items[int(i * step)] for i in range(k))
-
-    ce, ne = pick(concept), pick(contrast)
+    ce, ne = _pick(concept, k), _pick(contrast, k)
     return ZeroShot(enc(preface_text(ce)), enc(preface_text(ne)), ce, ne)
 
 
@@ -75,12 +106,12 @@ def _expanded(cache, b: int):
                                previous_attention_mask=cache.previous_attention_mask.expand(b, -1))
 
 
-def _mean_logprob(model, preface: Sequence[int], texts: Sequence[Sequence[int]], batch_size: int, batch_context,
-                  progress) -> np.ndarray:
-    """[n] mean log p of each text's tokens after the preface (NaN for an empty text). The preface is read once
+def _token_logprobs(model, preface: Sequence[int], texts: Sequence[Sequence[int]], batch_size: int, batch_context,
+                    progress) -> list[np.ndarray | None]:
+    """Per text, [T] log p of each of its tokens after the preface (None for an empty text). The preface is read once
     (its key-value cache is shared by every row); texts are right-padded, so padding never reaches a real token."""
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
-    out = np.full(len(texts), np.nan)
+    out: list[np.ndarray | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with batch_context():
         cache, first = _prefix_cache(model, preface)
@@ -94,19 +125,26 @@ def _mean_logprob(model, preface: Sequence[int], texts: Sequence[Sequence[int]],
                 lp = torch.log_softmax(logits[:, :-1].float(), -1).cpu()  # position j predicts token j + 1
             got = torch.cat([first[toks[:, :1]], lp.gather(2, toks[:, 1:, None])[..., 0]], 1)  # [b, T]
             for b, i in enumerate(idx):
-                out[i] = float(got[b, : len(texts[i])].double().mean())
+                out[i] = got[b, : len(texts[i])].double().numpy()
         if progress is not None:
             progress(len(order[s:s + batch_size]))
     return out
 
 
 def zeroshot_scores(model, zs: ZeroShot, texts: Sequence[Sequence[int]], batch_size: int = 16,
-                    batch_context=contextlib.nullcontext, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """[n] concept-minus-contrast mean log-prob per token of each text (nats; NaN for an empty text).
-    progress(k) is called twice per text (once per preface)."""
-    a = _mean_logprob(model, zs.concept_ids, texts, batch_size, batch_context, progress)
-    b = _mean_logprob(model, zs.contrast_ids, texts, batch_size, batch_context, progress)
-    return a - b
+                    batch_context=contextlib.nullcontext, progress: Callable[[int], None] | None = None,
+                    cap: float = CAP_NATS) -> np.ndarray:
+    """[n] mean over each text's tokens of log p(token | concept preface) - max over contrast prefaces of
+    log p(token | contrast), clipped to [0, cap] (nats per token; NaN for an empty text). progress(k) is called once
+    per text and preface."""
+    a = _token_logprobs(model, zs.concept_ids, texts, batch_size, batch_context, progress)
+    bs = [_token_logprobs(model, ids, texts, batch_size, batch_context, progress) for ids in zs.contrasts]
+    out = np.full(len(texts), np.nan)
+    for i, lc in enumerate(a):
+        if lc is not None:
+            best = np.max(np.stack([np.asarray(b[i]) for b in bs]), axis=0)  # every preface saw the same tokens
+            out[i] = float(np.mean(np.clip(lc - best, 0.0, cap)))
+    return out
 
 
 def auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
