@@ -150,9 +150,13 @@ def main(argv=None) -> int:
     lines += [concept_line(r) for r in results]
     lines += ["", "## Cost", ""]
     for r in results:
+        read = r.get("n_generations_from_checkpoint") or 0
+        gen = (f"generate {r['seconds_generate']:.0f} s at {r['tokens_per_s']} tok/s" if not read else
+               f"{read} of the generations read back from the checkpoint of an earlier run with the same generation "
+               f"settings, so their generation time is not in this wall time")
         lines.append(f"- {r['concept']}: {r['n_generations']} generations, {r['n_tokens']} tokens, wall {r.get('wall_s')} s "
-                     f"(sets {r['seconds_sets']:.0f} s, generate {r['seconds_generate']:.0f} s at {r['tokens_per_s']} tok/s, "
-                     f"score {r['seconds_score']:.0f} s)" + (f"; {r['label']}" if r.get("label") else ""))
+                     f"(sets and the measure's checks {r['seconds_sets']:.0f} s, {gen}, score {r['seconds_score']:.0f} s)"
+                     + (f"; {r['label']}" if r.get("label") else ""))
     lines += ["", "Re-run (resumable; the same command on a new SAE pair): `python -m app.training.steering_suite` then "
               "`python -m app.training.steering_report`. Per concept: `docs/steering-experiment-<concept>.{json,txt}`.", ""]
     (a.docs / "steering-experiment.md").write_text("\n".join(lines), encoding="utf-8")

@@ -22,6 +22,7 @@ from app.web import pasted_sets
 from app.web.codecs import Codec
 from app.web.forms import MAX_URL, FormError, cap_url, last, validated
 from app.web.jobs_pages import JobPages, add_job_page_routes
+from app.web.report_text import blocks
 from app.web.templating import render_page
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -180,9 +181,9 @@ def experiment_report(request: Request, engine: EngineDep):
     """docs/steering-experiment.md as a page: the answer across concepts, its figure and the text."""
     if not REPORT.exists():
         return PlainTextResponse(NO_REPORT, status_code=404)
-    # the page shows the figure itself: drop the title line and markdown image lines
-    text = "\n".join(ln for ln in REPORT.read_text(encoding="utf-8").split("\n")[1:] if not ln.startswith("!["))
-    return render_page(request, "experiment_report.html", {"engine": engine, "page": "experiment", "text": text.strip()})
+    # the page has its own title and shows the figure itself: the title line goes (image lines go in blocks())
+    text = "\n".join(REPORT.read_text(encoding="utf-8").split("\n")[1:])
+    return render_page(request, "experiment_report.html", {"engine": engine, "page": "experiment", "blocks": blocks(text)})
 
 
 @router.get("/experiment/report.md", response_class=PlainTextResponse)

@@ -306,6 +306,8 @@ def test_a_rerun_with_another_measure_reuses_the_checkpointed_generations(tiny_e
     with tiny_engine.session():
         second = X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, again, checkpoint=str(tmp_path))
     assert [g["text"] for g in second["generations"]] == [g["text"] for g in first["generations"]]
+    assert first["n_generations_from_checkpoint"] == 0 and first["tokens_per_s"] > 0
+    assert second["n_generations_from_checkpoint"] == second["n_generations"] and second["tokens_per_s"] is None
     assert set(second["measure"]["contrast_examples"]) <= set(other) and len(second["measure"]["contrast_examples"]) == 4
     assert second["measure_contrast_name"] == "cooking" and "(cooking, contrast set, pushed)" in second["measure"]["description"]
     assert [c["name"] for c in second["measure"]["contrasts"]] == ["cooking", "contrast set", "pushed"]

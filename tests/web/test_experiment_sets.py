@@ -61,3 +61,4 @@ def test_experiment_page_links_the_cross_concept_report(tiny_client):
     para = md.text.split("\n")[2]  # the answer paragraph
     assert para[:80].replace("&", "&amp;") in r.text.replace("&#39;", "'")
     assert "![" not in r.text  # the figure is an <img>, not markdown
+    assert "<h2>Per concept</h2>" in r.text and "## " not in r.text and r.text.count("<li>") >= 3  # rendered, not raw

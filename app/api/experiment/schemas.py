@@ -227,7 +227,8 @@ class ExperimentResponse(BaseModel):
     control: ControlModel
     generations: list[GenerationRecord]
     seconds: float  # the phases' times (seconds_sets / _generate / _score) are in the engine result and the CLI only
-    tokens_per_s: float | None
+    tokens_per_s: float | None  # None when the generations were read back from a checkpoint
+    n_generations_from_checkpoint: int = 0
 
 
 ExperimentJobStatus = JobStatus  # the job runner's status (same shape as discovery's)

@@ -176,11 +176,14 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     clock.start("generate")
     t1 = time.perf_counter()
     chunk = max(cfg.batch_size, 1)
+    n_read = 0  # generations read back from the checkpoint (their time was spent by the run that made them)
     for s in range(0, len(rows), chunk):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
         part = gen_cache.get(f"gen-{s}") if gen_cache else None
-        if part is None:
+        if part is not None:
+            n_read += len(part)
+        else:
             with batch_context(), torch.inference_mode():
                 out = batched_generate(model, saes, hook_name, rows[s:s + chunk], cfg.max_new_tokens, stop, opts, batch_size=chunk,
                                        cancel=cancel)
@@ -262,7 +265,9 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         "table": agg, "verdicts": verdicts, "verdict": verdicts[0]["text"] if verdicts else "", "control": control,
         "generations": [{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in rec.items()} for rec in records],
         "seconds": round(secs, 3), "seconds_sets": round(t_sets, 3), "seconds_generate": round(t_gen, 3),
-        "seconds_score": round(t_score, 3), "tokens_per_s": round(n_tokens / t_gen, 1) if t_gen > 0 else None,
+        "seconds_score": round(t_score, 3),
+        "tokens_per_s": round(n_tokens / t_gen, 1) if t_gen > 0 and n_read < len(gens) else None,
+        "n_generations_from_checkpoint": n_read,
     })
 
 
