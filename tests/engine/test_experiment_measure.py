@@ -63,6 +63,35 @@ def test_zeroshot_score_subtracts_the_best_contrast_preface(tiny_engine):
     assert any(abs(w - float(np.mean(np.clip(a - o, 0, 4.0)))) > 1e-3 for w, a, o in zip(want, c, one))  # it decides
 
 
+class DictCache(dict):
+    def put(self, k, v):
+        self[k] = v
+
+
+def test_zeroshot_scores_keep_each_prefaces_token_logprobs(tiny_engine, monkeypatch):
+    """With a cache, each preface's per-token log-probs are kept by the preface's hash: a second call (another cap
+    here) runs no model and gives what a fresh computation gives."""
+    from app.engine.experiment import zeroshot as Z
+
+    m, tok = tiny_engine.model, tiny_engine.tokenizer
+    zs = make_zeroshot(tok, ["cook the rice", "bake the bread"], ["the train", "a spider"], k=2)
+    zs = zs.with_contrast("pushed", tok, ["zx qq vv", "!!"], k=2)
+    texts = [tok.encode(t, add_special_tokens=False) for t in (" simmer the rice", " qq vv zx", "")]
+    cache = DictCache()
+    with tiny_engine.session():
+        first = zeroshot_scores(m, zs, texts, cache=cache, name="c0-")
+        fresh = zeroshot_scores(m, zs, texts, cap=0.5)
+    assert len(cache) == 3 and all(k.startswith("c0-lp-") for k in cache)
+
+    def no_model(*a, **k):
+        raise AssertionError("ran the model")
+
+    monkeypatch.setattr(Z, "_token_logprobs", no_model)
+    again = zeroshot_scores(m, zs, texts, cache=cache, name="c0-")
+    assert again[:2] == pytest.approx(first[:2], abs=1e-5) and np.isnan(again[2])
+    assert zeroshot_scores(m, zs, texts, cap=0.5, cache=cache, name="c0-")[:2] == pytest.approx(fresh[:2], abs=1e-5)
+
+
 def test_auc_matches_sklearn_with_ties():
     rng = np.random.default_rng(0)
     pos = np.round(rng.normal(0.5, 1, 60), 1)

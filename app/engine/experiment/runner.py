@@ -205,7 +205,7 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
         got = cache.get(f"score-{s}") if cache else None
         if got is None:
             got = _score_chunk(model, saes, hook_name, probe_hook, probe, zs, rows[s:s + chunk], gens[s:s + chunk],
-                               sel_feats, cfg, batch_context, clock.tick)
+                               sel_feats, cfg, batch_context, clock.tick, gen_cache, f"score-{s}-")
             if cache:
                 cache.put(f"score-{s}", got)
         else:
@@ -271,13 +271,15 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     })
 
 
-def _score_chunk(model, saes, hook_name, probe_hook, probe, zs, rows, gens, sel_feats, cfg, batch_context, tick) -> list[dict]:
-    """Scores of a chunk of generations, read without steering: log-prob, probe, SAE fire share, zero-shot."""
+def _score_chunk(model, saes, hook_name, probe_hook, probe, zs, rows, gens, sel_feats, cfg, batch_context, tick,
+                 lp_cache=None, lp_name: str = "") -> list[dict]:
+    """Scores of a chunk of generations, read without steering: log-prob, probe, SAE fire share, zero-shot (each
+    preface's per-token log-probs kept in lp_cache, next to the generations they are of)."""
     full = [tuple(r.prompt_ids) + tuple(g["ids"]) for r, g in zip(rows, gens)]
     reads = read_back(model, [hook_name, probe_hook], full, batch_size=cfg.batch_size, logits=True,
                       batch_context=batch_context, progress=tick)
     zsc = zeroshot_scores(model, zs, [g["ids"] for g in gens], batch_size=cfg.batch_size,
-                          batch_context=batch_context, progress=tick)
+                          batch_context=batch_context, progress=tick, cache=lp_cache, name=lp_name)
     out = []
     for r, g, row, ids, z in zip(reads, gens, rows, full, zsc):
         P, n = len(row.prompt_ids), len(g["ids"])

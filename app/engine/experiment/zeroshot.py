@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from app.engine import compat
+from app.engine.experiment.checkpoint import config_key
 from app.engine.experiment.reads import pad_batch
 
 HEADER = "Here are some example texts:\n"
@@ -131,20 +132,39 @@ def _token_logprobs(model, preface: Sequence[int], texts: Sequence[Sequence[int]
     return out
 
 
+def clipped_scores(concept: Sequence[np.ndarray | None], contrasts: Sequence[Sequence[np.ndarray | None]],
+                   cap: float = CAP_NATS) -> np.ndarray:
+    """[n] the measure from per-token log-probs: concept[i] [T] and contrasts[j][i] [T] -> mean over tokens of
+    concept - max_j contrast_j clipped to [0, cap] (NaN where a text has no tokens)."""
+    out = np.full(len(concept), np.nan)
+    for i, lc in enumerate(concept):
+        if lc is not None and len(lc):
+            best = np.max(np.stack([np.asarray(b[i]) for b in contrasts]), axis=0)  # every preface saw the same tokens
+            out[i] = float(np.mean(np.clip(np.asarray(lc) - best, 0.0, cap)))
+    return out
+
+
 def zeroshot_scores(model, zs: ZeroShot, texts: Sequence[Sequence[int]], batch_size: int = 16,
                     batch_context=contextlib.nullcontext, progress: Callable[[int], None] | None = None,
-                    cap: float = CAP_NATS) -> np.ndarray:
+                    cap: float = CAP_NATS, cache=None, name: str = "") -> np.ndarray:
     """[n] mean over each text's tokens of log p(token | concept preface) - max over contrast prefaces of
     log p(token | contrast), clipped to [0, cap] (nats per token; NaN for an empty text). progress(k) is called once
-    per text and preface."""
-    a = _token_logprobs(model, zs.concept_ids, texts, batch_size, batch_context, progress)
-    bs = [_token_logprobs(model, ids, texts, batch_size, batch_context, progress) for ids in zs.contrasts]
-    out = np.full(len(texts), np.nan)
-    for i, lc in enumerate(a):
-        if lc is not None:
-            best = np.max(np.stack([np.asarray(b[i]) for b in bs]), axis=0)  # every preface saw the same tokens
-            out[i] = float(np.mean(np.clip(lc - best, 0.0, cap)))
-    return out
+    per text and preface. cache (get / put by name, e.g. a ChunkCache) keeps each preface's per-token log-probs of
+    these texts under name + the preface's hash, so a re-run that changes how they are combined, or one preface,
+    reads the others back instead of running the model."""
+    def lps(ids):
+        key = f"{name}lp-{config_key(list(ids))}"
+        got = cache.get(key) if cache is not None else None
+        if got is not None:
+            if progress is not None:
+                progress(len(texts))
+            return [None if v is None else np.asarray(v, dtype=np.float64) for v in got]
+        out = _token_logprobs(model, ids, texts, batch_size, batch_context, progress)
+        if cache is not None:
+            cache.put(key, [None if v is None else [round(float(x), 6) for x in v] for v in out])
+        return out
+
+    return clipped_scores(lps(zs.concept_ids), [lps(ids) for ids in zs.contrasts], cap)
 
 
 def auc(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarray) -> float:
