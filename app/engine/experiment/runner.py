@@ -23,6 +23,7 @@ from app.engine.experiment.arms import (
     steer_for,
 )
 from app.engine.experiment.checkpoint import ChunkCache, config_key
+from app.engine.experiment.measure import measure_checks, random_norms_guess, validation_texts
 from app.engine.experiment.probe import probe_layer_for, train_probe
 from app.engine.experiment.progress import PhaseClock
 from app.engine.experiment.reads import (
@@ -35,27 +36,11 @@ from app.engine.experiment.reads import (
 )
 from app.engine.experiment.scoring import aggregate, control_check, families, verdict_from_records
 from app.engine.experiment.stats import distinct_2, json_safe, word_hit
-from app.engine.experiment.zeroshot import CAP_NATS, MEASURE_RULE, auc, make_zeroshot, zeroshot_scores
+from app.engine.experiment.zeroshot import CAP_NATS, MEASURE_RULE, make_zeroshot, zeroshot_scores
 from app.engine.generation import stop_token_ids
 from app.engine.prompts import encode_prompt
 from app.engine.sampling import SamplingParams
 from app.engine.steering import SteerOptions
-
-
-def _validation_texts(cfg: ExperimentConfig, zs) -> tuple[list[str], list[str], str]:
-    """Held-out concept and contrast texts for the measure's AUC, and where they come from."""
-    if cfg.validation_concept and cfg.validation_contrast:
-        return list(cfg.validation_concept), list(cfg.validation_contrast), "held-out sets given with the run"
-    listed = set(zs.contrast_examples).union(*(ex for _, _, ex in zs.extra))
-    vc = [p for p in cfg.concept_prompts if p not in zs.concept_examples][: cfg.n_validation]
-    vn = [p for p in cfg.contrast_prompts if p not in listed][: cfg.n_validation]
-    return vc, vn, "concept and contrast prompts not listed in the measure's prefaces"
-
-
-def _random_norms_guess(cfg: ExperimentConfig, conds) -> int:
-    """How many distinct vector norms the random arm will use (its norms need the typical activations, known later):
-    one per strength and scale it runs at (progress totals only)."""
-    return len({(c.scale, c.strength) for c in conds if c.arm == "random"})
 
 
 def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atlas=None,
@@ -87,10 +72,10 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
     for name, texts in cfg.measure_extra:
         if tuple(texts) != tuple(cfg.contrast_prompts):
             zs = zs.with_contrast(name, tok, texts, k, max_preface)
-    val_c, val_n, val_src = _validation_texts(cfg, zs)
+    val_c, val_n, val_src = validation_texts(cfg, zs)
     n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts)
     n_rows = len(cfg.eval_prompts) * len(seeds) * len([c for c in conds if c.key not in alias])
-    push_norms = _random_norms_guess(cfg, conds)
+    push_norms = random_norms_guess(cfg, conds)
     n_push = pushes_mod.n_rows(len(cfg.contrast_prompts), push_norms, cfg.measure_pushed) if cfg.measure == "zeroshot" else 0
     n_contrasts = len(zs.contrasts) + (1 if n_push else 0)
     n_check = len(pushes_mod.split_prompts(cfg.contrast_prompts, cfg.measure_pushed)[1]) * (push_norms + 1) if n_push else 0
@@ -129,35 +114,8 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
 
     # 1b. the measure: texts pushed along other random directions at the random arm's norms (a contrast preface of
     # their own, and a check that pushing does not raise the measure); the held-out AUC
-    clock.start("pushes")
-    norms = sorted({round(v, 6) for c in conds if c.arm == "random" for v in [steers[c.key][1]] if math.isfinite(v) and v > 0})
-    pushes = None
-    if n_push and norms:  # checkpointed with the generations: a re-run that changes only the measure reuses them
-        push_name = f"pushes-{cfg.measure_pushed}-{config_key(norms)}"
-        got_push = gen_cache.get(push_name) if gen_cache else None
-        if got_push is not None:
-            pushes = pushes_mod.Pushes.from_json(got_push)
-            clock.tick(n_push)
-        else:
-            pushes = pushes_mod.push_texts(model, saes, hook_name, cfg, list(cfg.contrast_prompts), norms, batch_context,
-                                           cancel, clock.tick)
-            if gen_cache:
-                gen_cache.put(push_name, pushes.to_json())
-    if pushes is not None and pushes.preface_texts:
-        zs = zs.with_contrast("pushed", tok, pushes.preface_texts, k, max_preface)
-    clock.start("validate")
-    enc_text = lambda t: tuple(tok.encode(" " + t.strip(), add_special_tokens=False)[:CONCEPT_MAX_TOKENS])  # noqa: E731
-    check_texts = [] if pushes is None else list(pushes.check_none) + [t for row in pushes.check for t in row]
-    vs = zeroshot_scores(model, zs, [enc_text(t) for t in val_c + val_n] + check_texts, batch_size=cfg.batch_size,
-                         batch_context=batch_context, progress=clock.tick)
-    nv = len(val_c) + len(val_n)
-    measure_auc = auc(vs[: len(val_c)], vs[len(val_c):nv])
-    push_check = None
-    if pushes is not None and pushes.check:
-        m = len(pushes.check_none)
-        push_check = pushes_mod.check_rise(vs[nv:nv + m], vs[nv + m:].reshape(m, len(pushes.norms)), pushes.norms,
-                                           cfg.n_boot, cfg.seed + 2)
-        push_check.update({"preface_prompts": list(pushes.preface_prompts), "check_prompts": list(pushes.check_prompts)})
+    zs, measure_auc, push_check = measure_checks(model, saes, hook_name, cfg, zs, k, max_preface, conds, steers, n_push,
+                                                 val_c + val_n, len(val_c), gen_cache, clock, batch_context, cancel)
     t_sets = time.perf_counter() - t0
 
     # 2. generation: every (prompt, seed, condition) a row
