@@ -29,11 +29,14 @@ def test_measure_contrast_is_neutral_and_another_concept_half_and_half():
         assert owner == {"neutral": S.MEASURE_K // 2, "other": S.MEASURE_K // 2}
 
 
+OPEN_26_FRANCE = pytest.mark.xfail(strict=True, reason="issue 26 open: under the clipped zero-shot measure the random "
+                                   "arm raises France's score at norm 4 (0.101 [0.091, 0.113] vs 0.083 unsteered), pushes "
+                                   "along other random directions raise it at every norm, and its held-out AUC is 0.893")
 OPEN_26 = pytest.mark.xfail(strict=True, reason="issue 26 open: the zero-shot measure against neutral + france is raised "
                             "by the random arm for cooking (norm 8; AUC 0.85) and programming (norms 4 and 8)")
 
 
-@pytest.mark.parametrize("concept", ["france", pytest.param("cooking", marks=OPEN_26),
+@pytest.mark.parametrize("concept", [pytest.param("france", marks=OPEN_26_FRANCE), pytest.param("cooking", marks=OPEN_26),
                                      pytest.param("programming", marks=OPEN_26)])
 def test_the_shipped_result_meets_issue_26s_bars(concept):
     """docs/steering-experiment-<concept>.json: >= 100 held-out prompts, >= 2 seeds, a measure with held-out AUC >= 0.9
@@ -49,3 +52,4 @@ def test_the_shipped_result_meets_issue_26s_bars(concept):
     assert rand and all(row["concept_ci"][0] <= none <= row["concept_ci"][1] for row in rand)
     assert r["control"]["random_raises"] is False
     assert r["measure"]["auc"] >= 0.9
+    assert not (r["measure"].get("pushes") or {}).get("raises")  # nor do pushes along other random directions
