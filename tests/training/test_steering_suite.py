@@ -29,14 +29,13 @@ def test_measure_contrast_is_neutral_and_another_concept_half_and_half():
         assert owner == {"neutral": S.MEASURE_K // 2, "other": S.MEASURE_K // 2}
 
 
-OPEN_26_FRANCE = pytest.mark.xfail(strict=True, reason="issue 26 open: under the clipped zero-shot measure the random "
-                                   "arm raises France's score at norm 4 (0.101 [0.091, 0.113] vs 0.083 unsteered), pushes "
-                                   "along other random directions raise it at every norm, and its held-out AUC is 0.893")
+# the shipped results are the last full run's, under the plain mean-difference measure (each JSON's measure says so);
+# a re-scoring under the clipped measure failed France (random arm at norm 4, pushes, AUC 0.893), so it is not shipped
 OPEN_26 = pytest.mark.xfail(strict=True, reason="issue 26 open: the zero-shot measure against neutral + france is raised "
                             "by the random arm for cooking (norm 8; AUC 0.85) and programming (norms 4 and 8)")
 
 
-@pytest.mark.parametrize("concept", [pytest.param("france", marks=OPEN_26_FRANCE), pytest.param("cooking", marks=OPEN_26),
+@pytest.mark.parametrize("concept", ["france", pytest.param("cooking", marks=OPEN_26),
                                      pytest.param("programming", marks=OPEN_26)])
 def test_the_shipped_result_meets_issue_26s_bars(concept):
     """docs/steering-experiment-<concept>.json: >= 100 held-out prompts, >= 2 seeds, a measure with held-out AUC >= 0.9
