@@ -90,7 +90,7 @@ def concept_line(res: dict) -> str:
                                                           for p in pc["per_norm"]) + ")")
     return (f"- **{res['concept']}** ({res['concept_name']} vs {res['contrast_name']}; Discover GO, anchor C-{res['anchor']}, "
             f"children {', '.join('F-' + str(x) for x in res['children'])}; {d.get('n_above', '?')} fine features at cosine "
-            f"≥ 0.3). Measure: {m['name']}, contrast prefaces {contrasts}; "
+            f"≥ 0.3). Measure: {m.get('description') or m['name']}; contrast prefaces {contrasts}; "
             f"held-out AUC {m['auc']} ({m['n_validation'][0]} + {m['n_validation'][1]} texts); the random "
             f"arm raises it: {'yes' if c.get('random_raises') else 'no'} ({len(c.get('per_strength', []))} strengths)"
             f"{pushed}. "
@@ -137,16 +137,11 @@ def main(argv=None) -> int:
              "at the highest concept score every arm reaches.", "",
              "Method: per concept, Discover on its sets; among the GO coarse features, the anchor is the one whose mean "
              "activation on the concept set exceeds that on the contrast set the most, with its blue matches as children. "
-             "The concept measure is zero-shot: per generated token, log p(token | concept examples) minus the highest "
-             "log p(token | contrast examples) over three contrast prefaces (neutral sentences with another concept's "
-             "set; the discovery contrast set; texts generated from other contrast prompts while pushing along random "
-             "directions at the random arm's norms), clipped to [0, 4] nats and averaged over the text, read without "
-             "steering. Its earlier form, the plain mean difference against one contrast preface, rose under random "
-             "pushes: a pushed text is about as likely after any preface, so its mean difference drifts from the "
-             "unsteered text's negative value towards 0; floored at 0, a token a contrast explains better adds "
-             "nothing. Each run checks the measure on held-out concept vs neutral texts "
-             "(AUC), on pushes along other random directions from contrast prompts outside the prefaces, and on the "
-             "random arm at every strength.", "", "## Per concept", ""]
+             "The concept measure is zero-shot (app/engine/experiment/zeroshot.py), read without steering; each "
+             "concept's line below quotes the measure its run used, as its JSON records it. Each run checks the measure "
+             "on held-out concept vs neutral texts (AUC) and on the random arm at every strength; runs with the "
+             "pushed contrast preface also check pushes along other random directions from contrast prompts outside "
+             "the prefaces.", "", "## Per concept", ""]
     lines += [concept_line(r) for r in results]
     lines += ["", "## Cost", ""]
     for r in results:

@@ -26,6 +26,7 @@ def test_report_answer_and_figure(tmp_path):
         r = _result(c, d, b)
         if c == "cooking":  # generations read back from an earlier run's checkpoint: no generation rate claimed
             r["n_generations_from_checkpoint"] = 10
+            r["measure"]["description"] = "zero-shot: a rule only this run used"  # each line quotes its own run's measure
         if c == "programming":  # the measure's own push check fails: not a validated measure
             r["measure"]["pushes"] = {"n_prompts": 16, "raises": True, "per_norm": [
                 {"vector_norm": 9.0, "rise": 0.05, "ci": [0.01, 0.09]}, {"vector_norm": 18.0, "rise": 0.0, "ci": [-0.02, 0.02]}]}
@@ -36,6 +37,7 @@ def test_report_answer_and_figure(tmp_path):
     assert "coarse+fine is detectably best in 1 (cooking)" in md
     assert "not detectable at this sample size (smallest detectable differences in log-prob 0.200, 0.200" in md
     assert "for 2 of 3 concepts (cooking, france)" in md
+    assert "Measure: zero-shot: a rule only this run used; contrast prefaces" in md and "Measure: zeroshot; contrast" in md
     assert "10 of the generations read back from the checkpoint" in md and "generate 1 s at 10.0 tok/s" in md
     assert "pushes along 32 other random directions raise it: yes (+0.050 [+0.010, +0.090], +0.000 [-0.020, +0.020])" in md
     assert "no difference" not in md and "interpolated" in md and "steering-experiment.svg" in md
