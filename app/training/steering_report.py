@@ -111,8 +111,9 @@ def answer(results: list[dict]) -> str:
          f"in the rest the difference is not detectable at this sample size")
     if mdes:
         s += f" (smallest detectable differences in log-prob {', '.join(f'{x:.3f}' for x in mdes)} nats per token)"
-    s += (f". The concept measure passed its validation (AUC ≥ 0.9, no rise from the random arm or from pushes along "
-          f"other random directions) for "
+    pushed = any(r["measure"].get("pushes") for r in results)  # runs before the pushed preface have no push check
+    s += (". The concept measure passed its validation (AUC ≥ 0.9, no rise from the random arm"
+          + (" or, where checked, from pushes along other random directions" if pushed else "") + ") for "
           f"{len(valid)} of {n} concepts ({', '.join(valid) or 'none'}). ")
     if not wins:
         s += ("For the coarse-to-fine structure this means: on this pair, steering with a coarse feature and its fine "

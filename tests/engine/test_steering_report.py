@@ -36,7 +36,7 @@ def test_report_answer_and_figure(tmp_path):
     md = (tmp_path / "steering-experiment.md").read_text()
     assert "coarse+fine is detectably best in 1 (cooking)" in md
     assert "not detectable at this sample size (smallest detectable differences in log-prob 0.200, 0.200" in md
-    assert "for 2 of 3 concepts (cooking, france)" in md
+    assert "for 2 of 3 concepts (cooking, france)" in md and "or, where checked, from pushes" in md
     assert "Measure: zero-shot: a rule only this run used; contrast prefaces" in md and "Measure: zeroshot; contrast" in md
     assert "10 of the generations read back from the checkpoint" in md and "generate 1 s at 10.0 tok/s" in md
     assert "pushes along 32 other random directions raise it: yes (+0.050 [+0.010, +0.090], +0.000 [-0.020, +0.020])" in md
