@@ -85,14 +85,12 @@ def test_a_run_checks_its_measure_at_the_random_arms_norms(tiny_engine):
     fr, ne = _set("france", 16), _set("neutral", 16)
     evalp = tuple(_set("eval_neutral", 2))
     cfg = X.ExperimentConfig(anchor=3, children=(7,), eval_prompts=evalp, concept_prompts=tuple(fr), contrast_prompts=tuple(ne),
-                             strengths=(2.0, 6.0), max_new_tokens=6, n_boot=100, measure_pushed=4, preface_k=4,
-                             measure_extra=(("glosses", tuple(_set("neutral_glosses", 8))), ("again", tuple(ne))))
+                             strengths=(2.0, 6.0), max_new_tokens=6, n_boot=100, measure_pushed=4, preface_k=4)
     with tiny_engine.session():
         r = X.run_experiment(tiny_engine.model, tiny_engine.saes, tiny_engine.hook_name, cfg)
     pc = r["measure"]["pushes"]
     rand_norms = sorted({row["vector_norm"] for row in r["table"] if row["arm"] == "random"})  # rounded to 1e-4
     assert [p["vector_norm"] for p in pc["per_norm"]] == pytest.approx(rand_norms, abs=1e-4) and pc["n_prompts"] == 4
-    # the extra preface equal to the contrast set is not listed twice
-    assert [c["name"] for c in r["measure"]["contrasts"]] == ["contrast", "glosses", "pushed"]
+    assert [c["name"] for c in r["measure"]["contrasts"]] == ["contrast", "pushed"]
     assert set(pc["check_prompts"]).isdisjoint(pc["preface_prompts"]) and set(pc["check_prompts"]) <= set(ne)
     assert all(p["contains"] == (p["ci"][0] <= 0 <= p["ci"][1]) for p in pc["per_norm"])

@@ -49,16 +49,13 @@ class ExperimentConfig:
     # contrast prompts pushed along random directions for the zero-shot measure's "pushed" preface, and as many again
     # to check that pushing does not raise the measure (app/engine/experiment/pushes.py); 0: no pushed preface
     measure_pushed: int = 16
-    # further named contrast prefaces, e.g. (("neutral glosses", texts),): a style the concept set and the contrast
-    # sets do not share (a preface whose texts equal the contrast set's is not listed twice)
-    measure_extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 # fields that change only how generations are scored, not the generations: a re-run that changes them reuses the
 # checkpointed generations
 SCORING_ONLY = ("words", "probe_layer", "n_boot", "measure", "preface_k", "n_validation", "validation_concept",
                 "validation_contrast", "concept_name", "contrast_name", "measure_contrast", "measure_contrast_name",
-                "measure_pushed", "measure_extra")
+                "measure_pushed")
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,6 @@ def run_experiment(model, saes: dict, hook_name: str, cfg: ExperimentConfig, atl
                        max_tokens=max_preface)
     if cfg.measure_contrast:  # the discovery contrast set as a preface of its own: its style is not the concept's
         zs = zs.with_contrast("contrast set", tok, cfg.contrast_prompts, k, max_preface)
-    for name, texts in cfg.measure_extra:
-        if tuple(texts) != tuple(cfg.contrast_prompts):
-            zs = zs.with_contrast(name, tok, texts, k, max_preface)
     val_c, val_n, val_src = validation_texts(cfg, zs)
     n_sets = len(cfg.concept_prompts) + len(cfg.contrast_prompts)
     n_rows = len(cfg.eval_prompts) * len(seeds) * len([c for c in conds if c.key not in alias])
